@@ -1,0 +1,79 @@
+"""Read a CMS SignedData safely: anything asn1crypto cannot read becomes ``CmsFormatError``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asn1crypto import cms
+from cryptography import x509
+
+from interop.errors import CmsFormatError
+from interop.limits import DEFAULT_LIMITS, Limits
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedSignedData:
+    signed_data: cms.SignedData
+    signer_info: cms.SignerInfo
+    certificates: tuple[x509.Certificate, ...]
+    digest_algorithm: str
+    content_type: str
+    encapsulated: bytes | None  # eContent when the content travels inside (time-stamp tokens)
+
+    @classmethod
+    def parse(cls, der: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedSignedData:
+        if len(der) > limits.signature_part:
+            raise CmsFormatError(f"the signature is larger than {limits.signature_part} bytes")
+        try:
+            info = cms.ContentInfo.load(der, strict=True)
+            return cls.from_content_info(info, limits)
+        except CmsFormatError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            raise CmsFormatError(f"the signature is not readable DER CMS: {exc}") from exc
+
+    @classmethod
+    def from_content_info(
+        cls, info: cms.ContentInfo, limits: Limits = DEFAULT_LIMITS
+    ) -> ParsedSignedData:
+        try:
+            return cls._from_content_info(info, limits)
+        except CmsFormatError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            raise CmsFormatError(f"the signature is not readable DER CMS: {exc}") from exc
+
+    @classmethod
+    def _from_content_info(cls, info: cms.ContentInfo, limits: Limits) -> ParsedSignedData:
+        if info["content_type"].native != "signed_data":
+            raise CmsFormatError(
+                f"expected CMS SignedData, found {info['content_type'].native}"
+            )
+        signed_data = info["content"]
+        signer_infos = signed_data["signer_infos"]
+        if len(signer_infos) != 1:
+            raise CmsFormatError(f"expected one signer, found {len(signer_infos)}")
+        signer_info = signer_infos[0]
+        raw_certs = signed_data["certificates"]
+        if raw_certs.native is None or len(raw_certs) == 0:
+            raise CmsFormatError("the signature carries no certificates")
+        if len(raw_certs) > limits.certificates_per_signature:
+            raise CmsFormatError(
+                f"the signature carries more than {limits.certificates_per_signature} certificates"
+            )
+        certificates = []
+        for choice in raw_certs:
+            if choice.name != "certificate":
+                continue  # attribute/other certificates play no part in KEP
+            certificates.append(x509.load_der_x509_certificate(choice.chosen.dump()))
+        encap = signed_data["encap_content_info"]
+        content = encap["content"]
+        encapsulated = None if content.native is None else bytes(content.contents)
+        return cls(
+            signed_data,
+            signer_info,
+            tuple(certificates),
+            signer_info["digest_algorithm"]["algorithm"].native,
+            encap["content_type"].native,
+            encapsulated,
+        )

@@ -1,0 +1,108 @@
+"""Make detached CMS SignedData with CAdES-BES signed attributes (INTEROP-PROFILE.md §3)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+
+from asn1crypto import algos, cms, core, tsp
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from interop.cms import keys
+from interop.pki.signer import Signer
+
+# Given the signature value, return an RFC 3161 TimeStampToken (DER ContentInfo) over it.
+TimestampFunction = Callable[[bytes], bytes]
+
+
+def cert_to_asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+
+
+def signing_certificate_v2(cert: asn1_x509.Certificate) -> tsp.SigningCertificateV2:
+    """RFC 5035 ESSCertIDv2 with SHA-256 (the default algorithm, so it is left out)."""
+    return tsp.SigningCertificateV2(
+        {
+            "certs": [
+                {
+                    "cert_hash": hashlib.sha256(cert.dump()).digest(),
+                    "issuer_serial": {
+                        "issuer": [asn1_x509.GeneralName({"directory_name": cert.issuer})],
+                        "serial_number": cert.serial_number,
+                    },
+                }
+            ]
+        }
+    )
+
+
+def signed_attributes(
+    content_type: str, content_digest: bytes, signing_time: dt.datetime, cert: asn1_x509.Certificate
+) -> cms.CMSAttributes:
+    return cms.CMSAttributes(
+        [
+            {"type": "content_type", "values": [content_type]},
+            {"type": "message_digest", "values": [content_digest]},
+            {"type": "signing_time", "values": [cms.Time({"utc_time": signing_time})]},
+            {"type": "signing_certificate_v2", "values": [signing_certificate_v2(cert)]},
+        ]
+    )
+
+
+def sign_digest(
+    signer: Signer,
+    content_digest: bytes,
+    now: dt.datetime,
+    *,
+    digest: str = "sha256",
+    content_type: str = "data",
+    encapsulated: bytes | None = None,
+    timestamp: TimestampFunction | None = None,
+) -> bytes:
+    """DER ContentInfo holding SignedData over content whose ``digest`` is ``content_digest``.
+
+    Detached unless ``encapsulated`` is given (time-stamp tokens carry their TSTInfo inside).
+    When ``timestamp`` is given, its token is added as id-aa-signatureTimeStampToken (CAdES-T).
+    """
+    certs = [cert_to_asn1(c) for c in signer.certificates]
+    attrs = signed_attributes(content_type, content_digest, now, certs[0])
+    # RFC 5652 §5.4: the signature covers the DER of the attributes as an explicit SET OF.
+    to_sign = attrs.dump()
+    to_sign = b"\x31" + to_sign[1:]
+    signature = keys.sign(signer.key, to_sign, digest)
+    signer_info: dict[str, object] = {
+        "version": "v1",
+        "sid": cms.SignerIdentifier(
+            {
+                "issuer_and_serial_number": {
+                    "issuer": certs[0].issuer,
+                    "serial_number": certs[0].serial_number,
+                }
+            }
+        ),
+        "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
+        "signed_attrs": attrs,
+        "signature_algorithm": keys.signature_algorithm(signer.key, digest),
+        "signature": signature,
+    }
+    if timestamp is not None:
+        token = cms.ContentInfo.load(timestamp(signature))
+        signer_info["unsigned_attrs"] = cms.CMSAttributes(
+            [{"type": "signature_time_stamp_token", "values": [token]}]
+        )
+    encap: dict[str, object] = {"content_type": content_type}
+    if encapsulated is not None:
+        encap["content"] = core.ParsableOctetString(encapsulated)
+    signed_data = cms.SignedData(
+        {
+            "version": "v3" if content_type != "data" else "v1",
+            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
+            "encap_content_info": encap,
+            "certificates": certs,
+            "signer_infos": [signer_info],
+        }
+    )
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()

@@ -1,0 +1,117 @@
+"""The mathematics of one SignerInfo: is it intact, and who made it (RFC 5652 §5.4, §5.6)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from asn1crypto import cms
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from interop.cms import keys
+from interop.cms.parse import ParsedSignedData
+
+
+@dataclass(frozen=True, slots=True)
+class SignerCheck:
+    intact: bool
+    signer: x509.Certificate | None
+    signing_time: dt.datetime | None
+    cades: bool  # carries a matching signing-certificate-v2 attribute
+    detail: str
+    timestamp_token: cms.ContentInfo | None = None
+    signature: bytes = b""
+
+
+def _find_signer(parsed: ParsedSignedData) -> x509.Certificate | None:
+    sid = parsed.signer_info["sid"]
+    for cert in parsed.certificates:
+        if sid.name == "issuer_and_serial_number":
+            wanted = sid.chosen
+            if cert.serial_number == wanted["serial_number"].native and (
+                asn1_x509.Name.load(cert.issuer.public_bytes()) == wanted["issuer"]
+            ):
+                return cert
+        else:
+            try:
+                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+            except x509.ExtensionNotFound:
+                continue
+            if ski.value.digest == sid.chosen.native:
+                return cert
+    return None
+
+
+def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck:
+    """Check message-digest, content-type and the signature value; never raises for bad math."""
+    info = parsed.signer_info
+    signer = _find_signer(parsed)
+    signature = bytes(info["signature"].native)
+    if signer is None:
+        return SignerCheck(False, None, None, False, "the signer's certificate is not included")
+    attrs = info["signed_attrs"]
+    if attrs.native is None or len(attrs) == 0:
+        # Without signed attributes neither CAdES nor our streaming hashing applies.
+        return SignerCheck(False, signer, None, False, "the signature has no signed attributes")
+    values: dict[str, list[object]] = {}
+    for attr in attrs:
+        name = attr["type"].native
+        if name in values:
+            return SignerCheck(False, signer, None, False, f"signed attribute {name} is repeated")
+        values[name] = list(attr["values"])
+    content_type = values.get("content_type")
+    if not content_type or content_type[0].native != parsed.content_type:  # type: ignore[attr-defined]
+        return SignerCheck(
+            False, signer, None, False, "the content-type attribute does not match the content"
+        )
+    digest_attr = values.get("message_digest")
+    if not digest_attr or not hmac.compare_digest(
+        bytes(digest_attr[0].native), content_digest  # type: ignore[attr-defined]
+    ):
+        return SignerCheck(
+            False, signer, None, False,
+            "the content does not match the signed message-digest (it was changed after signing)",
+        )
+    signing_time = None
+    if values.get("signing_time"):
+        signing_time = values["signing_time"][0].native  # type: ignore[attr-defined]
+    cades = False
+    if values.get("signing_certificate_v2"):
+        cert_ids = values["signing_certificate_v2"][0]["certs"]  # type: ignore[index]
+        der = signer.public_bytes(Encoding.DER)
+        first = cert_ids[0]
+        algorithm = first["hash_algorithm"]["algorithm"].native
+        if algorithm not in ("sha256", "sha384", "sha512") or not hmac.compare_digest(
+            hashlib.new(algorithm, der).digest(), bytes(first["cert_hash"].native)
+        ):
+            return SignerCheck(
+                False, signer, signing_time, False,
+                "signing-certificate-v2 does not name the certificate that signed",
+            )
+        cades = True
+    # RFC 5652 §5.4: the signature is over the DER of the attributes with an explicit SET OF tag.
+    data = attrs.dump()
+    data = b"\x31" + data[1:]
+    if parsed.digest_algorithm not in ("sha1", "sha256", "sha384", "sha512"):
+        return SignerCheck(
+            False, signer, signing_time, cades,
+            f"digest algorithm {parsed.digest_algorithm} is not supported",
+        )
+    if not keys.verify(
+        signer.public_key(), signature, data, parsed.digest_algorithm, info["signature_algorithm"]
+    ):
+        return SignerCheck(
+            False, signer, signing_time, cades,
+            "the signature value does not verify with the signer's public key",
+        )
+    token = None
+    unsigned = info["unsigned_attrs"]
+    if unsigned.native is not None:
+        for attr in unsigned:
+            if attr["type"].native == "signature_time_stamp_token":
+                token = attr["values"][0]
+    return SignerCheck(True, signer, signing_time, cades, "intact", token, signature)

@@ -1,0 +1,125 @@
+"""Verify a detached CMS signature: integrity, signer trust, and its time-stamp if any."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from interop.cms.hashing import LEGACY_DIGESTS, STRONG_DIGESTS
+from interop.cms.parse import ParsedSignedData
+from interop.cms.signer_info import check_signer
+from interop.cms.timestamp import TimestampResult, verify_token
+from interop.pathval import CertificateValidator, ChainResult, Role
+from interop.reasons import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureResult:
+    """What a CMS verification found. ``ok`` only when intact, trusted and (if any) stamped."""
+
+    intact: bool
+    signer: x509.Certificate | None
+    chain: ChainResult | None
+    digest_algorithm: str
+    signing_time: dt.datetime | None
+    cades: bool
+    timestamp: TimestampResult | None
+    reason: Reason | None
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+    @property
+    def signer_name(self) -> str:
+        return self.signer.subject.rfc4514_string() if self.signer else "(unknown)"
+
+
+def _integrity_reason(role: Role) -> Reason:
+    # Profile choice (docs/profile-choices.md): a broken user signature is InvalidUserSignature;
+    # a broken provider signature means the envelope is not what was signed: InvalidMessageFormat.
+    return Reason.InvalidUserSignature if role is Role.USER else Reason.InvalidMessageFormat
+
+
+def verify_parsed(
+    parsed: ParsedSignedData,
+    content_digest: bytes,
+    now: dt.datetime,
+    validator: CertificateValidator,
+    *,
+    expected_names: Sequence[str] = (),
+    tsa_validator: CertificateValidator | None = None,
+    allow_sha1: bool = False,
+    require_cades: bool = False,
+) -> SignatureResult:
+    """Verify ``parsed`` over content whose ``parsed.digest_algorithm`` digest is given."""
+    role = validator.role
+    algorithm = parsed.digest_algorithm
+
+    def refuse(
+        reason: Reason, detail: str, **found: object
+    ) -> SignatureResult:
+        values: dict[str, object] = {
+            "intact": False, "signer": None, "chain": None, "signing_time": None,
+            "cades": False, "timestamp": None,
+        }
+        values.update(found)
+        return SignatureResult(
+            digest_algorithm=algorithm, reason=reason, detail=detail, **values  # type: ignore[arg-type]
+        )
+
+    if algorithm in LEGACY_DIGESTS and not allow_sha1:
+        return refuse(
+            _integrity_reason(role) if role is Role.USER else Reason.PolicyViolation,
+            f"{algorithm.upper()} signatures are refused; SHA-256 or stronger is required",
+        )
+    if algorithm not in STRONG_DIGESTS | LEGACY_DIGESTS:
+        return refuse(_integrity_reason(role), f"digest algorithm {algorithm} is not supported")
+    check = check_signer(parsed, content_digest)
+    if not check.intact:
+        return refuse(_integrity_reason(role), check.detail, signer=check.signer)
+    assert check.signer is not None
+    if require_cades and not check.cades:
+        return refuse(
+            Reason.InvalidMessageFormat,
+            "the signature lacks the CAdES-BES signing-certificate-v2 attribute",
+            signer=check.signer, intact=True, signing_time=check.signing_time,
+        )
+    chain = validator.validate(
+        check.signer,
+        [c for c in parsed.certificates if c != check.signer],
+        now,
+        expected_names,
+    )
+    found: dict[str, object] = {
+        "intact": True, "signer": check.signer, "chain": chain,
+        "signing_time": check.signing_time, "cades": check.cades,
+    }
+    if not chain.ok:
+        assert chain.reason is not None
+        return refuse(chain.reason, chain.detail, **found)
+    stamp = None
+    if check.timestamp_token is not None:
+        if tsa_validator is None:
+            return refuse(
+                _integrity_reason(role), "the signature is time-stamped but no TSA is trusted",
+                **found,
+            )
+        stamp = verify_token(check.timestamp_token, check.signature, now, tsa_validator)
+        if not stamp.ok:
+            return refuse(_integrity_reason(role), stamp.detail, timestamp=stamp, **found)
+    return SignatureResult(
+        intact=True,
+        signer=check.signer,
+        chain=chain,
+        digest_algorithm=algorithm,
+        signing_time=check.signing_time,
+        cades=check.cades,
+        timestamp=stamp,
+        reason=None,
+        detail="valid",
+    )

@@ -1,0 +1,54 @@
+"""Every limit ``interop`` enforces, with where its number comes from.
+
+Callers may pass a different ``Limits`` (from configuration); nothing here grows without bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # INTEROP-PROFILE.md §2: cross-provider limit on the original message.
+    cross_provider_message: int = 25 * MiB
+    # INTEROP-PROFILE.md §2 / KEP-DOMAIN.md: hs01 to hs01 (the provider's own limit).
+    same_provider_message: int = 100 * MiB
+    # INTEROP-PROFILE.md §2: SMTP SIZE = limit + this allowance for the envelope around it.
+    envelope_allowance: int = 1 * MiB
+    # RFC 5322 §2.1.1 caps lines at 998 octets; we allow one header field (with folding) this much.
+    header_field: int = 16 * 1024
+    # All header fields of one MIME entity together; real messages stay far below.
+    header_block: int = 256 * 1024
+    # Header fields in one entity (Postfix's header_field_limit is 2048; KEP headers are few).
+    header_fields: int = 1000
+    # RFC 5322 local part of a KEP address is at most 64 octets (RFC 5321 §4.5.3.1.1).
+    address_local_part: int = 64
+    # RFC 5321 §4.5.3.1.2: domain at most 255 octets.
+    address_domain: int = 255
+    # A delil.xml evidence is a few KiB; this bounds a hostile one before the parser sees it.
+    evidence_xml: int = 1 * MiB
+    # A smime.p7s with chain and time-stamp token is a few KiB.
+    signature_part: int = 1 * MiB
+    # Recipients of one Dispatch (RFC 5321 §4.5.3.1.8 requires accepting at least 100).
+    recipients: int = 1000
+    # MIME nesting levels walked by the envelope parser.
+    mime_depth: int = 8
+    # Parts of one multipart entity.
+    mime_parts: int = 64
+    # Certificates accepted in one CMS SignedData or XML signature.
+    certificates_per_signature: int = 16
+    # Chain depth for path validation (intermediates + root).
+    chain_depth: int = 6
+
+    def smtp_size(self, message_limit: int) -> int:
+        """The SIZE value to advertise for a message limit (§2)."""
+        return message_limit + self.envelope_allowance
+
+
+DEFAULT_LIMITS = Limits()
+
+# Bytes read from a stream at a time when hashing or scanning (not a protocol limit).
+STREAM_CHUNK = 1 * MiB

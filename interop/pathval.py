@@ -1,0 +1,284 @@
+"""Certificate path validation for the roles of INTEROP-PROFILE.md §1, with CRL revocation.
+
+Chain building and RFC 5280 checks are ``cryptography``'s X.509 verifier; this module adds the
+per-role key usage rules, the expected names, revocation (``interop.revocation``) and the mapping
+of failures to profile reasons. It returns a ``ChainResult``; it raises nothing for a bad chain.
+
+Reasons (profile choice, see docs/profile-choices.md): a user certificate that is expired, not yet
+valid or revoked gives ``UserCertExpiredOrRevoked``; any other user-certificate failure
+``InvalidUserSignature``. A provider certificate (process, TLS, TSA) that fails gives
+``PolicyViolation``: the sender is not who the trust list says may sign or connect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    Policy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from interop.limits import DEFAULT_LIMITS
+from interop.reasons import Reason
+from interop.revocation import RevocationData, RevocationStatus
+
+_SHA256 = hashes.SHA256()
+_CACHE_SIZE = 4096
+
+
+class Role(enum.Enum):
+    PROCESS = "process certificate"
+    TLS = "TLS certificate"
+    USER = "user e-imza certificate"
+    TSA = "time-stamping certificate"
+
+
+class Failure(enum.Enum):
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not yet valid"
+    REVOKED = "revoked"
+    REVOCATION_UNKNOWN = "revocation status unknown"
+    UNTRUSTED = "untrusted"
+    WRONG_USAGE = "wrong key usage"
+    WRONG_NAME = "wrong name"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainResult:
+    role: Role
+    subject: str
+    chain: tuple[x509.Certificate, ...]  # leaf to anchor when built, else just the leaf
+    failure: Failure | None = None
+    reason: Reason | None = None
+    detail: str = ""
+    # The result holds from ``valid_from`` until ``valid_until`` (for caching).
+    valid_from: dt.datetime | None = None
+    valid_until: dt.datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def describe(self) -> str:
+        names = " → ".join(c.subject.rfc4514_string() for c in self.chain)
+        if self.ok:
+            return f"{self.role.value} trusted: {names}"
+        return f"{self.role.value} {self.subject}: {self.detail}"
+
+
+def reason_for(role: Role, failure: Failure) -> Reason:
+    if role is Role.USER:
+        if failure in (Failure.EXPIRED, Failure.NOT_YET_VALID, Failure.REVOKED):
+            return Reason.UserCertExpiredOrRevoked
+        return Reason.InvalidUserSignature
+    return Reason.PolicyViolation
+
+
+def _require_eku(*wanted: x509.ObjectIdentifier):  # type: ignore[no-untyped-def]
+    def check(policy: Policy, cert: x509.Certificate, ext: x509.ExtendedKeyUsage) -> None:
+        missing = [o._name for o in wanted if o not in ext]
+        if missing:
+            raise ValueError(f"extendedKeyUsage lacks {', '.join(missing)}")
+
+    return check
+
+
+def _require_signing_key_usage(
+    policy: Policy, cert: x509.Certificate, ext: x509.KeyUsage | None
+) -> None:
+    if ext is not None and not (ext.digital_signature or ext.content_commitment):
+        raise ValueError("keyUsage allows neither digitalSignature nor nonRepudiation")
+
+
+def _require_ca(policy: Policy, cert: x509.Certificate, ext: x509.BasicConstraints) -> None:
+    if not ext.ca:
+        raise ValueError("an issuer that is not a CA (basicConstraints cA false)")
+
+
+def _ca_key_usage(policy: Policy, cert: x509.Certificate, ext: x509.KeyUsage | None) -> None:
+    if ext is not None and not ext.key_cert_sign:
+        raise ValueError("an issuer whose keyUsage lacks keyCertSign")
+
+
+_CA_POLICY = (
+    ExtensionPolicy.permit_all()
+    .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _require_ca)
+    .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage)
+)
+
+
+def _ee_policy(role: Role) -> ExtensionPolicy:
+    eku = {
+        Role.PROCESS: (ExtendedKeyUsageOID.EMAIL_PROTECTION,),
+        Role.USER: (ExtendedKeyUsageOID.EMAIL_PROTECTION,),
+        Role.TLS: (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+        Role.TSA: (ExtendedKeyUsageOID.TIME_STAMPING,),
+    }[role]
+    policy = ExtensionPolicy.permit_all().require_present(
+        x509.ExtendedKeyUsage,
+        # RFC 3161 §2.3: a TSA certificate's extendedKeyUsage must be critical.
+        Criticality.CRITICAL if role is Role.TSA else Criticality.AGNOSTIC,
+        _require_eku(*eku),
+    )
+    if role is not Role.TLS:
+        policy = policy.may_be_present(
+            x509.KeyUsage, Criticality.AGNOSTIC, _require_signing_key_usage
+        )
+    return policy
+
+
+_EE_POLICIES = {role: _ee_policy(role) for role in Role}
+
+
+def dns_names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [n.lower() for n in san.get_values_for_type(x509.DNSName)]
+
+
+class CertificateValidator:
+    """Validates certificates against a set of anchors and revocation data.
+
+    Results are cached per (leaf, intermediates, expected names) and reused only while ``now``
+    stays inside the window in which the answer cannot change (certificate validity and CRL
+    ``nextUpdate``). A new ``RevocationData`` needs a new validator.
+    """
+
+    def __init__(
+        self,
+        anchors: Sequence[x509.Certificate],
+        revocation: RevocationData,
+        role: Role,
+        *,
+        max_depth: int = DEFAULT_LIMITS.chain_depth,
+    ) -> None:
+        self.role = role
+        self.revocation = revocation
+        self._anchors = list(anchors)
+        self._anchor_prints = {a.fingerprint(_SHA256) for a in anchors}
+        self._store = Store(self._anchors) if anchors else None
+        self._max_depth = max_depth
+        self._cache: OrderedDict[tuple[bytes, ...], ChainResult] = OrderedDict()
+
+    def validate(
+        self,
+        leaf: x509.Certificate,
+        intermediates: Sequence[x509.Certificate],
+        now: dt.datetime,
+        expected_names: Sequence[str] = (),
+    ) -> ChainResult:
+        key = (
+            leaf.fingerprint(_SHA256),
+            *(c.fingerprint(_SHA256) for c in intermediates),
+            "|".join(expected_names).encode(),
+        )
+        hit = self._cache.get(key)
+        if (
+            hit is not None
+            and hit.valid_from is not None
+            and hit.valid_until is not None
+            and hit.valid_from <= now < hit.valid_until
+        ):
+            self._cache.move_to_end(key)
+            return hit
+        result = self._validate(leaf, intermediates, now, expected_names)
+        if result.valid_from is not None:
+            self._cache[key] = result
+            if len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return result
+
+    def _fail(
+        self, leaf: x509.Certificate, failure: Failure, detail: str
+    ) -> ChainResult:
+        return ChainResult(
+            self.role,
+            leaf.subject.rfc4514_string(),
+            (leaf,),
+            failure,
+            reason_for(self.role, failure),
+            detail,
+        )
+
+    def _validate(
+        self,
+        leaf: x509.Certificate,
+        intermediates: Sequence[x509.Certificate],
+        now: dt.datetime,
+        expected_names: Sequence[str],
+    ) -> ChainResult:
+        what = self.role.value
+        if now < leaf.not_valid_before_utc:
+            return self._fail(
+                leaf, Failure.NOT_YET_VALID,
+                f"{what} is not valid before {leaf.not_valid_before_utc.isoformat()}",
+            )
+        if now >= leaf.not_valid_after_utc:
+            return self._fail(
+                leaf, Failure.EXPIRED,
+                f"{what} expired on {leaf.not_valid_after_utc.isoformat()}",
+            )
+        if self._store is None:
+            return self._fail(leaf, Failure.UNTRUSTED, f"no trusted CA is configured for {what}s")
+        if expected_names:
+            names = dns_names(leaf)
+            if not any(n.lower() in names for n in expected_names):
+                return self._fail(
+                    leaf, Failure.WRONG_NAME,
+                    f"{what} names {names or 'no DNS name'}; expected {list(expected_names)}",
+                )
+        # Anchors handed in as "intermediates" (a chain sent with its root) would make the
+        # verifier see a longer path than there is; they are dropped, the store has them.
+        extra = [
+            c for c in intermediates[: DEFAULT_LIMITS.certificates_per_signature]
+            if c.fingerprint(_SHA256) not in self._anchor_prints
+        ]
+        verifier = (
+            PolicyBuilder()
+            .store(self._store)
+            .time(now)
+            .max_chain_depth(self._max_depth)
+            .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICIES[self.role])
+            .build_client_verifier()
+        )
+        try:
+            chain = tuple(verifier.verify(leaf, extra).chain)
+        except VerificationError as exc:
+            text = str(exc)
+            if "extension validator" in text:
+                return self._fail(leaf, Failure.WRONG_USAGE, f"{what} is not usable as one: {text}")
+            failure = Failure.EXPIRED if "not valid at validation time" in text else Failure.UNTRUSTED
+            return self._fail(leaf, failure, f"{what} does not chain to a trusted CA: {text}")
+        valid_from = max(c.not_valid_before_utc for c in chain)
+        valid_until = min(c.not_valid_after_utc for c in chain)
+        for cert, issuer in zip(chain, chain[1:], strict=False):
+            check = self.revocation.check(cert, issuer, now)
+            if check.status is RevocationStatus.REVOKED:
+                return self._fail(leaf, Failure.REVOKED, f"{what}: {check.detail}")
+            if check.status is RevocationStatus.UNKNOWN:
+                if self.revocation.require:
+                    return self._fail(leaf, Failure.REVOCATION_UNKNOWN, f"{what}: {check.detail}")
+                continue
+            if check.valid_until is not None:
+                valid_until = min(valid_until, check.valid_until)
+        return ChainResult(
+            self.role,
+            leaf.subject.rfc4514_string(),
+            chain,
+            valid_from=valid_from,
+            valid_until=valid_until,
+        )

@@ -1,0 +1,1 @@
+"""Key material values: who signs (``Signer``) and the development PKI generator."""
