@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asn1crypto import cms
+from asn1crypto import cms, core
 from cryptography import x509
 
 from interop.errors import CmsFormatError
@@ -19,6 +19,9 @@ class ParsedSignedData:
     digest_algorithm: str
     content_type: str
     encapsulated: bytes | None  # eContent when the content travels inside (time-stamp tokens)
+    # The signed attributes exactly as received: the signature covers these bytes, so they are
+    # taken before anything else touches the structure (asn1crypto re-encodes what it mutates).
+    signed_attrs_der: bytes | None
 
     @classmethod
     def parse(cls, der: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedSignedData:
@@ -54,8 +57,10 @@ class ParsedSignedData:
         if len(signer_infos) != 1:
             raise CmsFormatError(f"expected one signer, found {len(signer_infos)}")
         signer_info = signer_infos[0]
+        attrs = signer_info["signed_attrs"]
+        signed_attrs_der = None if isinstance(attrs, core.Void) else attrs.dump()
         raw_certs = signed_data["certificates"]
-        if raw_certs.native is None or len(raw_certs) == 0:
+        if isinstance(raw_certs, core.Void) or len(raw_certs) == 0:
             raise CmsFormatError("the signature carries no certificates")
         if len(raw_certs) > limits.certificates_per_signature:
             raise CmsFormatError(
@@ -68,7 +73,7 @@ class ParsedSignedData:
             certificates.append(x509.load_der_x509_certificate(choice.chosen.dump()))
         encap = signed_data["encap_content_info"]
         content = encap["content"]
-        encapsulated = None if content.native is None else bytes(content.contents)
+        encapsulated = None if isinstance(content, core.Void) else bytes(content.contents)
         return cls(
             signed_data,
             signer_info,
@@ -76,4 +81,5 @@ class ParsedSignedData:
             signer_info["digest_algorithm"]["algorithm"].native,
             encap["content_type"].native,
             encapsulated,
+            signed_attrs_der,
         )

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from asn1crypto import cms
+from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -32,8 +32,10 @@ def _find_signer(parsed: ParsedSignedData) -> x509.Certificate | None:
     for cert in parsed.certificates:
         if sid.name == "issuer_and_serial_number":
             wanted = sid.chosen
+            # Byte equality first; RFC 5280 §7.1 name comparison only when the encodings differ.
             if cert.serial_number == wanted["serial_number"].native and (
-                asn1_x509.Name.load(cert.issuer.public_bytes()) == wanted["issuer"]
+                cert.issuer.public_bytes() == wanted["issuer"].dump()
+                or asn1_x509.Name.load(cert.issuer.public_bytes()) == wanted["issuer"]
             ):
                 return cert
         else:
@@ -50,11 +52,11 @@ def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck
     """Check message-digest, content-type and the signature value; never raises for bad math."""
     info = parsed.signer_info
     signer = _find_signer(parsed)
-    signature = bytes(info["signature"].native)
+    signature = bytes(info["signature"].contents)
     if signer is None:
         return SignerCheck(False, None, None, False, "the signer's certificate is not included")
     attrs = info["signed_attrs"]
-    if attrs.native is None or len(attrs) == 0:
+    if parsed.signed_attrs_der is None or len(attrs) == 0:
         # Without signed attributes neither CAdES nor our streaming hashing applies.
         return SignerCheck(False, signer, None, False, "the signature has no signed attributes")
     values: dict[str, list[object]] = {}
@@ -94,8 +96,7 @@ def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck
             )
         cades = True
     # RFC 5652 §5.4: the signature is over the DER of the attributes with an explicit SET OF tag.
-    data = attrs.dump()
-    data = b"\x31" + data[1:]
+    data = b"\x31" + parsed.signed_attrs_der[1:]
     if parsed.digest_algorithm not in ("sha1", "sha256", "sha384", "sha512"):
         return SignerCheck(
             False, signer, signing_time, cades,
@@ -110,7 +111,7 @@ def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck
         )
     token = None
     unsigned = info["unsigned_attrs"]
-    if unsigned.native is not None:
+    if not isinstance(unsigned, core.Void):
         for attr in unsigned:
             if attr["type"].native == "signature_time_stamp_token":
                 token = attr["values"][0]
