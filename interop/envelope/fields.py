@@ -47,7 +47,8 @@ class IletiTip(enum.Enum):
 
 def fold(name: str, value: str, width: int = 76) -> bytes:
     """``Name: value`` folded at spaces so lines stay short (RFC 5322 §2.2.3)."""
-    words = value.split(" ")
+    # Unfold first (RFC 5322 §2.2.3: remove CRLF before WSP), then fold again at our width.
+    words = value.replace("\r\n", "").split(" ")
     lines: list[str] = []
     line = f"{name}:"
     for word in words:

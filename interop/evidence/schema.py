@@ -1,0 +1,25 @@
+"""Validation against the ETSI TS 102 640-2 v2 XSD, with ``ds:Signature`` removed (§5).
+
+The bundled XAdES 1.3.2 schema predates SigningCertificateV2, so the signature subtree is
+validated by verifying it (``interop.evidence.xades``), not by the schema. The caller loads the
+schema (``relay.xsd``): reading schema files is I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from lxml import etree
+
+from interop.evidence.codes import DS_NS
+from interop.evidence.xmlio import safe_parse
+
+
+def schema_errors(schema: etree.XMLSchema, data: bytes) -> list[str]:
+    """Schema violations of evidence ``data`` (empty when valid)."""
+    root = copy.deepcopy(safe_parse(data))
+    for signature in root.findall("{%s}Signature" % DS_NS):
+        root.remove(signature)
+    if schema.validate(root):
+        return []
+    return [f"line {e.line}: {e.message}" for e in schema.error_log]

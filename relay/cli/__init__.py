@@ -1,0 +1,39 @@
+"""``kep-relay``: the command line. Exit codes: 0 done/valid, 1 invalid, 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from interop.errors import ConfigurationError
+from relay.cli import pki_cmd, selfcheck_cmd, verify_cmd
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kep-relay",
+        description="Interoperability gateway between KEP (registered e-mail) providers.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    pki_cmd.register(commands)
+    verify_cmd.register(commands)
+    selfcheck_cmd.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except ConfigurationError as exc:
+        print(f"kep-relay: {exc.detail}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

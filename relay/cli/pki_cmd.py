@@ -1,0 +1,47 @@
+"""``kep-relay pki init``: write a development PKI (certs/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+from interop.pki.devpki import ALGORITHMS, generate
+from interop.providers import BUILTIN_PROVIDERS
+from relay.pkidir import MANIFEST, write_pki
+
+WARNING = (
+    "This PKI is for development and tests only: its private keys sit unencrypted on disk "
+    "and its CAs are trusted by nobody else."
+)
+
+
+def register(commands: Any) -> None:
+    pki = commands.add_parser("pki", help="development PKI")
+    sub = pki.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
+    init = sub.add_parser("init", help="generate a complete development PKI")
+    init.add_argument("--out", type=Path, required=True, help="folder to write")
+    init.add_argument(
+        "--providers",
+        default=",".join(BUILTIN_PROVIDERS),
+        help="comma-separated provider ids (default: hs01 to hs08)",
+    )
+    init.add_argument("--algorithm", choices=ALGORITHMS, default="ec", help="ec (P-256) or rsa (2048)")
+    init.add_argument("--force", action="store_true", help="replace an existing PKI in --out")
+    init.set_defaults(run=run_init)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if (out / MANIFEST).exists() and not args.force:
+        print(f"kep-relay: {out} already holds a PKI (use --force to replace it)", file=sys.stderr)
+        return 2
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    pki = generate(dt.datetime.now(dt.UTC), providers, args.algorithm)
+    written = write_pki(pki, out)
+    print(f"wrote a development PKI ({args.algorithm}, providers {', '.join(providers)}) "
+          f"to {out}: {len(written)} files")
+    print(f"WARNING: {WARNING}")
+    return 0
