@@ -259,7 +259,7 @@ class CertificateValidator:
             chain = tuple(verifier.verify(leaf, extra).chain)
         except VerificationError as exc:
             text = str(exc)
-            if "extension validator" in text:
+            if "extension" in text.lower():  # a role rule (EKU, key usage, criticality) failed
                 return self._fail(leaf, Failure.WRONG_USAGE, f"{what} is not usable as one: {text}")
             failure = Failure.EXPIRED if "not valid at validation time" in text else Failure.UNTRUSTED
             return self._fail(leaf, failure, f"{what} does not chain to a trusted CA: {text}")

@@ -171,7 +171,7 @@ def split_multipart(
                 break
             if kind == "open":
                 found.append((start, after))
-                if len(found) > limits.mime_parts + 1:
+                if len(found) > limits.mime_parts:
                     raise LimitExceeded(f"a multipart body has more than {limits.mime_parts} parts")
             index = window.find(delimiter, index + 1)
         pos += len(chunk)

@@ -1,0 +1,114 @@
+"""Shared builders for tests: trust from a dev PKI, a signed Dispatch, outside tools."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from interop.cms.timestamp import LocalTsa
+from interop.envelope.build import write_dispatch, write_evidence_message
+from interop.envelope.smime import build_signed_message
+from interop.evidence.codes import Event, EvidenceType
+from interop.evidence.issue import follow_up, submission_evidence
+from interop.evidence.model import Evidence
+from interop.evidence.xades import sign_evidence
+from interop.pki.devpki import DevPki
+from interop.verifiers import Verifiers
+from relay.pkidir import verifiers_from_pki
+
+# Frozen clock: every PKI in the tests is made at NOW and checked a little later.
+NOW = dt.datetime(2026, 11, 24, 12, 0, 0, tzinfo=dt.UTC)
+LATER = NOW + dt.timedelta(minutes=5)
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+XSD_DIR = SHARED / "standards" / "etsi-ts-102640-2-v2"
+
+
+def need_tool(name: str) -> str:
+    """Path of an outside program; skip when missing, but fail where CI installs it."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed"
+        if os.environ.get("KEP_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"{message}, and KEP_REQUIRE_TOOLS=1 says it must be")
+        pytest.skip(message)
+    return path
+
+
+@dataclass
+class Exchange:
+    """A signed user message, its submission evidence and the Dispatch carrying both."""
+
+    original: bytes
+    submission: Evidence
+    dispatch: bytes
+
+
+def make_dispatch(
+    pki: DevPki,
+    *,
+    sender: str = "ali.yilmaz@hs01.kep.tr",
+    recipients: tuple[str, ...] = ("ayse.demir@hs02.kep.tr",),
+    issuer: str = "hs01",
+    subject: str = "Deneme iletisi",
+    body: str = "Merhaba.\n",
+    attachments: tuple[tuple[str, str, bytes], ...] = (),
+    original: bytes | None = None,
+    signing_user: str | None = None,
+    envelope_signer: str | None = None,
+    stamp: bool = True,
+    now: dt.datetime = NOW,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> Exchange:
+    user = pki.user(signing_user or sender)
+    if original is None:
+        original = build_signed_message(
+            user.signer, sender=sender, recipients=list(recipients), subject=subject, body=body,
+            now=now, attachments=attachments, extra_headers=extra_headers,
+        )
+    provider = pki.providers[issuer]
+    from interop.providers import BUILTIN_DIRECTORY
+
+    submission = submission_evidence(
+        io.BytesIO(original), BUILTIN_DIRECTORY[issuer], sender, recipients,
+        f"rem-{abs(hash((sender, subject, body))) % 10**12}@{provider.domain}", now,
+    )
+    signer = pki.providers[envelope_signer or issuer].process
+    tsa = LocalTsa(pki.tsa)
+    out = io.BytesIO()
+    write_dispatch(
+        out, io.BytesIO(original), submission, sign_evidence(submission, signer, now), signer, now,
+        message_id=f"<d-{submission.identifier}@{provider.domain}>",
+        timestamp=(lambda s: tsa.stamp(s, now)) if stamp else None,
+    )
+    return Exchange(original, submission, out.getvalue())
+
+
+def make_evidence_message(
+    pki: DevPki,
+    about: Evidence,
+    *,
+    issuer: str = "hs02",
+    evidence_type: EvidenceType = EvidenceType.DeliveryNonDeliveryToRecipient,
+    event: Event = Event.Delivery,
+    now: dt.datetime = NOW,
+) -> tuple[Evidence, bytes]:
+    from interop.providers import BUILTIN_DIRECTORY
+
+    evidence = follow_up(about, BUILTIN_DIRECTORY[issuer], evidence_type, event, now, recipient=1)
+    signer = pki.providers[issuer].process
+    out = io.BytesIO()
+    write_evidence_message(
+        out, evidence, sign_evidence(evidence, signer, now), signer, now,
+        message_id=f"<e-{evidence.identifier}@{issuer}.kep.tr>", issuer_id=issuer,
+    )
+    return evidence, out.getvalue()
+
+
+def verifiers_for(pki: DevPki) -> Verifiers:
+    return verifiers_from_pki(pki)

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+from asn1crypto import cms
+
+from interop.cms.hashing import hash_ranges, hash_stream
+from interop.cms.parse import ParsedSignedData
+from interop.cms.sign import sign_digest
+from interop.cms.timestamp import LocalTsa, verify_token
+from interop.cms.verify import SignatureResult, verify_parsed
+from interop.errors import CmsFormatError
+from interop.pki.devpki import DevPki, generate
+from interop.pki.signer import Signer
+from interop.reasons import Reason
+from interop.verifiers import Verifiers
+from tests.helpers import LATER, NOW
+
+CONTENT = b"Content-Type: text/plain\r\n\r\nKEP\r\n"
+
+
+def _verify(
+    verifiers: Verifiers, der: bytes, content: bytes = CONTENT, provider: str = "hs01", **kwargs: object
+) -> SignatureResult:
+    parsed = ParsedSignedData.parse(der)
+    digest = hashlib.new(parsed.digest_algorithm, content).digest()
+    return verify_parsed(
+        parsed, digest, LATER, verifiers.process(provider),
+        expected_names=[f"{provider}.kep.tr"], tsa_validator=verifiers.tsa, **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _sign(signer: Signer, content: bytes = CONTENT, **kwargs: object) -> bytes:
+    return sign_digest(signer, hashlib.sha256(content).digest(), NOW, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("algorithm", ["ec", "rsa"])
+def test_sign_and_verify(algorithm: str, pki: DevPki, rsa_pki: DevPki, verifiers: Verifiers,
+                         rsa_verifiers: Verifiers) -> None:
+    chosen, chosen_verifiers = (pki, verifiers) if algorithm == "ec" else (rsa_pki, rsa_verifiers)
+    der = _sign(chosen.providers["hs01"].process)
+    result = _verify(chosen_verifiers, der, require_cades=True)
+    assert result.ok, result.detail
+    assert result.cades and result.intact
+    assert result.signing_time == NOW
+    assert result.signer == chosen.providers["hs01"].process.certificate
+
+
+def test_changed_content_is_caught(pki: DevPki, verifiers: Verifiers) -> None:
+    result = _verify(verifiers, _sign(pki.providers["hs01"].process), CONTENT.replace(b"KEP", b"KEQ"))
+    assert not result.intact
+    assert result.reason is Reason.InvalidMessageFormat
+    assert "changed after signing" in result.detail
+
+
+def test_changed_signature_value_is_caught(pki: DevPki, verifiers: Verifiers) -> None:
+    info = cms.ContentInfo.load(_sign(pki.providers["hs01"].process))
+    signer_info = info["content"]["signer_infos"][0]
+    value = bytearray(signer_info["signature"].native)
+    value[-5] ^= 0x01
+    signer_info["signature"] = bytes(value)
+    result = _verify(verifiers, info.dump(force=True))
+    assert not result.intact
+    assert "does not verify" in result.detail
+
+
+def test_another_provider_cannot_sign_as_hs01(pki: DevPki, verifiers: Verifiers) -> None:
+    result = _verify(verifiers, _sign(pki.providers["hs02"].process), provider="hs01")
+    assert result.intact and not result.ok
+    assert result.reason is Reason.PolicyViolation
+    assert "hs02.kep.tr" in result.detail
+
+
+def test_untrusted_signer(pki: DevPki, verifiers: Verifiers) -> None:
+    stranger = generate(NOW, ["hs01"])
+    result = _verify(verifiers, _sign(stranger.providers["hs01"].process))
+    assert result.reason is Reason.PolicyViolation
+    assert "trusted CA" in result.detail
+
+
+def test_user_signature_reasons(pki: DevPki, verifiers: Verifiers) -> None:
+    for local, reason in (("ali.yilmaz", None), ("suresi.dolmus", Reason.UserCertExpiredOrRevoked),
+                          ("iptal.edilmis", Reason.UserCertExpiredOrRevoked)):
+        der = _sign(pki.user(f"{local}@hs01.kep.tr").signer)
+        parsed = ParsedSignedData.parse(der)
+        result = verify_parsed(parsed, hashlib.sha256(CONTENT).digest(), LATER, verifiers.user)
+        assert result.reason is reason, result.detail
+    tampered = verify_parsed(
+        ParsedSignedData.parse(_sign(pki.user("ali.yilmaz@hs01.kep.tr").signer)),
+        hashlib.sha256(b"other").digest(), LATER, verifiers.user,
+    )
+    assert tampered.reason is Reason.InvalidUserSignature
+
+
+def test_sha1_refused_for_new_signatures_and_allowed_for_legacy(pki: DevPki, verifiers: Verifiers) -> None:
+    signer = pki.user("ali.yilmaz@hs01.kep.tr").signer
+    der = sign_digest(signer, hashlib.sha1(CONTENT).digest(), NOW, digest="sha1")  # noqa: S324
+    parsed = ParsedSignedData.parse(der)
+    digest = hashlib.sha1(CONTENT).digest()  # noqa: S324
+    refused = verify_parsed(parsed, digest, LATER, verifiers.user)
+    assert refused.reason is Reason.InvalidUserSignature
+    assert "SHA1 signatures are refused" in refused.detail
+    assert verify_parsed(parsed, digest, LATER, verifiers.user, allow_sha1=True).ok
+
+
+def test_time_stamp_token(pki: DevPki, verifiers: Verifiers) -> None:
+    tsa = LocalTsa(pki.tsa)
+    der = _sign(pki.providers["hs01"].process, timestamp=lambda s: tsa.stamp(s, NOW))
+    result = _verify(verifiers, der)
+    assert result.ok, result.detail
+    assert result.timestamp is not None and result.timestamp.ok
+    assert result.timestamp.time == NOW
+    token = cms.ContentInfo.load(tsa.stamp(b"some signature", NOW))
+    assert verify_token(token, b"some signature", LATER, verifiers.tsa).ok  # type: ignore[arg-type]
+    other = verify_token(token, b"another signature", LATER, verifiers.tsa)  # type: ignore[arg-type]
+    assert not other.ok and "other data" in other.detail
+    stranger = LocalTsa(generate(NOW, ["hs01"]).tsa)
+    foreign = verify_token(cms.ContentInfo.load(stranger.stamp(b"x", NOW)), b"x", LATER, verifiers.tsa)  # type: ignore[arg-type]
+    assert not foreign.ok and "trusted CA" in foreign.detail
+
+
+def test_time_stamp_over_another_signature_fails_the_signature(pki: DevPki, verifiers: Verifiers) -> None:
+    tsa = LocalTsa(pki.tsa)
+    der = _sign(pki.providers["hs01"].process, timestamp=lambda s: tsa.stamp(b"not this", NOW))
+    result = _verify(verifiers, der)
+    assert not result.ok and "other data" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("der", "fragment"),
+    [
+        (b"", "not readable"),
+        (b"\x30\x03\x02\x01", "not readable"),
+        (b"\x30\x80" + b"\x00" * 10, "not readable"),
+        (cms.ContentInfo({"content_type": "data", "content": b"x"}).dump(), "expected CMS SignedData"),
+        (b"\x30" * 2_000_000, "larger than"),
+    ],
+)
+def test_malformed_cms_is_refused(der: bytes, fragment: str) -> None:
+    with pytest.raises(CmsFormatError, match=fragment):
+        ParsedSignedData.parse(der)
+
+
+def test_truncated_signature_is_refused(pki: DevPki) -> None:
+    der = _sign(pki.providers["hs01"].process)
+    for cut in (1, 10, len(der) // 2, len(der) - 1):
+        with pytest.raises(CmsFormatError):
+            ParsedSignedData.parse(der[:cut])
+
+
+def test_signature_without_certificates_is_refused(pki: DevPki) -> None:
+    info = cms.ContentInfo.load(_sign(pki.providers["hs01"].process))
+    del info["content"]["certificates"]
+    with pytest.raises(CmsFormatError, match="no certificates"):
+        ParsedSignedData.parse(info.dump(force=True))
+
+
+def test_hash_ranges_reads_once_and_matches_slices() -> None:
+    data = bytes(range(256)) * 5000
+    ranges = {"a": ((10, 1_000_000), ("sha256",)), "b": ((500, 600), ("sha256", "sha512")),
+              "c": ((0, len(data)), ("sha384",))}
+    digests = hash_ranges(io.BytesIO(data), ranges, chunk=4096)
+    assert digests["a", "sha256"] == hashlib.sha256(data[10:1_000_000]).digest()
+    assert digests["b", "sha512"] == hashlib.sha512(data[500:600]).digest()
+    assert digests["c", "sha384"] == hashlib.sha384(data).digest()
+    assert hash_stream(io.BytesIO(data), "sha256") == hashlib.sha256(data).digest()
+    with pytest.raises(CmsFormatError, match="ended before"):
+        hash_ranges(io.BytesIO(data[:100]), {"x": ((0, 200), ("sha256",))})

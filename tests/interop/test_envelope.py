@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from interop.envelope.fields import IletiTip, MsgType
+from interop.envelope.parse import parse_envelope
+from interop.envelope.smime import build_signed_message
+from interop.envelope.verify import verify_envelope
+from interop.errors import CmsFormatError, EnvelopeFormatError, LimitExceeded, MalformedInput
+from interop.evidence.codes import Event, EvidenceType
+from interop.limits import STREAM_CHUNK, Limits
+from interop.pki.devpki import DevPki, generate
+from interop.reasons import Reason
+from interop.verifiers import Verifiers
+from tests.helpers import LATER, NOW, make_dispatch, make_evidence_message
+
+
+def _verify(verifiers: Verifiers, data: bytes, peer: str | None = "hs01") -> Any:
+    return verify_envelope(io.BytesIO(data), verifiers, LATER, peer=peer)
+
+
+def test_dispatch_round_trip(pki: DevPki, verifiers: Verifiers) -> None:
+    exchange = make_dispatch(pki, subject="Türkçe konu: ğüşıöç", extra_headers=(("X-TR-REM-iletiID", "42"),))
+    result = _verify(verifiers, exchange.dispatch)
+    assert result.ok, result.detail
+    envelope = result.envelope
+    assert envelope.msg_type is MsgType.Dispatch
+    assert envelope.ileti_tip is IletiTip.standart
+    assert envelope.ileti_id == "42"
+    assert envelope.message_identifier == exchange.submission.message.remmd_message_id
+    original = exchange.dispatch[envelope.original.start : envelope.original.end]
+    assert original == exchange.original  # byte for byte
+    assert result.evidence.evidence.message.subject == "Türkçe konu: ğüşıöç"
+    assert result.user_signature.ok
+    assert result.envelope_signature.timestamp.ok
+    assert [c.name for c in result.checks if not c.ok] == []
+
+
+def test_evidence_message_round_trip(pki: DevPki, verifiers: Verifiers) -> None:
+    exchange = make_dispatch(pki)
+    evidence, data = make_evidence_message(pki, exchange.submission)
+    result = _verify(verifiers, data, peer="hs02")
+    assert result.ok, result.detail
+    assert result.envelope.msg_type is MsgType.Evidence
+    assert result.evidence.evidence.identifier == evidence.identifier
+    headers = result.envelope.headers
+    assert headers.get("To") == "ali.yilmaz@hs01.kep.tr"
+    assert headers.get("From") == '"KEP hs02" <delil@hs02.kep.tr>'
+    assert "KEP delili" in (headers.get("Subject") or "") or "=?utf-8?" in (headers.get("Subject") or "")
+
+
+def test_rsa_envelopes(rsa_pki: DevPki, rsa_verifiers: Verifiers) -> None:
+    assert _verify(rsa_verifiers, make_dispatch(rsa_pki).dispatch).ok
+
+
+def test_byte_changed_in_the_original(pki: DevPki, verifiers: Verifiers) -> None:
+    exchange = make_dispatch(pki, body="Ödenecek tutar: 100 TL\n")
+    envelope = parse_envelope(io.BytesIO(exchange.dispatch))
+    position = envelope.original.start + len(exchange.original) // 2  # type: ignore[union-attr]
+    data = bytearray(exchange.dispatch)
+    data[position] ^= 0x01
+    result = _verify(verifiers, bytes(data))
+    assert not result.ok
+    failed = {c.name for c in result.checks if not c.ok}
+    assert {"envelope signature", "original digest"} <= failed
+    assert result.reason is Reason.InvalidMessageFormat
+
+
+def test_changed_evidence_header_fields(pki: DevPki, verifiers: Verifiers) -> None:
+    data = make_dispatch(pki).dispatch.replace(b"X-REM-Event: Acceptance", b"X-REM-Event: Rejection")
+    result = _verify(verifiers, data)
+    assert not result.ok and "X-REM-Event" in result.detail
+
+
+def test_wrong_signer_cannot_speak_for_another_provider(pki: DevPki, verifiers: Verifiers) -> None:
+    # hs02's key signs a Dispatch that claims to be hs01's.
+    result = _verify(verifiers, make_dispatch(pki, envelope_signer="hs02").dispatch)
+    assert result.reason is Reason.PolicyViolation
+    failed = [c.name for c in result.checks if not c.ok]
+    assert "envelope signature" in failed
+
+
+def test_peer_mismatch(pki: DevPki, verifiers: Verifiers) -> None:
+    result = _verify(verifiers, make_dispatch(pki).dispatch, peer="hs03")
+    assert result.reason is Reason.PolicyViolation and "peer" in result.detail
+
+
+def test_untrusted_provider(pki: DevPki, verifiers: Verifiers) -> None:
+    stranger = generate(NOW, ["hs01", "hs02"])
+    result = _verify(verifiers, make_dispatch(stranger).dispatch)
+    assert result.reason is Reason.PolicyViolation
+    assert "trusted CA" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("user", "reason"),
+    [("suresi.dolmus@hs01.kep.tr", Reason.UserCertExpiredOrRevoked),
+     ("iptal.edilmis@hs01.kep.tr", Reason.UserCertExpiredOrRevoked)],
+)
+def test_user_certificate_expired_or_revoked(pki: DevPki, verifiers: Verifiers, user: str, reason: Reason) -> None:
+    result = _verify(verifiers, make_dispatch(pki, sender=user).dispatch)
+    assert result.reason is reason
+    assert result.envelope_signature.ok and result.evidence.ok
+
+
+def test_user_signature_by_an_untrusted_ca(pki: DevPki, verifiers: Verifiers) -> None:
+    stranger = generate(NOW, ["hs01"])
+    original = build_signed_message(
+        stranger.user("ali.yilmaz@hs01.kep.tr").signer, sender="ali.yilmaz@hs01.kep.tr",
+        recipients=["ayse.demir@hs02.kep.tr"], subject="x", body="y", now=NOW,
+    )
+    result = _verify(verifiers, make_dispatch(pki, original=original).dispatch)
+    assert result.reason is Reason.InvalidUserSignature
+
+
+def test_unsigned_original_is_an_invalid_user_signature(pki: DevPki, verifiers: Verifiers) -> None:
+    original = b"From: ali.yilmaz@hs01.kep.tr\r\nTo: ayse.demir@hs02.kep.tr\r\nSubject: x\r\n\r\nbody\r\n"
+    result = _verify(verifiers, make_dispatch(pki, original=original).dispatch)
+    assert result.reason is Reason.InvalidUserSignature
+    assert "not multipart/signed" in result.detail
+
+
+def test_sender_from_another_provider(pki: DevPki, verifiers: Verifiers) -> None:
+    result = _verify(verifiers, make_dispatch(pki, sender="ali.yilmaz@hs03.kep.tr").dispatch)
+    assert result.reason is Reason.PolicyViolation and "not an address of hs01" in result.detail
+
+
+def _mangle(data: bytes, pattern: bytes, replacement: bytes) -> bytes:
+    assert pattern in data
+    return data.replace(pattern, replacement, 1)
+
+
+def _mangle_last(data: bytes, pattern: bytes, replacement: bytes) -> bytes:
+    head, found, tail = data.rpartition(pattern)
+    assert found
+    return head + replacement + tail
+
+
+@pytest.mark.parametrize(
+    ("mangle", "error", "fragment"),
+    [
+        (lambda d: d[: len(d) // 2], EnvelopeFormatError, "closing boundary"),
+        (lambda d: d[:200], EnvelopeFormatError, ""),
+        (lambda d: d[:-20], EnvelopeFormatError, "closing boundary"),
+        (lambda d: _mangle(d, b"multipart/signed", b"multipart/mixed"), EnvelopeFormatError, "not multipart/signed"),
+        (lambda d: _mangle(d, b'protocol="application/pkcs7-signature"', b'protocol="application/pgp-signature"'),
+         EnvelopeFormatError, "not S/MIME"),
+        (lambda d: _mangle(d, b"X-REM-Msg-Type: Dispatch\r\n", b""), EnvelopeFormatError, "lacks the header field X-REM-Msg-Type"),
+        (lambda d: _mangle(d, b"X-REM-Msg-Type: Dispatch", b"X-REM-Msg-Type: Other"), EnvelopeFormatError, "neither Dispatch"),
+        (lambda d: _mangle(d, b"X-REM-Message-Identifier:", b"X-Other:"), EnvelopeFormatError, "X-REM-Message-Identifier"),
+        (lambda d: _mangle(d, b"X-TR-REM-iletiTip: standart", b"X-TR-REM-iletiTip: acil"), EnvelopeFormatError, "iletiTip"),
+        (lambda d: _mangle(d, b'application/xml; name="delil.xml"', b'application/octet-stream; name="delil.xml"'),
+         EnvelopeFormatError, "unexpected part"),
+        (lambda d: _mangle(d, b'message/rfc822; name="ileti.eml"', b'application/octet-stream; name="ileti.eml"'),
+         EnvelopeFormatError, "unexpected part"),
+        (lambda d: _mangle_last(d, b"application/pkcs7-signature; name=", b"application/octet-stream; name="),
+         EnvelopeFormatError, "not smime.p7s"),
+        (lambda d: _mangle(d, b"\r\nSubject:", b"\nSubject:"), EnvelopeFormatError, "bare CR or LF"),
+        (lambda d: b"X-Long: " + b"a" * 20000 + b"\r\n" + d, LimitExceeded, "exceeds"),
+        (lambda d: b"".join(b"X-H%d: v\r\n" % i for i in range(1200)) + d, LimitExceeded, "more than 1000"),
+        (lambda d: b"Broken header line\r\n" + d, EnvelopeFormatError, "malformed header line"),
+        (lambda d: b"", EnvelopeFormatError, ""),
+    ],
+)
+def test_malformed_envelopes_are_refused_with_a_reason(
+    pki: DevPki, verifiers: Verifiers, mangle: Any, error: type[Exception], fragment: str
+) -> None:
+    data = mangle(make_dispatch(pki).dispatch)
+    with pytest.raises(error, match=re.escape(fragment) if fragment else None) as caught:
+        _verify(verifiers, data)
+    assert isinstance(caught.value, MalformedInput | LimitExceeded)
+    assert caught.value.detail  # type: ignore[attr-defined]
+    assert caught.value.smtp_reply.code in (550, 552, 553)  # type: ignore[attr-defined]
+
+
+def test_broken_signature_part(pki: DevPki, verifiers: Verifiers) -> None:
+    data = make_dispatch(pki).dispatch
+    head, _sep, _tail = data.rpartition(b'filename="smime.p7s"\r\n\r\n')
+    boundary = data.rstrip()[-60:].split(b"--")[-2]
+    broken = head + b'filename="smime.p7s"\r\n\r\nMIIB\r\n\r\n--' + boundary + b"--\r\n"
+    with pytest.raises((CmsFormatError, EnvelopeFormatError)):
+        _verify(verifiers, broken)
+
+
+def test_missing_original_in_a_dispatch(pki: DevPki, verifiers: Verifiers) -> None:
+    exchange = make_dispatch(pki)
+    _evidence, data = make_evidence_message(pki, exchange.submission)
+    forged = data.replace(b"X-REM-Msg-Type: Evidence", b"X-REM-Msg-Type: Dispatch")
+    with pytest.raises(EnvelopeFormatError, match="no ileti.eml"):
+        _verify(verifiers, forged)
+
+
+class _ChunkCheckingStream(io.BytesIO):
+    """Fails a test if anything reads more than one chunk at once (or reads to the end)."""
+
+    largest = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        assert size is not None and 0 <= size <= STREAM_CHUNK + 1024, f"read({size})"
+        type(self).largest = max(type(self).largest, size)
+        return super().read(size)
+
+
+def test_large_original_is_read_in_chunks(pki: DevPki, verifiers: Verifiers) -> None:
+    attachment = bytes(range(256)) * (12 * 1024 * 1024 // 256 // 4 * 3)  # ~9 MiB, ~12 MiB base64
+    exchange = make_dispatch(pki, attachments=(("ek.bin", "application/octet-stream", attachment),))
+    stream = _ChunkCheckingStream(exchange.dispatch)
+    result = verify_envelope(stream, verifiers, LATER, peer="hs01")
+    assert result.ok, result.detail
+    assert len(exchange.original) > 4 * STREAM_CHUNK
+    assert _ChunkCheckingStream.largest <= STREAM_CHUNK + 1024
+
+
+def test_part_count_is_bounded(pki: DevPki, verifiers: Verifiers) -> None:
+    data = make_dispatch(pki).dispatch
+    envelope = parse_envelope(io.BytesIO(data))
+    assert envelope.original is not None
+    with pytest.raises(LimitExceeded, match="more than 2 parts"):
+        parse_envelope(io.BytesIO(data), Limits(mime_parts=2))
+
+
+_subjects = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=60)
+_bodies = st.text(st.characters(blacklist_categories=("Cs",)), max_size=400)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    subject=_subjects,
+    body=_bodies,
+    recipients=st.lists(st.sampled_from(["ayse.demir@hs02.kep.tr", "ali.yilmaz@hs02.kep.tr",
+                                         "0123456789012345@hs02.kep.tr"]), min_size=1, max_size=3, unique=True),
+    attachment=st.binary(max_size=3000),
+)
+def test_dispatch_build_parse_round_trip(
+    pki: DevPki, verifiers: Verifiers, subject: str, body: str, recipients: list[str], attachment: bytes
+) -> None:
+    exchange = make_dispatch(
+        pki, subject=subject, body=body, recipients=tuple(recipients),
+        attachments=(("ek.bin", "application/octet-stream", attachment),) if attachment else (),
+    )
+    result = _verify(verifiers, exchange.dispatch)
+    assert result.ok, result.detail
+    span = result.envelope.original
+    assert exchange.dispatch[span.start : span.end] == exchange.original
+    evidence = result.evidence.evidence
+    assert evidence.recipients == tuple(recipients)
+    assert evidence.message.subject == subject.strip() or evidence.message.subject == subject
+    assert evidence.type is EvidenceType.SubmissionAcceptanceRejection and evidence.event is Event.Acceptance
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=2000), cut=st.integers(0, 40000))
+def test_garbage_and_truncation_never_crash(pki: DevPki, verifiers: Verifiers, data: bytes, cut: int) -> None:
+    for candidate in (data, make_dispatch(pki).dispatch[:cut] + data):
+        try:
+            result = _verify(verifiers, candidate)
+        except (MalformedInput, LimitExceeded) as exc:
+            assert exc.detail
+        else:
+            assert result.ok or result.reason is not None
