@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,9 +203,7 @@ class CertificateValidator:
                 self._cache.popitem(last=False)
         return result
 
-    def _fail(
-        self, leaf: x509.Certificate, failure: Failure, detail: str
-    ) -> ChainResult:
+    def _fail(self, leaf: x509.Certificate, failure: Failure, detail: str) -> ChainResult:
         return ChainResult(
             self.role,
             leaf.subject.rfc4514_string(),
@@ -224,12 +223,14 @@ class CertificateValidator:
         what = self.role.value
         if now < leaf.not_valid_before_utc:
             return self._fail(
-                leaf, Failure.NOT_YET_VALID,
+                leaf,
+                Failure.NOT_YET_VALID,
                 f"{what} is not valid before {leaf.not_valid_before_utc.isoformat()}",
             )
         if now >= leaf.not_valid_after_utc:
             return self._fail(
-                leaf, Failure.EXPIRED,
+                leaf,
+                Failure.EXPIRED,
                 f"{what} expired on {leaf.not_valid_after_utc.isoformat()}",
             )
         if self._store is None:
@@ -238,13 +239,15 @@ class CertificateValidator:
             names = dns_names(leaf)
             if not any(n.lower() in names for n in expected_names):
                 return self._fail(
-                    leaf, Failure.WRONG_NAME,
+                    leaf,
+                    Failure.WRONG_NAME,
                     f"{what} names {names or 'no DNS name'}; expected {list(expected_names)}",
                 )
         # Anchors handed in as "intermediates" (a chain sent with its root) would make the
         # verifier see a longer path than there is; they are dropped, the store has them.
         extra = [
-            c for c in intermediates[: DEFAULT_LIMITS.certificates_per_signature]
+            c
+            for c in intermediates[: DEFAULT_LIMITS.certificates_per_signature]
             if c.fingerprint(_SHA256) not in self._anchor_prints
         ]
         verifier = (
@@ -261,11 +264,13 @@ class CertificateValidator:
             text = str(exc)
             if "extension" in text.lower():  # a role rule (EKU, key usage, criticality) failed
                 return self._fail(leaf, Failure.WRONG_USAGE, f"{what} is not usable as one: {text}")
-            failure = Failure.EXPIRED if "not valid at validation time" in text else Failure.UNTRUSTED
+            failure = (
+                Failure.EXPIRED if "not valid at validation time" in text else Failure.UNTRUSTED
+            )
             return self._fail(leaf, failure, f"{what} does not chain to a trusted CA: {text}")
         valid_from = max(c.not_valid_before_utc for c in chain)
         valid_until = min(c.not_valid_after_utc for c in chain)
-        for cert, issuer in zip(chain, chain[1:], strict=False):
+        for cert, issuer in itertools.pairwise(chain):
             check = self.revocation.check(cert, issuer, now)
             if check.status is RevocationStatus.REVOKED:
                 return self._fail(leaf, Failure.REVOKED, f"{what}: {check.detail}")

@@ -46,7 +46,8 @@ class Provider:
             raise ConfigurationError(f"provider id {self.id!r}: lower-case letters and digits")
         if not is_valid_domain(self.domain) or not self.domain.endswith("." + KEP_ROOT_DOMAIN):
             raise ConfigurationError(
-                f"provider {self.id}: domain {self.domain!r} is not a domain under {KEP_ROOT_DOMAIN}"
+                f"provider {self.id}: domain {self.domain!r} "
+                f"is not a domain under {KEP_ROOT_DOMAIN}"
             )
 
     @property

@@ -7,6 +7,7 @@ Fail closed: a certificate whose issuer's CRL is missing, badly signed, or past 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 from collections.abc import Iterable
@@ -41,9 +42,7 @@ class RevocationData:
         init=False, repr=False, compare=False
     )
     # (CRL fingerprint, issuer fingerprint) → signature valid; filled lazily, bounded by crls.
-    _signature_ok: dict[tuple[bytes, bytes], bool] = field(
-        init=False, repr=False, compare=False
-    )
+    _signature_ok: dict[tuple[bytes, bytes], bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_issuer: dict[x509.Name, list[x509.CertificateRevocationList]] = {}
@@ -84,10 +83,9 @@ class RevocationData:
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
         if entry is not None and entry.revocation_date_utc <= now:
             reason = ""
-            try:
-                reason = f" ({entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value})"
-            except x509.ExtensionNotFound:
-                pass
+            with contextlib.suppress(x509.ExtensionNotFound):
+                code = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+                reason = f" ({code.value})"
             return RevocationCheck(
                 RevocationStatus.REVOKED,
                 f"certificate {cert.serial_number:x} was revoked on "
@@ -105,4 +103,3 @@ class RevocationData:
             )
             self._signature_ok[key] = ok
         return ok
-

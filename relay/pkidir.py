@@ -25,7 +25,11 @@ def write_pki(pki: DevPki, out: Path) -> list[Path]:
         path = out / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if relative.endswith(".key") else 0o644)
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+            0o600 if relative.endswith(".key") else 0o644,
+        )
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
             handle.flush()

@@ -68,21 +68,36 @@ def make_dispatch(
     user = pki.user(signing_user or sender)
     if original is None:
         original = build_signed_message(
-            user.signer, sender=sender, recipients=list(recipients), subject=subject, body=body,
-            now=now, attachments=attachments, extra_headers=extra_headers,
+            user.signer,
+            sender=sender,
+            recipients=list(recipients),
+            subject=subject,
+            body=body,
+            now=now,
+            attachments=attachments,
+            extra_headers=extra_headers,
         )
     provider = pki.providers[issuer]
     from interop.providers import BUILTIN_DIRECTORY
 
     submission = submission_evidence(
-        io.BytesIO(original), BUILTIN_DIRECTORY[issuer], sender, recipients,
-        f"rem-{abs(hash((sender, subject, body))) % 10**12}@{provider.domain}", now,
+        io.BytesIO(original),
+        BUILTIN_DIRECTORY[issuer],
+        sender,
+        recipients,
+        f"rem-{abs(hash((sender, subject, body))) % 10**12}@{provider.domain}",
+        now,
     )
     signer = pki.providers[envelope_signer or issuer].process
     tsa = LocalTsa(pki.tsa)
     out = io.BytesIO()
     write_dispatch(
-        out, io.BytesIO(original), submission, sign_evidence(submission, signer, now), signer, now,
+        out,
+        io.BytesIO(original),
+        submission,
+        sign_evidence(submission, signer, now),
+        signer,
+        now,
         message_id=f"<d-{submission.identifier}@{provider.domain}>",
         timestamp=(lambda s: tsa.stamp(s, now)) if stamp else None,
     )
@@ -104,8 +119,13 @@ def make_evidence_message(
     signer = pki.providers[issuer].process
     out = io.BytesIO()
     write_evidence_message(
-        out, evidence, sign_evidence(evidence, signer, now), signer, now,
-        message_id=f"<e-{evidence.identifier}@{issuer}.kep.tr>", issuer_id=issuer,
+        out,
+        evidence,
+        sign_evidence(evidence, signer, now),
+        signer,
+        now,
+        message_id=f"<e-{evidence.identifier}@{issuer}.kep.tr>",
+        issuer_id=issuer,
     )
     return evidence, out.getvalue()
 

@@ -66,4 +66,3 @@ def verify(
     except (InvalidSignature, ValueError, KeyError):
         return False
     return False
-

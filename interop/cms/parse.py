@@ -49,9 +49,7 @@ class ParsedSignedData:
     @classmethod
     def _from_content_info(cls, info: cms.ContentInfo, limits: Limits) -> ParsedSignedData:
         if info["content_type"].native != "signed_data":
-            raise CmsFormatError(
-                f"expected CMS SignedData, found {info['content_type'].native}"
-            )
+            raise CmsFormatError(f"expected CMS SignedData, found {info['content_type'].native}")
         signed_data = info["content"]
         signer_infos = signed_data["signer_infos"]
         if len(signer_infos) != 1:

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
@@ -59,31 +60,35 @@ def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck
     if parsed.signed_attrs_der is None or len(attrs) == 0:
         # Without signed attributes neither CAdES nor our streaming hashing applies.
         return SignerCheck(False, signer, None, False, "the signature has no signed attributes")
-    values: dict[str, list[object]] = {}
+    values: dict[str, list[Any]] = {}
     for attr in attrs:
         name = attr["type"].native
         if name in values:
             return SignerCheck(False, signer, None, False, f"signed attribute {name} is repeated")
         values[name] = list(attr["values"])
     content_type = values.get("content_type")
-    if not content_type or content_type[0].native != parsed.content_type:  # type: ignore[attr-defined]
+    if not content_type or content_type[0].native != parsed.content_type:
         return SignerCheck(
             False, signer, None, False, "the content-type attribute does not match the content"
         )
     digest_attr = values.get("message_digest")
     if not digest_attr or not hmac.compare_digest(
-        bytes(digest_attr[0].native), content_digest  # type: ignore[attr-defined]
+        bytes(digest_attr[0].native),
+        content_digest,
     ):
         return SignerCheck(
-            False, signer, None, False,
+            False,
+            signer,
+            None,
+            False,
             "the content does not match the signed message-digest (it was changed after signing)",
         )
     signing_time = None
     if values.get("signing_time"):
-        signing_time = values["signing_time"][0].native  # type: ignore[attr-defined]
+        signing_time = values["signing_time"][0].native
     cades = False
     if values.get("signing_certificate_v2"):
-        cert_ids = values["signing_certificate_v2"][0]["certs"]  # type: ignore[index]
+        cert_ids = values["signing_certificate_v2"][0]["certs"]
         der = signer.public_bytes(Encoding.DER)
         first = cert_ids[0]
         algorithm = first["hash_algorithm"]["algorithm"].native
@@ -91,7 +96,10 @@ def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck
             hashlib.new(algorithm, der).digest(), bytes(first["cert_hash"].native)
         ):
             return SignerCheck(
-                False, signer, signing_time, False,
+                False,
+                signer,
+                signing_time,
+                False,
                 "signing-certificate-v2 does not name the certificate that signed",
             )
         cades = True
@@ -99,14 +107,20 @@ def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck
     data = b"\x31" + parsed.signed_attrs_der[1:]
     if parsed.digest_algorithm not in ("sha1", "sha256", "sha384", "sha512"):
         return SignerCheck(
-            False, signer, signing_time, cades,
+            False,
+            signer,
+            signing_time,
+            cades,
             f"digest algorithm {parsed.digest_algorithm} is not supported",
         )
     if not keys.verify(
         signer.public_key(), signature, data, parsed.digest_algorithm, info["signature_algorithm"]
     ):
         return SignerCheck(
-            False, signer, signing_time, cades,
+            False,
+            signer,
+            signing_time,
+            cades,
             "the signature value does not verify with the signer's public key",
         )
     token = None

@@ -60,16 +60,21 @@ def verify_parsed(
     role = validator.role
     algorithm = parsed.digest_algorithm
 
-    def refuse(
-        reason: Reason, detail: str, **found: object
-    ) -> SignatureResult:
+    def refuse(reason: Reason, detail: str, **found: object) -> SignatureResult:
         values: dict[str, object] = {
-            "intact": False, "signer": None, "chain": None, "signing_time": None,
-            "cades": False, "timestamp": None,
+            "intact": False,
+            "signer": None,
+            "chain": None,
+            "signing_time": None,
+            "cades": False,
+            "timestamp": None,
         }
         values.update(found)
         return SignatureResult(
-            digest_algorithm=algorithm, reason=reason, detail=detail, **values  # type: ignore[arg-type]
+            digest_algorithm=algorithm,
+            reason=reason,
+            detail=detail,
+            **values,  # type: ignore[arg-type]
         )
 
     if algorithm in LEGACY_DIGESTS and not allow_sha1:
@@ -82,31 +87,38 @@ def verify_parsed(
     check = check_signer(parsed, content_digest)
     if not check.intact:
         return refuse(_integrity_reason(role), check.detail, signer=check.signer)
-    assert check.signer is not None
+    signer = check.signer
+    if signer is None:  # check_signer reports intact only with a signer; kept for the types
+        return refuse(_integrity_reason(role), "the signer is unknown")
     if require_cades and not check.cades:
         return refuse(
             Reason.InvalidMessageFormat,
             "the signature lacks the CAdES-BES signing-certificate-v2 attribute",
-            signer=check.signer, intact=True, signing_time=check.signing_time,
+            signer=check.signer,
+            intact=True,
+            signing_time=check.signing_time,
         )
     chain = validator.validate(
-        check.signer,
-        [c for c in parsed.certificates if c != check.signer],
+        signer,
+        [c for c in parsed.certificates if c != signer],
         now,
         expected_names,
     )
     found: dict[str, object] = {
-        "intact": True, "signer": check.signer, "chain": chain,
-        "signing_time": check.signing_time, "cades": check.cades,
+        "intact": True,
+        "signer": signer,
+        "chain": chain,
+        "signing_time": check.signing_time,
+        "cades": check.cades,
     }
     if not chain.ok:
-        assert chain.reason is not None
-        return refuse(chain.reason, chain.detail, **found)
+        return refuse(chain.reason or Reason.PolicyViolation, chain.detail, **found)
     stamp = None
     if check.timestamp_token is not None:
         if tsa_validator is None:
             return refuse(
-                _integrity_reason(role), "the signature is time-stamped but no TSA is trusted",
+                _integrity_reason(role),
+                "the signature is time-stamped but no TSA is trusted",
                 **found,
             )
         stamp = verify_token(check.timestamp_token, check.signature, now, tsa_validator)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import hashlib
-from html import escape
 from collections.abc import Callable
+from html import escape
 from typing import BinaryIO
 
 from interop.cms.sign import TimestampFunction, sign_digest
@@ -77,7 +77,9 @@ def _evidence_part(evidence_xml: bytes) -> bytes:
     )
 
 
-def _rem_headers(evidence: Evidence, msg_type: F.MsgType, ileti_tip: str, ileti_id: str | None) -> list[tuple[str, str]]:
+def _rem_headers(
+    evidence: Evidence, msg_type: F.MsgType, ileti_tip: str, ileti_id: str | None
+) -> list[tuple[str, str]]:
     headers = [
         (F.MSG_TYPE, msg_type.value),
         (F.MESSAGE_IDENTIFIER, evidence.message.remmd_message_id),

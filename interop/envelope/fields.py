@@ -42,7 +42,9 @@ class IletiTip(enum.Enum):
         try:
             return cls(value.strip())
         except ValueError:
-            raise ValueError(f"{ILETI_TIP} {value!r} is not standart, eTebligat or eYazisma") from None
+            raise ValueError(
+                f"{ILETI_TIP} {value!r} is not standart, eTebligat or eYazisma"
+            ) from None
 
 
 def fold(name: str, value: str, width: int = 76) -> bytes:

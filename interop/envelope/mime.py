@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import quopri
 import re
 from collections.abc import Iterator
@@ -75,8 +76,7 @@ class Headers:
         if raw is None:
             return ContentType("text/plain", {"charset": "us-ascii"})  # RFC 2045 §5.2
         header = default_policy.header_factory("content-type", raw)
-        assert isinstance(header, ContentTypeHeader)
-        if header.defects:
+        if not isinstance(header, ContentTypeHeader) or header.defects:  # type: ignore[attr-defined]
             raise EnvelopeFormatError(f"Content-Type {raw!r} is malformed")
         return ContentType(
             header.content_type.lower(), {k.lower(): str(v) for k, v in header.params.items()}
@@ -117,10 +117,10 @@ def read_headers(
         if not colon or not _FIELD_NAME.match(name_bytes):
             raise EnvelopeFormatError(f"malformed header line {line[:60]!r}")
         if len(line) > limits.header_field:
-            raise LimitExceeded(f"header field {name_bytes[:40]!r} exceeds {limits.header_field} bytes")
-        fields.append(
-            (name_bytes.decode("ascii"), value_bytes.decode("utf-8", "surrogateescape"))
-        )
+            raise LimitExceeded(
+                f"header field {name_bytes[:40]!r} exceeds {limits.header_field} bytes"
+            )
+        fields.append((name_bytes.decode("ascii"), value_bytes.decode("utf-8", "surrogateescape")))
         if len(fields) > limits.header_fields:
             raise LimitExceeded(f"more than {limits.header_fields} header fields")
     return Headers(tuple(fields)), span.start + end + 4
@@ -183,7 +183,7 @@ def split_multipart(
     if len(found) < 2:
         raise EnvelopeFormatError("the multipart body has no parts")
     spans = []
-    for (_start, after), (next_start, _next_after) in zip(found, found[1:], strict=False):
+    for (_start, after), (next_start, _next_after) in itertools.pairwise(found):
         part_start = _skip_to_line_end(stream, after, body.end)
         spans.append(Span(part_start, max(part_start, next_start)))
     return spans
@@ -210,9 +210,7 @@ def _skip_to_line_end(stream: BinaryIO, after: int, end: int) -> int:
     return after + index + 2
 
 
-def read_body(
-    stream: BinaryIO, span: Span, encoding: str, limit: int, what: str
-) -> bytes:
+def read_body(stream: BinaryIO, span: Span, encoding: str, limit: int, what: str) -> bytes:
     """Read and decode a small body (evidence, signature), refusing more than ``limit`` bytes."""
     if span.size > limit * 2:
         raise LimitExceeded(f"{what} is larger than allowed ({span.size} bytes)")

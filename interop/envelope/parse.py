@@ -11,7 +11,14 @@ from typing import BinaryIO
 
 from interop.cms.parse import ParsedSignedData
 from interop.envelope import fields as F
-from interop.envelope.mime import Headers, Span, boundary_of, read_body, read_headers, split_multipart
+from interop.envelope.mime import (
+    Headers,
+    Span,
+    boundary_of,
+    read_body,
+    read_headers,
+    split_multipart,
+)
 from interop.envelope.smime import MICALG_NAMES, SIGNATURE_TYPES
 from interop.errors import EnvelopeFormatError
 from interop.limits import DEFAULT_LIMITS, Limits
@@ -75,8 +82,11 @@ def parse_envelope(stream: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> ParsedE
     if sig_headers.content_type().type not in SIGNATURE_TYPES:
         raise EnvelopeFormatError("the second part of the envelope is not smime.p7s")
     der = read_body(
-        stream, Span(sig_body, signature_span.end), sig_headers.transfer_encoding(),
-        limits.signature_part, "smime.p7s",
+        stream,
+        Span(sig_body, signature_span.end),
+        sig_headers.transfer_encoding(),
+        limits.signature_part,
+        "smime.p7s",
     )
     signature = ParsedSignedData.parse(der, limits)
 
@@ -94,8 +104,11 @@ def parse_envelope(stream: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> ParsedE
             if evidence_xml is not None:
                 raise EnvelopeFormatError("the envelope carries more than one delil.xml")
             evidence_xml = read_body(
-                stream, Span(part_body, part.end), part_headers.transfer_encoding(),
-                limits.evidence_xml, "delil.xml",
+                stream,
+                Span(part_body, part.end),
+                part_headers.transfer_encoding(),
+                limits.evidence_xml,
+                "delil.xml",
             )
         elif kind.type == "message/rfc822":
             if original is not None:

@@ -19,14 +19,27 @@ from typing import BinaryIO
 
 from interop.cms.parse import ParsedSignedData
 from interop.cms.sign import sign_digest
-from interop.envelope.mime import Headers, Span, boundary_of, read_body, read_headers, split_multipart
+from interop.envelope.mime import (
+    Headers,
+    Span,
+    boundary_of,
+    read_body,
+    read_headers,
+    split_multipart,
+)
 from interop.errors import EnvelopeFormatError
 from interop.limits import DEFAULT_LIMITS, Limits
 from interop.pki.signer import Signer
 
 SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
-MICALG_NAMES = {"sha-256": "sha256", "sha-384": "sha384", "sha-512": "sha512", "sha-1": "sha1",
-                "sha256": "sha256", "sha1": "sha1"}
+MICALG_NAMES = {
+    "sha-256": "sha256",
+    "sha-384": "sha384",
+    "sha-512": "sha512",
+    "sha-1": "sha1",
+    "sha256": "sha256",
+    "sha1": "sha1",
+}
 
 
 def encode_header(value: str) -> str:
@@ -149,7 +162,10 @@ def locate_signed_message(
     if sig_type not in SIGNATURE_TYPES:
         raise EnvelopeFormatError(f"{what}: the second part is {sig_type}, not a signature")
     der = read_body(
-        stream, Span(sig_body, parts[1].end), sig_headers.transfer_encoding(),
-        limits.signature_part, f"{what}'s signature",
+        stream,
+        Span(sig_body, parts[1].end),
+        sig_headers.transfer_encoding(),
+        limits.signature_part,
+        f"{what}'s signature",
     )
     return SignedMessage(headers, parts[0], ParsedSignedData.parse(der, limits), micalg)

@@ -96,13 +96,13 @@ def verify_envelope(
         checks.add(
             "peer",
             issuer_id == peer,
-            f"the connection is from {peer}; the envelope is issued by {issuer_id or issuer_domain}",
+            f"the connection is from {peer}; "
+            f"the envelope is issued by {issuer_id or issuer_domain}",
             Reason.PolicyViolation,
         )
 
     user: SignedMessage | None = None
-    if envelope.msg_type is F.MsgType.Dispatch:
-        assert envelope.original is not None
+    if envelope.original is not None:  # a Dispatch (parse_envelope insists on it)
         try:
             user = locate_signed_message(stream, envelope.original, limits, "the original message")
         except (EnvelopeFormatError, CmsFormatError, LimitExceeded) as exc:
@@ -137,8 +137,11 @@ def verify_envelope(
             envelope_signature.reason,
         )
         evidence = verify_evidence(
-            envelope.evidence_xml, now, verifiers.process(entry.id),
-            expected_issuer_domain=entry.provider.domain, limits=limits,
+            envelope.evidence_xml,
+            now,
+            verifiers.process(entry.id),
+            expected_issuer_domain=entry.provider.domain,
+            limits=limits,
         )
         checks.add(
             "evidence signature",
@@ -149,8 +152,14 @@ def verify_envelope(
         )
     signed_evidence = evidence.evidence if evidence is not None else None
     if signed_evidence is not None:
-        _check_fields(checks, envelope, signed_evidence.type, signed_evidence.event,
-                      signed_evidence.identifier, signed_evidence.message.remmd_message_id)
+        _check_fields(
+            checks,
+            envelope,
+            signed_evidence.type,
+            signed_evidence.event,
+            signed_evidence.identifier,
+            signed_evidence.message.remmd_message_id,
+        )
     original_digest = digests.get(("original", "sha256"))
     if envelope.msg_type is F.MsgType.Dispatch and signed_evidence is not None:
         checks.add(

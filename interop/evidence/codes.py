@@ -73,8 +73,13 @@ class Event(enum.Enum):
 
 
 NEGATIVE_EVENTS = frozenset(
-    {Event.Rejection, Event.NonDelivery, Event.NonRetrieval, Event.DeliveryExpiration,
-     Event.NonDownload}
+    {
+        Event.Rejection,
+        Event.NonDelivery,
+        Event.NonRetrieval,
+        Event.DeliveryExpiration,
+        Event.NonDownload,
+    }
 )
 
 EVENTS_OF_TYPE: dict[EvidenceType, frozenset[Event]] = {
@@ -82,9 +87,7 @@ EVENTS_OF_TYPE: dict[EvidenceType, frozenset[Event]] = {
     EvidenceType.RelayREMMDAcceptanceRejection: frozenset({Event.Acceptance, Event.Rejection}),
     EvidenceType.RelayREMMDFailure: frozenset({Event.DeliveryExpiration}),
     EvidenceType.DeliveryNonDeliveryToRecipient: frozenset({Event.Delivery, Event.NonDelivery}),
-    EvidenceType.RetrievalNonRetrievalByRecipient: frozenset(
-        {Event.Retrieval, Event.NonRetrieval}
-    ),
+    EvidenceType.RetrievalNonRetrievalByRecipient: frozenset({Event.Retrieval, Event.NonRetrieval}),
     EvidenceType.DownloadNonDownloadByRecipient: frozenset({Event.Download, Event.NonDownload}),
     EvidenceType.AcceptanceRejectionByRecipient: frozenset({Event.Acceptance, Event.Rejection}),
     EvidenceType.RelayToNonREMSystem: frozenset({Event.Acceptance, Event.Rejection}),

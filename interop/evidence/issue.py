@@ -17,7 +17,7 @@ from interop.cms.hashing import hash_stream
 from interop.envelope.fields import decode_text
 from interop.envelope.mime import Span, read_headers
 from interop.evidence.codes import Event, EvidenceType
-from interop.evidence.model import Evidence, EventReason, MessageDetails
+from interop.evidence.model import EventReason, Evidence, MessageDetails
 from interop.providers import Provider
 
 

@@ -8,6 +8,7 @@ schema (``relay.xsd``): reading schema files is I/O.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from lxml import etree
 
@@ -18,8 +19,9 @@ from interop.evidence.xmlio import safe_parse
 def schema_errors(schema: etree.XMLSchema, data: bytes) -> list[str]:
     """Schema violations of evidence ``data`` (empty when valid)."""
     root = copy.deepcopy(safe_parse(data))
-    for signature in root.findall("{%s}Signature" % DS_NS):
+    for signature in root.findall(f"{{{DS_NS}}}Signature"):
         root.remove(signature)
     if schema.validate(root):
         return []
-    return [f"line {e.line}: {e.message}" for e in schema.error_log]
+    log: Any = schema.error_log
+    return [f"line {e.line}: {e.message}" for e in log]

@@ -6,6 +6,7 @@ the enveloped transform), never from the bytes around it, so nothing unsigned ca
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 from signxml import methods
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
-from signxml.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
+from signxml.xades.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
 
 from interop.errors import EvidenceFormatError
 from interop.evidence.codes import DS_NS
@@ -29,18 +30,20 @@ from interop.pki.signer import Signer
 from interop.reasons import Reason
 
 _XADES_NS = "http://uri.etsi.org/01903/v1.3.2#"
-_SIGNATURE = "{%s}Signature" % DS_NS
+_SIGNATURE = f"{{{DS_NS}}}Signature"
 
 
-class _XAdESSigner(XAdESSigner):  # type: ignore[misc]
+class _XAdESSigner(XAdESSigner):
     """signxml's signer with the signing time handed in (interop never reads the clock)."""
 
     def __init__(self, signing_time: dt.datetime, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._signing_time = signing_time
 
-    def add_signing_time(self, signed_signature_properties: Any, sig_root: Any, signing_settings: Any) -> None:
-        node = etree.SubElement(signed_signature_properties, "{%s}SigningTime" % _XADES_NS)
+    def add_signing_time(
+        self, signed_signature_properties: Any, sig_root: Any, signing_settings: Any
+    ) -> None:
+        node = etree.SubElement(signed_signature_properties, f"{{{_XADES_NS}}}SigningTime")
         node.text = self._signing_time.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -86,14 +89,14 @@ def _certificates(signature: etree._Element, limits: Limits) -> list[x509.Certif
     if len(nodes) > limits.certificates_per_signature:
         raise EvidenceFormatError("the evidence signature carries too many certificates")
     certs = []
-    import base64
-
     for node in nodes:
         try:
             der = base64.b64decode("".join((node.text or "").split()), validate=True)
             certs.append(x509.load_der_x509_certificate(der))
         except ValueError as exc:
-            raise EvidenceFormatError(f"an evidence signature certificate is unreadable: {exc}") from exc
+            raise EvidenceFormatError(
+                f"an evidence signature certificate is unreadable: {exc}"
+            ) from exc
     return certs
 
 
@@ -117,7 +120,10 @@ def verify_evidence(
 
     def refuse(reason: Reason, detail: str, **found: Any) -> EvidenceResult:
         values: dict[str, Any] = {
-            "evidence": None, "intact": False, "signer": None, "chain": None,
+            "evidence": None,
+            "intact": False,
+            "signer": None,
+            "chain": None,
             "signing_time": None,
         }
         values.update(found)
@@ -138,11 +144,14 @@ def verify_evidence(
             root,
             x509_cert=leaf,
             # signxml checks the certificate dates against this time; interop reads no clock.
-            expect_config=XAdESSignatureConfiguration(expect_references=True, verification_time=now),
+            expect_config=XAdESSignatureConfiguration(
+                expect_references=True, verification_time=now
+            ),
         )
     except (InvalidSignature, InvalidDigest, InvalidInput, InvalidCertificate) as exc:
         return refuse(
-            Reason.InvalidMessageFormat, f"the evidence signature does not verify: {exc}",
+            Reason.InvalidMessageFormat,
+            f"the evidence signature does not verify: {exc}",
             signer=leaf,
         )
     except (ValueError, TypeError, KeyError) as exc:
@@ -150,13 +159,12 @@ def verify_evidence(
             Reason.InvalidMessageFormat, f"the evidence signature is malformed: {exc}", signer=leaf
         )
     covered = [
-        r.signed_xml for r in results
-        if r.signed_xml is not None and r.signed_xml.tag == root.tag
+        r.signed_xml for r in results if r.signed_xml is not None and r.signed_xml.tag == root.tag
     ]
     if len(covered) != 1:
         return refuse(
             Reason.InvalidMessageFormat,
-            "the evidence signature does not cover the whole evidence (no URI=\"\" reference)",
+            'the evidence signature does not cover the whole evidence (no URI="" reference)',
             signer=leaf,
         )
     evidence = from_element(covered[0])
@@ -164,11 +172,14 @@ def verify_evidence(
     for r in results:
         props = getattr(r, "signed_properties", None)
         if props is not None:
-            node = props.find("{%s}SigningTime" % _XADES_NS)
+            node = props.find(f"{{{_XADES_NS}}}SigningTime")
             if node is not None and node.text:
                 signing_time = dt.datetime.fromisoformat(node.text.strip().replace("Z", "+00:00"))
     found: dict[str, Any] = {
-        "evidence": evidence, "intact": True, "signer": leaf, "signing_time": signing_time,
+        "evidence": evidence,
+        "intact": True,
+        "signer": leaf,
+        "signing_time": signing_time,
     }
     leaf_der = leaf.public_bytes(Encoding.DER)
     if evidence.issuer_certificate is not None and evidence.issuer_certificate != leaf_der:
@@ -186,6 +197,10 @@ def verify_evidence(
         )
     chain = validator.validate(leaf, [c for c in certs if c is not leaf], now, [domain])
     if not chain.ok:
-        assert chain.reason is not None
-        return refuse(chain.reason, f"evidence signer: {chain.detail}", chain=chain, **found)
+        return refuse(
+            chain.reason or Reason.PolicyViolation,
+            f"evidence signer: {chain.detail}",
+            chain=chain,
+            **found,
+        )
     return EvidenceResult(evidence, True, leaf, chain, signing_time, None, "valid")

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from typing import Any
 
 from lxml import etree
 
 from interop.errors import EvidenceFormatError
 from interop.evidence.codes import DS_NS, KEP_NS, REM_NS, SHA256_URI, Event, EvidenceType
-from interop.evidence.model import Evidence, EventReason, MessageDetails
+from interop.evidence.model import EventReason, Evidence, MessageDetails
 from interop.limits import DEFAULT_LIMITS, Limits
 from interop.reasons import Reason
 
 NSMAP = {"rem": REM_NS, "ds": DS_NS, "kep": KEP_NS}
-_R = "{%s}" % REM_NS
-_D = "{%s}" % DS_NS
-_K = "{%s}" % KEP_NS
+_R = f"{{{REM_NS}}}"
+_D = f"{{{DS_NS}}}"
+_K = f"{{{KEP_NS}}}"
 _MAILTO = "mailto:"
 
 _PARSER = etree.XMLParser(
@@ -31,7 +32,7 @@ _PARSER = etree.XMLParser(
     huge_tree=False,
     remove_blank_text=False,
 )
-_FORBIDDEN_MARKUP = (b"<!DOCTYPE", b"<!ENTITY", b"<!ELEMENT", b"<!ATTLIST", b"SYSTEM \"")
+_FORBIDDEN_MARKUP = (b"<!DOCTYPE", b"<!ENTITY", b"<!ELEMENT", b"<!ATTLIST", b'SYSTEM "')
 
 
 def _time(value: dt.datetime) -> str:
@@ -66,7 +67,9 @@ def to_element(evidence: Evidence) -> etree._Element:
     issuer = _entity(root, _R + "EvidenceIssuerDetails", evidence.issuer)
     if evidence.issuer_certificate is not None:
         details = _sub(issuer, _R + "CertificateDetails")
-        _sub(details, _R + "X509Certificate", base64.b64encode(evidence.issuer_certificate).decode())
+        _sub(
+            details, _R + "X509Certificate", base64.b64encode(evidence.issuer_certificate).decode()
+        )
     _sub(root, _R + "EventTime", _time(evidence.event_time))
     _sub(root, _R + "SubmissionTime", _time(evidence.submission_time))
     _entity(root, _R + "SenderDetails", evidence.sender)
@@ -112,8 +115,8 @@ def safe_parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> etree._Element:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
         raise EvidenceFormatError(f"the evidence is not well-formed XML: {exc}") from exc
-    tree = root.getroottree()
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+    docinfo: Any = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
         raise EvidenceFormatError("the evidence XML holds a DTD; DTDs are refused")
     for node in root.iter():
         if isinstance(node, etree._Entity | etree._ProcessingInstruction):
@@ -124,16 +127,14 @@ def safe_parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> etree._Element:
 def _one(parent: etree._Element, tag: str, what: str) -> etree._Element:
     found = parent.findall(tag)
     if len(found) != 1:
-        raise EvidenceFormatError(
-            f"the evidence {'lacks' if not found else 'repeats'} {what}"
-        )
+        raise EvidenceFormatError(f"the evidence {'lacks' if not found else 'repeats'} {what}")
     return found[0]
 
 
 def _opt(parent: etree._Element, tag: str) -> etree._Element | None:
     found = parent.findall(tag)
     if len(found) > 1:
-        raise EvidenceFormatError(f"the evidence repeats {tag.split('}')[-1]}")
+        raise EvidenceFormatError(f"the evidence repeats {tag.rsplit('}', maxsplit=1)[-1]}")
     return found[0] if found else None
 
 
@@ -183,7 +184,9 @@ def from_element(root: etree._Element) -> Evidence:
         if reasons_node is not None:
             for node in reasons_node.findall(_R + "EventReason"):
                 code = _text(_one(node, _R + "Code", "EventReason Code"))
-                reasons.append(EventReason(Reason.from_uri(code), _text(_opt(node, _R + "Details"))))
+                reasons.append(
+                    EventReason(Reason.from_uri(code), _text(_opt(node, _R + "Details")))
+                )
         issuer_node = _one(root, _R + "EvidenceIssuerDetails", "EvidenceIssuerDetails")
         certificate = None
         cert_node = issuer_node.find(f"{_R}CertificateDetails/{_R}X509Certificate")
@@ -219,7 +222,9 @@ def from_element(root: etree._Element) -> Evidence:
             issuer=_address(issuer_node, "issuer"),
             event_time=event_time,
             submission_time=(
-                _datetime(_text(submission), "SubmissionTime") if submission is not None else event_time
+                _datetime(_text(submission), "SubmissionTime")
+                if submission is not None
+                else event_time
             ),
             sender=_address(_one(root, _R + "SenderDetails", "SenderDetails"), "sender"),
             recipients=tuple(

@@ -241,9 +241,7 @@ def generate(
             if state == "revoked":
                 revoked.append(user_signer.certificate)
     user_ca = DevCa("user-ca", user_ca_signer, maker.crl(user_ca_signer, revoked))
-    return DevPki(
-        algorithm, now, process_ca, tls_ca, user_ca, tsa, dev_providers, tuple(users)
-    )
+    return DevPki(algorithm, now, process_ca, tls_ca, user_ca, tsa, dev_providers, tuple(users))
 
 
 class _Maker:

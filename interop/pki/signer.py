@@ -26,9 +26,10 @@ class Signer:
             raise ConfigurationError("signing keys must be RSA or ECDSA")
         if isinstance(self.key, rsa.RSAPrivateKey) and self.key.key_size < MIN_RSA_BITS:
             raise ConfigurationError(f"RSA signing keys must have at least {MIN_RSA_BITS} bits")
-        if self.key.public_key().public_numbers() != self.certificate.public_key().public_numbers():
+        if self.key.public_key() != self.certificate.public_key():
             raise ConfigurationError(
-                f"the private key does not belong to certificate {self.certificate.subject.rfc4514_string()}"
+                "the private key does not belong to certificate "
+                f"{self.certificate.subject.rfc4514_string()}"
             )
 
     @property

@@ -28,7 +28,9 @@ def register(commands: Any) -> None:
         default=",".join(BUILTIN_PROVIDERS),
         help="comma-separated provider ids (default: hs01 to hs08)",
     )
-    init.add_argument("--algorithm", choices=ALGORITHMS, default="ec", help="ec (P-256) or rsa (2048)")
+    init.add_argument(
+        "--algorithm", choices=ALGORITHMS, default="ec", help="ec (P-256) or rsa (2048)"
+    )
     init.add_argument("--force", action="store_true", help="replace an existing PKI in --out")
     init.set_defaults(run=run_init)
 
@@ -41,7 +43,9 @@ def run_init(args: argparse.Namespace) -> int:
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     pki = generate(dt.datetime.now(dt.UTC), providers, args.algorithm)
     written = write_pki(pki, out)
-    print(f"wrote a development PKI ({args.algorithm}, providers {', '.join(providers)}) "
-          f"to {out}: {len(written)} files")
+    print(
+        f"wrote a development PKI ({args.algorithm}, providers {', '.join(providers)}) "
+        f"to {out}: {len(written)} files"
+    )
     print(f"WARNING: {WARNING}")
     return 0

@@ -27,8 +27,12 @@ from relay.pkidir import read_pki, verifiers_from_pki
 
 
 def register(commands: Any) -> None:
-    check = commands.add_parser("selfcheck", help="run one signed exchange between two dev providers")
-    check.add_argument("--pki", type=Path, required=True, help="a dev PKI folder (kep-relay pki init)")
+    check = commands.add_parser(
+        "selfcheck", help="run one signed exchange between two dev providers"
+    )
+    check.add_argument(
+        "--pki", type=Path, required=True, help="a dev PKI folder (kep-relay pki init)"
+    )
     check.add_argument("--out", type=Path, help="write the envelopes made here into this folder")
     check.set_defaults(run=run)
 
@@ -51,46 +55,79 @@ def run(args: argparse.Namespace) -> int:
         return tsa.stamp(signature, now)
 
     original = build_signed_message(
-        sender.signer, sender=sender.address, recipients=[recipient.address],
-        subject="kep-relay öz denetim / self-check", body="Merhaba! Hello!", now=now,
+        sender.signer,
+        sender=sender.address,
+        recipients=[recipient.address],
+        subject="kep-relay öz denetim / self-check",
+        body="Merhaba! Hello!",
+        now=now,
     )
     trust = verifiers.trust
     submission = submission_evidence(
-        io.BytesIO(original), trust[sending.id].provider, sender.address, [recipient.address],
-        f"selfcheck-{int(now.timestamp())}@{sending.domain}", now,
+        io.BytesIO(original),
+        trust[sending.id].provider,
+        sender.address,
+        [recipient.address],
+        f"selfcheck-{int(now.timestamp())}@{sending.domain}",
+        now,
     )
     dispatch = io.BytesIO()
     write_dispatch(
-        dispatch, io.BytesIO(original), submission, sign_evidence(submission, sending.process, now),
-        sending.process, now, message_id=f"<dispatch-{submission.identifier}@{sending.domain}>",
+        dispatch,
+        io.BytesIO(original),
+        submission,
+        sign_evidence(submission, sending.process, now),
+        sending.process,
+        now,
+        message_id=f"<dispatch-{submission.identifier}@{sending.domain}>",
         timestamp=stamp,
     )
     envelopes = {"dispatch.eml": dispatch.getvalue()}
-    results = [("Dispatch", verify_envelope(io.BytesIO(envelopes["dispatch.eml"]), verifiers, now, peer=sending.id))]
+    results = [
+        (
+            "Dispatch",
+            verify_envelope(io.BytesIO(envelopes["dispatch.eml"]), verifiers, now, peer=sending.id),
+        )
+    ]
     for name, kind, event in (
         ("relay-acceptance.eml", EvidenceType.RelayREMMDAcceptanceRejection, Event.Acceptance),
         ("delivery.eml", EvidenceType.DeliveryNonDeliveryToRecipient, Event.Delivery),
     ):
-        evidence = follow_up(submission, trust[receiving.id].provider, kind, event, now, recipient=1)
+        evidence = follow_up(
+            submission, trust[receiving.id].provider, kind, event, now, recipient=1
+        )
         out = io.BytesIO()
         write_evidence_message(
-            out, evidence, sign_evidence(evidence, receiving.process, now), receiving.process, now,
+            out,
+            evidence,
+            sign_evidence(evidence, receiving.process, now),
+            receiving.process,
+            now,
             message_id=f"<evidence-{evidence.identifier}@{receiving.domain}>",
-            issuer_id=receiving.id, timestamp=stamp,
+            issuer_id=receiving.id,
+            timestamp=stamp,
         )
         envelopes[name] = out.getvalue()
-        results.append((f"{kind.value} {event.value}",
-                        verify_envelope(io.BytesIO(out.getvalue()), verifiers, now, peer=receiving.id)))
+        results.append(
+            (
+                f"{kind.value} {event.value}",
+                verify_envelope(io.BytesIO(out.getvalue()), verifiers, now, peer=receiving.id),
+            )
+        )
     ok = True
     for label, result in results:
         ok &= result.ok
-        print(f"[{'ok' if result.ok else 'FAIL'}] {label}: "
-              + (", ".join(c.name for c in result.checks) if result.ok else result.detail))
+        print(
+            f"[{'ok' if result.ok else 'FAIL'}] {label}: "
+            + (", ".join(c.name for c in result.checks) if result.ok else result.detail)
+        )
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         for name, data in envelopes.items():
             (args.out / name).write_bytes(data)
         print(f"envelopes written to {args.out}")
-    print(f"{'self-check passed' if ok else 'self-check FAILED'}: {sender.address} → "
-          f"{recipient.address} in {(time.perf_counter() - started) * 1000:.0f} ms")
+    print(
+        f"{'self-check passed' if ok else 'self-check FAILED'}: {sender.address} → "
+        f"{recipient.address} in {(time.perf_counter() - started) * 1000:.0f} ms"
+    )
     return 0 if ok else 1

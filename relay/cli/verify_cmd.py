@@ -31,12 +31,16 @@ def register(commands: Any) -> None:
         verify = sub.add_parser("verify", help=f"verify a {noun} file and show what was checked")
         verify.add_argument("file", type=Path)
         verify.add_argument("--pki", type=Path, required=True, help="trust from a dev PKI folder")
-        verify.add_argument("--at", type=_moment, help="verify as of this ISO 8601 time (UTC if no zone)")
+        verify.add_argument(
+            "--at", type=_moment, help="verify as of this ISO 8601 time (UTC if no zone)"
+        )
         verify.add_argument("--json", action="store_true", help="print one JSON object")
         if noun == "envelope":
             verify.add_argument("--peer", help="provider id the envelope came from (as TLS said)")
         else:
-            verify.add_argument("--xsd", type=Path, help="also validate against the ETSI XSD in this folder")
+            verify.add_argument(
+                "--xsd", type=Path, help="also validate against the ETSI XSD in this folder"
+            )
         verify.set_defaults(run=run)
 
 
@@ -69,8 +73,10 @@ def _evidence_summary(evidence: Evidence | None) -> dict[str, Any] | None:
         "sender": evidence.sender,
         "recipients": list(evidence.recipients),
         "refers_to_recipient": evidence.refers_to_recipient,
-        "reasons": [{"reason": r.reason.name, "code": r.reason.code, "details": r.details}
-                    for r in evidence.reasons],
+        "reasons": [
+            {"reason": r.reason.name, "code": r.reason.code, "details": r.details}
+            for r in evidence.reasons
+        ],
         "remmd_message_id": evidence.message.remmd_message_id,
         "message_digest_sha256": evidence.message.digest.hex(),
         "teblig_zamani": evidence.teblig_zamani.isoformat() if evidence.teblig_zamani else None,
@@ -85,21 +91,30 @@ def _report(args: argparse.Namespace, report: dict[str, Any], checks: list[Check
         for key, value in report.items():
             if key in ("checks", "valid", "reason", "reason_code", "detail") or value is None:
                 continue
-            if isinstance(value, dict):
-                value = ", ".join(f"{k}={v}" for k, v in value.items() if v not in (None, [], ""))
-            print(f"{key}: {value}")
+            text = (
+                ", ".join(f"{k}={v}" for k, v in value.items() if v not in (None, [], ""))
+                if isinstance(value, dict)
+                else value
+            )
+            print(f"{key}: {text}")
         for check in checks:
             print(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
         if report["valid"]:
             print("VALID")
         else:
-            print(f"INVALID: {report['reason']} (reason {report['reason_code']}): {report['detail']}")
+            print(
+                f"INVALID: {report['reason']} (reason {report['reason_code']}): {report['detail']}"
+            )
     return 0 if report["valid"] else 1
 
 
 def _malformed(args: argparse.Namespace, exc: KepError) -> int:
-    report = {"valid": False, "reason": exc.reason.name, "reason_code": exc.reason.code,
-              "detail": exc.detail}
+    report = {
+        "valid": False,
+        "reason": exc.reason.name,
+        "reason_code": exc.reason.code,
+        "detail": exc.detail,
+    }
     return _report(args, report, [Check("format", False, exc.detail)])
 
 
@@ -152,21 +167,29 @@ def run_evidence(args: argparse.Namespace) -> int:
         entry = verifiers.trust.owner_of(domain)
         if entry is None:
             checks.append(Check("issuer", False, f"{domain} is not a provider in the trust list"))
-            report = {"valid": False, "reason": Reason.PolicyViolation.name,
-                      "reason_code": Reason.PolicyViolation.code,
-                      "detail": f"issuer {unsigned.issuer} is not trusted",
-                      "evidence": _evidence_summary(unsigned)}
-            return _report(args, report, checks)
+            refused: dict[str, Any] = {
+                "valid": False,
+                "reason": Reason.PolicyViolation.name,
+                "reason_code": Reason.PolicyViolation.code,
+                "detail": f"issuer {unsigned.issuer} is not trusted",
+                "evidence": _evidence_summary(unsigned),
+            }
+            return _report(args, refused, checks)
         result = verify_evidence(
             data, now, verifiers.process(entry.id), expected_issuer_domain=entry.provider.domain
         )
     except KepError as exc:
         return _malformed(args, exc)
     checks.append(Check("issuer", True, f"{unsigned.issuer} ({entry.id})"))
-    checks.append(Check("signature", result.intact,
-                        "XAdES signature intact" if result.intact else result.detail))
+    checks.append(
+        Check(
+            "signature", result.intact, "XAdES signature intact" if result.intact else result.detail
+        )
+    )
     if result.intact:
-        checks.append(Check("signer", result.ok, result.chain.describe() if result.chain else result.detail))
+        checks.append(
+            Check("signer", result.ok, result.chain.describe() if result.chain else result.detail)
+        )
     schema_ok = all(c.ok for c in checks if c.name == "schema")
     valid = result.ok and schema_ok
     reason = result.reason or (None if schema_ok else Reason.InvalidMessageFormat)
@@ -177,7 +200,9 @@ def run_evidence(args: argparse.Namespace) -> int:
         "detail": result.detail if not result.ok else ("valid" if valid else "schema violations"),
         "verified_at": now.isoformat(),
         "signing_time": result.signing_time.isoformat() if result.signing_time else None,
-        "signer_sha256": result.signer.fingerprint(hashes.SHA256()).hex() if result.signer else None,
+        "signer_sha256": result.signer.fingerprint(hashes.SHA256()).hex()
+        if result.signer
+        else None,
         "evidence": _evidence_summary(result.evidence or unsigned),
     }
     return _report(args, report, checks)

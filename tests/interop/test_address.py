@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,9 +17,20 @@ from interop.providers import BUILTIN_DIRECTORY, Provider, ProviderDirectory
         ("ali.yilmaz@hs01.kep.tr", "ali.yilmaz", "hs01.kep.tr", "hs01", AddressKind.NAMED),
         ("Ali.Yilmaz@HS03.KEP.TR", "ali.yilmaz", "hs03.kep.tr", "hs03", AddressKind.NAMED),
         ("ali.yilmaz.2@hs02.kep.tr", "ali.yilmaz.2", "hs02.kep.tr", "hs02", AddressKind.NAMED),
-        ("0123456789012345@hs04.kep.tr", "0123456789012345", "hs04.kep.tr", "hs04", AddressKind.MERSIS),
-        ("0123456789012345.muhasebe@hs05.kep.tr", "0123456789012345.muhasebe", "hs05.kep.tr", "hs05",
-         AddressKind.MERSIS),
+        (
+            "0123456789012345@hs04.kep.tr",
+            "0123456789012345",
+            "hs04.kep.tr",
+            "hs04",
+            AddressKind.MERSIS,
+        ),
+        (
+            "0123456789012345.muhasebe@hs05.kep.tr",
+            "0123456789012345.muhasebe",
+            "hs05.kep.tr",
+            "hs05",
+            AddressKind.MERSIS,
+        ),
         ("acme-ltd@hs06.kep.tr", "acme-ltd", "hs06.kep.tr", "hs06", AddressKind.NAMED),
         ("acme.hukuk@hs07.kep.tr", "acme.hukuk", "hs07.kep.tr", "hs07", AddressKind.NAMED),
         ("kayseribm@tkgm.hs01.kep.tr", "kayseribm", "tkgm.hs01.kep.tr", "hs01", AddressKind.NAMED),
@@ -25,10 +38,15 @@ from interop.providers import BUILTIN_DIRECTORY, Provider, ProviderDirectory
         ("  ali.yilmaz@hs01.kep.tr ", "ali.yilmaz", "hs01.kep.tr", "hs01", AddressKind.NAMED),
     ],
 )
-def test_valid_addresses(text: str, local: str, domain: str, provider: str, kind: AddressKind) -> None:
+def test_valid_addresses(
+    text: str, local: str, domain: str, provider: str, kind: AddressKind
+) -> None:
     address = KepAddress.parse(text)
     assert (address.local, address.domain, address.provider_id, address.kind) == (
-        local, domain, provider, kind,
+        local,
+        domain,
+        provider,
+        kind,
     )
     assert str(address) == f"{local}@{domain}"
 
@@ -75,7 +93,7 @@ def test_invalid_addresses_say_why(text: str, fragment: str) -> None:
 
 
 def test_turkish_letters_get_a_suggestion() -> None:
-    with pytest.raises(AddressError, match="did you mean 'ayse.ozturk@hs01.kep.tr'"):
+    with pytest.raises(AddressError, match=re.escape("did you mean 'ayse.ozturk@hs01.kep.tr'")):
         KepAddress.parse("ayşe.öztürk@hs01.kep.tr")
 
 

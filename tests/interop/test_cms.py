@@ -22,13 +22,22 @@ CONTENT = b"Content-Type: text/plain\r\n\r\nKEP\r\n"
 
 
 def _verify(
-    verifiers: Verifiers, der: bytes, content: bytes = CONTENT, provider: str = "hs01", **kwargs: object
+    verifiers: Verifiers,
+    der: bytes,
+    content: bytes = CONTENT,
+    provider: str = "hs01",
+    **kwargs: object,
 ) -> SignatureResult:
     parsed = ParsedSignedData.parse(der)
     digest = hashlib.new(parsed.digest_algorithm, content).digest()
     return verify_parsed(
-        parsed, digest, LATER, verifiers.process(provider),
-        expected_names=[f"{provider}.kep.tr"], tsa_validator=verifiers.tsa, **kwargs,  # type: ignore[arg-type]
+        parsed,
+        digest,
+        LATER,
+        verifiers.process(provider),
+        expected_names=[f"{provider}.kep.tr"],
+        tsa_validator=verifiers.tsa,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -37,8 +46,9 @@ def _sign(signer: Signer, content: bytes = CONTENT, **kwargs: object) -> bytes:
 
 
 @pytest.mark.parametrize("algorithm", ["ec", "rsa"])
-def test_sign_and_verify(algorithm: str, pki: DevPki, rsa_pki: DevPki, verifiers: Verifiers,
-                         rsa_verifiers: Verifiers) -> None:
+def test_sign_and_verify(
+    algorithm: str, pki: DevPki, rsa_pki: DevPki, verifiers: Verifiers, rsa_verifiers: Verifiers
+) -> None:
     chosen, chosen_verifiers = (pki, verifiers) if algorithm == "ec" else (rsa_pki, rsa_verifiers)
     der = _sign(chosen.providers["hs01"].process)
     result = _verify(chosen_verifiers, der, require_cades=True)
@@ -49,7 +59,9 @@ def test_sign_and_verify(algorithm: str, pki: DevPki, rsa_pki: DevPki, verifiers
 
 
 def test_changed_content_is_caught(pki: DevPki, verifiers: Verifiers) -> None:
-    result = _verify(verifiers, _sign(pki.providers["hs01"].process), CONTENT.replace(b"KEP", b"KEQ"))
+    result = _verify(
+        verifiers, _sign(pki.providers["hs01"].process), CONTENT.replace(b"KEP", b"KEQ")
+    )
     assert not result.intact
     assert result.reason is Reason.InvalidMessageFormat
     assert "changed after signing" in result.detail
@@ -81,20 +93,27 @@ def test_untrusted_signer(pki: DevPki, verifiers: Verifiers) -> None:
 
 
 def test_user_signature_reasons(pki: DevPki, verifiers: Verifiers) -> None:
-    for local, reason in (("ali.yilmaz", None), ("suresi.dolmus", Reason.UserCertExpiredOrRevoked),
-                          ("iptal.edilmis", Reason.UserCertExpiredOrRevoked)):
+    for local, reason in (
+        ("ali.yilmaz", None),
+        ("suresi.dolmus", Reason.UserCertExpiredOrRevoked),
+        ("iptal.edilmis", Reason.UserCertExpiredOrRevoked),
+    ):
         der = _sign(pki.user(f"{local}@hs01.kep.tr").signer)
         parsed = ParsedSignedData.parse(der)
         result = verify_parsed(parsed, hashlib.sha256(CONTENT).digest(), LATER, verifiers.user)
         assert result.reason is reason, result.detail
     tampered = verify_parsed(
         ParsedSignedData.parse(_sign(pki.user("ali.yilmaz@hs01.kep.tr").signer)),
-        hashlib.sha256(b"other").digest(), LATER, verifiers.user,
+        hashlib.sha256(b"other").digest(),
+        LATER,
+        verifiers.user,
     )
     assert tampered.reason is Reason.InvalidUserSignature
 
 
-def test_sha1_refused_for_new_signatures_and_allowed_for_legacy(pki: DevPki, verifiers: Verifiers) -> None:
+def test_sha1_refused_for_new_signatures_and_allowed_for_legacy(
+    pki: DevPki, verifiers: Verifiers
+) -> None:
     signer = pki.user("ali.yilmaz@hs01.kep.tr").signer
     der = sign_digest(signer, hashlib.sha1(CONTENT).digest(), NOW, digest="sha1")  # noqa: S324
     parsed = ParsedSignedData.parse(der)
@@ -113,15 +132,21 @@ def test_time_stamp_token(pki: DevPki, verifiers: Verifiers) -> None:
     assert result.timestamp is not None and result.timestamp.ok
     assert result.timestamp.time == NOW
     token = cms.ContentInfo.load(tsa.stamp(b"some signature", NOW))
-    assert verify_token(token, b"some signature", LATER, verifiers.tsa).ok  # type: ignore[arg-type]
-    other = verify_token(token, b"another signature", LATER, verifiers.tsa)  # type: ignore[arg-type]
+    tsa_validator = verifiers.tsa
+    assert tsa_validator is not None
+    assert verify_token(token, b"some signature", LATER, tsa_validator).ok
+    other = verify_token(token, b"another signature", LATER, tsa_validator)
     assert not other.ok and "other data" in other.detail
     stranger = LocalTsa(generate(NOW, ["hs01"]).tsa)
-    foreign = verify_token(cms.ContentInfo.load(stranger.stamp(b"x", NOW)), b"x", LATER, verifiers.tsa)  # type: ignore[arg-type]
+    foreign = verify_token(
+        cms.ContentInfo.load(stranger.stamp(b"x", NOW)), b"x", LATER, tsa_validator
+    )
     assert not foreign.ok and "trusted CA" in foreign.detail
 
 
-def test_time_stamp_over_another_signature_fails_the_signature(pki: DevPki, verifiers: Verifiers) -> None:
+def test_time_stamp_over_another_signature_fails_the_signature(
+    pki: DevPki, verifiers: Verifiers
+) -> None:
     tsa = LocalTsa(pki.tsa)
     der = _sign(pki.providers["hs01"].process, timestamp=lambda s: tsa.stamp(b"not this", NOW))
     result = _verify(verifiers, der)
@@ -134,7 +159,10 @@ def test_time_stamp_over_another_signature_fails_the_signature(pki: DevPki, veri
         (b"", "not readable"),
         (b"\x30\x03\x02\x01", "not readable"),
         (b"\x30\x80" + b"\x00" * 10, "not readable"),
-        (cms.ContentInfo({"content_type": "data", "content": b"x"}).dump(), "expected CMS SignedData"),
+        (
+            cms.ContentInfo({"content_type": "data", "content": b"x"}).dump(),
+            "expected CMS SignedData",
+        ),
         (b"\x30" * 2_000_000, "larger than"),
     ],
 )
@@ -159,8 +187,11 @@ def test_signature_without_certificates_is_refused(pki: DevPki) -> None:
 
 def test_hash_ranges_reads_once_and_matches_slices() -> None:
     data = bytes(range(256)) * 5000
-    ranges = {"a": ((10, 1_000_000), ("sha256",)), "b": ((500, 600), ("sha256", "sha512")),
-              "c": ((0, len(data)), ("sha384",))}
+    ranges = {
+        "a": ((10, 1_000_000), ("sha256",)),
+        "b": ((500, 600), ("sha256", "sha512")),
+        "c": ((0, len(data)), ("sha384",)),
+    }
     digests = hash_ranges(io.BytesIO(data), ranges, chunk=4096)
     assert digests["a", "sha256"] == hashlib.sha256(data[10:1_000_000]).digest()
     assert digests["b", "sha512"] == hashlib.sha512(data[500:600]).digest()

@@ -10,7 +10,7 @@ from lxml import etree
 from interop.errors import EvidenceFormatError
 from interop.evidence import xmlio
 from interop.evidence.codes import DELIL_TURU, EVENTS_OF_TYPE, Event, EvidenceType
-from interop.evidence.model import Evidence, EventReason, MessageDetails
+from interop.evidence.model import EventReason, Evidence, MessageDetails
 from interop.evidence.xades import sign_evidence, verify_evidence
 from interop.pki.devpki import DevPki, generate
 from interop.reasons import Reason
@@ -35,16 +35,24 @@ def evidence(
         "sender": "ali.yilmaz@hs01.kep.tr",
         "recipients": RECIPIENTS,
         "refers_to_recipient": 1,
-        "message": MessageDetails("Konu: çğıöşü", "<m1@hs01.kep.tr>", "rem-1@hs01.kep.tr",
-                                  hashlib.sha256(b"original").digest()),
-        "reasons": (EventReason(Reason.UnknownRecipient, "no such account"),) if event.is_negative else (),
+        "message": MessageDetails(
+            "Konu: çğıöşü",
+            "<m1@hs01.kep.tr>",
+            "rem-1@hs01.kep.tr",
+            hashlib.sha256(b"original").digest(),
+        ),
+        "reasons": (EventReason(Reason.UnknownRecipient, "no such account"),)
+        if event.is_negative
+        else (),
     }
     base.update(changes)
     return Evidence(**base)  # type: ignore[arg-type]
 
 
 ALL_KINDS = [
-    (kind, event) for kind, events in EVENTS_OF_TYPE.items() for event in sorted(events, key=lambda e: e.value)
+    (kind, event)
+    for kind, events in EVENTS_OF_TYPE.items()
+    for event in sorted(events, key=lambda e: e.value)
 ]
 
 
@@ -58,7 +66,9 @@ def test_every_type_and_event_round_trips(kind: EvidenceType, event: Event) -> N
 
 def test_teblig_zamani_round_trips() -> None:
     teblig = dt.datetime(2026, 11, 29, 20, 59, 59, tzinfo=dt.UTC)
-    original = evidence(EvidenceType.DeliveryNonDeliveryToRecipient, Event.Delivery, teblig_zamani=teblig)
+    original = evidence(
+        EvidenceType.DeliveryNonDeliveryToRecipient, Event.Delivery, teblig_zamani=teblig
+    )
     assert xmlio.parse(xmlio.to_bytes(original)).teblig_zamani == teblig
 
 
@@ -88,8 +98,10 @@ def test_spelling_variants_are_accepted_on_input() -> None:
     parsed = xmlio.parse(data)
     assert parsed.type is EvidenceType.RelayREMMDAcceptanceRejection
     assert parsed.event is Event.Acceptance
-    for alias, canonical in (("REMMDAcceptanceRejection", EvidenceType.SubmissionAcceptanceRejection),
-                             ("RelayToREMMDFailure", EvidenceType.RelayREMMDFailure)):
+    for alias, canonical in (
+        ("REMMDAcceptanceRejection", EvidenceType.SubmissionAcceptanceRejection),
+        ("RelayToREMMDFailure", EvidenceType.RelayREMMDFailure),
+    ):
         assert EvidenceType.from_element_name(alias) is canonical
     negative = xmlio.to_bytes(evidence(event=Event.Rejection)).replace(
         b"http:uri.etsi.org/REM/EventReason#", b"http://uri.etsi.org/REM/EventReason#"
@@ -101,13 +113,15 @@ def test_written_form_follows_the_profile() -> None:
     root = etree.fromstring(xmlio.to_bytes(evidence(event=Event.Rejection)))
     ns = {"rem": "http://uri.etsi.org/02640/v2#", "ds": "http://www.w3.org/2000/09/xmldsig#"}
     assert root.get("version") == "2"
-    assert root.findtext("rem:EventCode", namespaces=ns) == "http:uri.etsi.org/02640/Event#Rejection"
+    assert (
+        root.findtext("rem:EventCode", namespaces=ns) == "http:uri.etsi.org/02640/Event#Rejection"
+    )
     assert root.findtext("rem:EventReasons/rem:EventReason/rem:Code", namespaces=ns) == (
         "http:uri.etsi.org/REM/EventReason#UnknownRecipient"
     )
-    assert root.findtext("rem:EvidenceIssuerDetails/rem:AttributedElectronicAddress", namespaces=ns) == (
-        "mailto:delil@hs02.kep.tr"
-    )
+    assert root.findtext(
+        "rem:EvidenceIssuerDetails/rem:AttributedElectronicAddress", namespaces=ns
+    ) == ("mailto:delil@hs02.kep.tr")
     assert root.findtext("rem:EventTime", namespaces=ns) == "2026-11-24T12:00:00Z"
     assert root.find("rem:SenderMessageDetails", namespaces=ns).get("isNotification") == "false"  # type: ignore[union-attr]
     assert root.findtext("rem:EvidenceRefersToRecipient", namespaces=ns) == "1"
@@ -118,15 +132,25 @@ def test_written_form_follows_the_profile() -> None:
     [
         (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>', "DTD"),
         (b'<!DOCTYPE x SYSTEM "http://example.invalid/x.dtd"><x/>', "DTD"),
-        (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
-         b"<lolz>&lol2;</lolz>", "DTD"),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+            b'<!ENTITY lol2 "&lol;&lol;&lol;">]>'
+            b"<lolz>&lol2;</lolz>",
+            "DTD",
+        ),
         (b"<x>&ext;</x>", "not well-formed"),
         (b"<x", "not well-formed"),
         (b"", "not well-formed"),
         (b"<x>" + b" " * (1024 * 1024) + b"</x>", "larger than"),
         (b'<x xmlns="urn:other"/>', "namespace"),
-        (b'<rem:Unknown xmlns:rem="http://uri.etsi.org/02640/v2#" version="2"/>', "not an ETSI REM evidence"),
-        (b'<rem:RelayREMMDFailure xmlns:rem="http://uri.etsi.org/02640/v2#" version="2"/>', "lacks EventCode"),
+        (
+            b'<rem:Unknown xmlns:rem="http://uri.etsi.org/02640/v2#" version="2"/>',
+            "not an ETSI REM evidence",
+        ),
+        (
+            b'<rem:RelayREMMDFailure xmlns:rem="http://uri.etsi.org/02640/v2#" version="2"/>',
+            "lacks EventCode",
+        ),
     ],
 )
 def test_hostile_or_broken_xml_is_refused(document: bytes, fragment: str) -> None:
@@ -147,17 +171,21 @@ def test_missing_required_element_is_named() -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["ec", "rsa"])
-def test_xades_sign_and_verify(algorithm: str, pki: DevPki, rsa_pki: DevPki,
-                               verifiers: Verifiers, rsa_verifiers: Verifiers) -> None:
+def test_xades_sign_and_verify(
+    algorithm: str, pki: DevPki, rsa_pki: DevPki, verifiers: Verifiers, rsa_verifiers: Verifiers
+) -> None:
     chosen, chosen_verifiers = (pki, verifiers) if algorithm == "ec" else (rsa_pki, rsa_verifiers)
     data = sign_evidence(evidence(), chosen.providers["hs02"].process, NOW)
-    result = verify_evidence(data, LATER, chosen_verifiers.process("hs02"), expected_issuer_domain="hs02.kep.tr")
+    result = verify_evidence(
+        data, LATER, chosen_verifiers.process("hs02"), expected_issuer_domain="hs02.kep.tr"
+    )
     assert result.ok, result.detail
     assert result.signing_time == NOW
+    assert result.evidence is not None
+    assert result.evidence.issuer_certificate is not None
     assert result.evidence == dataclasses.replace(
-        evidence(), issuer_certificate=result.evidence.issuer_certificate  # type: ignore[union-attr]
+        evidence(), issuer_certificate=result.evidence.issuer_certificate
     )
-    assert result.evidence.issuer_certificate is not None  # type: ignore[union-attr]
 
 
 def test_changed_evidence_fails(pki: DevPki, verifiers: Verifiers) -> None:
@@ -181,17 +209,23 @@ def test_unsigned_or_misplaced_signature_fails(pki: DevPki, verifiers: Verifiers
 def test_wrong_issuer_and_untrusted_signer(pki: DevPki, verifiers: Verifiers) -> None:
     # hs01 signs an evidence that claims to come from hs02.
     data = sign_evidence(evidence(), pki.providers["hs01"].process, NOW)
-    result = verify_evidence(data, LATER, verifiers.process("hs02"), expected_issuer_domain="hs02.kep.tr")
+    result = verify_evidence(
+        data, LATER, verifiers.process("hs02"), expected_issuer_domain="hs02.kep.tr"
+    )
     assert result.intact and result.reason is Reason.PolicyViolation
     assert "hs02.kep.tr" in result.detail
     expected_other = verify_evidence(
-        sign_evidence(evidence(), pki.providers["hs02"].process, NOW), LATER,
-        verifiers.process("hs02"), expected_issuer_domain="hs03.kep.tr",
+        sign_evidence(evidence(), pki.providers["hs02"].process, NOW),
+        LATER,
+        verifiers.process("hs02"),
+        expected_issuer_domain="hs03.kep.tr",
     )
     assert expected_other.reason is Reason.PolicyViolation
     stranger = generate(NOW, ["hs02"])
     foreign = verify_evidence(
-        sign_evidence(evidence(), stranger.providers["hs02"].process, NOW), LATER, verifiers.process("hs02")
+        sign_evidence(evidence(), stranger.providers["hs02"].process, NOW),
+        LATER,
+        verifiers.process("hs02"),
     )
     assert foreign.intact and foreign.reason is Reason.PolicyViolation
 
@@ -202,13 +236,19 @@ def test_issuer_certificate_must_be_the_signing_one(pki: DevPki, verifiers: Veri
 
     forged = dataclasses.replace(evidence(), issuer_certificate=other.public_bytes(Encoding.DER))
     signer = pki.providers["hs02"].process
+    from signxml import methods
+
     from interop.evidence import xades
 
     # Sign the forged element directly (sign_evidence would correct the certificate).
     element = xmlio.to_element(forged)
     data = etree.tostring(
-        xades._XAdESSigner(NOW, method=xades.methods.enveloped, signature_algorithm="ecdsa-sha256",
-                           digest_algorithm="sha256").sign(element, key=signer.key, cert=list(signer.certificates))
+        xades._XAdESSigner(
+            NOW,
+            method=methods.enveloped,
+            signature_algorithm="ecdsa-sha256",
+            digest_algorithm="sha256",
+        ).sign(element, key=signer.key, cert=list(signer.certificates))
     )
     result = verify_evidence(data, LATER, verifiers.process("hs02"))
     assert result.intact and not result.ok

@@ -17,7 +17,9 @@ def _user(pki: DevPki, local: str) -> tuple[object, ...]:
 
 
 def test_valid_user_certificate(pki: DevPki) -> None:
-    validator = CertificateValidator([pki.user_ca.certificate], RevocationData.of(pki.crls), Role.USER)
+    validator = CertificateValidator(
+        [pki.user_ca.certificate], RevocationData.of(pki.crls), Role.USER
+    )
     cert, chain = _user(pki, "ali.yilmaz")
     result = validator.validate(cert, chain, LATER)  # type: ignore[arg-type]
     assert result.ok
@@ -34,7 +36,9 @@ def test_valid_user_certificate(pki: DevPki) -> None:
 def test_expired_and_revoked_user_certificates(
     pki: DevPki, local: str, failure: Failure, reason: Reason, fragment: str
 ) -> None:
-    validator = CertificateValidator([pki.user_ca.certificate], RevocationData.of(pki.crls), Role.USER)
+    validator = CertificateValidator(
+        [pki.user_ca.certificate], RevocationData.of(pki.crls), Role.USER
+    )
     cert, chain = _user(pki, local)
     result = validator.validate(cert, chain, LATER)  # type: ignore[arg-type]
     assert (result.ok, result.failure, result.reason) == (False, failure, reason)
@@ -48,13 +52,17 @@ def test_missing_crl_fails_closed_unless_configured_otherwise(pki: DevPki) -> No
     assert result.failure is Failure.REVOCATION_UNKNOWN
     assert result.reason is Reason.InvalidUserSignature
     assert "no CRL" in result.detail
-    lenient = CertificateValidator([pki.user_ca.certificate], RevocationData(require=False), Role.USER)
+    lenient = CertificateValidator(
+        [pki.user_ca.certificate], RevocationData(require=False), Role.USER
+    )
     assert lenient.validate(cert, chain, LATER).ok  # type: ignore[arg-type]
 
 
 def test_stale_crl_fails_closed(pki: DevPki) -> None:
     cert, chain = _user(pki, "ali.yilmaz")
-    validator = CertificateValidator([pki.user_ca.certificate], RevocationData.of(pki.crls), Role.USER)
+    validator = CertificateValidator(
+        [pki.user_ca.certificate], RevocationData.of(pki.crls), Role.USER
+    )
     after_next_update = pki.user_ca.crl.next_update_utc + dt.timedelta(days=1)  # type: ignore[operator]
     result = validator.validate(cert, chain, after_next_update)  # type: ignore[arg-type]
     assert result.failure is Failure.REVOCATION_UNKNOWN
@@ -71,7 +79,9 @@ def test_crl_signed_by_another_key_is_ignored(pki: DevPki) -> None:
 
 
 def test_process_certificate_name_and_usage(pki: DevPki) -> None:
-    validator = CertificateValidator([pki.process_ca.certificate], RevocationData.of(pki.crls), Role.PROCESS)
+    validator = CertificateValidator(
+        [pki.process_ca.certificate], RevocationData.of(pki.crls), Role.PROCESS
+    )
     process = pki.providers["hs01"].process
     assert validator.validate(process.certificate, process.chain, LATER, ["hs01.kep.tr"]).ok
     wrong_name = validator.validate(process.certificate, process.chain, LATER, ["hs02.kep.tr"])
@@ -93,12 +103,17 @@ def test_tls_and_tsa_roles(pki: DevPki) -> None:
     tsa_validator = CertificateValidator([pki.process_ca.certificate], revocation, Role.TSA)
     assert tsa_validator.validate(pki.tsa.certificate, pki.tsa.chain, LATER).ok
     process = pki.providers["hs01"].process
-    assert tsa_validator.validate(process.certificate, process.chain, LATER).failure is Failure.WRONG_USAGE
+    assert (
+        tsa_validator.validate(process.certificate, process.chain, LATER).failure
+        is Failure.WRONG_USAGE
+    )
 
 
 def test_untrusted_ca(pki: DevPki) -> None:
     stranger = generate(NOW, ["hs01"])
-    validator = CertificateValidator([pki.process_ca.certificate], RevocationData.of(pki.crls), Role.PROCESS)
+    validator = CertificateValidator(
+        [pki.process_ca.certificate], RevocationData.of(pki.crls), Role.PROCESS
+    )
     process = stranger.providers["hs01"].process
     result = validator.validate(process.certificate, process.chain, LATER, ["hs01.kep.tr"])
     assert (result.failure, result.reason) == (Failure.UNTRUSTED, Reason.PolicyViolation)
@@ -110,7 +125,9 @@ def test_untrusted_ca(pki: DevPki) -> None:
 
 
 def test_not_yet_valid(pki: DevPki) -> None:
-    validator = CertificateValidator([pki.user_ca.certificate], RevocationData.of(pki.crls), Role.USER)
+    validator = CertificateValidator(
+        [pki.user_ca.certificate], RevocationData.of(pki.crls), Role.USER
+    )
     cert, chain = _user(pki, "ali.yilmaz")
     result = validator.validate(cert, chain, NOW - dt.timedelta(days=1))  # type: ignore[arg-type]
     assert result.failure is Failure.NOT_YET_VALID
@@ -118,7 +135,9 @@ def test_not_yet_valid(pki: DevPki) -> None:
 
 
 def test_cached_answer_expires_with_the_certificate(pki: DevPki) -> None:
-    validator = CertificateValidator([pki.user_ca.certificate], RevocationData.of(pki.crls), Role.USER)
+    validator = CertificateValidator(
+        [pki.user_ca.certificate], RevocationData.of(pki.crls), Role.USER
+    )
     cert, chain = _user(pki, "ali.yilmaz")
     assert validator.validate(cert, chain, LATER).ok  # type: ignore[arg-type]
     assert validator.validate(cert, chain, LATER + dt.timedelta(hours=1)).ok  # type: ignore[arg-type]

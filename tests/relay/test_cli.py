@@ -1,0 +1,168 @@
+"""The kep-relay command line, run as a real process where exit codes matter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from interop.pki.devpki import DevPki
+from relay.cli import main
+from relay.pkidir import read_pki
+from tests.helpers import LATER, XSD_DIR, make_dispatch, make_evidence_message
+
+
+def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_pki_init_writes_the_documented_layout(tmp_path: Path) -> None:
+    out = tmp_path / "pki"
+    done = _run("pki", "init", "--out", out, "--providers", "hs01,hs02", "--algorithm", "ec")
+    assert done.returncode == 0, done.stderr
+    assert "development and tests only" in done.stdout
+    for relative in (
+        "pki.json",
+        "ca/process-ca.crt",
+        "ca/tls-ca.crt",
+        "ca/user-ca.crt",
+        "ca/user-ca.crl",
+        "tsa/tsa.crt",
+        "providers/hs01/process.key",
+        "providers/hs02/tls.crt",
+        "users/ali.yilmaz@hs01.kep.tr.crt",
+        "users/iptal.edilmis@hs02.kep.tr.key",
+    ):
+        assert (out / relative).is_file(), relative
+    assert oct((out / "providers/hs01/process.key").stat().st_mode & 0o777) == "0o600"
+    pki = read_pki(out)
+    assert sorted(pki.providers) == ["hs01", "hs02"]
+    assert {u.state for u in pki.users} == {"valid", "expired", "revoked"}
+    again = _run("pki", "init", "--out", out)
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_pki_init_rsa_and_selfcheck(tmp_path: Path) -> None:
+    assert (
+        _run(
+            "pki",
+            "init",
+            "--out",
+            tmp_path / "pki",
+            "--providers",
+            "hs01,hs02",
+            "--algorithm",
+            "rsa",
+        ).returncode
+        == 0
+    )
+    done = _run("selfcheck", "--pki", tmp_path / "pki", "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "self-check passed" in done.stdout
+    verify = _run(
+        "envelope", "verify", tmp_path / "out" / "dispatch.eml", "--pki", tmp_path / "pki"
+    )
+    assert verify.returncode == 0 and "VALID" in verify.stdout
+
+
+def test_envelope_verify_valid_and_json(pki: DevPki, pki_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "dispatch.eml"
+    path.write_bytes(make_dispatch(pki).dispatch)
+    at = LATER.isoformat()
+    done = _run(
+        "envelope", "verify", path, "--pki", pki_dir, "--at", at, "--peer", "hs01", "--json"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["valid"] is True and report["msg_type"] == "Dispatch"
+    assert {c["name"] for c in report["checks"]} >= {
+        "envelope signature",
+        "evidence signature",
+        "user signature",
+        "original digest",
+    }
+    assert report["evidence"]["delil_turu"] == 10
+    assert len(report["original_sha256"]) == 64
+
+
+def test_envelope_verify_invalid_prints_the_reason(
+    pki: DevPki, pki_dir: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "dispatch.eml"
+    path.write_bytes(make_dispatch(pki, sender="iptal.edilmis@hs01.kep.tr").dispatch)
+    done = _run("envelope", "verify", path, "--pki", pki_dir, "--at", LATER.isoformat())
+    assert done.returncode == 1
+    assert "INVALID: UserCertExpiredOrRevoked (reason 4)" in done.stdout
+    path.write_bytes(b"not an envelope\r\n\r\n")
+    broken = _run("envelope", "verify", path, "--pki", pki_dir, "--json")
+    assert broken.returncode == 1
+    assert json.loads(broken.stdout)["reason"] == "InvalidMessageFormat"
+
+
+def test_verify_as_of_a_moment(pki: DevPki, pki_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "dispatch.eml"
+    path.write_bytes(make_dispatch(pki).dispatch)
+    far_future = "2040-01-01T00:00:00Z"
+    done = _run("envelope", "verify", path, "--pki", pki_dir, "--at", far_future)
+    assert done.returncode == 1 and "expired" in done.stdout
+
+
+def test_evidence_verify(pki: DevPki, pki_dir: Path, tmp_path: Path) -> None:
+    from interop.evidence.xades import sign_evidence
+
+    exchange = make_dispatch(pki)
+    evidence, _message = make_evidence_message(pki, exchange.submission)
+    path = tmp_path / "delil.xml"
+    path.write_bytes(sign_evidence(evidence, pki.providers["hs02"].process, LATER))
+    args: list[str | Path] = [
+        "evidence",
+        "verify",
+        path,
+        "--pki",
+        pki_dir,
+        "--at",
+        LATER.isoformat(),
+    ]
+    if XSD_DIR.is_dir():
+        args += ["--xsd", XSD_DIR]
+    done = _run(*args, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["evidence"]["type"] == "DeliveryNonDeliveryToRecipient"
+    assert report["evidence"]["delil_turu"] == 40
+    path.write_bytes(
+        path.read_bytes().replace(b"Delivery</", b"Delivery</", 1).replace(b"rem-", b"rez-")
+    )
+    tampered = _run("evidence", "verify", path, "--pki", pki_dir, "--at", LATER.isoformat())
+    assert tampered.returncode == 1 and "INVALID: InvalidMessageFormat" in tampered.stdout
+
+
+def test_usage_errors_exit_2(pki_dir: Path, tmp_path: Path) -> None:
+    assert _run("envelope", "verify").returncode == 2
+    assert _run("envelope", "verify", tmp_path / "missing.eml", "--pki", pki_dir).returncode == 2
+    assert (
+        _run("envelope", "verify", tmp_path / "x", "--pki", pki_dir, "--at", "yesterday").returncode
+        == 2
+    )
+    (tmp_path / "x").write_bytes(b"x")
+    assert _run("envelope", "verify", tmp_path / "x", "--pki", tmp_path).returncode == 2
+    assert _run("frobnicate").returncode == 2
+
+
+def test_main_in_process_returns_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # selfcheck signs and verifies at the real time, so it gets a PKI made now.
+    assert main(["pki", "init", "--out", str(tmp_path / "pki"), "--providers", "hs03,hs04"]) == 0
+    assert main(["selfcheck", "--pki", str(tmp_path / "pki")]) == 0
+    assert "self-check passed" in capsys.readouterr().out
+    assert main(["selfcheck", "--pki", str(tmp_path)]) == 2
