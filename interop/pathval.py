@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -73,10 +74,16 @@ class ChainResult:
         return self.failure is None
 
     def describe(self) -> str:
-        names = " → ".join(c.subject.rfc4514_string() for c in self.chain)
+        names = " → ".join(subject_text(c) for c in self.chain)
         if self.ok:
             return f"{self.role.value} trusted: {names}"
         return f"{self.role.value} {self.subject}: {self.detail}"
+
+
+@functools.lru_cache(maxsize=1024)
+def subject_text(cert: x509.Certificate) -> str:
+    """RFC 4514 subject of a certificate (cached: formatting names is slow, and repeats)."""
+    return cert.subject.rfc4514_string()
 
 
 def reason_for(role: Role, failure: Failure) -> Reason:
@@ -206,7 +213,7 @@ class CertificateValidator:
     def _fail(self, leaf: x509.Certificate, failure: Failure, detail: str) -> ChainResult:
         return ChainResult(
             self.role,
-            leaf.subject.rfc4514_string(),
+            subject_text(leaf),
             (leaf,),
             failure,
             reason_for(self.role, failure),
@@ -282,7 +289,7 @@ class CertificateValidator:
                 valid_until = min(valid_until, check.valid_until)
         return ChainResult(
             self.role,
-            leaf.subject.rfc4514_string(),
+            subject_text(leaf),
             chain,
             valid_from=valid_from,
             valid_until=valid_until,

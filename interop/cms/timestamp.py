@@ -19,7 +19,7 @@ from interop.cms.parse import ParsedSignedData
 from interop.cms.sign import sign_digest
 from interop.cms.signer_info import check_signer
 from interop.errors import CmsFormatError
-from interop.pathval import CertificateValidator
+from interop.pathval import CertificateValidator, subject_text
 from interop.pki.signer import Signer
 
 # A policy OID for the development TSA, under the UUID arc 2.25 (ITU-T X.667), which anyone may
@@ -94,7 +94,7 @@ def verify_token(
     if not hmac.compare_digest(hashed, expected):
         return TimestampResult(False, gen_time, "", "the time-stamp is over other data")
     check = check_signer(parsed, content_digest)
-    tsa = check.signer.subject.rfc4514_string() if check.signer else ""
+    tsa = subject_text(check.signer) if check.signer else ""
     if not check.intact or check.signer is None:
         return TimestampResult(False, gen_time, tsa, f"time-stamp token: {check.detail}")
     chain = validator.validate(

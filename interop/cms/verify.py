@@ -12,7 +12,7 @@ from interop.cms.hashing import LEGACY_DIGESTS, STRONG_DIGESTS
 from interop.cms.parse import ParsedSignedData
 from interop.cms.signer_info import check_signer
 from interop.cms.timestamp import TimestampResult, verify_token
-from interop.pathval import CertificateValidator, ChainResult, Role
+from interop.pathval import CertificateValidator, ChainResult, Role, subject_text
 from interop.reasons import Reason
 
 
@@ -36,7 +36,7 @@ class SignatureResult:
 
     @property
     def signer_name(self) -> str:
-        return self.signer.subject.rfc4514_string() if self.signer else "(unknown)"
+        return subject_text(self.signer) if self.signer else "(unknown)"
 
 
 def _integrity_reason(role: Role) -> Reason:

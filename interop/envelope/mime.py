@@ -75,15 +75,51 @@ class Headers:
         raw = self.get("Content-Type")
         if raw is None:
             return ContentType("text/plain", {"charset": "us-ascii"})  # RFC 2045 §5.2
-        header = default_policy.header_factory("content-type", raw)
-        if not isinstance(header, ContentTypeHeader) or header.defects:  # type: ignore[attr-defined]
-            raise EnvelopeFormatError(f"Content-Type {raw!r} is malformed")
-        return ContentType(
-            header.content_type.lower(), {k.lower(): str(v) for k, v in header.params.items()}
-        )
+        return parse_content_type(raw)
 
     def transfer_encoding(self) -> str:
         return (self.get("Content-Transfer-Encoding") or "7bit").lower()
+
+
+# RFC 2045 §5.1 token and quoted-string; the fast path for the plain forms gateways write.
+_RFC2045_ATOM = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+"
+_SIMPLE_TYPE = re.compile(rf"^\s*({_RFC2045_ATOM})/({_RFC2045_ATOM})\s*(;.*)?$", re.DOTALL)
+_SIMPLE_PARAM = re.compile(
+    rf'\s*;\s*({_RFC2045_ATOM})\s*=\s*(?:({_RFC2045_ATOM})|"((?:[^"\\\r\n]|\\.)*)")\s*',
+    re.DOTALL,
+)
+
+
+def parse_content_type(raw: str) -> ContentType:
+    """Content-Type with its parameters.
+
+    Plain ``type/subtype; name=value; name="quoted"`` forms (all a gateway writes) are read
+    with one regular expression; anything else (comments, RFC 2231 continuations, encoded
+    words) goes to the standard library's full parser, which is exact but ten times slower.
+    """
+    match = _SIMPLE_TYPE.match(raw)
+    if match is not None:
+        params: dict[str, str] = {}
+        rest = match.group(3) or ""
+        position = 0
+        while position < len(rest):
+            param = _SIMPLE_PARAM.match(rest, position)
+            if param is None or "*" in param.group(1):
+                break
+            name = param.group(1).lower()
+            value = param.group(2)
+            if value is None:
+                value = re.sub(r"\\(.)", r"\1", param.group(3))
+            params.setdefault(name, value)
+            position = param.end()
+        else:
+            return ContentType(f"{match.group(1)}/{match.group(2)}".lower(), params)
+    header = default_policy.header_factory("content-type", raw)
+    if not isinstance(header, ContentTypeHeader) or header.defects:  # type: ignore[attr-defined]
+        raise EnvelopeFormatError(f"Content-Type {raw!r} is malformed")
+    return ContentType(
+        header.content_type.lower(), {k.lower(): str(v) for k, v in header.params.items()}
+    )
 
 
 def read_headers(

@@ -22,6 +22,7 @@ from interop.evidence import xmlio
 from interop.evidence.codes import Event, EvidenceType
 from interop.evidence.xades import EvidenceResult, verify_evidence
 from interop.limits import DEFAULT_LIMITS, Limits
+from interop.pathval import subject_text
 from interop.reasons import Reason
 from interop.verifiers import Verifiers
 
@@ -81,15 +82,14 @@ def verify_envelope(
     """
     envelope = parse_envelope(stream, limits)
     checks = _Checks()
-    unsigned = xmlio.parse(envelope.evidence_xml, limits)
-    issuer_domain = unsigned.issuer.rsplit("@", 1)[-1].lower()
+    issuer = xmlio.issuer_of(xmlio.safe_parse(envelope.evidence_xml, limits))
+    issuer_domain = issuer.rsplit("@", 1)[-1].lower()
     entry = verifiers.trust.owner_of(issuer_domain)
     issuer_id = entry.id if entry is not None else None
     checks.add(
         "issuer",
-        entry is not None and unsigned.issuer.lower() == entry.provider.evidence_address,
-        f"evidence issued by {unsigned.issuer}"
-        + ("" if entry else " (not a provider in the trust list)"),
+        entry is not None and issuer.lower() == entry.provider.evidence_address,
+        f"evidence issued by {issuer}" + ("" if entry else " (not a provider in the trust list)"),
         Reason.PolicyViolation,
     )
     if peer is not None:
@@ -146,7 +146,7 @@ def verify_envelope(
         checks.add(
             "evidence signature",
             evidence.ok,
-            f"XAdES by {evidence.signer.subject.rfc4514_string() if evidence.signer else '?'}"
+            f"XAdES by {subject_text(evidence.signer) if evidence.signer else '?'}"
             + ("" if evidence.ok else f": {evidence.detail}"),
             evidence.reason,
         )

@@ -162,6 +162,12 @@ def _datetime(text: str, what: str) -> dt.datetime:
     return value
 
 
+def issuer_of(root: etree._Element) -> str:
+    """The issuer's address, which says whose certificates must have signed the evidence."""
+    evidence_type_of(root)
+    return _address(_one(root, _R + "EvidenceIssuerDetails", "EvidenceIssuerDetails"), "issuer")
+
+
 def evidence_type_of(root: etree._Element) -> EvidenceType:
     qname = etree.QName(root)
     if qname.namespace != REM_NS:

@@ -1,0 +1,209 @@
+"""Benchmarks of the interop library (issue targets; run on demand, not in the test suite).
+
+(a) Verify a 4 KiB Dispatch completely (envelope CMS, the user's CMS, the evidence XAdES and
+    every certificate check) and build and sign one evidence, on one core, with P-256 and with
+    RSA-2048 certificates. Targets: >= 1,000/s (P-256), >= 500/s (RSA-2048).
+(b) Verify a Dispatch carrying a 100 MiB original in a fresh process, from a file.
+    Targets: >= 400 MB/s, peak RSS growth <= 64 MiB.
+
+Run:  .venv/bin/python -m benchmarks.bench_interop [--seconds N] [--size-mib N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from interop.envelope.build import write_dispatch
+from interop.envelope.smime import build_signed_message
+from interop.envelope.verify import verify_envelope
+from interop.evidence.codes import Event, EvidenceType
+from interop.evidence.issue import follow_up, submission_evidence
+from interop.evidence.xades import sign_evidence
+from interop.pki.devpki import DevPki, generate
+from interop.providers import BUILTIN_DIRECTORY
+from interop.verifiers import Verifiers
+from relay.pkidir import read_pki, verifiers_from_pki, write_pki
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+MiB = 1024 * 1024
+
+
+def make_dispatch(pki: DevPki, body_bytes: int, out: io.BufferedIOBase | io.BytesIO) -> None:
+    user = pki.user("ali.yilmaz@hs01.kep.tr")
+    attachment = os.urandom(body_bytes * 3 // 4) if body_bytes > 4096 else b""
+    original = build_signed_message(
+        user.signer,
+        sender=user.address,
+        recipients=["ayse.demir@hs02.kep.tr"],
+        subject="Benchmark",
+        body="x" * (min(body_bytes, 4096) - 2600 if body_bytes <= 4096 else 100),
+        now=NOW,
+        attachments=(("ek.bin", "application/octet-stream", attachment),) if attachment else (),
+    )
+    submission = submission_evidence(
+        io.BytesIO(original),
+        BUILTIN_DIRECTORY["hs01"],
+        user.address,
+        ["ayse.demir@hs02.kep.tr"],
+        "bench@hs01.kep.tr",
+        NOW,
+    )
+    signer = pki.providers["hs01"].process
+    write_dispatch(
+        out,
+        io.BytesIO(original),
+        submission,
+        sign_evidence(submission, signer, NOW),
+        signer,
+        NOW,
+        message_id="<bench@hs01.kep.tr>",
+    )
+
+
+def bench_small(algorithm: str, seconds: float) -> dict[str, float]:
+    pki = generate(NOW - dt.timedelta(minutes=1), ["hs01", "hs02"], algorithm)
+    verifiers: Verifiers = verifiers_from_pki(pki)
+    buffer = io.BytesIO()
+    make_dispatch(pki, 4096, buffer)
+    data = buffer.getvalue()
+    receiver = pki.providers["hs02"].process
+    hs02 = BUILTIN_DIRECTORY["hs02"]
+
+    def one() -> None:
+        result = verify_envelope(io.BytesIO(data), verifiers, NOW, peer="hs01")
+        if not result.ok or result.evidence is None or result.evidence.evidence is None:
+            raise SystemExit(f"benchmark envelope did not verify: {result.detail}")
+        evidence = follow_up(
+            result.evidence.evidence,
+            hs02,
+            EvidenceType.RelayREMMDAcceptanceRejection,
+            Event.Acceptance,
+            NOW,
+            recipient=1,
+        )
+        sign_evidence(evidence, receiver, NOW)
+
+    for _ in range(20):  # warm caches (certificate validation results, imports)
+        one()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        one()
+        count += 1
+    elapsed = time.perf_counter() - start
+    return {
+        "envelope_bytes": len(data),
+        "per_second": count / elapsed,
+        "ms_each": elapsed / count * 1000,
+    }
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def child_verify_large(pki_dir: str, path: str) -> None:
+    """Runs in a fresh process: verify one large file, report time and peak RSS growth."""
+    verifiers = verifiers_from_pki(read_pki(Path(pki_dir)))
+    # Everything except the verification itself is loaded: warm the imports with a tiny one.
+    buffer = io.BytesIO()
+    make_dispatch(read_pki(Path(pki_dir)), 4096, buffer)
+    verify_envelope(io.BytesIO(buffer.getvalue()), verifiers, NOW, peer="hs01")
+    del buffer
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux)
+    baseline = _rss_kib("VmRSS")
+    start = time.perf_counter()
+    with open(path, "rb") as stream:
+        result = verify_envelope(stream, verifiers, NOW, peer="hs01")
+    elapsed = time.perf_counter() - start
+    print(
+        json.dumps(
+            {
+                "ok": result.ok,
+                "detail": result.detail,
+                "seconds": elapsed,
+                "peak_growth_kib": _rss_kib("VmHWM") - baseline,
+            }
+        )
+    )
+
+
+def bench_large(size_mib: int) -> dict[str, float]:
+    pki = generate(NOW - dt.timedelta(minutes=1), ["hs01", "hs02"], "ec")
+    with tempfile.TemporaryDirectory() as folder:
+        write_pki(pki, Path(folder) / "pki")
+        path = Path(folder) / "dispatch.eml"
+        with path.open("wb") as out:
+            make_dispatch(pki, size_mib * MiB, out)
+        size = path.stat().st_size
+        path.read_bytes()  # into the page cache: this measures our code, not the disk
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_interop",
+                "--child",
+                str(Path(folder) / "pki"),
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if not report["ok"]:
+        raise SystemExit(f"large envelope did not verify: {report['detail']}")
+    return {
+        "envelope_bytes": size,
+        "mb_per_second": size / report["seconds"] / 1e6,
+        "seconds": report["seconds"],
+        "peak_rss_growth_mib": report["peak_growth_kib"] / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--size-mib", type=int, default=100)
+    parser.add_argument("--child", nargs=2, metavar=("PKI", "FILE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_verify_large(*args.child)
+        return
+    print("(a) verify a 4 KiB Dispatch completely + build and sign one evidence, one core")
+    for algorithm, target in (("ec", 1000), ("rsa", 500)):
+        r = bench_small(algorithm, args.seconds)
+        label = "P-256" if algorithm == "ec" else "RSA-2048"
+        print(
+            f"    {label:9} {r['per_second']:7.0f}/s ({r['ms_each']:.2f} ms each, envelope "
+            f"{r['envelope_bytes']} B)   target >= {target}/s: "
+            f"{'met' if r['per_second'] >= target else 'NOT met'}"
+        )
+    r = bench_large(args.size_mib)
+    print(
+        f"(b) verify a Dispatch with a {args.size_mib} MiB original "
+        f"({r['envelope_bytes'] / MiB:.1f} MiB envelope, from a file)"
+    )
+    print(
+        f"    {r['mb_per_second']:7.0f} MB/s   target >= 400 MB/s: "
+        f"{'met' if r['mb_per_second'] >= 400 else 'NOT met'}"
+    )
+    print(
+        f"    {r['peak_rss_growth_mib']:7.1f} MiB peak RSS growth   target <= 64 MiB: "
+        f"{'met' if r['peak_rss_growth_mib'] <= 64 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

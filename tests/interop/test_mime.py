@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import io
+from email.policy import default as default_policy
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from interop.envelope.fields import decode_text, fold
+from interop.envelope.mime import Span, parse_content_type, read_headers, split_multipart
+from interop.errors import EnvelopeFormatError
+
+_token = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+\-]{0,15}", fullmatch=True)
+_quoted = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
+
+
+@given(
+    kind=_token,
+    sub=_token,
+    params=st.lists(
+        st.tuples(_token, st.one_of(_token, _quoted), st.booleans()),
+        max_size=4,
+        unique_by=lambda p: p[0].lower(),
+    ),
+    spaces=st.sampled_from(["", " ", "\t", "  "]),
+)
+def test_fast_content_type_parser_agrees_with_the_standard_library(
+    kind: str, sub: str, params: list[tuple[str, str, bool]], spaces: str
+) -> None:
+    text = f"{kind}/{sub}"
+    for name, value, want_quotes in params:
+        quote = want_quotes or not value or any(c in value for c in ' ()<>@,;:\\"/[]?=')
+        shown = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' if quote else value
+        text += f";{spaces}{name}={shown}"
+    ours = parse_content_type(text)
+    theirs = default_policy.header_factory("content-type", text)
+    assert ours.type == theirs.content_type  # type: ignore[attr-defined]
+    assert ours.params == {k.lower(): str(v) for k, v in theirs.params.items()}  # type: ignore[attr-defined]
+
+
+def test_unusual_content_types_fall_back_to_the_full_parser() -> None:
+    assert (
+        parse_content_type("text/plain; (comment) charset=us-ascii").param("charset") == "us-ascii"
+    )
+    assert parse_content_type("application/x; name*=utf-8''%C3%A7").param("name") == "ç"
+    with pytest.raises(EnvelopeFormatError):
+        parse_content_type("not a content type")
+
+
+def test_headers_unfold_and_preserve_case_insensitivity() -> None:
+    data = b"Subject: a\r\n b\r\nX-REM-Event: Delivery\r\nx-rem-event: again\r\n\r\nbody"
+    headers, body = read_headers(io.BytesIO(data), Span(0, len(data)))
+    assert headers.get("subject") == "a b"
+    assert headers.get_all("X-REM-EVENT") == ["Delivery", "again"]
+    assert data[body:] == b"body"
+
+
+def test_fold_keeps_lines_short_and_round_trips() -> None:
+    value = ", ".join(f"kullanici{i}@hs02.kep.tr" for i in range(30))
+    folded = fold("To", value)
+    assert all(len(line) <= 78 for line in folded.split(b"\r\n"))
+    headers, _ = read_headers(io.BytesIO(folded + b"\r\n"), Span(0, len(folded) + 2))
+    assert headers.get("To") == value
+    assert decode_text("=?utf-8?q?=C3=A7?=") == "ç"
+
+
+def test_boundary_that_only_prefixes_a_line_is_not_a_delimiter() -> None:
+    body = b"--b\r\nA\r\n--bX not a delimiter\r\n--b\r\nB\r\n--b--\r\n"
+    spans = split_multipart(io.BytesIO(body), Span(0, len(body)), "b")
+    assert [body[s.start : s.end] for s in spans] == [b"A\r\n--bX not a delimiter", b"B"]
+
+
+def test_delimiter_split_across_chunks_is_found() -> None:
+    filler = b"x" * (1024 * 1024 - 3)
+    body = b"--b\r\n" + filler + b"\r\n--b\r\nB\r\n--b--\r\n"
+    spans = split_multipart(io.BytesIO(body), Span(0, len(body)), "b")
+    assert [s.size for s in spans] == [len(filler), 1]
