@@ -35,8 +35,8 @@ def test_fast_content_type_parser_agrees_with_the_standard_library(
         text += f";{spaces}{name}={shown}"
     ours = parse_content_type(text)
     theirs = default_policy.header_factory("content-type", text)
-    assert ours.type == theirs.content_type  # type: ignore[attr-defined]
-    assert ours.params == {k.lower(): str(v) for k, v in theirs.params.items()}  # type: ignore[attr-defined]
+    assert ours.type == theirs.content_type
+    assert ours.params == {k.lower(): str(v) for k, v in theirs.params.items()}
 
 
 def test_unusual_content_types_fall_back_to_the_full_parser() -> None:
