@@ -5,6 +5,7 @@ Callers may pass a different ``Limits`` (from configuration); nothing here grows
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 MiB = 1024 * 1024
@@ -49,6 +50,28 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def message_limit(
+    sender_provider: str,
+    recipient_providers: Iterable[str],
+    own_limits: Mapping[str, int],
+    limits: Limits = DEFAULT_LIMITS,
+) -> int:
+    """The size limit on an original message (INTEROP-PROFILE.md §2, KEP-DOMAIN.md "Size").
+
+    Cross-provider messages may be 25 MiB; a message whose every recipient is at the sender's
+    own provider may be that provider's own limit (``own_limits``; hs01 allows 100 MiB).
+    One recipient elsewhere makes the whole message cross-provider.
+    """
+    recipients = set(recipient_providers)
+    if recipients and recipients == {sender_provider}:
+        return own_limits.get(sender_provider, limits.cross_provider_message)
+    return limits.cross_provider_message
+
+
+# Providers' own same-provider limits known from KEP-DOMAIN.md; others come by configuration.
+KNOWN_OWN_LIMITS: Mapping[str, int] = {"hs01": 100 * MiB}
 
 # Bytes read from a stream at a time when hashing or scanning (not a protocol limit).
 STREAM_CHUNK = 1 * MiB
