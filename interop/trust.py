@@ -54,6 +54,7 @@ class TrustList:
     # Roots for RFC 3161 time-stamping authorities.
     tsa_cas: tuple[x509.Certificate, ...] = ()
     _by_id: dict[str, ProviderTrust] = field(init=False, repr=False, compare=False)
+    _own: ProviderDirectory = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_id: dict[str, ProviderTrust] = {}
@@ -62,8 +63,10 @@ class TrustList:
                 raise ConfigurationError(f"trust list: provider {entry.id} is listed twice")
             by_id[entry.id] = entry
         object.__setattr__(self, "_by_id", by_id)
-        # Validates domain overlap once, at construction.
-        ProviderDirectory(tuple(p.provider for p in self.providers))
+        # Built once: refuses overlapping domains and answers owner_of on the hot path.
+        object.__setattr__(
+            self, "_own", ProviderDirectory(tuple(p.provider for p in self.providers))
+        )
 
     def get(self, provider_id: str) -> ProviderTrust | None:
         return self._by_id.get(provider_id)
@@ -83,7 +86,7 @@ class TrustList:
         return BUILTIN_DIRECTORY.with_providers(p.provider for p in self.providers)
 
     def owner_of(self, domain: str) -> ProviderTrust | None:
-        provider = ProviderDirectory(tuple(p.provider for p in self.providers)).owner_of(domain)
+        provider = self._own.owner_of(domain)
         return None if provider is None else self._by_id[provider.id]
 
     @classmethod

@@ -18,6 +18,7 @@ from interop.evidence import xmlio
 from interop.evidence.model import Evidence
 from interop.evidence.schema import schema_errors
 from interop.evidence.xades import verify_evidence
+from interop.limits import DEFAULT_LIMITS
 from interop.reasons import Reason
 from interop.verifiers import Verifiers
 from relay.pkidir import read_pki, verifiers_from_pki
@@ -52,12 +53,12 @@ def _moment(text: str) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _setup(args: argparse.Namespace) -> tuple[Verifiers, dt.datetime, bytes] | int:
+def _setup(args: argparse.Namespace) -> tuple[Verifiers, dt.datetime] | int:
     if not args.file.is_file():
         print(f"kep-relay: {args.file}: no such file", file=sys.stderr)
         return 2
     verifiers = verifiers_from_pki(read_pki(args.pki))
-    return verifiers, args.at or dt.datetime.now(dt.UTC), args.file.read_bytes()
+    return verifiers, args.at or dt.datetime.now(dt.UTC)
 
 
 def _evidence_summary(evidence: Evidence | None) -> dict[str, Any] | None:
@@ -122,8 +123,9 @@ def run_envelope(args: argparse.Namespace) -> int:
     setup = _setup(args)
     if isinstance(setup, int):
         return setup
-    verifiers, now, _data = setup
+    verifiers, now = setup
     try:
+        # Streamed: a large envelope is located and hashed in place, never loaded.
         with args.file.open("rb") as stream:
             result = verify_envelope(stream, verifiers, now, peer=args.peer)
     except KepError as exc:
@@ -156,7 +158,9 @@ def run_evidence(args: argparse.Namespace) -> int:
     setup = _setup(args)
     if isinstance(setup, int):
         return setup
-    verifiers, now, data = setup
+    verifiers, now = setup
+    with args.file.open("rb") as handle:  # one byte past the limit is enough to refuse it
+        data = handle.read(DEFAULT_LIMITS.evidence_xml + 1)
     checks: list[Check] = []
     try:
         unsigned = xmlio.parse(data)
