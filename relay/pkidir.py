@@ -8,8 +8,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from interop.errors import ConfigurationError
-from interop.pki.devpki import DevPki
+from interop.pki.devpki import DevPki, tls_host
+from interop.pki.signer import Signer
 from interop.providers import BUILTIN_DIRECTORY, Provider
 from interop.revocation import RevocationData
 from interop.trust import ProviderTrust, TrustList
@@ -59,7 +64,9 @@ def trust_from_pki(pki: DevPki) -> TrustList:
                 provider=known if known else Provider(provider.id, provider.domain),
                 process_cas=(pki.process_ca.certificate,),
                 tls_cas=(pki.tls_ca.certificate,),
-                tls_names=provider.tls_names,
+                # Only the gateway's own name: "localhost" is in every dev TLS certificate and
+                # must not tell providers apart.
+                tls_names=(tls_host(provider.id),),
             )
         )
     return TrustList.build(entries, [pki.user_ca.certificate], [pki.process_ca.certificate])
@@ -67,3 +74,40 @@ def trust_from_pki(pki: DevPki) -> TrustList:
 
 def verifiers_from_pki(pki: DevPki) -> Verifiers:
     return Verifiers(trust_from_pki(pki), RevocationData.of(pki.crls))
+
+
+def load_signer(cert: Path, key: Path, chain: tuple[Path, ...] = ()) -> Signer:
+    """A signing identity from PEM files (production configuration)."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+        private_key = serialization.load_pem_private_key(key.read_bytes(), None)
+        intermediates = tuple(
+            c for path in chain for c in x509.load_pem_x509_certificates(path.read_bytes())
+        )
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"{cert} / {key}: cannot be loaded: {exc}") from exc
+    if not isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ConfigurationError(f"{key}: not an RSA or EC private key")
+    return Signer(private_key, certificate, intermediates)
+
+
+def load_certificates(paths: tuple[Path, ...]) -> tuple[x509.Certificate, ...]:
+    try:
+        return tuple(c for p in paths for c in x509.load_pem_x509_certificates(p.read_bytes()))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"certificates {', '.join(map(str, paths))}: {exc}") from exc
+
+
+def load_crls(paths: tuple[Path, ...]) -> tuple[x509.CertificateRevocationList, ...]:
+    crls = []
+    for path in paths:
+        data = path.read_bytes()
+        try:
+            crls.append(
+                x509.load_pem_x509_crl(data)
+                if b"-----BEGIN" in data
+                else x509.load_der_x509_crl(data)
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"{path}: not a CRL: {exc}") from exc
+    return tuple(crls)

@@ -104,7 +104,7 @@ def parse_content_type(raw: str) -> ContentType:
         position = 0
         while position < len(rest):
             param = _SIMPLE_PARAM.match(rest, position)
-            if param is None or "*" in param.group(1) or "'" in (param.group(2) or ""):
+            if param is None or "*" in param.group(1) or set("'*") & set(param.group(2) or ""):
                 break  # RFC 2231 forms (name*=, charset'lang'value) go to the full parser
             name = param.group(1).lower()
             value = param.group(2)

@@ -102,11 +102,12 @@ def verify_envelope(
         )
 
     user: SignedMessage | None = None
+    user_problem: str | None = None
     if envelope.original is not None:  # a Dispatch (parse_envelope insists on it)
         try:
             user = locate_signed_message(stream, envelope.original, limits, "the original message")
         except (EnvelopeFormatError, CmsFormatError, LimitExceeded) as exc:
-            checks.add("user signature", False, exc.detail, Reason.InvalidUserSignature)
+            user_problem = exc.detail  # reported after the envelope's own checks, which come first
     ranges = {"signed": (envelope.signed, (envelope.signature.digest_algorithm,))}
     if envelope.original is not None:
         ranges["original"] = (envelope.original, ("sha256",))
@@ -185,6 +186,8 @@ def verify_envelope(
                 Reason.PolicyViolation,
             )
     user_signature = None
+    if user_problem is not None:
+        checks.add("user signature", False, user_problem, Reason.InvalidUserSignature)
     if user is not None:
         user_signature = verify_parsed(
             user.signature,

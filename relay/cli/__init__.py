@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from interop.errors import ConfigurationError
-from relay.cli import pki_cmd, selfcheck_cmd, verify_cmd
+from relay.cli import mailbox_cmd, pki_cmd, selfcheck_cmd, send_cmd, serve_cmd, verify_cmd
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Interoperability gateway between KEP (registered e-mail) providers.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_cmd.register(commands)
+    send_cmd.register(commands)
+    mailbox_cmd.register(commands)
     pki_cmd.register(commands)
     verify_cmd.register(commands)
     selfcheck_cmd.register(commands)

@@ -10,12 +10,8 @@ from typing import Any
 
 from interop.pki.devpki import ALGORITHMS, generate
 from interop.providers import BUILTIN_PROVIDERS
+from relay.pki_cmd_text import DEV_WARNING as WARNING
 from relay.pkidir import MANIFEST, write_pki
-
-WARNING = (
-    "This PKI is for development and tests only: its private keys sit unencrypted on disk "
-    "and its CAs are trusted by nobody else."
-)
 
 
 def register(commands: Any) -> None:

@@ -30,7 +30,8 @@ def test_fast_content_type_parser_agrees_with_the_standard_library(
 ) -> None:
     text = f"{kind}/{sub}"
     for name, value, want_quotes in params:
-        quote = want_quotes or not value or any(c in value for c in ' ()<>@,;:\\"/[]?=')
+        # RFC 2045 tspecials, plus the RFC 2231 characters the stdlib reads specially unquoted.
+        quote = want_quotes or not value or any(c in value for c in " ()<>@,;:\\\"/[]?=*'%")
         shown = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' if quote else value
         text += f";{spaces}{name}={shown}"
     ours = parse_content_type(text)

@@ -1,0 +1,71 @@
+"""``kep-relay send``: submit a user-signed message as a provider's own systems would.
+
+With a development PKI it signs for the user (their dev e-imza certificate), so a full round
+trip can be shown without any other software. It speaks SMTP to the node's submission
+listener with Python's smtplib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import mimetypes
+import smtplib
+import sys
+from pathlib import Path
+from typing import Any
+
+from interop.envelope.smime import build_signed_message
+from relay.config import embedded_default, load
+from relay.pkidir import read_pki
+
+
+def register(commands: Any) -> None:
+    send = commands.add_parser("send", help="submit a signed message (dev users are signed for)")
+    send.add_argument("--config", type=Path, help="node configuration (default: embedded)")
+    send.add_argument("--from", dest="sender", required=True)
+    send.add_argument("--to", action="append", required=True, help="a recipient (repeatable)")
+    send.add_argument("--subject", default="")
+    send.add_argument("--body", default="")
+    send.add_argument("--attach", type=Path, action="append", default=[])
+    send.add_argument("--etebligat", action="store_true", help="mark as eTebligat (hs01 only)")
+    send.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load(args.config) if args.config else embedded_default()
+    if config.dev_pki is None:
+        print(
+            "kep-relay: send signs with development certificates; this node has no dev_pki",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        user = read_pki(config.dev_pki).user(args.sender.lower())
+    except KeyError:
+        print(f"kep-relay: {args.sender} is not a user of the development PKI", file=sys.stderr)
+        return 2
+    attachments = []
+    for path in args.attach:
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        attachments.append((path.name, kind, path.read_bytes()))
+    extra = [("X-TR-REM-iletiTip", "eTebligat")] if args.etebligat else []
+    message = build_signed_message(
+        user.signer,
+        sender=user.address,
+        recipients=args.to,
+        subject=args.subject,
+        body=args.body,
+        now=dt.datetime.now(dt.UTC),
+        attachments=attachments,
+        extra_headers=extra,
+    )
+    listener = config.submission_listener
+    with smtplib.SMTP(listener.host, listener.port, timeout=60) as client:
+        client.ehlo()
+        client.sendmail(user.address, args.to, message)
+        print(
+            f"submitted to {listener.host}:{listener.port}: {len(message)} bytes, "
+            f"{len(args.to)} recipient(s)"
+        )
+    return 0

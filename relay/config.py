@@ -1,0 +1,358 @@
+"""Node configuration: TOML in, frozen dataclasses out (config/README.md describes every key).
+
+Unknown keys are refused, and every problem names the file, the key and what is wrong, so a
+bad configuration stops start-up with one clear line (exit 2).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interop.errors import ConfigurationError
+from interop.limits import MiB
+from interop.providers import BUILTIN_DIRECTORY, Provider
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    host: str
+    port: int
+    # Submission only: mutual TLS with the provider's own systems, or plain on loopback.
+    require_tls: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    id: str
+    route: tuple[str, int] | None  # None: MX discovery
+    process_cas: tuple[Path, ...] = ()
+    tls_cas: tuple[Path, ...] = ()
+    tls_names: tuple[str, ...] = ()
+    message_limit: int = 25 * MiB
+    domain: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    process_cert: Path
+    process_key: Path
+    tls_cert: Path
+    tls_key: Path
+    tsa_cert: Path | None = None
+    tsa_key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    # INTEROP-PROFILE.md §4: relay and evidence timeouts default to 24 h (profile choice).
+    relay_timeout: float = 24 * 3600.0
+    evidence_timeout: float = 24 * 3600.0
+    # §4: back-off from 1 min doubling to 30 min.
+    retry_initial: float = 60.0
+    retry_max: float = 1800.0
+    # RFC 5321 §4.5.3.2: 5 min for commands, 10 min between DATA blocks; idle peers are cut.
+    command_timeout: float = 300.0
+    data_timeout: float = 600.0
+    # How often the queue manager looks for due work when nothing wakes it.
+    queue_poll: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_connections: int = 200
+    max_connections_per_peer: int = 40
+    max_recipients: int = 1000
+    # Same-provider limit of this provider (hs01: 100 MiB per KEP-DOMAIN.md); peers' in [peers].
+    own_message_limit: int = 25 * MiB
+    default_quota: int = 100 * MiB  # KEP-DOMAIN.md: 100 MB free per account
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    address: str
+    type: str = "send-receive"  # or "receive-only"
+    state: str = "active"  # or "pending", "closed"
+    quota: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    provider: Provider
+    data_dir: Path
+    source: str  # the file it came from, or "embedded default"
+    peer_listener: Listener
+    submission_listener: Listener
+    dev_pki: Path | None = None
+    identity: Identity | None = None
+    user_cas: tuple[Path, ...] = ()
+    tsa_cas: tuple[Path, ...] = ()
+    crls: tuple[Path, ...] = ()
+    require_crl: bool = True
+    peers: tuple[PeerConfig, ...] = ()
+    timers: Timers = field(default_factory=Timers)
+    limits: Limits = field(default_factory=Limits)
+    accounts: tuple[AccountConfig, ...] = ()
+    # KEP-DOMAIN.md: the default keeps receiving when full; a provider may refuse instead.
+    refuse_when_full: bool = False
+    sqlite_synchronous: str = "FULL"
+
+    def peer(self, provider_id: str) -> PeerConfig | None:
+        for peer in self.peers:
+            if peer.id == provider_id:
+                return peer
+        return None
+
+
+def duration(value: object, where: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ConfigurationError(f"{where}: {value!r} is not a duration (like 30s, 10m, 24h)")
+
+
+def address(value: object, where: str) -> tuple[str, int]:
+    if isinstance(value, str) and ":" in value:
+        host, _, port = value.rpartition(":")
+        if host and port.isdigit() and 0 < int(port) < 65536:
+            return host.strip("[]"), int(port)
+    raise ConfigurationError(f"{where}: {value!r} is not host:port")
+
+
+class _Section:
+    """Reads one table, remembering which keys were used so the rest can be refused."""
+
+    def __init__(self, source: str, name: str, table: object) -> None:
+        if not isinstance(table, Mapping):
+            raise ConfigurationError(f"{source}: [{name}] must be a table")
+        self.source, self.name, self.table = source, name, dict(table)
+        self.used: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.source}: {self.name}.{key}"
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+            expected = (
+                kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            )
+            raise ConfigurationError(f"{self.where(key)}: expected {expected}, got {value!r}")
+        return value
+
+    def paths(self, key: str, base: Path) -> tuple[Path, ...]:
+        values = self.get(key, list, [])
+        if not all(isinstance(v, str) for v in values):
+            raise ConfigurationError(f"{self.where(key)}: expected a list of file names")
+        return tuple(_path(v, base) for v in values)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise ConfigurationError(f"{self.where(unknown[0])}: unknown key")
+
+
+def _path(value: str, base: Path) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else base / path
+
+
+def embedded_default(data_dir: Path = Path("var")) -> NodeConfig:
+    """No file: hs01 on loopback, data under ./var, a dev PKI made on first run."""
+    return NodeConfig(
+        provider=BUILTIN_DIRECTORY["hs01"],
+        data_dir=data_dir,
+        source="embedded default",
+        peer_listener=Listener("127.0.0.1", 2525),
+        submission_listener=Listener("127.0.0.1", 2587, require_tls=False),
+        dev_pki=data_dir / "pki",
+        limits=Limits(own_message_limit=100 * MiB),
+    )
+
+
+def load(path: Path) -> NodeConfig:
+    source = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"{source}: cannot be read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{source}: not valid TOML: {exc}") from exc
+    return from_mapping(raw, source, path.parent)
+
+
+def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
+    top = _Section(source, "(top level)", raw)
+    node = _Section(source, "node", top.get("node", dict, {}))
+    provider_id = node.get("provider", str)
+    if provider_id is None:
+        raise ConfigurationError(f'{node.where("provider")}: required (like "hs01")')
+    domain = node.get("domain", str)
+    known = BUILTIN_DIRECTORY.get(provider_id)
+    try:
+        provider = Provider(provider_id, domain) if domain else known
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{node.where('domain')}: {exc.detail}") from exc
+    if provider is None:
+        raise ConfigurationError(
+            f"{node.where('provider')}: {provider_id!r} is not hs01-hs08; give node.domain too"
+        )
+    data_dir = _path(node.get("data_dir", str, "var"), base)
+    dev_pki = node.get("dev_pki", str)
+    refuse_when_full = node.get("refuse_when_full", bool, False)
+    synchronous = node.get("sqlite_synchronous", str, "FULL").upper()
+    if synchronous not in ("FULL", "EXTRA", "NORMAL"):
+        raise ConfigurationError(f"{node.where('sqlite_synchronous')}: FULL, EXTRA or NORMAL")
+    node.done()
+
+    listen = _Section(source, "listen", top.get("listen", dict, {}))
+    peer_l = _Section(source, "listen.peer", listen.get("peer", dict, {}))
+    peer_listener = Listener(
+        *address(peer_l.get("address", str, "127.0.0.1:2525"), peer_l.where("address"))
+    )
+    peer_l.done()
+    sub_l = _Section(source, "listen.submission", listen.get("submission", dict, {}))
+    host, port = address(sub_l.get("address", str, "127.0.0.1:2587"), sub_l.where("address"))
+    require_tls = sub_l.get("require_tls", bool, host not in ("127.0.0.1", "::1", "localhost"))
+    if not require_tls and host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigurationError(
+            f"{sub_l.where('require_tls')}: a submission listener off loopback needs mutual TLS"
+        )
+    sub_l.done()
+    listen.done()
+
+    identity = None
+    if "identity" in raw:
+        ident = _Section(source, "identity", top.get("identity", dict))
+        files = {}
+        for key in ("process_cert", "process_key", "tls_cert", "tls_key"):
+            value = ident.get(key, str)
+            if value is None:
+                raise ConfigurationError(f"{ident.where(key)}: required")
+            files[key] = _path(value, base)
+        tsa = {k: ident.get(k, str) for k in ("tsa_cert", "tsa_key")}
+        identity = Identity(
+            **files,
+            tsa_cert=_path(tsa["tsa_cert"], base) if tsa["tsa_cert"] else None,
+            tsa_key=_path(tsa["tsa_key"], base) if tsa["tsa_key"] else None,
+        )
+        ident.done()
+    else:
+        top.used.add("identity")
+    if identity is None and dev_pki is None:
+        raise ConfigurationError(f"{source}: give either [identity] files or node.dev_pki")
+
+    trust = _Section(source, "trust", top.get("trust", dict, {}))
+    user_cas, tsa_cas, crls = (
+        trust.paths("user_cas", base),
+        trust.paths("tsa_cas", base),
+        trust.paths("crls", base),
+    )
+    require_crl = trust.get("require_crl", bool, True)
+    trust.done()
+
+    peers = []
+    for peer_id, table in top.get("peers", dict, {}).items():
+        section = _Section(source, f"peers.{peer_id}", table)
+        route_text = section.get("route", str, "mx")
+        route = None if route_text == "mx" else address(route_text, section.where("route"))
+        limit = section.get("message_limit_mib", (int, float), 25)
+        peer_domain = section.get("domain", str, "")
+        peers.append(
+            PeerConfig(
+                id=peer_id,
+                route=route,
+                process_cas=section.paths("process_cas", base),
+                tls_cas=section.paths("tls_cas", base),
+                tls_names=tuple(section.get("tls_names", list, [])),
+                message_limit=int(limit * MiB),
+                domain=peer_domain,
+            )
+        )
+        section.done()
+
+    timers_s = _Section(source, "timers", top.get("timers", dict, {}))
+    defaults = Timers()
+    timers = Timers(
+        **{
+            key: duration(
+                timers_s.get(key, (str, int, float), getattr(defaults, key)), timers_s.where(key)
+            )
+            for key in Timers.__dataclass_fields__
+        }
+    )
+    timers_s.done()
+    if timers.retry_initial <= 0 or timers.retry_max < timers.retry_initial:
+        raise ConfigurationError(
+            f"{source}: timers.retry_max must be at least timers.retry_initial > 0"
+        )
+
+    limits_s = _Section(source, "limits", top.get("limits", dict, {}))
+    base_limits = Limits(own_message_limit=(100 if provider.id == "hs01" else 25) * MiB)
+    limits = Limits(
+        max_connections=limits_s.get("max_connections", int, base_limits.max_connections),
+        max_connections_per_peer=limits_s.get(
+            "max_connections_per_peer", int, base_limits.max_connections_per_peer
+        ),
+        max_recipients=limits_s.get("max_recipients", int, base_limits.max_recipients),
+        own_message_limit=int(
+            limits_s.get("own_message_limit_mib", (int, float), base_limits.own_message_limit / MiB)
+            * MiB
+        ),
+        default_quota=int(limits_s.get("default_quota_mib", (int, float), 100) * MiB),
+    )
+    limits_s.done()
+    for key in ("max_connections", "max_connections_per_peer", "max_recipients"):
+        if getattr(limits, key) <= 0:
+            raise ConfigurationError(f"{source}: limits.{key}: must be positive")
+
+    accounts = []
+    for index, table in enumerate(top.get("accounts", list, [])):
+        section = _Section(source, f"accounts[{index}]", table)
+        account = AccountConfig(
+            address=section.get("address", str, ""),
+            type=section.get("type", str, "send-receive"),
+            state=section.get("state", str, "active"),
+            quota=int(section.get("quota_mib", (int, float), limits.default_quota / MiB) * MiB),
+        )
+        if account.type not in ("send-receive", "receive-only"):
+            raise ConfigurationError(f"{section.where('type')}: send-receive or receive-only")
+        if account.state not in ("active", "pending", "closed"):
+            raise ConfigurationError(f"{section.where('state')}: active, pending or closed")
+        if not account.address:
+            raise ConfigurationError(f"{section.where('address')}: required")
+        section.done()
+        accounts.append(account)
+    top.done()
+    return NodeConfig(
+        provider=provider,
+        data_dir=data_dir,
+        source=source,
+        peer_listener=peer_listener,
+        submission_listener=Listener(host, port, require_tls),
+        dev_pki=_path(dev_pki, base) if dev_pki else None,
+        identity=identity,
+        user_cas=user_cas,
+        tsa_cas=tsa_cas,
+        crls=crls,
+        require_crl=require_crl,
+        peers=tuple(peers),
+        timers=timers,
+        limits=limits,
+        accounts=tuple(accounts),
+        refuse_when_full=refuse_when_full,
+        sqlite_synchronous=synchronous,
+    )

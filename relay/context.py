@@ -1,0 +1,203 @@
+"""Everything a running node holds, built once from its configuration.
+
+Keys and certificates are read here through ``relay.pkidir`` (the one module that reads
+private keys); stages get ready values: the signer, the verifiers, TLS contexts, routes,
+mailboxes, the spool and the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from interop.cms.timestamp import LocalTsa
+from interop.errors import ConfigurationError
+from interop.pki.devpki import generate, tls_host
+from interop.pki.signer import Signer
+from interop.providers import BUILTIN_DIRECTORY, Provider
+from interop.revocation import RevocationData
+from interop.trust import ProviderTrust, TrustList
+from interop.verifiers import Verifiers
+from relay.config import NodeConfig
+from relay.mailbox import Account, AccountState, AccountType, Mailboxes
+from relay.pki_cmd_text import DEV_WARNING
+from relay.pkidir import (
+    MANIFEST,
+    load_certificates,
+    load_crls,
+    load_signer,
+    read_pki,
+    trust_from_pki,
+    write_pki,
+)
+from relay.spool import Spool
+from relay.store import Store
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class NodeContext:
+    config: NodeConfig
+    provider: Provider
+    process: Signer
+    tsa: LocalTsa | None
+    verifiers: Verifiers
+    tls_cert: Path
+    tls_key: Path
+    tls_cafile: Path
+    routes: dict[str, tuple[str, int] | None]
+    mailboxes: Mailboxes
+    spool: Spool
+    store: Store
+    clock: Clock = utc_now
+
+    def server_tls(self) -> ssl.SSLContext:
+        """Mutual TLS for the peer listener: a client certificate is required (§2)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.tls_cafile))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+        return context
+
+    def client_tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.tls_cafile))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+        return context
+
+    def peer_tls_name(self, provider_id: str) -> str:
+        entry = self.verifiers.trust.get(provider_id)
+        return entry.tls_names[0] if entry else tls_host(provider_id)
+
+    def timestamp(self, signature: bytes) -> bytes:
+        assert self.tsa is not None
+        return self.tsa.stamp(signature, self.clock())
+
+    def stamp_function(self) -> Callable[[bytes], bytes] | None:
+        return self.timestamp if self.tsa is not None else None
+
+
+def build_context(config: NodeConfig, clock: Clock = utc_now) -> NodeContext:
+    data = config.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    if config.dev_pki is not None:
+        return _dev_context(config, clock)
+    return _configured_context(config, clock)
+
+
+def _accounts_from_config(config: NodeConfig) -> list[Account]:
+    return [
+        Account(
+            a.address.lower(),
+            AccountType(a.type),
+            AccountState(a.state),
+            a.quota or config.limits.default_quota,
+        )
+        for a in config.accounts
+    ]
+
+
+def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
+    assert config.dev_pki is not None
+    folder = config.dev_pki
+    if not (folder / MANIFEST).exists():
+        providers = sorted({config.provider.id, *(p.id for p in config.peers)})
+        write_pki(generate(clock(), providers), folder)
+        print(f"kep-relay: made a development PKI in {folder}. {DEV_WARNING}", file=sys.stderr)
+    pki = read_pki(folder)
+    me = pki.providers.get(config.provider.id)
+    if me is None:
+        raise ConfigurationError(
+            f"{config.source}: node.dev_pki {folder} has no certificates for {config.provider.id}"
+        )
+    accounts = _accounts_from_config(config) or [
+        Account(
+            u.address, AccountType.SEND_RECEIVE, AccountState.ACTIVE, config.limits.default_quota
+        )
+        for u in pki.users
+        if u.provider_id == config.provider.id
+    ]
+    routes = {p.id: p.route for p in config.peers}
+    return NodeContext(
+        config=config,
+        provider=config.provider,
+        process=me.process,
+        tsa=LocalTsa(pki.tsa),
+        verifiers=Verifiers(
+            trust_from_pki(pki), RevocationData.of(pki.crls, require=config.require_crl)
+        ),
+        tls_cert=folder / "providers" / me.id / "tls.crt",
+        tls_key=folder / "providers" / me.id / "tls.key",
+        tls_cafile=folder / "ca" / "tls-ca.crt",
+        routes=routes,
+        mailboxes=Mailboxes(config.data_dir / "mail", accounts),
+        spool=Spool(config.data_dir / "spool"),
+        store=Store(config.data_dir / "state.sqlite3", config.sqlite_synchronous),
+        clock=clock,
+    )
+
+
+def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
+    identity = config.identity
+    assert identity is not None
+    process = load_signer(identity.process_cert, identity.process_key)
+    entries = []
+    tls_cas: list[x509.Certificate] = []
+    for peer in config.peers:
+        provider = BUILTIN_DIRECTORY.get(peer.id) or Provider(
+            peer.id, peer.domain or f"{peer.id}.kep.tr"
+        )
+        cas = load_certificates(peer.tls_cas)
+        tls_cas.extend(cas)
+        entries.append(
+            ProviderTrust(
+                provider,
+                load_certificates(peer.process_cas),
+                cas,
+                peer.tls_names,
+                message_limit=peer.message_limit,
+            )
+        )
+    if not any(e.id == config.provider.id for e in entries):
+        raise ConfigurationError(
+            f"{config.source}: [peers.{config.provider.id}] must describe this node too"
+        )
+    tsa = None
+    if identity.tsa_cert and identity.tsa_key:
+        tsa = LocalTsa(load_signer(identity.tsa_cert, identity.tsa_key))
+    trust = TrustList.build(
+        entries, load_certificates(config.user_cas), load_certificates(config.tsa_cas)
+    )
+    run = config.data_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    cafile = run / "tls-cas.pem"
+    cafile.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in tls_cas))
+    return NodeContext(
+        config=config,
+        provider=config.provider,
+        process=process,
+        tsa=tsa,
+        verifiers=Verifiers(
+            trust, RevocationData.of(load_crls(config.crls), require=config.require_crl)
+        ),
+        tls_cert=identity.tls_cert,
+        tls_key=identity.tls_key,
+        tls_cafile=cafile,
+        routes={p.id: p.route for p in config.peers},
+        mailboxes=Mailboxes(config.data_dir / "mail", _accounts_from_config(config)),
+        spool=Spool(config.data_dir / "spool"),
+        store=Store(config.data_dir / "state.sqlite3", config.sqlite_synchronous),
+        clock=clock,
+    )

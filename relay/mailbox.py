@@ -1,0 +1,141 @@
+"""Accounts and their Maildirs (KEP-DOMAIN.md "Mailbox quota", "Account types", "states").
+
+Each account has a Maildir++ tree: the root is INBOX, ``.Sent`` and ``.Delil`` (evidence) are
+folders beside it. Delivery is idempotent: a message is filed under a name its caller derives
+from what it is (queue id and recipient), so a stage replayed after a crash finds the file
+already there instead of filing a second copy.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from interop.limits import STREAM_CHUNK
+from relay.spool import fsync_dir
+
+FOLDERS = {"INBOX": "", "Sent": ".Sent", "Delil": ".Delil"}
+
+
+class AccountType(enum.Enum):
+    SEND_RECEIVE = "send-receive"  # gönderici/alıcı
+    RECEIVE_ONLY = "receive-only"  # sadece alıcı
+
+
+class AccountState(enum.Enum):
+    ACTIVE = "active"  # aktif
+    PENDING = "pending"  # aktivasyon bekliyor: cannot send
+    CLOSED = "closed"  # kapalı: neither sends nor receives, stays readable
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    address: str
+    type: AccountType
+    state: AccountState
+    quota: int
+
+
+class Mailboxes:
+    def __init__(self, root: Path, accounts: Iterable[Account]) -> None:
+        self.root = root
+        self.accounts = {a.address.lower(): a for a in accounts}
+
+    def account(self, address: str) -> Account | None:
+        return self.accounts.get(address.lower())
+
+    def folder(self, address: str, folder: str = "INBOX") -> Path:
+        return self.root / address.lower() / FOLDERS[folder]
+
+    def usage(self, address: str) -> int:
+        base = self.root / address.lower()
+        if not base.exists():
+            return 0
+        return sum(
+            p.stat().st_size for p in base.rglob("*") if p.is_file() and "tmp" not in p.parts
+        )
+
+    def is_full(self, account: Account) -> bool:
+        return self.usage(account.address) >= account.quota
+
+    def why_cannot_send(self, address: str) -> str | None:
+        """None when the account may send; otherwise the reason, for rejection evidence."""
+        account = self.account(address)
+        if account is None:
+            return f"{address} has no account at this provider"
+        if account.type is AccountType.RECEIVE_ONLY:
+            return f"{address} is a receive-only account"
+        if account.state is AccountState.CLOSED:
+            return f"{address} is closed"
+        if account.state is AccountState.PENDING:
+            return f"{address} is waiting for activation"
+        if self.is_full(account):
+            return f"the mailbox of {address} is full; it may receive but not send"
+        return None
+
+    def deliver(self, address: str, folder: str, key: str, source: BinaryIO | bytes) -> Path:
+        """File a message; idempotent for the same ``key``. Returns the file's path."""
+        base = self.folder(address, folder)
+        for sub in ("tmp", "new", "cur"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        existing = self.find(address, folder, key)
+        if existing is not None:
+            return existing
+        name = f"{int(time.time())}.{key}.{socket.gethostname()}"
+        tmp = base / "tmp" / name
+        with tmp.open("wb") as out:
+            if isinstance(source, bytes):
+                out.write(source)
+            else:
+                source.seek(0)
+                while block := source.read(STREAM_CHUNK):
+                    out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        final = base / "new" / name
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+        return final
+
+    def find(self, address: str, folder: str, key: str) -> Path | None:
+        base = self.folder(address, folder)
+        for sub in ("new", "cur"):
+            directory = base / sub
+            if directory.is_dir():
+                for path in directory.iterdir():
+                    if f".{key}." in path.name:
+                        return path
+        return None
+
+    def list(self, address: str, folder: str = "INBOX") -> list[tuple[Path, bool]]:
+        """(path, read) for each message, oldest first."""
+        base = self.folder(address, folder)
+        found = []
+        for sub in ("new", "cur"):
+            directory = base / sub
+            if directory.is_dir():
+                for path in directory.iterdir():
+                    found.append(
+                        (
+                            path,
+                            sub == "cur"
+                            and ":2," in path.name
+                            and "S" in path.name.split(":2,")[-1],
+                        )
+                    )
+        return sorted(found, key=lambda item: item[0].name)
+
+    def mark_read(self, path: Path) -> Path:
+        """Move to cur/ with the Seen flag (Maildir)."""
+        name = path.name.split(":2,")[0] + ":2,S"
+        target = path.parent.parent / "cur" / name
+        if path != target:
+            os.replace(path, target)
+            fsync_dir(target.parent)
+        return target

@@ -1,0 +1,150 @@
+"""The running node: listeners, the processing worker, the queue manager, and draining.
+
+Start-up recovers: temporaries of unacknowledged transactions are removed, spool files no row
+points at are swept, and rows a crash left ``sending`` go back to ``queued``. Processing is
+replayed from the store, so a message acknowledged before a crash is finished exactly once.
+SIGTERM drains: listeners close, transactions in flight finish, workers stop between items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+from collections.abc import Callable
+
+import structlog
+
+from relay.config import Listener, NodeConfig
+from relay.context import NodeContext, build_context
+from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP
+from relay.stages import evidence_in, outbound, rgw, sgw
+from relay.stages.intake import PeerIntake, SubmissionIntake
+from relay.store import MessageRow
+from relay.transport.base import Transport
+from relay.transport.smtp import SmtpTransport
+
+log = structlog.get_logger("kep.node")
+
+PROCESSORS: dict[str, Callable[[NodeContext, MessageRow], None]] = {
+    "dispatch-in": rgw.process_dispatch,
+    "evidence-in": evidence_in.process_evidence,
+    "submission": sgw.process_submission,
+}
+DRAIN_GRACE = 30.0  # seconds transactions in flight get to finish on SIGTERM
+
+
+def recover(context: NodeContext) -> None:
+    removed = context.spool.clean_temporaries()
+    swept = context.spool.sweep(context.store.spool_ids())
+    with context.store.transaction() as db:
+        reset = db.execute("UPDATE messages SET state = 'queued' WHERE state = 'sending'").rowcount
+    if removed or swept or reset:
+        log.info("recovered", temporaries=removed, orphans=swept, requeued=reset)
+
+
+class Node:
+    def __init__(self, context: NodeContext, transport: Transport | None = None) -> None:
+        self.context = context
+        self.transport = transport or SmtpTransport(context)
+        self.work = asyncio.Event()
+        self.outgoing = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.servers: list[asyncio.Server] = []
+        self.limiter = ConnectionLimiter(
+            context.config.limits.max_connections, context.config.limits.max_connections_per_peer
+        )
+
+    def wake(self) -> None:
+        self.work.set()
+        self.outgoing.set()
+
+    async def _listen(self, listener: Listener, intake: Intake, tls: ssl.SSLContext | None) -> None:
+        timers = self.context.config.timers
+
+        def factory() -> KepSMTP:
+            return KepSMTP(
+                intake,
+                data_timeout=timers.data_timeout,
+                command_timeout=timers.command_timeout,
+                limiter=self.limiter,
+                hostname=self.context.peer_tls_name(self.context.provider.id),
+            )
+
+        server = await asyncio.get_running_loop().create_server(
+            factory, listener.host, listener.port, ssl=tls
+        )
+        self.servers.append(server)
+        log.info("listening", host=listener.host, port=listener.port, tls=tls is not None)
+
+    async def start(self) -> None:
+        recover(self.context)
+        config = self.context.config
+        await self._listen(
+            config.peer_listener, PeerIntake(self.context, self.wake), self.context.server_tls()
+        )
+        await self._listen(
+            config.submission_listener,
+            SubmissionIntake(self.context, self.wake),
+            self.context.server_tls() if config.submission_listener.require_tls else None,
+        )
+        self.wake()
+
+    async def process_loop(self) -> None:
+        while not self.stopping.is_set():
+            rows = [
+                r for r in self.context.store.messages(state="received") if r.kind in PROCESSORS
+            ]
+            for row in rows:
+                if self.stopping.is_set():
+                    return
+                try:
+                    await asyncio.to_thread(PROCESSORS[row.kind], self.context, row)
+                except Exception:  # one bad message must not stop the node; it stays received
+                    log.exception("processing_failed", queue_id=row.id, kind=row.kind)
+                    await asyncio.sleep(1)
+                self.outgoing.set()
+            if not rows:
+                self.work.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.work.wait(), self.context.config.timers.queue_poll)
+
+    async def send_loop(self) -> None:
+        while not self.stopping.is_set():
+            self.outgoing.clear()
+            tried = await outbound.send_due(self.context, self.transport)
+            await asyncio.to_thread(outbound.check_timers, self.context)
+            if not tried:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.outgoing.wait(), self.context.config.timers.queue_poll
+                    )
+
+    async def run(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        workers = [asyncio.create_task(self.process_loop()), asyncio.create_task(self.send_loop())]
+        await self.stopping.wait()
+        await self.drain(workers)
+
+    async def drain(self, workers: list[asyncio.Task[None]]) -> None:
+        log.info("draining")
+        for server in self.servers:
+            server.close()  # stop accepting
+        deadline = asyncio.get_running_loop().time() + DRAIN_GRACE
+        while self.limiter.open and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)  # transactions in flight finish
+        self.work.set()
+        self.outgoing.set()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await self.transport.close()
+        self.context.store.close()
+        log.info("stopped")
+
+
+def serve(config: NodeConfig) -> None:
+    context = build_context(config)
+    asyncio.run(Node(context).run())

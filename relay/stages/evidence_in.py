@@ -1,0 +1,92 @@
+"""S-GW: Evidence messages from peers (INTEROP-PROFILE.md §4 "S-GW, on an Evidence").
+
+Takes: ``evidence-in`` rows in state ``received``. Promises: transport, envelope and evidence
+signatures are verified and the issuer is the provider the Dispatch went to; the evidence is
+recorded in the ledger and the message filed in the original sender's Delil folder; timers
+stop when their evidence has come. Evidence that fails verification, or that is about no
+message we sent, is kept (state ``invalid`` or ``unmatched``) and reported, never dropped.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from interop.envelope.verify import verify_envelope
+from interop.errors import KepError
+from interop.evidence.codes import EvidenceType
+from relay.context import NodeContext
+from relay.stages.issue import Issued, record
+from relay.store import MessageRow
+
+log = structlog.get_logger("kep.evidence_in")
+
+_FINAL = {EvidenceType.DeliveryNonDeliveryToRecipient.value}
+
+
+def process_evidence(context: NodeContext, row: MessageRow) -> None:
+    path = context.spool.path(row.id)
+    store = context.store
+    with path.open("rb") as stream:
+        try:
+            result = verify_envelope(stream, context.verifiers, context.clock(), peer=row.peer)
+        except KepError as exc:
+            _keep(context, row, "invalid", exc.detail)
+            return
+    if not result.ok or result.evidence is None or result.evidence.evidence is None:
+        _keep(context, row, "invalid", result.detail)
+        return
+    evidence = result.evidence.evidence
+    sent = [
+        m
+        for m in store.messages(kind="dispatch-out")
+        if m.remmd_id == evidence.message.remmd_message_id and m.peer == row.peer
+    ]
+    if not sent:
+        _keep(
+            context,
+            row,
+            "unmatched",
+            f"no Dispatch {evidence.message.remmd_message_id} to {row.peer}",
+        )
+        return
+    dispatch = sent[0]
+    issued = Issued(evidence, result.envelope.evidence_xml)
+    with store.transaction() as db:
+        known = db.execute("SELECT 1 FROM evidence WHERE id = ?", (evidence.identifier,)).fetchone()
+        if known is None:  # a peer resending the same evidence (§2) is filed once
+            record(
+                context,
+                db,
+                issued,
+                direction="received",
+                message_id=dispatch.id,
+                envelope_id=row.id,
+            )
+            with path.open("rb") as source:
+                context.mailboxes.deliver(dispatch.mail_from, "Delil", row.id, source)
+        got = {
+            r[0].lower()
+            for r in db.execute(
+                "SELECT recipient FROM evidence WHERE direction = 'received' AND remmd_id = ?"
+                " AND type = ? AND message_id = ?",
+                (dispatch.remmd_id, EvidenceType.DeliveryNonDeliveryToRecipient.value, dispatch.id),
+            )
+            if r[0]
+        }
+        if {r.lower() for r in dispatch.rcpt_to} <= got:
+            store.stop_timer(db, dispatch.remmd_id or "", row.peer or "")
+        store.set_state(db, row.id, "processed")
+    log.info(
+        "evidence_received",
+        queue_id=row.id,
+        peer=row.peer,
+        remmd_id=evidence.message.remmd_message_id,
+        type=evidence.type.value,
+        evidence_event=evidence.event.value,
+    )
+
+
+def _keep(context: NodeContext, row: MessageRow, state: str, detail: str) -> None:
+    with context.store.transaction() as db:
+        context.store.set_state(db, row.id, state, last_reply=detail[:500])
+    log.warning("evidence_kept", state=state, queue_id=row.id, peer=row.peer, detail=detail)

@@ -1,0 +1,244 @@
+"""Intake: the first stage behind each listener (INTEROP-PROFILE.md §2).
+
+Takes: SMTP transactions from a listener. Promises: a message is acknowledged with 250 only
+once its spool file and its store row (its obligation to be processed and answered with
+evidence) are on stable storage; every refusal is a specific reply. On failure: storage
+trouble is ``451 4.3.0`` (the sender retries), never a silent loss.
+
+Peer listener: the TLS client certificate decides which provider speaks; MAIL FROM must be that
+provider's, RCPT TO ours (no open relay), the envelope readable and its original within the
+limit. A repeated Dispatch (same peer, same X-REM-Message-Identifier) is acknowledged again and
+its evidence resent, never processed twice. Submission listener: the provider's own systems
+submit users' messages for this provider's senders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+from aiosmtpd.smtp import Envelope
+from cryptography import x509
+
+from interop.address import KepAddress
+from interop.envelope.fields import MsgType
+from interop.envelope.parse import parse_envelope
+from interop.errors import AddressError, KepError
+from interop.evidence import xmlio
+from interop.limits import DEFAULT_LIMITS
+from interop.pathval import Role
+from relay.context import NodeContext
+from relay.smtp.server import Connection, Sink
+from relay.spool import SpoolWriter
+
+log = structlog.get_logger("kep.intake")
+
+
+class _Base:
+    kind = ""
+
+    def __init__(self, context: NodeContext, wake: Callable[[], None]) -> None:
+        self.context = context
+        self.wake = wake
+        self.directory = context.verifiers.trust.directory
+
+    def open_sink(self, connection: Connection, envelope: Envelope) -> Sink:
+        return self.context.spool.writer()
+
+    def check_rcpt_count(self, envelope: Envelope) -> str | None:
+        if len(envelope.rcpt_tos) >= self.context.config.limits.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        return None
+
+    def _commit(
+        self,
+        writer: SpoolWriter,
+        *,
+        kind: str,
+        peer: str | None,
+        remmd_id: str | None,
+        envelope: Envelope,
+    ) -> str:
+        store = self.context.store
+        try:
+            writer.commit()
+            with store.transaction() as db:
+                store.add_message(
+                    db,
+                    id=writer.queue_id,
+                    kind=kind,
+                    peer=peer,
+                    remmd_id=remmd_id,
+                    mail_from=envelope.mail_from or "",
+                    rcpt_to=envelope.rcpt_tos,
+                    size=writer.size,
+                    sha256=writer.sha256.hexdigest(),
+                    state="received",
+                )
+        except OSError as exc:
+            writer.discard()
+            self.context.spool.remove(writer.queue_id)
+            log.error("spool_write_failed", error=str(exc))
+            return "451 4.3.0 Temporary storage problem, try again later"
+        log.info(
+            "message_accepted",
+            queue_id=writer.queue_id,
+            kind=kind,
+            peer=peer,
+            remmd_id=remmd_id,
+            size=writer.size,
+        )
+        self.wake()
+        return f"250 2.0.0 Queued as {writer.queue_id}"
+
+
+class PeerIntake(_Base):
+    def size_limit(self, connection: Connection) -> int:
+        entry = self.context.verifiers.trust.get(connection.provider or "")
+        limit = entry.message_limit if entry else DEFAULT_LIMITS.cross_provider_message
+        return DEFAULT_LIMITS.smtp_size(limit)  # §2: the limit plus the envelope allowance
+
+    def identify(self, connection: Connection, peer_cert: bytes | None) -> None:
+        if peer_cert is None:
+            connection.refused = "530 5.7.0 A client certificate is required"
+            return
+        cert = x509.load_der_x509_certificate(peer_cert)
+        now = self.context.clock()
+        for entry in self.context.verifiers.trust:
+            result = self.context.verifiers.tls(entry.id).validate(cert, [], now, entry.tls_names)
+            if result.ok:
+                connection.provider = entry.id
+                return
+        connection.refused = (
+            "550 5.7.1 Your TLS certificate does not belong to a provider in the trust list"
+        )
+        log.warning(
+            "peer_unknown", peer=str(connection.peer_address), subject=cert.subject.rfc4514_string()
+        )
+
+    def check_mail(self, connection: Connection, address: str, options: list[str]) -> str | None:
+        try:
+            sender = KepAddress.parse(address, self.directory)
+        except AddressError as exc:
+            return f"553 5.1.7 {exc.detail}"
+        if sender.provider_id != connection.provider:
+            # §2: a peer cannot speak for another provider.
+            return (
+                f"550 5.7.1 {sender} is not an address of {connection.provider}; "
+                "a provider may only send for its own domain"
+            )
+        return None
+
+    def check_rcpt(self, connection: Connection, envelope: Envelope, address: str) -> str | None:
+        try:
+            recipient = KepAddress.parse(address, self.directory)
+        except AddressError as exc:
+            return f"553 5.1.3 {exc.detail}"
+        if recipient.provider_id != self.context.provider.id:
+            return f"550 5.7.1 Relay denied: {recipient.domain} is not served here"
+        return self.check_rcpt_count(envelope)
+
+    async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> str:
+        assert isinstance(sink, SpoolWriter) and connection.provider is not None
+        sink.flush()
+        problem, msg_type, remmd_id = await asyncio.to_thread(self._inspect, connection, sink)
+        if problem:
+            sink.discard()
+            return problem
+        if msg_type is MsgType.Dispatch and remmd_id is not None:
+            earlier = self.context.store.find_dispatch_in(connection.provider, remmd_id)
+            if earlier is not None:
+                sink.discard()
+                # §2: the same message again: no second copy; evidence already issued goes again.
+                self._resend_evidence(earlier.id)
+                log.info(
+                    "dispatch_repeated",
+                    queue_id=earlier.id,
+                    peer=connection.provider,
+                    remmd_id=remmd_id,
+                )
+                return f"250 2.0.0 Already accepted as {earlier.id}"
+        kind = "dispatch-in" if msg_type is MsgType.Dispatch else "evidence-in"
+        return self._commit(
+            sink, kind=kind, peer=connection.provider, remmd_id=remmd_id, envelope=envelope
+        )
+
+    def _inspect(
+        self, connection: Connection, sink: SpoolWriter
+    ) -> tuple[str | None, MsgType | None, str | None]:
+        """Read the envelope's structure before acknowledging it (it is on disk, not yet ours)."""
+        try:
+            sink_file = sink.tmp.open("rb")
+        except OSError:
+            return "451 4.3.0 Temporary storage problem, try again later", None, None
+        with sink_file:
+            try:
+                parsed = parse_envelope(sink_file)
+                evidence = xmlio.parse(parsed.evidence_xml)
+            except KepError as exc:
+                code, enhanced = (
+                    ("552", "5.3.4") if exc.smtp_reply.code == 552 else ("550", "5.6.0")
+                )
+                return f"{code} {enhanced} {exc.detail}", None, None
+        entry = self.context.verifiers.trust[connection.provider or ""]
+        if parsed.original is not None and parsed.original.size > entry.message_limit:
+            return (
+                (
+                    f"552 5.3.4 The original message is {parsed.original.size} bytes; "
+                    f"the limit between providers is {entry.message_limit}"
+                ),
+                None,
+                None,
+            )
+        if evidence.message.remmd_message_id != parsed.message_identifier:
+            return "550 5.6.0 X-REM-Message-Identifier does not match delil.xml", None, None
+        return None, parsed.msg_type, parsed.message_identifier
+
+    def _resend_evidence(self, dispatch_id: str) -> None:
+        store = self.context.store
+        with store.transaction() as db:
+            db.execute(
+                "UPDATE messages SET state = 'queued', next_attempt = NULL, attempts = 0"
+                " WHERE parent = ? AND kind = 'evidence-out' AND state IN ('sent', 'failed')",
+                (dispatch_id,),
+            )
+        self.wake()
+
+
+class SubmissionIntake(_Base):
+    def size_limit(self, connection: Connection) -> int:
+        return DEFAULT_LIMITS.smtp_size(
+            max(self.context.config.limits.own_message_limit, DEFAULT_LIMITS.cross_provider_message)
+        )
+
+    def identify(self, connection: Connection, peer_cert: bytes | None) -> None:
+        if not self.context.config.submission_listener.require_tls:
+            return
+        if peer_cert is None:
+            connection.refused = "530 5.7.0 A client certificate is required"
+            return
+        cert = x509.load_der_x509_certificate(peer_cert)
+        validator = self.context.verifiers.tls(self.context.provider.id)
+        result = validator.validate(cert, [], self.context.clock())
+        if not result.ok or validator.role is not Role.TLS:
+            connection.refused = "550 5.7.1 Your certificate is not one of this provider's systems"
+
+    def check_mail(self, connection: Connection, address: str, options: list[str]) -> str | None:
+        try:
+            sender = KepAddress.parse(address, self.directory)
+        except AddressError as exc:
+            return f"553 5.1.7 {exc.detail}"
+        if sender.provider_id != self.context.provider.id:
+            return f"550 5.7.1 {sender} is not an address of {self.context.provider.id}"
+        return None
+
+    def check_rcpt(self, connection: Connection, envelope: Envelope, address: str) -> str | None:
+        # Whether each recipient is a KEP address is decided with evidence (§4 S-GW 1).
+        if "@" not in address:
+            return "553 5.1.3 Not an e-mail address"
+        return self.check_rcpt_count(envelope)
+
+    async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> str:
+        assert isinstance(sink, SpoolWriter)
+        return self._commit(sink, kind="submission", peer=None, remmd_id=None, envelope=envelope)

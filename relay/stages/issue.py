@@ -1,0 +1,111 @@
+"""Issuing evidence: sign it, wrap it in an Evidence message on the spool, record it.
+
+Used by every stage that issues evidence. Nothing here commits: callers put the returned
+rows into their own transaction, so evidence, ledger and queue change together or not at all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import BinaryIO, cast
+
+from interop.envelope.build import write_evidence_message
+from interop.evidence.model import Evidence
+from interop.evidence.xades import sign_evidence
+from relay.context import NodeContext
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    evidence: Evidence
+    xml: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An Evidence message written to the spool, to be queued to ``peer``."""
+
+    queue_id: str
+    peer: str
+    issued: Issued
+    size: int
+    sha256: str
+
+
+def sign(context: NodeContext, evidence: Evidence) -> Issued:
+    return Issued(evidence, sign_evidence(evidence, context.process, context.clock()))
+
+
+def write_message(
+    context: NodeContext,
+    issued: Issued,
+    peer: str,
+    *,
+    dispatch_message_id: str | None = None,
+    ileti_tip: str = "standart",
+    ileti_id: str | None = None,
+) -> Outgoing:
+    writer = context.spool.writer()
+    try:
+        write_evidence_message(
+            cast(BinaryIO, writer),
+            issued.evidence,
+            issued.xml,
+            context.process,
+            context.clock(),
+            message_id=f"<{issued.evidence.identifier}@{context.provider.domain}>",
+            issuer_id=context.provider.id,
+            dispatch_message_id=dispatch_message_id,
+            ileti_tip=ileti_tip,
+            ileti_id=ileti_id,
+            timestamp=context.stamp_function(),
+        )
+        writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    return Outgoing(writer.queue_id, peer, issued, writer.size, writer.sha256.hexdigest())
+
+
+def record(
+    context: NodeContext,
+    db: sqlite3.Connection,
+    issued: Issued,
+    *,
+    direction: str,
+    message_id: str | None,
+    envelope_id: str | None = None,
+) -> None:
+    e = issued.evidence
+    context.store.add_evidence(
+        db,
+        id=e.identifier,
+        direction=direction,
+        remmd_id=e.message.remmd_message_id,
+        type=e.type.value,
+        event=e.event.value,
+        recipient=e.recipient,
+        sender=e.sender,
+        issuer=e.issuer,
+        xml=issued.xml,
+        message_id=message_id,
+        envelope_id=envelope_id,
+    )
+
+
+def queue(context: NodeContext, db: sqlite3.Connection, outgoing: Outgoing, parent: str) -> None:
+    e = outgoing.issued.evidence
+    context.store.add_message(
+        db,
+        id=outgoing.queue_id,
+        kind="evidence-out",
+        peer=outgoing.peer,
+        remmd_id=e.message.remmd_message_id,
+        mail_from=e.issuer,
+        rcpt_to=[e.sender],
+        size=outgoing.size,
+        sha256=outgoing.sha256,
+        state="queued",
+        parent=parent,
+    )

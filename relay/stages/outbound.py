@@ -1,0 +1,187 @@
+"""The queue manager: Dispatches and Evidence messages to peers (INTEROP-PROFILE.md §4 "Relay").
+
+Takes: ``dispatch-out`` and ``evidence-out`` rows in state ``queued``. Promises: each goes
+through the one way out (``Transport.deliver``); a 250 makes it ``sent`` (a Dispatch then waits
+for its evidence under ``evidence_timeout``); 4xx and connection trouble retry with back-off
+from ``retry_initial`` doubling to ``retry_max``; a 5xx on a Dispatch, or ``relay_timeout``
+without a 250, ends the relay with RelayREMMDFailure filed for the sender, and so does
+``evidence_timeout`` without Delivery evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from interop.evidence import xmlio
+from interop.evidence.codes import Event, EvidenceType
+from interop.evidence.issue import follow_up
+from interop.evidence.model import EventReason
+from interop.reasons import Reason
+from relay.context import NodeContext
+from relay.stages.issue import record, sign, write_message
+from relay.store import MessageRow
+from relay.transport.base import Entry, Outcome, Transport
+
+log = structlog.get_logger("kep.outbound")
+
+
+def backoff(context: NodeContext, attempts: int) -> float:
+    timers = context.config.timers
+    return float(min(timers.retry_initial * (2 ** max(0, attempts - 1)), timers.retry_max))
+
+
+async def send_due(context: NodeContext, transport: Transport) -> int:
+    """Send everything due now, concurrently; returns how many were tried."""
+    rows = [r for r in context.store.due(time.time()) if r.kind in ("dispatch-out", "evidence-out")]
+    if rows:
+        await asyncio.gather(*(_send(context, transport, row) for row in rows))
+    return len(rows)
+
+
+async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> None:
+    store = context.store
+    with store.transaction() as db:  # claimed, so a second pass does not send it twice
+        store.set_state(db, row.id, "sending")
+    entry = Entry(
+        row.id, row.peer or "", row.mail_from, row.rcpt_to, context.spool.path(row.id), row.size
+    )
+    result = await transport.deliver(entry)
+    attempts = row.attempts + 1
+    if result.outcome is Outcome.DELIVERED:
+        with store.transaction() as db:
+            store.set_state(db, row.id, "sent", attempts=attempts, last_reply=result.reply[:500])
+            if row.kind == "dispatch-out":
+                store.set_timer(
+                    db,
+                    row.id,
+                    row.remmd_id or "",
+                    row.peer or "",
+                    evidence_deadline=time.time() + context.config.timers.evidence_timeout,
+                )
+        log.info(
+            "message_sent",
+            queue_id=row.id,
+            kind=row.kind,
+            peer=row.peer,
+            remmd_id=row.remmd_id,
+            reply=result.reply[:100],
+        )
+        return
+    if result.outcome is Outcome.TEMPORARY:
+        with store.transaction() as db:
+            store.set_state(
+                db,
+                row.id,
+                "queued",
+                attempts=attempts,
+                last_reply=result.reply[:500],
+                next_attempt=time.time() + backoff(context, attempts),
+            )
+        log.warning(
+            "message_deferred",
+            queue_id=row.id,
+            kind=row.kind,
+            peer=row.peer,
+            attempts=attempts,
+            reply=result.reply[:200],
+        )
+        return
+    log.warning(
+        "message_refused", queue_id=row.id, kind=row.kind, peer=row.peer, reply=result.reply[:200]
+    )
+    if row.kind == "dispatch-out":
+        relay_failure(
+            context, row, Reason.R_REMMD_Malfunction, f"{row.peer} answered: {result.reply}"
+        )
+    else:
+        with store.transaction() as db:
+            store.set_state(db, row.id, "failed", attempts=attempts, last_reply=result.reply[:500])
+
+
+def relay_failure(
+    context: NodeContext,
+    dispatch: MessageRow,
+    reason: Reason,
+    details: str,
+    *,
+    state: str = "failed",
+) -> None:
+    """RelayREMMDFailure for a Dispatch, filed in the sender's Delil folder; timers stop."""
+    store = context.store
+    about_rows = [e for e in store.evidence_of_message(dispatch.id) if e["direction"] == "issued"]
+    if not about_rows:
+        log.error("dispatch_without_evidence", queue_id=dispatch.id)
+        return
+    about = xmlio.parse(bytes(about_rows[0]["xml"]))
+    issued = sign(
+        context,
+        follow_up(
+            about,
+            context.provider,
+            EvidenceType.RelayREMMDFailure,
+            Event.DeliveryExpiration,
+            context.clock(),
+            reasons=[EventReason(reason, details[:1000])],
+        ),
+    )
+    note = write_message(context, issued, context.provider.id)
+    with store.transaction() as db:
+        record(
+            context,
+            db,
+            issued,
+            direction="issued",
+            message_id=dispatch.id,
+            envelope_id=note.queue_id,
+        )
+        with context.spool.path(note.queue_id).open("rb") as source:
+            context.mailboxes.deliver(dispatch.mail_from, "Delil", note.queue_id, source)
+        store.stop_timer(db, dispatch.remmd_id or "", dispatch.peer or "")
+        store.set_state(db, dispatch.id, state, last_reply=details[:500])
+    context.spool.remove(note.queue_id)
+    log.warning(
+        "relay_failed",
+        queue_id=dispatch.id,
+        peer=dispatch.peer,
+        remmd_id=dispatch.remmd_id,
+        reason=reason.name,
+    )
+
+
+def check_timers(context: NodeContext) -> int:
+    now = time.time()
+    fired = 0
+    for timer in context.store.expired_timers(now):
+        dispatch = context.store.message(timer["dispatch_id"])
+        if dispatch is None:
+            continue
+        if (
+            dispatch.state == "queued"
+            and timer["relay_deadline"] is not None
+            and timer["relay_deadline"] <= now
+        ):
+            relay_failure(
+                context,
+                dispatch,
+                Reason.R_REMMD_Unreachable,
+                f"{dispatch.peer} did not accept the Dispatch within the relay timeout",
+                state="expired",
+            )
+            fired += 1
+        elif (
+            dispatch.state == "sent"
+            and timer["evidence_deadline"] is not None
+            and timer["evidence_deadline"] <= now
+        ):
+            relay_failure(
+                context,
+                dispatch,
+                Reason.S_REMMD_ReceivedNoDeliveryInfoFromR_REMMD,
+                f"no delivery evidence from {dispatch.peer} within the evidence timeout",
+                state="sent",
+            )
+            fired += 1
+    return fired

@@ -1,0 +1,221 @@
+"""S-GW: users' messages submitted by the provider's own systems (INTEROP-PROFILE.md §4).
+
+Takes: ``submission`` rows in state ``received``. Promises: the user's e-imza, the account and
+the recipients are checked; SubmissionAcceptanceRejection is issued and filed in the sender's
+Delil folder (the original in Sent); on acceptance each recipient provider gets one Dispatch
+(queued, with its relay timer) and local recipients are delivered here with the same
+evidence an R-GW would issue. All state changes commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from typing import BinaryIO, cast
+
+import structlog
+
+from interop.address import KepAddress
+from interop.envelope.build import write_dispatch
+from interop.envelope.fields import ILETI_TIP, IletiTip
+from interop.envelope.mime import Span
+from interop.envelope.user import verify_user_message
+from interop.errors import AddressError, KepError
+from interop.evidence.codes import Event
+from interop.evidence.issue import follow_up, submission_evidence
+from interop.evidence.model import EventReason
+from interop.limits import message_limit
+from interop.providers import ETEBLIGAT_PROVIDER
+from interop.reasons import Reason
+from relay.context import NodeContext
+from relay.stages.deliver import decide_and_deliver
+from relay.stages.issue import Issued, record, sign, write_message
+from relay.store import MessageRow
+
+log = structlog.get_logger("kep.sgw")
+
+
+def _checks(
+    context: NodeContext, row: MessageRow
+) -> tuple[list[EventReason], IletiTip, dict[str, list[str]]]:
+    """Reasons to refuse (empty when accepted), the message kind, recipients by provider."""
+    reasons: list[EventReason] = []
+    path = context.spool.path(row.id)
+    ileti_tip = IletiTip.standart
+    with path.open("rb") as stream:
+        try:
+            user = verify_user_message(stream, context.verifiers.user, context.clock())
+            if not user.ok and user.reason is not None:
+                reasons.append(EventReason(user.reason, user.signature.detail))
+            from_header = user.headers.get("From") or ""
+            if row.mail_from.lower() not in from_header.lower():
+                reasons.append(
+                    EventReason(
+                        Reason.PolicyViolation,
+                        f"From: {from_header} is not the sender {row.mail_from}",
+                    )
+                )
+            ileti_tip = IletiTip.parse(user.headers.get(ILETI_TIP))
+        except (KepError, ValueError) as exc:
+            detail = exc.detail if isinstance(exc, KepError) else str(exc)
+            reasons.append(
+                EventReason(Reason.InvalidUserSignature, f"an e-imza is required: {detail}")
+            )
+    why_not = context.mailboxes.why_cannot_send(row.mail_from)
+    if why_not:
+        reasons.append(EventReason(Reason.PolicyViolation, why_not))
+    by_provider: dict[str, list[str]] = defaultdict(list)
+    directory = context.verifiers.trust.directory
+    for address in row.rcpt_to:
+        try:
+            recipient = KepAddress.parse(address, directory)
+        except AddressError as exc:
+            # Not a KEP address: no REMMD can be identified for it.
+            reasons.append(EventReason(Reason.R_REMMD_NotIdenified, exc.detail))
+            continue
+        by_provider[recipient.provider_id].append(str(recipient))
+    limit = message_limit(
+        context.provider.id,
+        by_provider,
+        {context.provider.id: context.config.limits.own_message_limit},
+    )
+    if row.size > limit:
+        reasons.append(
+            EventReason(
+                Reason.PolicyViolation, f"the message is {row.size} bytes; the limit is {limit}"
+            )
+        )
+    if ileti_tip is IletiTip.eTebligat and context.provider.id != ETEBLIGAT_PROVIDER:
+        reasons.append(
+            EventReason(Reason.PolicyViolation, "eTebligat is sent only through hs01 (PTT)")
+        )
+    for pid in by_provider:
+        if pid != context.provider.id and context.verifiers.trust.get(pid) is None:
+            reasons.append(
+                EventReason(Reason.R_REMMD_NotIdenified, f"{pid} is not in the trust list")
+            )
+    return reasons, ileti_tip, dict(by_provider)
+
+
+def process_submission(context: NodeContext, row: MessageRow) -> None:
+    reasons, ileti_tip, by_provider = _checks(context, row)
+    path = context.spool.path(row.id)
+    remmd_id = f"{row.id}@{context.provider.domain}"
+    recipients = [r.lower() for r in row.rcpt_to]
+    with path.open("rb") as stream:
+        submission = sign(
+            context,
+            submission_evidence(
+                stream,
+                context.provider,
+                row.mail_from,
+                recipients,
+                remmd_id,
+                context.clock(),
+                reasons=reasons,
+            ),
+        )
+    notices = [submission]
+    dispatches: list[tuple[str, str, list[str], Issued, int, str]] = []
+    if not reasons:
+        for pid, addresses in by_provider.items():
+            indices = [recipients.index(a) + 1 for a in addresses]
+            if pid == context.provider.id:
+                notices += decide_and_deliver(
+                    context,
+                    submission.evidence,
+                    indices,
+                    sending_provider=pid,
+                    ileti_tip=ileti_tip,
+                    original=(path, Span(0, row.size)),
+                    key=row.id,
+                )
+                continue
+            dispatches.append(_dispatch(context, row, submission, pid, addresses))
+    with context.store.transaction() as db:
+        for issued in notices:
+            note = write_message(context, issued, context.provider.id, ileti_tip=ileti_tip.value)
+            record(
+                context,
+                db,
+                issued,
+                direction="issued",
+                message_id=row.id,
+                envelope_id=note.queue_id,
+            )
+            # Filed in the sender's evidence folder; nothing to send for local evidence.
+            with context.spool.path(note.queue_id).open("rb") as source:
+                context.mailboxes.deliver(row.mail_from, "Delil", note.queue_id, source)
+            context.spool.remove(note.queue_id)
+        for queue_id, pid, addresses, per_dispatch, size, digest in dispatches:
+            record(context, db, per_dispatch, direction="issued", message_id=queue_id)
+            context.store.add_message(
+                db,
+                id=queue_id,
+                kind="dispatch-out",
+                peer=pid,
+                remmd_id=remmd_id,
+                mail_from=row.mail_from,
+                rcpt_to=addresses,
+                size=size,
+                sha256=digest,
+                state="queued",
+                parent=row.id,
+            )
+            context.store.set_timer(
+                db,
+                queue_id,
+                remmd_id,
+                pid,
+                relay_deadline=time.time() + context.config.timers.relay_timeout,
+            )
+        context.store.set_state(db, row.id, "rejected" if reasons else "processed")
+    with path.open("rb") as source:
+        context.mailboxes.deliver(row.mail_from, "Sent", row.id, source)
+    log.info(
+        "submission_processed",
+        queue_id=row.id,
+        remmd_id=remmd_id,
+        evidence_event=submission.evidence.event.value,
+        reason=reasons[0].reason.name if reasons else None,
+        dispatches=len(dispatches),
+    )
+
+
+def _dispatch(
+    context: NodeContext, row: MessageRow, submission: Issued, pid: str, addresses: list[str]
+) -> tuple[str, str, list[str], Issued, int, str]:
+    """One Dispatch for the recipients at ``pid``, with its own SubmissionAcceptance (§5:
+    the evidence inside a Dispatch covers that Dispatch's recipients)."""
+    per_dispatch = sign(
+        context,
+        dataclasses.replace(
+            follow_up(
+                submission.evidence,
+                context.provider,
+                submission.evidence.type,
+                Event.Acceptance,
+                context.clock(),
+            ),
+            recipients=tuple(addresses),
+        ),
+    )
+    writer = context.spool.writer()
+    try:
+        with context.spool.path(row.id).open("rb") as original:
+            write_dispatch(
+                cast(BinaryIO, writer),
+                original,
+                per_dispatch.evidence,
+                per_dispatch.xml,
+                context.process,
+                context.clock(),
+                message_id=f"<{writer.queue_id}@{context.provider.domain}>",
+                timestamp=context.stamp_function(),
+            )
+        writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    return writer.queue_id, pid, addresses, per_dispatch, writer.size, writer.sha256.hexdigest()

@@ -1,0 +1,346 @@
+"""The node's durable state in SQLite (WAL, synchronous=FULL by default).
+
+Tables: ``messages`` (every envelope received or made, with its state in its stage),
+``evidence`` (every evidence issued or received), ``ledger`` (the hash chain of profile §7 over
+the evidence, append-only) and ``timers`` (relay and evidence deadlines of Dispatches sent).
+Each stage changes state in one transaction, so a crash leaves every message in exactly one
+state and replaying a stage is safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,           -- dispatch-in, evidence-in, submission, dispatch-out,
+                                  -- evidence-out
+    peer TEXT,                    -- provider it came from or goes to
+    remmd_id TEXT,                -- X-REM-Message-Identifier
+    mail_from TEXT NOT NULL,
+    rcpt_to TEXT NOT NULL,        -- JSON list
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    state TEXT NOT NULL,          -- received, processed, queued, sent, failed, expired
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL,
+    last_reply TEXT,
+    parent TEXT                   -- the message this one was made from
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_dedupe
+    ON messages (kind, peer, remmd_id) WHERE kind = 'dispatch-in';
+CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt);
+CREATE TABLE IF NOT EXISTS evidence (
+    id TEXT PRIMARY KEY,          -- EvidenceIdentifier
+    direction TEXT NOT NULL,      -- issued, received
+    remmd_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    event TEXT NOT NULL,
+    recipient TEXT,
+    sender TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    message_id TEXT,              -- the messages row it was carried in or made for
+    envelope_id TEXT,             -- the Evidence message carrying it, when sent
+    xml BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evidence_by_message ON evidence (remmd_id);
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY,
+    evidence_id TEXT NOT NULL UNIQUE,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS timers (
+    dispatch_id TEXT PRIMARY KEY, -- the dispatch-out message
+    remmd_id TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    relay_deadline REAL,          -- no 250 by then: RelayREMMDFailure
+    evidence_deadline REAL,       -- no Delivery/NonDelivery by then: RelayREMMDFailure
+    done INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+GENESIS = b"\x00" * 32
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    id: str
+    kind: str
+    peer: str | None
+    remmd_id: str | None
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    size: int
+    sha256: str
+    state: str
+    created: float
+    attempts: int
+    next_attempt: float | None
+    last_reply: str | None
+    parent: str | None
+
+
+def _row(r: sqlite3.Row) -> MessageRow:
+    return MessageRow(
+        r["id"],
+        r["kind"],
+        r["peer"],
+        r["remmd_id"],
+        r["mail_from"],
+        tuple(json.loads(r["rcpt_to"])),
+        r["size"],
+        r["sha256"],
+        r["state"],
+        r["created"],
+        r["attempts"],
+        r["next_attempt"],
+        r["last_reply"],
+        r["parent"],
+    )
+
+
+def ledger_hash(prev: bytes, evidence_id: str, xml: bytes) -> bytes:
+    """Record hash: SHA-256 over the previous hash, the id and the evidence bytes (§7)."""
+    h = hashlib.sha256(prev)
+    h.update(len(evidence_id).to_bytes(4, "big") + evidence_id.encode())
+    h.update(hashlib.sha256(xml).digest())
+    return h.digest()
+
+
+class Store:
+    """One SQLite connection used from the event loop's thread (calls are short)."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def add_message(
+        self,
+        db: sqlite3.Connection,
+        *,
+        id: str,
+        kind: str,
+        peer: str | None,
+        remmd_id: str | None,
+        mail_from: str,
+        rcpt_to: Sequence[str],
+        size: int,
+        sha256: str,
+        state: str,
+        next_attempt: float | None = None,
+        parent: str | None = None,
+    ) -> None:
+        now = time.time()
+        db.execute(
+            "INSERT INTO messages (id, kind, peer, remmd_id, mail_from, rcpt_to, size, sha256,"
+            " state, created, updated, next_attempt, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                id,
+                kind,
+                peer,
+                remmd_id,
+                mail_from,
+                json.dumps(list(rcpt_to)),
+                size,
+                sha256,
+                state,
+                now,
+                now,
+                next_attempt,
+                parent,
+            ),
+        )
+
+    def set_state(
+        self, db: sqlite3.Connection, message_id: str, state: str, **fields: object
+    ) -> None:
+        assignments = ["state = ?", "updated = ?"] + [f"{k} = ?" for k in fields]
+        db.execute(
+            f"UPDATE messages SET {', '.join(assignments)} WHERE id = ?",  # noqa: S608 (keys are ours)
+            (state, time.time(), *fields.values(), message_id),
+        )
+
+    def message(self, message_id: str) -> MessageRow | None:
+        r = self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return _row(r) if r else None
+
+    def find_dispatch_in(self, peer: str, remmd_id: str) -> MessageRow | None:
+        r = self.db.execute(
+            "SELECT * FROM messages WHERE kind = 'dispatch-in' AND peer = ? AND remmd_id = ?",
+            (peer, remmd_id),
+        ).fetchone()
+        return _row(r) if r else None
+
+    def messages(self, *, kind: str | None = None, state: str | None = None) -> list[MessageRow]:
+        query, args = "SELECT * FROM messages WHERE 1=1", []
+        if kind:
+            query += " AND kind = ?"
+            args.append(kind)
+        if state:
+            query += " AND state = ?"
+            args.append(state)
+        return [_row(r) for r in self.db.execute(query + " ORDER BY created", args)]
+
+    def due(self, now: float, limit: int = 100) -> list[MessageRow]:
+        rows = self.db.execute(
+            "SELECT * FROM messages WHERE state = 'queued' AND (next_attempt IS NULL OR"
+            " next_attempt <= ?) ORDER BY next_attempt LIMIT ?",
+            (now, limit),
+        )
+        return [_row(r) for r in rows]
+
+    def next_due_time(self) -> float | None:
+        r = self.db.execute(
+            "SELECT MIN(COALESCE(next_attempt, 0)) FROM messages WHERE state = 'queued'"
+        ).fetchone()
+        value: float | None = r[0]
+        return value
+
+    def spool_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM messages")}
+
+    # -- evidence and ledger -----------------------------------------------------------------
+
+    def add_evidence(
+        self,
+        db: sqlite3.Connection,
+        *,
+        id: str,
+        direction: str,
+        remmd_id: str,
+        type: str,
+        event: str,
+        recipient: str | None,
+        sender: str,
+        issuer: str,
+        xml: bytes,
+        message_id: str | None,
+        envelope_id: str | None = None,
+    ) -> None:
+        """Record an evidence and append it to the ledger, in the caller's transaction."""
+        now = time.time()
+        db.execute(
+            "INSERT INTO evidence (id, direction, remmd_id, type, event, recipient, sender,"
+            " issuer, message_id, envelope_id, xml, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                id,
+                direction,
+                remmd_id,
+                type,
+                event,
+                recipient,
+                sender,
+                issuer,
+                message_id,
+                envelope_id,
+                xml,
+                now,
+            ),
+        )
+        last = db.execute("SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        prev = bytes(last[0]) if last else GENESIS
+        db.execute(
+            "INSERT INTO ledger (evidence_id, prev_hash, hash, created) VALUES (?,?,?,?)",
+            (id, prev, ledger_hash(prev, id, xml), now),
+        )
+
+    def evidence_for(self, remmd_id: str) -> list[sqlite3.Row]:
+        return list(
+            self.db.execute(
+                "SELECT * FROM evidence WHERE remmd_id = ? ORDER BY created", (remmd_id,)
+            )
+        )
+
+    def evidence_of_message(self, message_id: str) -> list[sqlite3.Row]:
+        return list(
+            self.db.execute(
+                "SELECT * FROM evidence WHERE message_id = ? ORDER BY created", (message_id,)
+            )
+        )
+
+    def verify_ledger(self) -> tuple[int, str | None]:
+        """(records checked, first problem or None): recomputes every link of the chain."""
+        prev = GENESIS
+        count = 0
+        rows = self.db.execute(
+            "SELECT l.seq, l.evidence_id, l.prev_hash, l.hash, e.xml FROM ledger l"
+            " JOIN evidence e ON e.id = l.evidence_id ORDER BY l.seq"
+        )
+        for seq, evidence_id, prev_hash, record_hash, xml in rows:
+            if bytes(prev_hash) != prev:
+                return count, f"record {seq}: does not follow the record before it"
+            if ledger_hash(prev, evidence_id, bytes(xml)) != bytes(record_hash):
+                return count, f"record {seq}: evidence {evidence_id} was changed"
+            prev = bytes(record_hash)
+            count += 1
+        return count, None
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def set_timer(
+        self,
+        db: sqlite3.Connection,
+        dispatch_id: str,
+        remmd_id: str,
+        peer: str,
+        *,
+        relay_deadline: float | None = None,
+        evidence_deadline: float | None = None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO timers (dispatch_id, remmd_id, peer, relay_deadline, evidence_deadline)"
+            " VALUES (?,?,?,?,?) ON CONFLICT(dispatch_id) DO UPDATE SET"
+            " relay_deadline = excluded.relay_deadline,"
+            " evidence_deadline = excluded.evidence_deadline",
+            (dispatch_id, remmd_id, peer, relay_deadline, evidence_deadline),
+        )
+
+    def stop_timer(self, db: sqlite3.Connection, remmd_id: str, peer: str) -> None:
+        db.execute("UPDATE timers SET done = 1 WHERE remmd_id = ? AND peer = ?", (remmd_id, peer))
+
+    def expired_timers(self, now: float) -> list[sqlite3.Row]:
+        return list(
+            self.db.execute(
+                "SELECT * FROM timers WHERE done = 0 AND ((relay_deadline IS NOT NULL AND"
+                " relay_deadline <= ?) OR (evidence_deadline IS NOT NULL AND"
+                " evidence_deadline <= ?))",
+                (now, now),
+            )
+        )
