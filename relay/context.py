@@ -149,10 +149,9 @@ def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
     )
 
 
-def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
-    identity = config.identity
-    assert identity is not None
-    process = load_signer(identity.process_cert, identity.process_key)
+def _configured_trust(
+    config: NodeConfig,
+) -> tuple[TrustList, RevocationData, list[x509.Certificate]]:
     entries = []
     tls_cas: list[x509.Certificate] = []
     for peer in config.peers:
@@ -174,12 +173,31 @@ def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
         raise ConfigurationError(
             f"{config.source}: [peers.{config.provider.id}] must describe this node too"
         )
-    tsa = None
-    if identity.tsa_cert and identity.tsa_key:
-        tsa = LocalTsa(load_signer(identity.tsa_cert, identity.tsa_key))
     trust = TrustList.build(
         entries, load_certificates(config.user_cas), load_certificates(config.tsa_cas)
     )
+    return trust, RevocationData.of(load_crls(config.crls), require=config.require_crl), tls_cas
+
+
+def verifiers_for(config: NodeConfig) -> Verifiers:
+    """The verifiers a node with ``config`` uses (for the operator tools' ``--config``)."""
+    if config.dev_pki is not None:
+        pki = read_pki(config.dev_pki)
+        return Verifiers(
+            trust_from_pki(pki), RevocationData.of(pki.crls, require=config.require_crl)
+        )
+    trust, revocation, _tls_cas = _configured_trust(config)
+    return Verifiers(trust, revocation)
+
+
+def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
+    identity = config.identity
+    assert identity is not None
+    process = load_signer(identity.process_cert, identity.process_key)
+    trust, revocation, tls_cas = _configured_trust(config)
+    tsa = None
+    if identity.tsa_cert and identity.tsa_key:
+        tsa = LocalTsa(load_signer(identity.tsa_cert, identity.tsa_key))
     run = config.data_dir / "run"
     run.mkdir(parents=True, exist_ok=True)
     cafile = run / "tls-cas.pem"
@@ -189,9 +207,7 @@ def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
         provider=config.provider,
         process=process,
         tsa=tsa,
-        verifiers=Verifiers(
-            trust, RevocationData.of(load_crls(config.crls), require=config.require_crl)
-        ),
+        verifiers=Verifiers(trust, revocation),
         tls_cert=identity.tls_cert,
         tls_key=identity.tls_key,
         tls_cafile=cafile,

@@ -136,7 +136,9 @@ class Node:
             server.close()  # stop accepting
         deadline = asyncio.get_running_loop().time() + DRAIN_GRACE
         while self.limiter.open and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)  # transactions in flight finish
+            for connection in list(self.limiter.open):
+                connection.close_if_idle()  # idle sessions go; transactions in flight finish
+            await asyncio.sleep(0.05)
         self.work.set()
         self.outgoing.set()
         await asyncio.gather(*workers, return_exceptions=True)

@@ -21,6 +21,8 @@ from interop.evidence.xades import verify_evidence
 from interop.limits import DEFAULT_LIMITS
 from interop.reasons import Reason
 from interop.verifiers import Verifiers
+from relay.config import load
+from relay.context import verifiers_for
 from relay.pkidir import read_pki, verifiers_from_pki
 from relay.xsd import load_schema
 
@@ -31,7 +33,9 @@ def register(commands: Any) -> None:
         sub = group.add_subparsers(dest=f"{noun}_command", required=True, metavar="ACTION")
         verify = sub.add_parser("verify", help=f"verify a {noun} file and show what was checked")
         verify.add_argument("file", type=Path)
-        verify.add_argument("--pki", type=Path, required=True, help="trust from a dev PKI folder")
+        trust = verify.add_mutually_exclusive_group(required=True)
+        trust.add_argument("--pki", type=Path, help="trust from a dev PKI folder")
+        trust.add_argument("--config", type=Path, help="trust of a node configuration (TOML)")
         verify.add_argument(
             "--at", type=_moment, help="verify as of this ISO 8601 time (UTC if no zone)"
         )
@@ -57,7 +61,10 @@ def _setup(args: argparse.Namespace) -> tuple[Verifiers, dt.datetime] | int:
     if not args.file.is_file():
         print(f"kep-relay: {args.file}: no such file", file=sys.stderr)
         return 2
-    verifiers = verifiers_from_pki(read_pki(args.pki))
+    if args.config is not None:
+        verifiers = verifiers_for(load(args.config))
+    else:
+        verifiers = verifiers_from_pki(read_pki(args.pki))
     return verifiers, args.at or dt.datetime.now(dt.UTC)
 
 

@@ -98,6 +98,18 @@ class KepSMTP(SMTP):
             transport.write(refusal.encode() + b"\r\n")  # type: ignore[attr-defined]
             transport.close()
 
+    @property
+    def busy(self) -> bool:
+        """A transaction is in progress (MAIL given, not yet finished or reset)."""
+        return self.envelope is not None and self.envelope.mail_from is not None
+
+    def close_if_idle(self) -> bool:
+        if self.busy or self.transport is None:
+            return False
+        self.transport.write(b"421 4.3.2 Shutting down, try again later\r\n")  # type: ignore[attr-defined]
+        self.transport.close()
+        return True
+
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
         if self.limiter is not None:

@@ -1,0 +1,167 @@
+"""A harness of real gateway processes on loopback, with a dev PKI made for the test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interop.pki.devpki import DevPki, generate
+from relay.pkidir import write_pki
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Gateway:
+    provider: str
+    root: Path
+    peer_port: int
+    submission_port: int
+    extra: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.root / f"{self.provider}.log"
+
+    @property
+    def config(self) -> Path:
+        return self.root / f"{self.provider}.toml"
+
+    @property
+    def data(self) -> Path:
+        return self.root / self.provider
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "relay.cli",
+                    "serve",
+                    "--config",
+                    str(self.config),
+                    "--log-format",
+                    "json",
+                ],
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=self.root,
+            )
+        wait_for(self.listening, what=f"{self.provider} to listen")
+
+    def listening(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"{self.provider} exited:\n{self.log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.submission_port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=30)
+        self.process = None
+        return code
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.data / "state.sqlite3", timeout=10)
+
+    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        with self.db() as db:
+            return list(db.execute(sql, args))
+
+    def mail(self, address: str, folder: str = "INBOX") -> list[Path]:
+        base = (
+            self.data / "mail" / address / {"INBOX": "", "Delil": ".Delil", "Sent": ".Sent"}[folder]
+        )
+        return sorted(
+            p for sub in ("new", "cur") if (base / sub).is_dir() for p in (base / sub).iterdir()
+        )
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run(
+            [sys.executable, "-m", "relay.cli", *args, "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=self.root,
+        )
+
+
+@dataclass
+class Mesh:
+    root: Path
+    pki: DevPki
+    gateways: dict[str, Gateway]
+
+    def __getitem__(self, provider: str) -> Gateway:
+        return self.gateways[provider]
+
+    def stop(self) -> None:
+        for gateway in self.gateways.values():
+            if gateway.process is not None:
+                gateway.stop()
+
+
+def make_mesh(
+    root: Path,
+    providers: list[str],
+    *,
+    accounts: dict[str, str] | None = None,
+    timers: str = "",
+    dead_routes: tuple[str, ...] = (),
+) -> Mesh:
+    """Configurations for ``providers`` on loopback; ``dead_routes`` point at closed ports."""
+    pki = generate(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), providers)
+    write_pki(pki, root / "pki")
+    ports = {p: (free_port(), free_port()) for p in providers}
+    gateways = {}
+    for provider in providers:
+        routes = {o: free_port() if o in dead_routes else ports[o][0] for o in providers}
+        peers = "".join(
+            f'\n[peers.{other}]\nroute = "127.0.0.1:{routes[other]}"\n'
+            for other in providers
+            if other != provider
+        )
+        (root / f"{provider}.toml").write_text(
+            f'[node]\nprovider = "{provider}"\ndata_dir = "{provider}"\ndev_pki = "pki"\n\n'
+            f'[listen.peer]\naddress = "127.0.0.1:{ports[provider][0]}"\n\n'
+            f'[listen.submission]\naddress = "127.0.0.1:{ports[provider][1]}"\n'
+            f'{peers}\n[timers]\nretry_initial = "0.2s"\nretry_max = "1s"\nqueue_poll = "0.1s"\n'
+            f"{timers}\n{(accounts or {}).get(provider, '')}"
+        )
+        gateways[provider] = Gateway(provider, root, *ports[provider])
+    return Mesh(root, pki, gateways)

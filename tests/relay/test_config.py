@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from interop.errors import ConfigurationError
+from relay.config import embedded_default, from_mapping, load
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_embedded_default_is_hs01_on_loopback() -> None:
+    config = embedded_default()
+    assert config.provider.id == "hs01"
+    assert config.peer_listener.host == "127.0.0.1"
+    assert not config.submission_listener.require_tls
+    assert config.dev_pki == Path("var/pki")
+    assert config.limits.own_message_limit == 100 * 1024 * 1024
+
+
+@pytest.mark.parametrize("name", ["hs01.toml", "hs02.toml"])
+def test_example_configurations_load(name: str) -> None:
+    config = load(ROOT / "config" / name)
+    assert config.provider.id == name[:4]
+    assert config.peers and all(p.route for p in config.peers)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"node": {"dev_pki": "p"}}, "x.toml: node.provider: required"),
+        (
+            {"node": {"provider": "hs01", "dev_pki": "p", "colour": "red"}},
+            "x.toml: node.colour: unknown key",
+        ),
+        ({"node": {"provider": "hs01"}}, "give either [identity] files or node.dev_pki"),
+        ({"node": {"provider": "hs99", "dev_pki": "p"}}, "node.provider: 'hs99' is not hs01-hs08"),
+        (
+            {"node": {"provider": "hs01", "dev_pki": "p"}, "timers": {"relay_timeout": "soon"}},
+            "timers.relay_timeout: 'soon' is not a duration",
+        ),
+        (
+            {"node": {"provider": "hs01", "dev_pki": "p"}, "peers": {"hs02": {"route": "nowhere"}}},
+            "peers.hs02.route: 'nowhere' is not host:port",
+        ),
+        (
+            {
+                "node": {"provider": "hs01", "dev_pki": "p"},
+                "listen": {"submission": {"address": "0.0.0.0:2587", "require_tls": False}},
+            },
+            "needs mutual TLS",
+        ),
+        (
+            {"node": {"provider": "hs01", "dev_pki": "p"}, "limits": {"max_connections": "many"}},
+            "limits.max_connections: expected int",
+        ),
+        (
+            {
+                "node": {"provider": "hs01", "dev_pki": "p"},
+                "accounts": [{"address": "a@hs01.kep.tr", "type": "vip"}],
+            },
+            "accounts[0].type: send-receive or receive-only",
+        ),
+    ],
+)
+def test_bad_configuration_names_file_key_and_problem(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        from_mapping(raw, "x.toml", Path("/tmp"))
+    assert message in caught.value.detail
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[node\nprovider = 1")
+    with pytest.raises(ConfigurationError, match=r"broken\.toml: not valid TOML"):
+        load(broken)
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        load(tmp_path / "missing.toml")

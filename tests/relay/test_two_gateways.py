@@ -1,0 +1,413 @@
+"""Two real gateways (hs01, hs02) on loopback with mutual TLS, driven like production.
+
+hs03 is in the trust list but its route leads nowhere, for the relay timeout. Clients are
+Python's smtplib (the ``send`` command and the direct checks here): SMTP software we did not
+write.
+"""
+
+from __future__ import annotations
+
+import email
+import smtplib
+import ssl
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from interop.envelope.build import write_dispatch
+from interop.envelope.smime import build_signed_message
+from interop.evidence.issue import submission_evidence
+from interop.evidence.xades import sign_evidence
+from interop.pki.devpki import generate
+from interop.providers import BUILTIN_DIRECTORY
+from tests.relay.gateways import Gateway, Mesh, make_mesh, wait_for
+
+ACCOUNTS = {
+    "hs01": """
+[[accounts]]
+address = "ali.yilmaz@hs01.kep.tr"
+[[accounts]]
+address = "ayse.demir@hs01.kep.tr"
+type = "receive-only"
+[[accounts]]
+address = "suresi.dolmus@hs01.kep.tr"
+[[accounts]]
+address = "0123456789012345@hs01.kep.tr"
+state = "pending"
+""",
+    "hs02": """
+[[accounts]]
+address = "ayse.demir@hs02.kep.tr"
+[[accounts]]
+address = "ali.yilmaz@hs02.kep.tr"
+state = "closed"
+[[accounts]]
+address = "0123456789012345@hs02.kep.tr"
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    root = tmp_path_factory.mktemp("mesh")
+    built = make_mesh(
+        root,
+        ["hs01", "hs02", "hs03"],
+        accounts=ACCOUNTS,
+        timers='relay_timeout = "8s"\nevidence_timeout = "1h"',
+        dead_routes=("hs03",),
+    )
+    built["hs01"].start()
+    built["hs02"].start()
+    yield built
+    built.stop()
+
+
+def send(
+    gateway: Gateway, sender: str, *to: str, subject: str = "Deneme", extra: tuple[str, ...] = ()
+) -> None:
+    args = ["send", "--from", sender, "--subject", subject, "--body", "Merhaba", *extra]
+    for recipient in to:
+        args += ["--to", recipient]
+    done = gateway.cli(*args)
+    assert done.returncode == 0, done.stderr
+
+
+def evidence(
+    gateway: Gateway, subject_marker: str | None = None
+) -> list[tuple[str, str, str, str]]:
+    """(type, event, recipient, direction) of the evidence at ``gateway`` (for one message)."""
+    rows = gateway.query(
+        "SELECT type, event, COALESCE(recipient, ''), direction, remmd_id FROM evidence"
+    )
+    return [
+        (str(t), str(e), str(r), str(d))
+        for t, e, r, d, m in rows
+        if subject_marker is None or m == subject_marker
+    ]
+
+
+def subject_of(path: Path) -> str:
+    message = email.message_from_bytes(path.read_bytes())
+    return str(email.header.make_header(email.header.decode_header(message["Subject"] or "")))
+
+
+def remmd_of_subject(gateway: Gateway, sender: str, subject: str) -> str:
+    wait_for(
+        lambda: any(subject_of(p) == subject for p in gateway.mail(sender, "Sent")),
+        what=f"sent copy of {subject!r}",
+    )
+    for path in gateway.mail(sender, "Sent"):
+        if subject_of(path) == subject:
+            return f"{path.name.split('.')[1]}@{gateway.provider}.kep.tr"
+    raise AssertionError(f"no sent message {subject!r}")
+
+
+def wait_evidence(
+    gateway: Gateway, remmd: str, expected: set[tuple[str, str, str]], timeout: float = 20
+) -> None:
+    def have() -> bool:
+        got = {(t, e, r) for t, e, r, _d in evidence(gateway, remmd)}
+        return expected <= got
+
+    wait_for(have, timeout, f"evidence {expected} at {gateway.provider}")
+
+
+def subject() -> str:
+    return f"Konu {uuid.uuid4().hex[:8]} ğüş"
+
+
+def test_round_trip_with_all_evidence(mesh: Mesh) -> None:
+    hs01, hs02 = mesh["hs01"], mesh["hs02"]
+    title = subject()
+    send(hs01, "ali.yilmaz@hs01.kep.tr", "ayse.demir@hs02.kep.tr", subject=title)
+    remmd = remmd_of_subject(hs01, "ali.yilmaz@hs01.kep.tr", title)
+    recipient = "ayse.demir@hs02.kep.tr"
+    wait_evidence(
+        hs01,
+        remmd,
+        {
+            ("SubmissionAcceptanceRejection", "Acceptance", ""),
+            ("RelayREMMDAcceptanceRejection", "Acceptance", recipient),
+            ("DeliveryNonDeliveryToRecipient", "Delivery", recipient),
+        },
+    )
+    inbox = hs02.mail(recipient)
+    delivered = [p for p in inbox if subject_of(p) == title]
+    assert delivered, "the message is in the recipient's INBOX"
+    # Reading it issues Retrieval evidence, which travels back to hs01.
+    number = str(inbox.index(delivered[-1]) + 1)
+    read = hs02.cli("mailbox", "read", recipient, number)
+    assert read.returncode == 0, read.stderr
+    wait_evidence(hs01, remmd, {("RetrievalNonRetrievalByRecipient", "Retrieval", recipient)})
+    # Every evidence message in the sender's Delil folder verifies with the operator tool.
+    for path in hs01.mail("ali.yilmaz@hs01.kep.tr", "Delil"):
+        done = hs01.cli("envelope", "verify", str(path))  # trust of hs01's configuration
+        assert done.returncode == 0, done.stdout
+    for gateway in (hs01, hs02):
+        ledger = gateway.cli("ledger", "verify")
+        assert ledger.returncode == 0, ledger.stdout
+        assert "chain intact" in ledger.stdout
+
+
+def test_unknown_and_closed_recipients(mesh: Mesh) -> None:
+    hs01 = mesh["hs01"]
+    title = subject()
+    send(
+        hs01, "ali.yilmaz@hs01.kep.tr", "kimse@hs02.kep.tr", "ali.yilmaz@hs02.kep.tr", subject=title
+    )
+    remmd = remmd_of_subject(hs01, "ali.yilmaz@hs01.kep.tr", title)
+    wait_evidence(
+        hs01,
+        remmd,
+        {
+            ("RelayREMMDAcceptanceRejection", "Rejection", "kimse@hs02.kep.tr"),
+            ("RelayREMMDAcceptanceRejection", "Acceptance", "ali.yilmaz@hs02.kep.tr"),
+            ("DeliveryNonDeliveryToRecipient", "NonDelivery", "ali.yilmaz@hs02.kep.tr"),
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("sender", "reason"),
+    [
+        ("ayse.demir@hs01.kep.tr", "receive-only"),
+        ("0123456789012345@hs01.kep.tr", "waiting for activation"),
+        ("suresi.dolmus@hs01.kep.tr", "expired"),
+    ],
+)
+def test_submission_rejections(mesh: Mesh, sender: str, reason: str) -> None:
+    hs01 = mesh["hs01"]
+    title = subject()
+    send(hs01, sender, "ayse.demir@hs02.kep.tr", subject=title)
+    remmd = remmd_of_subject(hs01, sender, title)
+    wait_evidence(hs01, remmd, {("SubmissionAcceptanceRejection", "Rejection", "")})
+    xml = hs01.query("SELECT xml FROM evidence WHERE remmd_id = ?", remmd)[0][0]
+    assert reason.encode() in bytes(xml)
+    assert not hs01.query(
+        "SELECT 1 FROM messages WHERE kind = 'dispatch-out' AND remmd_id = ?", remmd
+    )
+
+
+def test_etebligat_only_through_hs01(mesh: Mesh) -> None:
+    hs02 = mesh["hs02"]
+    title = subject()
+    send(
+        hs02,
+        "ayse.demir@hs02.kep.tr",
+        "ali.yilmaz@hs01.kep.tr",
+        subject=title,
+        extra=("--etebligat",),
+    )
+    remmd = remmd_of_subject(hs02, "ayse.demir@hs02.kep.tr", title)
+    wait_evidence(hs02, remmd, {("SubmissionAcceptanceRejection", "Rejection", "")})
+    xml = bytes(hs02.query("SELECT xml FROM evidence WHERE remmd_id = ?", remmd)[0][0])
+    assert b"PolicyViolation" in xml and b"eTebligat" in xml
+
+
+def _peer_client(
+    mesh: Mesh, as_provider: str, to: Gateway, *, pki_root: Path | None = None
+) -> smtplib.SMTP_SSL:
+    folder = pki_root or (mesh.root / "pki")
+    context = ssl.create_default_context(cafile=str(mesh.root / "pki" / "ca" / "tls-ca.crt"))
+    context.check_hostname = False
+    context.load_cert_chain(
+        str(folder / "providers" / as_provider / "tls.crt"),
+        str(folder / "providers" / as_provider / "tls.key"),
+    )
+    return smtplib.SMTP_SSL("127.0.0.1", to.peer_port, context=context, timeout=30)
+
+
+def test_transport_refusals(mesh: Mesh) -> None:
+    hs01 = mesh["hs01"]
+    with _peer_client(mesh, "hs02", hs01) as client:
+        code, features = client.ehlo("gw.hs02.kep.tr")
+        assert code == 250
+        for extension in (b"SIZE 27262976", b"8BITMIME", b"ENHANCEDSTATUSCODES", b"PIPELINING"):
+            assert extension in features
+        # A peer cannot speak for another provider.
+        code, text = client.docmd("MAIL FROM:<ali.yilmaz@hs03.kep.tr>")
+        assert code == 550 and text.startswith(b"5.7.1")
+        # No open relay.
+        assert client.docmd("MAIL FROM:<ayse.demir@hs02.kep.tr>")[0] == 250
+        code, text = client.docmd("RCPT TO:<someone@hs03.kep.tr>")
+        assert code == 550 and b"Relay denied" in text
+        code, text = client.docmd("RCPT TO:<someone@example.com>")
+        assert code == 553
+        client.docmd("RSET")
+        # SIZE above the limit is refused at MAIL FROM.
+        code, text = client.docmd("MAIL FROM:<ayse.demir@hs02.kep.tr> SIZE=99999999")
+        assert code == 552 and text.startswith(b"5.3.4")
+
+
+def test_data_over_the_limit_is_refused_and_not_stored(mesh: Mesh) -> None:
+    hs01 = mesh["hs01"]
+    before = len(list((hs01.data / "spool" / "msg").iterdir()))
+    limit = 25 * 1024 * 1024 + 1024 * 1024
+    payload = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * (limit // 1000 + 2)
+    with _peer_client(mesh, "hs02", hs01) as client:
+        client.ehlo("gw.hs02.kep.tr")
+        # No SIZE= given: the limit must hold at the end of DATA too (§2).
+        assert client.mail("ayse.demir@hs02.kep.tr")[0] == 250
+        assert client.rcpt("ali.yilmaz@hs01.kep.tr")[0] == 250
+        code, text = client.data(payload)
+        assert code == 552 and text.startswith(b"5.3.4")
+        # The session goes on: the next transaction is served.
+        assert client.docmd("RSET")[0] == 250
+    assert len(list((hs01.data / "spool" / "msg").iterdir())) == before
+
+
+def test_untrusted_or_missing_client_certificate(mesh: Mesh, tmp_path: Path) -> None:
+    hs01 = mesh["hs01"]
+    stranger = generate(mesh.pki.created, ["hs02"])
+    from relay.pkidir import write_pki
+
+    write_pki(stranger, tmp_path / "stranger")
+    refused = (ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)
+    with (
+        pytest.raises(refused),
+        _peer_client(mesh, "hs02", hs01, pki_root=tmp_path / "stranger") as client,
+    ):
+        client.ehlo("x")
+        client.docmd("MAIL FROM:<ayse.demir@hs02.kep.tr>")
+    context = ssl.create_default_context(cafile=str(mesh.root / "pki" / "ca" / "tls-ca.crt"))
+    context.check_hostname = False
+    with (
+        pytest.raises(refused),
+        smtplib.SMTP_SSL("127.0.0.1", hs01.peer_port, context=context, timeout=10) as client,
+    ):
+        client.ehlo("x")
+        client.docmd("MAIL FROM:<ayse.demir@hs02.kep.tr>")
+
+
+def _dispatch_from(
+    mesh: Mesh, provider: str, sender: str, recipient: str, *, etebligat: bool = False
+) -> tuple[bytes, str]:
+    import datetime as dt
+    import io
+
+    user = mesh.pki.user(sender)
+    now = dt.datetime.now(dt.UTC)
+    original = build_signed_message(
+        user.signer,
+        sender=sender,
+        recipients=[recipient],
+        subject="Doğrudan",
+        body="x",
+        now=now,
+        extra_headers=(("X-TR-REM-iletiTip", "eTebligat"),) if etebligat else (),
+    )
+    remmd = f"{uuid.uuid4().hex}@{provider}.kep.tr"
+    submission = submission_evidence(
+        io.BytesIO(original), BUILTIN_DIRECTORY[provider], sender, [recipient], remmd, now
+    )
+    signer = mesh.pki.providers[provider].process
+    out = io.BytesIO()
+    write_dispatch(
+        out,
+        io.BytesIO(original),
+        submission,
+        sign_evidence(submission, signer, now),
+        signer,
+        now,
+        message_id=f"<{uuid.uuid4().hex}@{provider}.kep.tr>",
+    )
+    return out.getvalue(), remmd
+
+
+def test_etebligat_from_another_provider_is_rejected_by_the_rgw(mesh: Mesh) -> None:
+    hs01 = mesh["hs01"]
+    data, remmd = _dispatch_from(
+        mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr", etebligat=True
+    )
+    with _peer_client(mesh, "hs02", hs01) as client:
+        client.ehlo("gw.hs02.kep.tr")
+        client.sendmail("ayse.demir@hs02.kep.tr", ["ali.yilmaz@hs01.kep.tr"], data)
+    wait_evidence(
+        hs01, remmd, {("RelayREMMDAcceptanceRejection", "Rejection", "ali.yilmaz@hs01.kep.tr")}
+    )
+    xml = bytes(hs01.query("SELECT xml FROM evidence WHERE remmd_id = ?", remmd)[0][0])
+    assert b"PolicyViolation" in xml
+
+
+def test_tampered_envelope_is_rejected_with_evidence(mesh: Mesh) -> None:
+    hs01 = mesh["hs01"]
+    data, remmd = _dispatch_from(mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr")
+    tampered = data.replace(
+        b"Content-Type: text/plain; charset=utf-8", b"Content-Type: text/plain; charset=UTF-8", 1
+    )
+    assert tampered != data
+    with _peer_client(mesh, "hs02", hs01) as client:
+        client.ehlo("gw.hs02.kep.tr")
+        client.sendmail("ayse.demir@hs02.kep.tr", ["ali.yilmaz@hs01.kep.tr"], tampered)
+    wait_evidence(
+        hs01, remmd, {("RelayREMMDAcceptanceRejection", "Rejection", "ali.yilmaz@hs01.kep.tr")}
+    )
+    xml = bytes(hs01.query("SELECT xml FROM evidence WHERE remmd_id = ?", remmd)[0][0])
+    assert b"InvalidMessageFormat" in xml or b"InvalidUserSignature" in xml
+
+
+def test_repeated_dispatch_is_one_message(mesh: Mesh) -> None:
+    hs01 = mesh["hs01"]
+    data, remmd = _dispatch_from(mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr")
+    replies = []
+    for _ in range(2):
+        with _peer_client(mesh, "hs02", hs01) as client:
+            client.ehlo("gw.hs02.kep.tr")
+            client.mail("ayse.demir@hs02.kep.tr")
+            client.rcpt("ali.yilmaz@hs01.kep.tr")
+            replies.append(client.data(data))
+        wait_evidence(
+            hs01, remmd, {("DeliveryNonDeliveryToRecipient", "Delivery", "ali.yilmaz@hs01.kep.tr")}
+        )
+    assert replies[0][0] == 250 and replies[1][0] == 250
+    assert b"Already accepted" in replies[1][1]
+    assert (
+        len(hs01.query("SELECT 1 FROM messages WHERE kind = 'dispatch-in' AND remmd_id = ?", remmd))
+        == 1
+    )
+    assert len(hs01.query("SELECT 1 FROM evidence WHERE remmd_id = ?", remmd)) == 2
+
+
+def test_peer_down_then_back(mesh: Mesh) -> None:
+    hs01, hs02 = mesh["hs01"], mesh["hs02"]
+    hs02.stop()
+    try:
+        title = subject()
+        send(hs01, "ali.yilmaz@hs01.kep.tr", "0123456789012345@hs02.kep.tr", subject=title)
+        wait_for(
+            lambda: bool(
+                hs01.query(
+                    "SELECT 1 FROM messages WHERE kind = 'dispatch-out' AND state = 'queued'"
+                    " AND attempts >= 1"
+                )
+            ),
+            what="a deferred Dispatch",
+        )
+    finally:
+        hs02.start()
+    remmd = remmd_of_subject(hs01, "ali.yilmaz@hs01.kep.tr", title)
+    wait_evidence(
+        hs01,
+        remmd,
+        {("DeliveryNonDeliveryToRecipient", "Delivery", "0123456789012345@hs02.kep.tr")},
+    )
+
+
+def test_relay_timeout_gives_relay_failure(mesh: Mesh) -> None:
+    hs01 = mesh["hs01"]
+    title = subject()
+    send(hs01, "ali.yilmaz@hs01.kep.tr", "ali.yilmaz@hs03.kep.tr", subject=title)
+    remmd = remmd_of_subject(hs01, "ali.yilmaz@hs01.kep.tr", title)
+    wait_evidence(hs01, remmd, {("RelayREMMDFailure", "DeliveryExpiration", "")}, timeout=30)
+    xml = bytes(
+        hs01.query(
+            "SELECT xml FROM evidence WHERE remmd_id = ? AND type = 'RelayREMMDFailure'", remmd
+        )[0][0]
+    )
+    assert b"R_REMMD_Unreachable" in xml
+    assert hs01.query(
+        "SELECT state FROM messages WHERE kind = 'dispatch-out' AND remmd_id = ?", remmd
+    ) == [("expired",)]
