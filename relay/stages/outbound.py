@@ -128,6 +128,8 @@ def relay_failure(
         ),
     )
     note = write_message(context, issued, context.provider.id)
+    with context.spool.path(note.queue_id).open("rb") as source:  # idempotent key (replays)
+        context.mailboxes.deliver(dispatch.mail_from, "Delil", f"{dispatch.id}-failure", source)
     with store.transaction() as db:
         record(
             context,
@@ -137,8 +139,6 @@ def relay_failure(
             message_id=dispatch.id,
             envelope_id=note.queue_id,
         )
-        with context.spool.path(note.queue_id).open("rb") as source:
-            context.mailboxes.deliver(dispatch.mail_from, "Delil", note.queue_id, source)
         store.stop_timer(db, dispatch.remmd_id or "", dispatch.peer or "")
         store.set_state(db, dispatch.id, state, last_reply=details[:500])
     context.spool.remove(note.queue_id)

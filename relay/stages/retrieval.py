@@ -63,14 +63,14 @@ def retrieve(context: NodeContext, recipient: str, path: Path) -> Issued | None:
     local = row.kind == "submission"
     peer = context.provider.id if local else (row.peer or "")
     note = write_message(context, issued, peer)
+    if local:  # filed under a key of its own, so a replay does not file it twice
+        with context.spool.path(note.queue_id).open("rb") as source:
+            context.mailboxes.deliver(row.mail_from, "Delil", f"{key[0]}-{key[1]}-read", source)
     with context.store.transaction() as db:
         record(
             context, db, issued, direction="issued", message_id=row.id, envelope_id=note.queue_id
         )
-        if local:
-            with context.spool.path(note.queue_id).open("rb") as source:
-                context.mailboxes.deliver(row.mail_from, "Delil", note.queue_id, source)
-        else:
+        if not local:
             queue(context, db, note, parent=row.id)
     if local:
         context.spool.remove(note.queue_id)

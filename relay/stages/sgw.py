@@ -133,21 +133,20 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
                 )
                 continue
             dispatches.append(_dispatch(context, row, submission, pid, addresses))
+    # Filed before the transaction, under keys derived from the submission, so a replay after
+    # a crash finds them instead of filing again. Evidence issued here is not sent anywhere.
+    filed = []
+    for number, issued in enumerate(notices):
+        note = write_message(context, issued, context.provider.id, ileti_tip=ileti_tip.value)
+        with context.spool.path(note.queue_id).open("rb") as source:
+            context.mailboxes.deliver(row.mail_from, "Delil", f"{row.id}-n{number}", source)
+        context.spool.remove(note.queue_id)
+        filed.append((issued, note.queue_id))
+    with path.open("rb") as source:
+        context.mailboxes.deliver(row.mail_from, "Sent", row.id, source)
     with context.store.transaction() as db:
-        for issued in notices:
-            note = write_message(context, issued, context.provider.id, ileti_tip=ileti_tip.value)
-            record(
-                context,
-                db,
-                issued,
-                direction="issued",
-                message_id=row.id,
-                envelope_id=note.queue_id,
-            )
-            # Filed in the sender's evidence folder; nothing to send for local evidence.
-            with context.spool.path(note.queue_id).open("rb") as source:
-                context.mailboxes.deliver(row.mail_from, "Delil", note.queue_id, source)
-            context.spool.remove(note.queue_id)
+        for issued, note_id in filed:
+            record(context, db, issued, direction="issued", message_id=row.id, envelope_id=note_id)
         for queue_id, pid, addresses, per_dispatch, size, digest in dispatches:
             record(context, db, per_dispatch, direction="issued", message_id=queue_id)
             context.store.add_message(
@@ -171,8 +170,6 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
                 relay_deadline=time.time() + context.config.timers.relay_timeout,
             )
         context.store.set_state(db, row.id, "rejected" if reasons else "processed")
-    with path.open("rb") as source:
-        context.mailboxes.deliver(row.mail_from, "Sent", row.id, source)
     log.info(
         "submission_processed",
         queue_id=row.id,
