@@ -61,11 +61,19 @@ def run(args: argparse.Namespace) -> int:
         extra_headers=extra,
     )
     listener = config.submission_listener
-    with smtplib.SMTP(listener.host, listener.port, timeout=60) as client:
-        client.ehlo()
-        client.sendmail(user.address, args.to, message)
+    try:
+        with smtplib.SMTP(listener.host, listener.port, timeout=60) as client:
+            client.ehlo()
+            client.sendmail(user.address, args.to, message)
+    except (OSError, smtplib.SMTPException) as exc:
         print(
-            f"submitted to {listener.host}:{listener.port}: {len(message)} bytes, "
-            f"{len(args.to)} recipient(s)"
+            f"kep-relay: the node at {listener.host}:{listener.port} did not take the message: "
+            f"{exc}",
+            file=sys.stderr,
         )
+        return 1
+    print(
+        f"submitted to {listener.host}:{listener.port}: {len(message)} bytes, "
+        f"{len(args.to)} recipient(s)"
+    )
     return 0
