@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
+from relay import ledger
 from relay.config import Listener, NodeConfig
 from relay.context import NodeContext, build_context
 from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP
@@ -115,6 +116,7 @@ class Node:
             self.outgoing.clear()
             tried = await outbound.send_due(self.context, self.transport)
             await asyncio.to_thread(outbound.check_timers, self.context)
+            await asyncio.to_thread(ledger.take_if_due, self.context)  # §7: at least daily
             if not tried:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(

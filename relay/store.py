@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS ledger (
     hash BLOB NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq INTEGER PRIMARY KEY,
+    records INTEGER NOT NULL,     -- ledger records the signed head covers
+    head BLOB NOT NULL,
+    document BLOB NOT NULL,       -- the signed text (relay/ledger.py)
+    signature BLOB NOT NULL,      -- detached CMS by the process certificate
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS timers (
     dispatch_id TEXT PRIMARY KEY, -- the dispatch-out message
     remmd_id TEXT NOT NULL,

@@ -17,6 +17,7 @@ from interop.envelope.fields import decode_text
 from interop.errors import KepError
 from interop.evidence import xmlio
 from interop.evidence.xades import verify_evidence
+from relay import ledger
 from relay.config import embedded_default, load
 from relay.context import NodeContext, build_context
 from relay.stages.retrieval import retrieve
@@ -42,6 +43,9 @@ def register(commands: Any) -> None:
     verify = lsub.add_parser("verify", help="check the hash chain and every evidence signature")
     verify.add_argument("--config", type=Path)
     verify.set_defaults(run=run_ledger_verify)
+    checkpoint = lsub.add_parser("checkpoint", help="sign the chain head now (the node does daily)")
+    checkpoint.add_argument("--config", type=Path)
+    checkpoint.set_defaults(run=run_ledger_checkpoint)
 
 
 def _context(args: argparse.Namespace) -> NodeContext:
@@ -100,8 +104,18 @@ def run_ledger_verify(args: argparse.Namespace) -> int:
         except KepError as exc:
             bad += 1
             print(f"evidence {evidence_id}: {exc.detail}")
+    checked, problems = ledger.verify_checkpoints(context)
+    for line in problems:
+        print(line)
     print(
         f"ledger: {count} records, chain intact; {count - bad} evidence signatures valid"
         + (f", {bad} INVALID" if bad else "")
+        + f"; {checked - len(problems)} of {checked} signed checkpoints valid"
     )
-    return 1 if bad else 0
+    return 1 if bad or problems else 0
+
+
+def run_ledger_checkpoint(args: argparse.Namespace) -> int:
+    taken = ledger.take(_context(args))
+    print(f"checkpoint: {taken.records} records, head {taken.head.hex()}")
+    return 0

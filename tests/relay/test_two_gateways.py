@@ -411,3 +411,27 @@ def test_relay_timeout_gives_relay_failure(mesh: Mesh) -> None:
     assert hs01.query(
         "SELECT state FROM messages WHERE kind = 'dispatch-out' AND remmd_id = ?", remmd
     ) == [("expired",)]
+
+
+def test_signed_ledger_checkpoints(mesh: Mesh) -> None:
+    hs01 = mesh["hs01"]
+    # The node takes one at start (none was there); one more on request.
+    wait_for(lambda: bool(hs01.query("SELECT 1 FROM checkpoints")), what="the first checkpoint")
+    done = hs01.cli("ledger", "checkpoint")
+    assert done.returncode == 0, done.stderr
+    verify = hs01.cli("ledger", "verify")
+    assert verify.returncode == 0, verify.stdout
+    assert "signed checkpoints valid" in verify.stdout
+    # Changing a record behind a checkpoint breaks the chain and the checkpoint.
+    with hs01.db() as db:
+        first = db.execute("SELECT id, xml FROM evidence ORDER BY created LIMIT 1").fetchone()
+        db.execute(
+            "UPDATE evidence SET xml = ? WHERE id = ?",
+            (bytes(first[1]).replace(b"Acceptance", b"Rejection"), first[0]),
+        )
+    broken = hs01.cli("ledger", "verify")
+    assert broken.returncode == 1
+    assert "was changed" in broken.stdout
+    with hs01.db() as db:
+        db.execute("UPDATE evidence SET xml = ? WHERE id = ?", (bytes(first[1]), first[0]))
+    assert hs01.cli("ledger", "verify").returncode == 0
