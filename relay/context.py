@@ -130,6 +130,7 @@ def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
         if u.provider_id == config.provider.id
     ]
     routes = {p.id: p.route for p in config.peers}
+    store = Store(config.data_dir / "state.sqlite3", config.sqlite_synchronous)
     return NodeContext(
         config=config,
         provider=config.provider,
@@ -142,9 +143,9 @@ def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
         tls_key=folder / "providers" / me.id / "tls.key",
         tls_cafile=folder / "ca" / "tls-ca.crt",
         routes=routes,
-        mailboxes=Mailboxes(config.data_dir / "mail", accounts),
+        mailboxes=Mailboxes(config.data_dir / "mail", accounts, store),
         spool=Spool(config.data_dir / "spool"),
-        store=Store(config.data_dir / "state.sqlite3", config.sqlite_synchronous),
+        store=store,
         clock=clock,
     )
 
@@ -202,6 +203,7 @@ def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
     run.mkdir(parents=True, exist_ok=True)
     cafile = run / "tls-cas.pem"
     cafile.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in tls_cas))
+    store = Store(config.data_dir / "state.sqlite3", config.sqlite_synchronous)
     return NodeContext(
         config=config,
         provider=config.provider,
@@ -212,8 +214,8 @@ def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
         tls_key=identity.tls_key,
         tls_cafile=cafile,
         routes={p.id: p.route for p in config.peers},
-        mailboxes=Mailboxes(config.data_dir / "mail", _accounts_from_config(config)),
+        mailboxes=Mailboxes(config.data_dir / "mail", _accounts_from_config(config), store),
         spool=Spool(config.data_dir / "spool"),
-        store=Store(config.data_dir / "state.sqlite3", config.sqlite_synchronous),
+        store=store,
         clock=clock,
     )

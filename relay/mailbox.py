@@ -11,11 +11,12 @@ from __future__ import annotations
 import enum
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from interop.limits import STREAM_CHUNK
 from relay.spool import fsync_dir
@@ -42,12 +43,30 @@ class Account:
     quota: int
 
 
+class AccountSource(Protocol):
+    def account_row(self, address: str) -> sqlite3.Row | None: ...
+
+
 class Mailboxes:
-    def __init__(self, root: Path, accounts: Iterable[Account]) -> None:
+    """Accounts from the configuration file, overridden by those managed in the store."""
+
+    def __init__(
+        self, root: Path, accounts: Iterable[Account], store: AccountSource | None = None
+    ) -> None:
         self.root = root
         self.accounts = {a.address.lower(): a for a in accounts}
+        self.store = store
 
     def account(self, address: str) -> Account | None:
+        if self.store is not None:
+            row = self.store.account_row(address)
+            if row is not None:
+                return Account(
+                    str(row["address"]),
+                    AccountType(str(row["type"])),
+                    AccountState(str(row["state"])),
+                    int(str(row["quota"])),
+                )
         return self.accounts.get(address.lower())
 
     def folder(self, address: str, folder: str = "INBOX") -> Path:

@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS ledger (
     hash BLOB NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS accounts (  -- managed with kep-relay account; override the file
+    address TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    quota INTEGER NOT NULL,
+    updated REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq INTEGER PRIMARY KEY,
     records INTEGER NOT NULL,     -- ledger records the signed head covers
@@ -319,6 +326,28 @@ class Store:
             prev = bytes(record_hash)
             count += 1
         return count, None
+
+    # -- accounts ----------------------------------------------------------------------------
+
+    def account_row(self, address: str) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self.db.execute(
+                "SELECT * FROM accounts WHERE address = ?", (address.lower(),)
+            ).fetchone()
+            return row
+
+    def account_rows(self) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self.db.execute("SELECT * FROM accounts ORDER BY address"))
+
+    def put_account(self, address: str, type: str, state: str, quota: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO accounts (address, type, state, quota, updated) VALUES (?,?,?,?,?)"
+                " ON CONFLICT(address) DO UPDATE SET type = excluded.type,"
+                " state = excluded.state, quota = excluded.quota, updated = excluded.updated",
+                (address.lower(), type, state, quota, time.time()),
+            )
 
     # -- timers ------------------------------------------------------------------------------
 

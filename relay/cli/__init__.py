@@ -7,7 +7,15 @@ import sys
 from collections.abc import Sequence
 
 from interop.errors import ConfigurationError
-from relay.cli import mailbox_cmd, pki_cmd, selfcheck_cmd, send_cmd, serve_cmd, verify_cmd
+from relay.cli import (
+    account_cmd,
+    mailbox_cmd,
+    pki_cmd,
+    selfcheck_cmd,
+    send_cmd,
+    serve_cmd,
+    verify_cmd,
+)
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -21,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.register(commands)
     send_cmd.register(commands)
     mailbox_cmd.register(commands)
+    account_cmd.register(commands)
     pki_cmd.register(commands)
     verify_cmd.register(commands)
     selfcheck_cmd.register(commands)

@@ -435,3 +435,37 @@ def test_signed_ledger_checkpoints(mesh: Mesh) -> None:
     with hs01.db() as db:
         db.execute("UPDATE evidence SET xml = ? WHERE id = ?", (bytes(first[1]), first[0]))
     assert hs01.cli("ledger", "verify").returncode == 0
+
+
+def test_accounts_managed_from_the_command_line(mesh: Mesh) -> None:
+    hs01, hs02 = mesh["hs01"], mesh["hs02"]
+    added = hs02.cli("account", "add", "yeni.kullanici@hs02.kep.tr", "--quota-mib", "50")
+    assert added.returncode == 0, added.stderr
+    assert "send-receive, active, quota 50 MiB" in added.stdout
+    assert hs02.cli("account", "add", "yeni.kullanici@hs02.kep.tr").returncode == 2
+    assert hs02.cli("account", "add", "biri@hs01.kep.tr").returncode == 2
+    listing = hs02.cli("account", "list")
+    assert (
+        "yeni.kullanici@hs02.kep.tr" in listing.stdout
+        and "ayse.demir@hs02.kep.tr" in listing.stdout
+    )
+    # The running node sees the new account at once.
+    title = subject()
+    send(hs01, "ali.yilmaz@hs01.kep.tr", "yeni.kullanici@hs02.kep.tr", subject=title)
+    remmd = remmd_of_subject(hs01, "ali.yilmaz@hs01.kep.tr", title)
+    wait_evidence(
+        hs01, remmd, {("DeliveryNonDeliveryToRecipient", "Delivery", "yeni.kullanici@hs02.kep.tr")}
+    )
+    # Closed: accepted for relay, not delivered (profile §4 R-GW 2).
+    assert (
+        hs02.cli("account", "set", "yeni.kullanici@hs02.kep.tr", "--state", "closed").returncode
+        == 0
+    )
+    title = subject()
+    send(hs01, "ali.yilmaz@hs01.kep.tr", "yeni.kullanici@hs02.kep.tr", subject=title)
+    remmd = remmd_of_subject(hs01, "ali.yilmaz@hs01.kep.tr", title)
+    wait_evidence(
+        hs01,
+        remmd,
+        {("DeliveryNonDeliveryToRecipient", "NonDelivery", "yeni.kullanici@hs02.kep.tr")},
+    )
