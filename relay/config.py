@@ -33,6 +33,7 @@ class Listener:
 class PeerConfig:
     id: str
     route: tuple[str, int] | None  # None: MX discovery
+    mx_port: int = 465  # port on MX hosts (implicit TLS, like the peer listener)
     process_cas: tuple[Path, ...] = ()
     tls_cas: tuple[Path, ...] = ()
     tls_names: tuple[str, ...] = ()
@@ -269,12 +270,16 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         section = _Section(source, f"peers.{peer_id}", table)
         route_text = section.get("route", str, "mx")
         route = None if route_text == "mx" else address(route_text, section.where("route"))
+        mx_port = section.get("mx_port", int, 465)
+        if not 0 < mx_port < 65536:
+            raise ConfigurationError(f"{section.where('mx_port')}: not a port number")
         limit = section.get("message_limit_mib", (int, float), 25)
         peer_domain = section.get("domain", str, "")
         peers.append(
             PeerConfig(
                 id=peer_id,
                 route=route,
+                mx_port=mx_port,
                 process_cas=section.paths("process_cas", base),
                 tls_cas=section.paths("tls_cas", base),
                 tls_names=tuple(section.get("tls_names", list, [])),

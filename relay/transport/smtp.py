@@ -18,13 +18,21 @@ from cryptography import x509
 
 from relay.context import NodeContext
 from relay.transport.base import Entry, Outcome, Result
+from relay.transport.mx import MX_PORT, Resolver, candidates, resolve_mx
 
 log = structlog.get_logger("kep.smtp_out")
 
 
 class SmtpTransport:
-    def __init__(self, context: NodeContext, per_peer: int = 4, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        context: NodeContext,
+        per_peer: int = 4,
+        timeout: float = 60.0,
+        resolver: Resolver = resolve_mx,
+    ) -> None:
         self.context = context
+        self.resolver = resolver
         self.timeout = timeout
         self._tls = context.client_tls()
         # Host names are checked against the trust list below, not against the route address.
@@ -34,10 +42,21 @@ class SmtpTransport:
         self._slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_peer))
 
     async def _connect(self, peer: str) -> aiosmtplib.SMTP:
+        entry = self.context.verifiers.trust.get(peer)
+        if entry is None:
+            raise ConnectionError(f"{peer} is not in the trust list")
         route = self.context.routes.get(peer)
-        if route is None:
-            raise ConnectionError(f"no route to {peer} (MX discovery is not configured)")
-        host, port = route
+        peer_config = self.context.config.peer(peer)
+        mx_port = peer_config.mx_port if peer_config else MX_PORT
+        problems = []
+        for host, port in await candidates(route, entry.provider.domain, self.resolver, mx_port):
+            try:
+                return await self._connect_to(peer, host, port)
+            except (aiosmtplib.SMTPException, OSError, ConnectionError, ssl.SSLError) as exc:
+                problems.append(f"{host}:{port}: {exc}")
+        raise ConnectionError(f"no gateway of {peer} answered: {'; '.join(problems)}")
+
+    async def _connect_to(self, peer: str, host: str, port: int) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(
             hostname=host,
             port=port,
