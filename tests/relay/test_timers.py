@@ -1,0 +1,108 @@
+"""Timers and eTebligat, with hs02 unable to send its evidence back to hs01."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+
+from interop.evidence import xmlio
+from interop.evidence.teblig import deemed_service_time
+from tests.relay.gateways import Mesh, make_mesh, wait_for
+from tests.relay.test_two_gateways import evidence, remmd_of_subject, send, subject, wait_evidence
+
+DELIVERY_AT_HS02 = (
+    "SELECT xml FROM evidence WHERE remmd_id = ? AND type = 'DeliveryNonDeliveryToRecipient'"
+)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    root = tmp_path_factory.mktemp("timers")
+    # hs02's route to hs01 leads nowhere: its evidence never arrives.
+    built = make_mesh(
+        root, ["hs01", "hs02"], timers='evidence_timeout = "3s"', dead_routes=("hs01",)
+    )
+    built["hs01"].start()
+    built["hs02"].start()
+    yield built
+    built.stop()
+
+
+def test_evidence_timeout_gives_relay_failure(mesh: Mesh) -> None:
+    hs01 = mesh["hs01"]
+    title = subject()
+    send(hs01, "ali.yilmaz@hs01.kep.tr", "ayse.demir@hs02.kep.tr", subject=title)
+    remmd = remmd_of_subject(hs01, "ali.yilmaz@hs01.kep.tr", title)
+    wait_evidence(hs01, remmd, {("RelayREMMDFailure", "DeliveryExpiration", "")}, timeout=30)
+    xml = hs01.query(
+        "SELECT xml FROM evidence WHERE remmd_id = ? AND type = 'RelayREMMDFailure'", remmd
+    )
+    assert b"S_REMMD_ReceivedNoDeliveryInfoFromR_REMMD" in bytes(xml[0][0])
+    # The Dispatch itself was relayed (250); only its evidence is missing.
+    assert hs01.query(
+        "SELECT state FROM messages WHERE kind = 'dispatch-out' AND remmd_id = ?", remmd
+    ) == [("sent",)]
+    assert (
+        "RelayREMMDAcceptanceRejection",
+        "Acceptance",
+        "ayse.demir@hs02.kep.tr",
+        "received",
+    ) not in evidence(hs01, remmd)
+
+
+def test_etebligat_delivery_states_the_deemed_service_time(mesh: Mesh) -> None:
+    hs01, hs02 = mesh["hs01"], mesh["hs02"]
+    title = subject()
+    send(
+        hs01,
+        "ali.yilmaz@hs01.kep.tr",
+        "ayse.demir@hs02.kep.tr",
+        subject=title,
+        extra=("--etebligat",),
+    )
+    remmd = remmd_of_subject(hs01, "ali.yilmaz@hs01.kep.tr", title)
+    # hs02 cannot send it back here, so look at what hs02 issued.
+    wait_for(
+        lambda: bool(
+            hs02.query(
+                DELIVERY_AT_HS02.replace("xml", "1"),
+                remmd,
+            )
+        ),
+        what="Delivery evidence at hs02",
+    )
+    xml = bytes(
+        hs02.query(
+            DELIVERY_AT_HS02,
+            remmd,
+        )[0][0]
+    )
+    delivery = xmlio.parse(xml)
+    assert delivery.teblig_zamani == deemed_service_time(delivery.event_time)
+    assert b"<kep:TebligZamani>" in xml
+
+
+@pytest.mark.parametrize(
+    ("delivered", "deemed"),
+    [
+        # 10:00 Istanbul on 24 Nov: the end of 29 Nov, 23:59:59+03:00.
+        (
+            dt.datetime(2026, 11, 24, 7, 0, tzinfo=dt.UTC),
+            dt.datetime(2026, 11, 29, 20, 59, 59, tzinfo=dt.UTC),
+        ),
+        # 23:30 UTC on 24 Nov is already 25 Nov in Istanbul.
+        (
+            dt.datetime(2026, 11, 24, 23, 30, tzinfo=dt.UTC),
+            dt.datetime(2026, 11, 30, 20, 59, 59, tzinfo=dt.UTC),
+        ),
+        # Across a month and a year.
+        (
+            dt.datetime(2026, 12, 28, 12, 0, tzinfo=dt.UTC),
+            dt.datetime(2027, 1, 2, 20, 59, 59, tzinfo=dt.UTC),
+        ),
+    ],
+)
+def test_deemed_service_time(delivered: dt.datetime, deemed: dt.datetime) -> None:
+    assert deemed_service_time(delivered) == deemed
