@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
@@ -39,15 +41,45 @@ def signing_certificate_v2(cert: asn1_x509.Certificate) -> tsp.SigningCertificat
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _SignerParts:
+    """What stays the same in every signature of one signer, encoded once.
+
+    asn1crypto re-encodes values built from Python objects on every dump (an issuer name takes
+    milliseconds); loading them from DER gives values it dumps as they are.
+    """
+
+    sid: bytes
+    signing_certificate_v2: bytes
+    certificates: bytes
+
+
+@functools.lru_cache(maxsize=64)
+def _parts(certificates: tuple[x509.Certificate, ...]) -> _SignerParts:
+    certs = [cert_to_asn1(c) for c in certificates]
+    leaf = certs[0]
+    sid = cms.SignerIdentifier(
+        {"issuer_and_serial_number": {"issuer": leaf.issuer, "serial_number": leaf.serial_number}}
+    )
+    certificate_set = cms.CertificateSet(
+        [cms.CertificateChoices({"certificate": c}) for c in certs]
+    )
+    return _SignerParts(
+        sid.dump(force=True),
+        signing_certificate_v2(leaf).dump(force=True),
+        certificate_set.dump(force=True),
+    )
+
+
 def signed_attributes(
-    content_type: str, content_digest: bytes, signing_time: dt.datetime, cert: asn1_x509.Certificate
+    content_type: str, content_digest: bytes, signing_time: dt.datetime, scv2: bytes
 ) -> cms.CMSAttributes:
     return cms.CMSAttributes(
         [
             {"type": "content_type", "values": [content_type]},
             {"type": "message_digest", "values": [content_digest]},
             {"type": "signing_time", "values": [cms.Time({"utc_time": signing_time})]},
-            {"type": "signing_certificate_v2", "values": [signing_certificate_v2(cert)]},
+            {"type": "signing_certificate_v2", "values": [tsp.SigningCertificateV2.load(scv2)]},
         ]
     )
 
@@ -67,22 +99,15 @@ def sign_digest(
     Detached unless ``encapsulated`` is given (time-stamp tokens carry their TSTInfo inside).
     When ``timestamp`` is given, its token is added as id-aa-signatureTimeStampToken (CAdES-T).
     """
-    certs = [cert_to_asn1(c) for c in signer.certificates]
-    attrs = signed_attributes(content_type, content_digest, now, certs[0])
+    parts = _parts(signer.certificates)
+    attrs = signed_attributes(content_type, content_digest, now, parts.signing_certificate_v2)
     # RFC 5652 §5.4: the signature covers the DER of the attributes as an explicit SET OF.
     to_sign = attrs.dump()
     to_sign = b"\x31" + to_sign[1:]
     signature = keys.sign(signer.key, to_sign, digest)
     signer_info: dict[str, object] = {
         "version": "v1",
-        "sid": cms.SignerIdentifier(
-            {
-                "issuer_and_serial_number": {
-                    "issuer": certs[0].issuer,
-                    "serial_number": certs[0].serial_number,
-                }
-            }
-        ),
+        "sid": cms.SignerIdentifier.load(parts.sid),
         "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
         "signed_attrs": attrs,
         "signature_algorithm": keys.signature_algorithm(signer.key, digest),
@@ -101,7 +126,7 @@ def sign_digest(
             "version": "v3" if content_type != "data" else "v1",
             "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
             "encap_content_info": encap,
-            "certificates": certs,
+            "certificates": cms.CertificateSet.load(parts.certificates),
             "signer_infos": [signer_info],
         }
     )
