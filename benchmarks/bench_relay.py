@@ -241,7 +241,12 @@ def bench_postfix(count: int, connections: int) -> float | None:
             "alias_maps =\nalias_database =\nlocal_recipient_maps =\n"
         )
         sink = subprocess.Popen(
-            ["smtp-sink", f"127.0.0.1:{sink_port}", "256"],
+            [
+                "smtp-sink",
+                *(["-u", "postfix"] if os.geteuid() == 0 else []),
+                f"127.0.0.1:{sink_port}",
+                "256",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -273,14 +278,20 @@ def bench_postfix(count: int, connections: int) -> float | None:
             )
             while True:
                 queue = subprocess.run(
-                    ["postqueue", "-c", str(conf), "-p"], capture_output=True, text=True, env=env
+                    ["postqueue", "-c", str(conf), "-p"],
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                    env=env,
                 ).stdout
                 if "Mail queue is empty" in queue:
                     break
                 time.sleep(0.1)
             return count / (time.perf_counter() - start)
         finally:
-            subprocess.run(["postfix", "-c", str(conf), "stop"], env=env, capture_output=True)
+            subprocess.run(
+                ["postfix", "-c", str(conf), "stop"], check=False, env=env, capture_output=True
+            )
             sink.terminate()
 
 
