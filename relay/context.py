@@ -137,7 +137,8 @@ def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
         process=me.process,
         tsa=LocalTsa(pki.tsa),
         verifiers=Verifiers(
-            trust_from_pki(pki), RevocationData.of(pki.crls, require=config.require_crl)
+            trust_from_pki(pki, {p.id: p.message_limit for p in config.peers}),
+            RevocationData.of(pki.crls, require=config.require_crl),
         ),
         tls_cert=folder / "providers" / me.id / "tls.crt",
         tls_key=folder / "providers" / me.id / "tls.key",
@@ -185,7 +186,8 @@ def verifiers_for(config: NodeConfig) -> Verifiers:
     if config.dev_pki is not None:
         pki = read_pki(config.dev_pki)
         return Verifiers(
-            trust_from_pki(pki), RevocationData.of(pki.crls, require=config.require_crl)
+            trust_from_pki(pki, {p.id: p.message_limit for p in config.peers}),
+            RevocationData.of(pki.crls, require=config.require_crl),
         )
     trust, revocation, _tls_cas = _configured_trust(config)
     return Verifiers(trust, revocation)

@@ -6,6 +6,7 @@ This is the only module that reads private keys from files.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography import x509
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from interop.errors import ConfigurationError
+from interop.limits import DEFAULT_LIMITS
 from interop.pki.devpki import DevPki, tls_host
 from interop.pki.signer import Signer
 from interop.providers import BUILTIN_DIRECTORY, Provider
@@ -55,7 +57,8 @@ def read_pki(folder: Path) -> DevPki:
     return DevPki.from_files(files)
 
 
-def trust_from_pki(pki: DevPki) -> TrustList:
+def trust_from_pki(pki: DevPki, message_limits: Mapping[str, int] | None = None) -> TrustList:
+    """Trust list of a dev PKI; ``message_limits`` (from [peers]) override the 25 MiB default."""
     entries = []
     for provider in pki.providers.values():
         known = BUILTIN_DIRECTORY.get(provider.id)
@@ -67,6 +70,9 @@ def trust_from_pki(pki: DevPki) -> TrustList:
                 # Only the gateway's own name: "localhost" is in every dev TLS certificate and
                 # must not tell providers apart.
                 tls_names=(tls_host(provider.id),),
+                message_limit=(message_limits or {}).get(
+                    provider.id, DEFAULT_LIMITS.cross_provider_message
+                ),
             )
         )
     return TrustList.build(entries, [pki.user_ca.certificate], [pki.process_ca.certificate])

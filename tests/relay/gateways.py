@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.header
 import os
 import signal
 import socket
@@ -10,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,3 +168,60 @@ def make_mesh(
         )
         gateways[provider] = Gateway(provider, root, *ports[provider])
     return Mesh(root, pki, gateways)
+
+
+# -- helpers for tests that send and watch evidence ----------------------------------------
+
+
+def send(
+    gateway: Gateway, sender: str, *to: str, subject: str = "Deneme", extra: tuple[str, ...] = ()
+) -> None:
+    args = ["send", "--from", sender, "--subject", subject, "--body", "Merhaba", *extra]
+    for recipient in to:
+        args += ["--to", recipient]
+    done = gateway.cli(*args)
+    assert done.returncode == 0, done.stderr
+
+
+def evidence(
+    gateway: Gateway, subject_marker: str | None = None
+) -> list[tuple[str, str, str, str]]:
+    """(type, event, recipient, direction) of the evidence at ``gateway`` (for one message)."""
+    rows = gateway.query(
+        "SELECT type, event, COALESCE(recipient, ''), direction, remmd_id FROM evidence"
+    )
+    return [
+        (str(t), str(e), str(r), str(d))
+        for t, e, r, d, m in rows
+        if subject_marker is None or m == subject_marker
+    ]
+
+
+def subject_of(path: Path) -> str:
+    message = email.message_from_bytes(path.read_bytes())
+    return str(email.header.make_header(email.header.decode_header(message["Subject"] or "")))
+
+
+def remmd_of_subject(gateway: Gateway, sender: str, subject: str) -> str:
+    wait_for(
+        lambda: any(subject_of(p) == subject for p in gateway.mail(sender, "Sent")),
+        what=f"sent copy of {subject!r}",
+    )
+    for path in gateway.mail(sender, "Sent"):
+        if subject_of(path) == subject:
+            return f"{path.name.split('.')[1]}@{gateway.provider}.kep.tr"
+    raise AssertionError(f"no sent message {subject!r}")
+
+
+def wait_evidence(
+    gateway: Gateway, remmd: str, expected: set[tuple[str, str, str]], timeout: float = 20
+) -> None:
+    def have() -> bool:
+        got = {(t, e, r) for t, e, r, _d in evidence(gateway, remmd)}
+        return expected <= got
+
+    wait_for(have, timeout, f"evidence {expected} at {gateway.provider}")
+
+
+def subject() -> str:
+    return f"Konu {uuid.uuid4().hex[:8]} ğüş"

@@ -9,8 +9,16 @@ import pytest
 
 from interop.evidence import xmlio
 from interop.evidence.teblig import deemed_service_time
-from tests.relay.gateways import Mesh, make_mesh, wait_for
-from tests.relay.test_two_gateways import evidence, remmd_of_subject, send, subject, wait_evidence
+from tests.relay.gateways import (
+    Mesh,
+    evidence,
+    make_mesh,
+    remmd_of_subject,
+    send,
+    subject,
+    wait_evidence,
+    wait_for,
+)
 
 DELIVERY_AT_HS02 = (
     "SELECT xml FROM evidence WHERE remmd_id = ? AND type = 'DeliveryNonDeliveryToRecipient'"
