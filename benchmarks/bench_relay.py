@@ -317,7 +317,7 @@ def bench_large(size_mib: int) -> float:
             ssl_context=_tls(root / "pki", "hs01", ssl.Purpose.CLIENT_AUTH),
         )
         controller.start()
-        node = start_node(root, peer_port, sink_port, limit_mib=size_mib + 2)
+        node = start_node(root, peer_port, sink_port, limit_mib=size_mib + 10)
         try:
             time.sleep(1)
             idle = _kib(node.pid, "VmRSS")

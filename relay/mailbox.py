@@ -73,11 +73,14 @@ class Mailboxes:
         return self.root / address.lower() / FOLDERS[folder]
 
     def usage(self, address: str) -> int:
+        """Bytes filed for ``address`` in every folder (Maildir tmp/ files are not yet filed)."""
         base = self.root / address.lower()
         if not base.exists():
             return 0
         return sum(
-            p.stat().st_size for p in base.rglob("*") if p.is_file() and "tmp" not in p.parts
+            p.stat().st_size
+            for p in base.rglob("*")
+            if p.is_file() and "tmp" not in p.relative_to(base).parts
         )
 
     def is_full(self, account: Account) -> bool:

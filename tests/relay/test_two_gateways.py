@@ -424,3 +424,32 @@ def test_accounts_managed_from_the_command_line(mesh: Mesh) -> None:
         remmd,
         {("DeliveryNonDeliveryToRecipient", "NonDelivery", "yeni.kullanici@hs02.kep.tr")},
     )
+
+
+def test_a_full_mailbox_receives_but_cannot_send(mesh: Mesh) -> None:
+    hs01, hs02 = mesh["hs01"], mesh["hs02"]
+    # 0123456789012345@hs02 has mail by now; a quota below it makes the mailbox full.
+    wait_for(
+        lambda: bool(hs02.mail("0123456789012345@hs02.kep.tr")), what="mail for the MERSİS account"
+    )
+    assert (
+        hs02.cli(
+            "account", "set", "0123456789012345@hs02.kep.tr", "--quota-mib", "0.001"
+        ).returncode
+        == 0
+    )
+    title = subject()
+    send(hs02, "0123456789012345@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr", subject=title)
+    remmd = remmd_of_subject(hs02, "0123456789012345@hs02.kep.tr", title)
+    wait_evidence(hs02, remmd, {("SubmissionAcceptanceRejection", "Rejection", "")})
+    xml = bytes(hs02.query("SELECT xml FROM evidence WHERE remmd_id = ?", remmd)[0][0])
+    assert b"full" in xml
+    # Receiving still works (KEP-DOMAIN.md: a full mailbox keeps receiving).
+    title = subject()
+    send(hs01, "ali.yilmaz@hs01.kep.tr", "0123456789012345@hs02.kep.tr", subject=title)
+    remmd = remmd_of_subject(hs01, "ali.yilmaz@hs01.kep.tr", title)
+    wait_evidence(
+        hs01,
+        remmd,
+        {("DeliveryNonDeliveryToRecipient", "Delivery", "0123456789012345@hs02.kep.tr")},
+    )
