@@ -9,6 +9,7 @@ nothing twice.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,10 +39,39 @@ def decide_and_deliver(
     refusal: tuple[Reason, str] | None = None,
 ) -> list[Issued]:
     """Evidence for each recipient ``indices`` (1-based into ``about.recipients``)."""
-    me = context.provider
     issued: list[Issued] = []
+
+    def issue(
+        kind: EvidenceType,
+        event: Event,
+        index: int,
+        why: tuple[Reason, str] | None = None,
+        teblig: dt.datetime | None = None,
+        at: dt.datetime | None = None,
+    ) -> None:
+        issued.append(
+            sign(
+                context,
+                follow_up(
+                    about,
+                    context.provider,
+                    kind,
+                    event,
+                    at or context.clock(),
+                    recipient=index,
+                    reasons=[EventReason(*why)] if why else [],
+                    teblig_zamani=teblig,
+                ),
+            )
+        )
+
+    relay, delivery = (
+        EvidenceType.RelayREMMDAcceptanceRejection,
+        EvidenceType.DeliveryNonDeliveryToRecipient,
+    )
     for index in indices:
         recipient = about.recipients[index - 1]
+        account = context.mailboxes.account(recipient)
         reason = refusal
         if (
             reason is None
@@ -49,78 +79,33 @@ def decide_and_deliver(
             and sending_provider != ETEBLIGAT_PROVIDER
         ):
             reason = (Reason.PolicyViolation, "eTebligat is sent only through hs01 (PTT)")
-        account = context.mailboxes.account(recipient)
         if reason is None and account is None:
             reason = (Reason.UnknownRecipient, f"{recipient} has no account here")
-        now = context.clock()
-        if reason is not None:
-            issued.append(
-                sign(
-                    context,
-                    follow_up(
-                        about,
-                        me,
-                        EvidenceType.RelayREMMDAcceptanceRejection,
-                        Event.Rejection,
-                        now,
-                        recipient=index,
-                        reasons=[EventReason(*reason)],
-                    ),
-                )
+        if reason is not None or account is None:
+            issue(relay, Event.Rejection, index, reason)
+            continue
+        issue(relay, Event.Acceptance, index)
+        if account.state is AccountState.CLOSED:
+            issue(
+                delivery,
+                Event.NonDelivery,
+                index,
+                (Reason.UnknownRecipient, f"{recipient} is closed"),
             )
             continue
-        assert account is not None
-        issued.append(
-            sign(
-                context,
-                follow_up(
-                    about,
-                    me,
-                    EvidenceType.RelayREMMDAcceptanceRejection,
-                    Event.Acceptance,
-                    now,
-                    recipient=index,
-                ),
-            )
-        )
-        problem: tuple[Reason, str] | None = None
-        if account.state is AccountState.CLOSED:
-            problem = (Reason.UnknownRecipient, f"{recipient} is closed")
-        elif context.config.refuse_when_full and context.mailboxes.is_full(account):
-            problem = (Reason.MailboxFull, f"the mailbox of {recipient} is full")
-        if problem is not None:
-            issued.append(
-                sign(
-                    context,
-                    follow_up(
-                        about,
-                        me,
-                        EvidenceType.DeliveryNonDeliveryToRecipient,
-                        Event.NonDelivery,
-                        context.clock(),
-                        recipient=index,
-                        reasons=[EventReason(*problem)],
-                    ),
-                )
+        if context.config.refuse_when_full and context.mailboxes.is_full(account):
+            issue(
+                delivery,
+                Event.NonDelivery,
+                index,
+                (Reason.MailboxFull, f"the mailbox of {recipient} is full"),
             )
             continue
         path, span = original
         with SpanReader(path, span.start, span.end) as source:
             context.mailboxes.deliver(recipient, "INBOX", f"{key}-{index}", source)  # type: ignore[arg-type]
+        # eTebligat: the Delivery evidence states the deemed-service time (§4 R-GW 4).
         delivered = context.clock()
         teblig = deemed_service_time(delivered) if ileti_tip is IletiTip.eTebligat else None
-        issued.append(
-            sign(
-                context,
-                follow_up(
-                    about,
-                    me,
-                    EvidenceType.DeliveryNonDeliveryToRecipient,
-                    Event.Delivery,
-                    delivered,
-                    recipient=index,
-                    teblig_zamani=teblig,
-                ),
-            )
-        )
+        issue(delivery, Event.Delivery, index, teblig=teblig, at=delivered)
     return issued
