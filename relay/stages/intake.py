@@ -181,6 +181,9 @@ class PeerIntake(_Base):
                     ("552", "5.3.4") if exc.smtp_reply.code == 552 else ("550", "5.6.0")
                 )
                 return f"{code} {enhanced} {exc.detail}", None, None
+            except Exception:  # a reader bug on hostile bytes: refuse for now, never crash
+                log.exception("envelope_unreadable", peer=connection.provider)
+                return "451 4.3.0 The envelope could not be read here; try again later", None, None
         entry = self.context.verifiers.trust[connection.provider or ""]
         if parsed.original is not None and parsed.original.size > entry.message_limit:
             return (

@@ -453,3 +453,49 @@ def test_a_full_mailbox_receives_but_cannot_send(mesh: Mesh) -> None:
         remmd,
         {("DeliveryNonDeliveryToRecipient", "Delivery", "0123456789012345@hs02.kep.tr")},
     )
+
+
+def test_hostile_envelopes_get_replies_and_the_node_carries_on(mesh: Mesh) -> None:
+    hs01 = mesh["hs01"]
+    data, _remmd = _dispatch_from(mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr")
+    head, _, _ = data.partition(b"\r\n\r\n")
+    hostile = [
+        b"",
+        b"Subject: hello\r\n\r\nnot an envelope\r\n",
+        head + b"\r\n\r\n" + b"--x\r\n" * 5000,
+        data[: len(data) // 3],
+        b"X-REM-Msg-Type: Dispatch\r\n" * 2000 + b"\r\nbody\r\n",
+        bytes(range(1, 128)) * 50,
+    ]
+    stored = hs01.query("SELECT COUNT(*) FROM messages")[0][0]
+    with _peer_client(mesh, "hs02", hs01) as client:
+        client.ehlo("gw.hs02.kep.tr")
+        for payload in hostile:
+            assert client.mail("ayse.demir@hs02.kep.tr")[0] == 250
+            assert client.rcpt("ali.yilmaz@hs01.kep.tr")[0] == 250
+            code, text = client.data(payload)
+            assert code in (550, 552), (code, text, payload[:60])
+            assert text[:1] == b"5" and len(text) > 8  # an enhanced code and a reason
+    assert hs01.query("SELECT COUNT(*) FROM messages")[0][0] == stored
+    # Readable but changed after signing: accepted, then answered with Rejection evidence (§4).
+    changed, remmd = _dispatch_from(
+        mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr"
+    )
+    with _peer_client(mesh, "hs02", hs01) as client:
+        client.ehlo("gw.hs02.kep.tr")
+        client.sendmail(
+            "ayse.demir@hs02.kep.tr",
+            ["ali.yilmaz@hs01.kep.tr"],
+            changed.replace(b'name="delil.xml"', b'name="delil.exe"'),
+        )
+    wait_evidence(
+        hs01, remmd, {("RelayREMMDAcceptanceRejection", "Rejection", "ali.yilmaz@hs01.kep.tr")}
+    )
+    # The unreadable ones were not stored, and the node still serves the next good message.
+    data, remmd = _dispatch_from(mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr")
+    with _peer_client(mesh, "hs02", hs01) as client:
+        client.ehlo("gw.hs02.kep.tr")
+        client.sendmail("ayse.demir@hs02.kep.tr", ["ali.yilmaz@hs01.kep.tr"], data)
+    wait_evidence(
+        hs01, remmd, {("DeliveryNonDeliveryToRecipient", "Delivery", "ali.yilmaz@hs01.kep.tr")}
+    )
