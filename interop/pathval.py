@@ -17,7 +17,7 @@ import enum
 import functools
 import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -94,7 +94,9 @@ def reason_for(role: Role, failure: Failure) -> Reason:
     return Reason.PolicyViolation
 
 
-def _require_eku(*wanted: x509.ObjectIdentifier):  # type: ignore[no-untyped-def]
+def _require_eku(
+    *wanted: x509.ObjectIdentifier,
+) -> Callable[[Policy, x509.Certificate, x509.ExtendedKeyUsage], None]:
     def check(policy: Policy, cert: x509.Certificate, ext: x509.ExtendedKeyUsage) -> None:
         missing = [o._name for o in wanted if o not in ext]
         if missing:

@@ -27,8 +27,8 @@ from interop.trust import ProviderTrust, TrustList
 from interop.verifiers import Verifiers
 from relay.config import NodeConfig
 from relay.mailbox import Account, AccountState, AccountType, Mailboxes
-from relay.pki_cmd_text import DEV_WARNING
 from relay.pkidir import (
+    DEV_WARNING,
     MANIFEST,
     load_certificates,
     load_crls,

@@ -23,6 +23,10 @@ from interop.trust import ProviderTrust, TrustList
 from interop.verifiers import Verifiers
 
 MANIFEST = "pki.json"
+DEV_WARNING = (
+    "This PKI is for development and tests only: its private keys sit unencrypted on disk "
+    "and its CAs are trusted by nobody else."
+)
 
 
 def write_pki(pki: DevPki, out: Path) -> list[Path]:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from interop.errors import ConfigurationError
 from relay.cli import (
     account_cmd,
+    ledger_cmd,
     mailbox_cmd,
     pki_cmd,
     selfcheck_cmd,
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     send_cmd.register(commands)
     mailbox_cmd.register(commands)
     account_cmd.register(commands)
+    ledger_cmd.register(commands)
     pki_cmd.register(commands)
     verify_cmd.register(commands)
     selfcheck_cmd.register(commands)

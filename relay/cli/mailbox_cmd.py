@@ -1,4 +1,4 @@
-"""``kep-relay mailbox list|show|read`` and ``kep-relay ledger verify``: a node's data, offline.
+"""``kep-relay mailbox list|show|read``: an account's folders, from the node's data folder.
 
 ``read`` opens a message as its recipient would, so it issues the Retrieval evidence; the
 running node sends it on its next pass over the queue.
@@ -14,10 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from interop.envelope.fields import decode_text
-from interop.errors import KepError
-from interop.evidence import xmlio
-from interop.evidence.xades import verify_evidence
-from relay import ledger
 from relay.config import embedded_default, load
 from relay.context import NodeContext, build_context
 from relay.stages.retrieval import retrieve
@@ -38,14 +34,6 @@ def register(commands: Any) -> None:
         if action != "list":
             p.add_argument("number", type=int, help="the number `list` shows")
         p.set_defaults(run=run_mailbox, action=action)
-    ledger = commands.add_parser("ledger", help="the evidence ledger (profile §7)")
-    lsub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
-    verify = lsub.add_parser("verify", help="check the hash chain and every evidence signature")
-    verify.add_argument("--config", type=Path)
-    verify.set_defaults(run=run_ledger_verify)
-    checkpoint = lsub.add_parser("checkpoint", help="sign the chain head now (the node does daily)")
-    checkpoint.add_argument("--config", type=Path)
-    checkpoint.set_defaults(run=run_ledger_checkpoint)
 
 
 def _context(args: argparse.Namespace) -> NodeContext:
@@ -79,43 +67,4 @@ def run_mailbox(args: argparse.Namespace) -> int:
         issued = retrieve(context, args.address, path)
         if issued is not None:
             print(f"\n-- Retrieval evidence {issued.evidence.identifier} issued", file=sys.stderr)
-    return 0
-
-
-def run_ledger_verify(args: argparse.Namespace) -> int:
-    context = _context(args)
-    count, problem = context.store.verify_ledger()
-    if problem:
-        print(f"ledger: INVALID after {count} records: {problem}")
-        return 1
-    bad = 0
-    rows = context.store.db.execute("SELECT id, xml FROM evidence ORDER BY created")
-    for evidence_id, xml in rows:
-        try:
-            issuer = xmlio.issuer_of(xmlio.safe_parse(bytes(xml)))
-            entry = context.verifiers.trust.owner_of(issuer.rsplit("@", 1)[-1])
-            if entry is None:
-                raise KepError(f"issuer {issuer} is not in the trust list")
-            result = verify_evidence(
-                bytes(xml), context.clock(), context.verifiers.process(entry.id)
-            )
-            if not result.ok:
-                raise KepError(result.detail)
-        except KepError as exc:
-            bad += 1
-            print(f"evidence {evidence_id}: {exc.detail}")
-    checked, problems = ledger.verify_checkpoints(context)
-    for line in problems:
-        print(line)
-    print(
-        f"ledger: {count} records, chain intact; {count - bad} evidence signatures valid"
-        + (f", {bad} INVALID" if bad else "")
-        + f"; {checked - len(problems)} of {checked} signed checkpoints valid"
-    )
-    return 1 if bad or problems else 0
-
-
-def run_ledger_checkpoint(args: argparse.Namespace) -> int:
-    taken = ledger.take(_context(args))
-    print(f"checkpoint: {taken.records} records, head {taken.head.hex()}")
     return 0

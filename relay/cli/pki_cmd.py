@@ -10,8 +10,7 @@ from typing import Any
 
 from interop.pki.devpki import ALGORITHMS, generate
 from interop.providers import BUILTIN_PROVIDERS
-from relay.pki_cmd_text import DEV_WARNING as WARNING
-from relay.pkidir import MANIFEST, write_pki
+from relay.pkidir import DEV_WARNING, MANIFEST, write_pki
 
 
 def register(commands: Any) -> None:
@@ -43,5 +42,5 @@ def run_init(args: argparse.Namespace) -> int:
         f"wrote a development PKI ({args.algorithm}, providers {', '.join(providers)}) "
         f"to {out}: {len(written)} files"
     )
-    print(f"WARNING: {WARNING}")
+    print(f"WARNING: {DEV_WARNING}")
     return 0

@@ -27,7 +27,6 @@ from interop.envelope.parse import parse_envelope
 from interop.errors import AddressError, KepError
 from interop.evidence import xmlio
 from interop.limits import DEFAULT_LIMITS
-from interop.pathval import Role
 from relay.context import NodeContext
 from relay.smtp.server import Connection, Sink
 from relay.spool import SpoolWriter
@@ -224,7 +223,7 @@ class SubmissionIntake(_Base):
         cert = x509.load_der_x509_certificate(peer_cert)
         validator = self.context.verifiers.tls(self.context.provider.id)
         result = validator.validate(cert, [], self.context.clock())
-        if not result.ok or validator.role is not Role.TLS:
+        if not result.ok:
             connection.refused = "550 5.7.1 Your certificate is not one of this provider's systems"
 
     def check_mail(self, connection: Connection, address: str, options: list[str]) -> str | None:

@@ -45,7 +45,6 @@ class Gateway:
     root: Path
     peer_port: int
     submission_port: int
-    extra: str = ""
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
 
