@@ -21,7 +21,7 @@ from interop.cms.timestamp import LocalTsa
 from interop.errors import ConfigurationError
 from interop.pki.devpki import generate, tls_host
 from interop.pki.signer import Signer
-from interop.providers import BUILTIN_DIRECTORY, Provider
+from interop.providers import BUILTIN_DIRECTORY, BUILTIN_PROVIDERS, Provider
 from interop.revocation import RevocationData
 from interop.trust import ProviderTrust, TrustList
 from interop.verifiers import Verifiers
@@ -113,7 +113,8 @@ def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
     assert config.dev_pki is not None
     folder = config.dev_pki
     if not (folder / MANIFEST).exists():
-        providers = sorted({config.provider.id, *(p.id for p in config.peers)})
+        # Every built-in provider, so other nodes' configurations can share this folder.
+        providers = sorted({*BUILTIN_PROVIDERS, config.provider.id, *(p.id for p in config.peers)})
         write_pki(generate(clock(), providers), folder)
         print(f"kep-relay: made a development PKI in {folder}. {DEV_WARNING}", file=sys.stderr)
     pki = read_pki(folder)
