@@ -194,11 +194,12 @@ def split_multipart(
         chunk = stream.read(min(STREAM_CHUNK, body.end - pos))
         if not chunk:
             break
-        window = carry + chunk
-        base = pos - len(carry)
-        index = window.find(delimiter)
-        while index >= 0:
-            start = base + index
+        # Delimiters straddling the previous chunk are found in a small seam; the chunk itself
+        # is searched in place (joining the two would copy every chunk once more).
+        seam = carry + chunk[:overlap]
+        hits = [pos - len(carry) + i for i in _find_all(seam, delimiter) if i < len(carry)]
+        hits += [pos + i for i in _find_all(chunk, delimiter)]
+        for start in hits:
             after = start + len(delimiter)
             kind = _delimiter_kind(stream, after, body.end)
             if kind == "close":
@@ -209,9 +210,8 @@ def split_multipart(
                 found.append((start, after))
                 if len(found) > limits.mime_parts:
                     raise LimitExceeded(f"a multipart body has more than {limits.mime_parts} parts")
-            index = window.find(delimiter, index + 1)
         pos += len(chunk)
-        carry = window[-overlap:] if overlap else b""
+        carry = (carry + chunk)[-overlap:] if len(chunk) < overlap else chunk[-overlap:]
     if closed_at is None:
         raise EnvelopeFormatError(
             "the multipart body has no closing boundary (the message is truncated)"
@@ -223,6 +223,13 @@ def split_multipart(
         part_start = _skip_to_line_end(stream, after, body.end)
         spans.append(Span(part_start, max(part_start, next_start)))
     return spans
+
+
+def _find_all(data: bytes, needle: bytes) -> Iterator[int]:
+    index = data.find(needle)
+    while index >= 0:
+        yield index
+        index = data.find(needle, index + 1)
 
 
 def _delimiter_kind(stream: BinaryIO, after: int, end: int) -> str:
