@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dedupe
     ON messages (kind, peer, remmd_id) WHERE kind = 'dispatch-in';
 CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt);
+CREATE INDEX IF NOT EXISTS messages_by_remmd ON messages (remmd_id, peer);
 CREATE TABLE IF NOT EXISTS evidence (
     id TEXT PRIMARY KEY,          -- EvidenceIdentifier
     direction TEXT NOT NULL,      -- issued, received
@@ -216,10 +217,12 @@ class Store:
         r = self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
         return _row(r) if r else None
 
-    def find_dispatch_in(self, peer: str, remmd_id: str) -> MessageRow | None:
+    def find(self, kind: str, peer: str, remmd_id: str) -> MessageRow | None:
+        """The first message of ``kind`` exchanged with ``peer`` about ``remmd_id`` (indexed)."""
         r = self.db.execute(
-            "SELECT * FROM messages WHERE kind = 'dispatch-in' AND peer = ? AND remmd_id = ?",
-            (peer, remmd_id),
+            "SELECT * FROM messages WHERE remmd_id = ? AND peer = ? AND kind = ?"
+            " ORDER BY created LIMIT 1",
+            (remmd_id, peer, kind),
         ).fetchone()
         return _row(r) if r else None
 

@@ -36,12 +36,8 @@ def process_evidence(context: NodeContext, row: MessageRow) -> None:
         _keep(context, row, "invalid", result.detail)
         return
     evidence = result.evidence.evidence
-    sent = [
-        m
-        for m in store.messages(kind="dispatch-out")
-        if m.remmd_id == evidence.message.remmd_message_id and m.peer == row.peer
-    ]
-    if not sent:
+    dispatch = store.find("dispatch-out", row.peer or "", evidence.message.remmd_message_id)
+    if dispatch is None:
         _keep(
             context,
             row,
@@ -49,7 +45,6 @@ def process_evidence(context: NodeContext, row: MessageRow) -> None:
             f"no Dispatch {evidence.message.remmd_message_id} to {row.peer}",
         )
         return
-    dispatch = sent[0]
     issued = Issued(evidence, result.envelope.evidence_xml)
     with store.transaction() as db:
         known = db.execute("SELECT 1 FROM evidence WHERE id = ?", (evidence.identifier,)).fetchone()

@@ -146,7 +146,7 @@ class PeerIntake(_Base):
             sink.discard()
             return problem
         if msg_type is MsgType.Dispatch and remmd_id is not None:
-            earlier = self.context.store.find_dispatch_in(connection.provider, remmd_id)
+            earlier = self.context.store.find("dispatch-in", connection.provider, remmd_id)
             if earlier is not None:
                 sink.discard()
                 # §2: the same message again: no second copy; evidence already issued goes again.
