@@ -19,6 +19,7 @@ from interop.evidence.issue import follow_up, submission_evidence
 from interop.evidence.model import Evidence
 from interop.evidence.xades import sign_evidence
 from interop.pki.devpki import DevPki
+from interop.providers import BUILTIN_DIRECTORY
 from interop.verifiers import Verifiers
 from relay.pkidir import verifiers_from_pki
 
@@ -64,6 +65,7 @@ def make_dispatch(
     stamp: bool = True,
     now: dt.datetime = NOW,
     extra_headers: tuple[tuple[str, str], ...] = (),
+    remmd_id: str | None = None,
 ) -> Exchange:
     user = pki.user(signing_user or sender)
     if original is None:
@@ -78,14 +80,12 @@ def make_dispatch(
             extra_headers=extra_headers,
         )
     provider = pki.providers[issuer]
-    from interop.providers import BUILTIN_DIRECTORY
-
     submission = submission_evidence(
         io.BytesIO(original),
         BUILTIN_DIRECTORY[issuer],
         sender,
         recipients,
-        f"rem-{abs(hash((sender, subject, body))) % 10**12}@{provider.domain}",
+        remmd_id or f"rem-{abs(hash((sender, subject, body))) % 10**12}@{provider.domain}",
         now,
     )
     signer = pki.providers[envelope_signer or issuer].process
@@ -113,8 +113,6 @@ def make_evidence_message(
     event: Event = Event.Delivery,
     now: dt.datetime = NOW,
 ) -> tuple[Evidence, bytes]:
-    from interop.providers import BUILTIN_DIRECTORY
-
     evidence = follow_up(about, BUILTIN_DIRECTORY[issuer], evidence_type, event, now, recipient=1)
     signer = pki.providers[issuer].process
     out = io.BytesIO()

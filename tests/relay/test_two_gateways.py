@@ -7,6 +7,7 @@ write.
 
 from __future__ import annotations
 
+import datetime as dt
 import smtplib
 import ssl
 import uuid
@@ -15,12 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from interop.envelope.build import write_dispatch
-from interop.envelope.smime import build_signed_message
-from interop.evidence.issue import submission_evidence
-from interop.evidence.xades import sign_evidence
 from interop.pki.devpki import generate
-from interop.providers import BUILTIN_DIRECTORY
+from tests.helpers import make_dispatch
 from tests.relay.gateways import (
     Gateway,
     Mesh,
@@ -240,36 +237,21 @@ def test_untrusted_or_missing_client_certificate(mesh: Mesh, tmp_path: Path) -> 
 def _dispatch_from(
     mesh: Mesh, provider: str, sender: str, recipient: str, *, etebligat: bool = False
 ) -> tuple[bytes, str]:
-    import datetime as dt
-    import io
-
-    user = mesh.pki.user(sender)
-    now = dt.datetime.now(dt.UTC)
-    original = build_signed_message(
-        user.signer,
+    """A Dispatch signed now, with a REMMD id of its own (every call is a new message)."""
+    remmd = f"{uuid.uuid4().hex}@{provider}.kep.tr"
+    exchange = make_dispatch(
+        mesh.pki,
         sender=sender,
-        recipients=[recipient],
+        recipients=(recipient,),
+        issuer=provider,
         subject="Doğrudan",
         body="x",
-        now=now,
+        now=dt.datetime.now(dt.UTC),
+        stamp=False,
+        remmd_id=remmd,
         extra_headers=(("X-TR-REM-iletiTip", "eTebligat"),) if etebligat else (),
     )
-    remmd = f"{uuid.uuid4().hex}@{provider}.kep.tr"
-    submission = submission_evidence(
-        io.BytesIO(original), BUILTIN_DIRECTORY[provider], sender, [recipient], remmd, now
-    )
-    signer = mesh.pki.providers[provider].process
-    out = io.BytesIO()
-    write_dispatch(
-        out,
-        io.BytesIO(original),
-        submission,
-        sign_evidence(submission, signer, now),
-        signer,
-        now,
-        message_id=f"<{uuid.uuid4().hex}@{provider}.kep.tr>",
-    )
-    return out.getvalue(), remmd
+    return exchange.dispatch, remmd
 
 
 def test_etebligat_from_another_provider_is_rejected_by_the_rgw(mesh: Mesh) -> None:
