@@ -119,6 +119,7 @@ def start_node(
         f'[node]\nprovider = "hs02"\ndata_dir = "hs02"\ndev_pki = "pki"\n'
         f'[listen.peer]\naddress = "127.0.0.1:{peer_port}"\n'
         f'[listen.submission]\naddress = "127.0.0.1:{free_port()}"\n'
+        f'[listen.monitoring]\naddress = "127.0.0.1:{free_port()}"\n'
         f'[peers.hs01]\nroute = "127.0.0.1:{sink_port}"\nmessage_limit_mib = {limit_mib}\n'
         f'[timers]\nqueue_poll = "0.1s"\n'
     )

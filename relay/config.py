@@ -91,6 +91,8 @@ class NodeConfig:
     source: str  # the file it came from, or "embedded default"
     peer_listener: Listener
     submission_listener: Listener
+    # /metrics, /healthz, /readyz (docs/operations.md); None: off.
+    monitoring_listener: Listener | None = None
     dev_pki: Path | None = None
     identity: Identity | None = None
     user_cas: tuple[Path, ...] = ()
@@ -179,6 +181,7 @@ def embedded_default(data_dir: Path = Path("var")) -> NodeConfig:
         source="embedded default",
         peer_listener=Listener("127.0.0.1", 2525),
         submission_listener=Listener("127.0.0.1", 2587, require_tls=False),
+        monitoring_listener=Listener("127.0.0.1", 9465, require_tls=False),
         dev_pki=data_dir / "pki",
         limits=Limits(own_message_limit=100 * MiB),
     )
@@ -233,6 +236,14 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
             f"{sub_l.where('require_tls')}: a submission listener off loopback needs mutual TLS"
         )
     sub_l.done()
+    mon_l = _Section(source, "listen.monitoring", listen.get("monitoring", dict, {}))
+    mon_address = mon_l.get("address", str, "127.0.0.1:9465")
+    monitoring = (
+        None
+        if mon_address == "off"
+        else Listener(*address(mon_address, mon_l.where("address")), require_tls=False)
+    )
+    mon_l.done()
     listen.done()
 
     identity = None
@@ -348,6 +359,7 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         source=source,
         peer_listener=peer_listener,
         submission_listener=Listener(host, port, require_tls),
+        monitoring_listener=monitoring,
         dev_pki=_path(dev_pki, base) if dev_pki else None,
         identity=identity,
         user_cas=user_cas,

@@ -11,7 +11,7 @@ import datetime as dt
 import ssl
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -27,6 +27,7 @@ from interop.trust import ProviderTrust, TrustList
 from interop.verifiers import Verifiers
 from relay.config import NodeConfig
 from relay.mailbox import Account, AccountState, AccountType, Mailboxes
+from relay.metrics import Metrics
 from relay.pkidir import (
     DEV_WARNING,
     MANIFEST,
@@ -62,6 +63,7 @@ class NodeContext:
     spool: Spool
     store: Store
     clock: Clock = utc_now
+    metrics: Metrics = field(default_factory=Metrics)
 
     def server_tls(self) -> ssl.SSLContext:
         """Mutual TLS for the peer listener: a client certificate is required (§2)."""

@@ -21,6 +21,7 @@ def configure(fmt: str | None = None) -> None:
     )
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,  # queue_id, remmd_id, peer of the work
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -4,6 +4,8 @@ Start-up recovers: temporaries of unacknowledged transactions are removed, spool
 points at are swept, and rows a crash left ``sending`` go back to ``queued``. Processing is
 replayed from the store, so a message acknowledged before a crash is finished exactly once.
 SIGTERM drains: listeners close, transactions in flight finish, workers stop between items.
+The monitoring listener (``relay.monitoring``) answers until the end, reporting not ready
+while the node drains.
 """
 
 from __future__ import annotations
@@ -12,13 +14,19 @@ import asyncio
 import contextlib
 import signal
 import ssl
+import time
 from collections.abc import Callable
 
 import structlog
+from cryptography import x509
+from prometheus_client import Gauge
 
 from relay import ledger
 from relay.config import Listener, NodeConfig
 from relay.context import NodeContext, build_context
+from relay.handshakes import count_failures
+from relay.metrics import StateCollector, certificates_of
+from relay.monitoring import MonitoringListener, Probes, heartbeat_check, storage_writable
 from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP
 from relay.stages import evidence_in, outbound, rgw, sgw
 from relay.stages.intake import PeerIntake, SubmissionIntake
@@ -56,13 +64,20 @@ class Node:
         self.limiter = ConnectionLimiter(
             context.config.limits.max_connections, context.config.limits.max_connections_per_peer
         )
+        self.beat = time.monotonic()
+        self.monitoring: MonitoringListener | None = None
 
     def wake(self) -> None:
         self.work.set()
         self.outgoing.set()
 
-    async def _listen(self, listener: Listener, intake: Intake, tls: ssl.SSLContext | None) -> None:
+    async def _listen(
+        self, name: str, listener: Listener, intake: Intake, tls: ssl.SSLContext | None
+    ) -> None:
         timers = self.context.config.timers
+        if tls is not None:
+            handshakes = self.context.metrics.tls_handshakes
+            count_failures(tls, lambda result: handshakes.labels(name, "none", result).inc())
 
         def factory() -> KepSMTP:
             return KepSMTP(
@@ -77,20 +92,97 @@ class Node:
             factory, listener.host, listener.port, ssl=tls
         )
         self.servers.append(server)
-        log.info("listening", host=listener.host, port=listener.port, tls=tls is not None)
+        log.info(
+            "listening", listener=name, host=listener.host, port=listener.port, tls=tls is not None
+        )
 
     async def start(self) -> None:
         recover(self.context)
         config = self.context.config
+        self.start_monitoring()
         await self._listen(
-            config.peer_listener, PeerIntake(self.context, self.wake), self.context.server_tls()
+            "peer",
+            config.peer_listener,
+            PeerIntake(self.context, self.wake),
+            self.context.server_tls(),
         )
         await self._listen(
+            "submission",
             config.submission_listener,
             SubmissionIntake(self.context, self.wake),
             self.context.server_tls() if config.submission_listener.require_tls else None,
         )
         self.wake()
+
+    def start_monitoring(self) -> None:
+        """Metrics of state read at scrape time, and the monitoring listener if configured."""
+        context, config = self.context, self.context.config
+        metrics = context.metrics
+        metrics.register_process()
+        own = [("process", context.process.certificate)]
+        own.append(("tls", x509.load_pem_x509_certificate(context.tls_cert.read_bytes())))
+        if context.tsa is not None:
+            own.append(("tsa", context.tsa.signer.certificate))
+        trust = context.verifiers.trust
+        metrics.registry.register(
+            StateCollector(
+                provider=context.provider.id,
+                database=context.store.path,
+                data_dir=config.data_dir,
+                peers=[e.id for e in trust if e.id != context.provider.id],
+                certificates=certificates_of(context.provider.id, own, trust),
+            )
+        )
+        Gauge(
+            "kep_smtp_connections_open",
+            "SMTP connections open on the peer and submission listeners",
+            registry=metrics.registry,
+        ).set_function(lambda: len(self.limiter.open))
+        Gauge(
+            "kep_node_draining",
+            "1 while the node drains after SIGTERM",
+            registry=metrics.registry,
+        ).set_function(lambda: 1 if self.stopping.is_set() else 0)
+        listener = config.monitoring_listener
+        if listener is None:
+            return
+        self.monitoring = MonitoringListener(
+            listener.host, listener.port, metrics.registry, self.probes()
+        )
+        self.monitoring.start()
+        log.info("listening", listener="monitoring", host=listener.host, port=self.monitoring.port)
+
+    def probes(self) -> Probes:
+        context = self.context
+        tls_cert = x509.load_pem_x509_certificate(context.tls_cert.read_bytes())
+
+        def pki() -> str | None:
+            now = context.clock()
+            for role, cert in (("process", context.process.certificate), ("TLS", tls_cert)):
+                if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                    return f"the {role} certificate is not valid now"
+            return None
+
+        def listening() -> str | None:
+            return None if len(self.servers) == 2 else "the SMTP listeners are not up yet"
+
+        def draining() -> str | None:
+            return "draining after SIGTERM" if self.stopping.is_set() else None
+
+        return Probes(
+            alive={"event_loop": heartbeat_check(lambda: self.beat)},
+            ready={
+                "storage": storage_writable(context.config.data_dir, context.store.path),
+                "pki": pki,
+                "listeners": listening,
+                "draining": draining,
+            },
+        )
+
+    async def heartbeat(self) -> None:
+        while True:
+            self.beat = time.monotonic()
+            await asyncio.sleep(1.0)
 
     async def process_loop(self) -> None:
         while not self.stopping.is_set():
@@ -101,9 +193,21 @@ class Node:
                 if self.stopping.is_set():
                     return
                 try:
-                    await asyncio.to_thread(PROCESSORS[row.kind], self.context, row)
+                    with structlog.contextvars.bound_contextvars(
+                        queue_id=row.id,
+                        remmd_id=row.remmd_id,
+                        peer=row.peer or self.context.provider.id,
+                    ):
+                        await asyncio.to_thread(PROCESSORS[row.kind], self.context, row)
                 except Exception:  # one bad message must not stop the node; it stays received
-                    log.exception("processing_failed", queue_id=row.id, kind=row.kind)
+                    self.context.metrics.processing_failures.labels(row.kind).inc()
+                    log.exception(
+                        "processing_failed",
+                        queue_id=row.id,
+                        remmd_id=row.remmd_id,
+                        peer=row.peer or self.context.provider.id,
+                        kind=row.kind,
+                    )
                     await asyncio.sleep(1)
                 self.outgoing.set()
             if not rows:
@@ -128,9 +232,11 @@ class Node:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        beat = asyncio.create_task(self.heartbeat())
         workers = [asyncio.create_task(self.process_loop()), asyncio.create_task(self.send_loop())]
         await self.stopping.wait()
         await self.drain(workers)
+        beat.cancel()
 
     async def drain(self, workers: list[asyncio.Task[None]]) -> None:
         log.info("draining")
@@ -145,6 +251,8 @@ class Node:
         self.outgoing.set()
         await asyncio.gather(*workers, return_exceptions=True)
         await self.transport.close()
+        if self.monitoring is not None:
+            self.monitoring.stop()
         self.context.store.close()
         log.info("stopped")
 

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt REAL,
     last_reply TEXT,
-    parent TEXT                   -- the message this one was made from
+    parent TEXT,                  -- the message this one was made from
+    sent_at REAL                  -- when a peer last answered 250 (evidence round trips)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dedupe
     ON messages (kind, peer, remmd_id) WHERE kind = 'dispatch-in';
@@ -87,6 +88,7 @@ CREATE TABLE IF NOT EXISTS timers (
     evidence_deadline REAL,       -- no Delivery/NonDelivery by then: RelayREMMDFailure
     done INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS timers_open ON timers (peer) WHERE done = 0;
 """
 
 GENESIS = b"\x00" * 32
@@ -149,7 +151,14 @@ class Store:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._migrate()
         self._lock = threading.RLock()
+
+    def _migrate(self) -> None:
+        """Columns added since the first release, for stores made before them."""
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(messages)")}
+        if "sent_at" not in columns:
+            self.db.execute("ALTER TABLE messages ADD COLUMN sent_at REAL")
 
     def close(self) -> None:
         self.db.close()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -34,6 +35,7 @@ class Connection:
     peer_address: tuple[str, int] | None
     provider: str | None = None  # the provider the TLS client certificate maps to
     tls: bool = False
+    tls_version: str | None = None
     refused: str | None = None  # a reply to give every transaction (no provider, say)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -56,6 +58,12 @@ class Intake(Protocol):
     def open_sink(self, connection: Connection, envelope: Envelope) -> Sink: ...
 
     async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> str: ...
+
+    def refused(self, connection: Connection, reply: str) -> None:
+        """Told of every 4xx and 5xx reply given on the connection (for metrics)."""
+
+    def transaction_done(self, connection: Connection, reply: str, seconds: float) -> None:
+        """Told of the reply at the end of DATA, ``seconds`` after MAIL FROM was accepted."""
 
 
 class KepSMTP(SMTP):
@@ -82,6 +90,7 @@ class KepSMTP(SMTP):
         self.data_timeout = data_timeout
         self.connection = Connection(None)
         self.limiter = limiter
+        self.mail_started = 0.0  # monotonic time MAIL FROM was accepted
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -90,13 +99,21 @@ class KepSMTP(SMTP):
         cert = None
         if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
             self.connection.tls = True
+            self.connection.tls_version = ssl_object.version()
             cert = ssl_object.getpeercert(binary_form=True)
         self.intake.identify(self.connection, cert)
         refusal = self.limiter.admit(self) if self.limiter is not None else None
         if refusal is not None:
             # RFC 5321 §3.1: 421 instead of the greeting, then close.
+            self.intake.refused(self.connection, refusal)
             transport.write(refusal.encode() + b"\r\n")  # type: ignore[attr-defined]
             transport.close()
+
+    async def push(self, status: AnyStr) -> None:
+        text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        if text[:1] in ("4", "5"):
+            self.intake.refused(self.connection, text)
+        await super().push(status)
 
     @property
     def busy(self) -> bool:
@@ -156,14 +173,14 @@ class KepSMTP(SMTP):
             self._reader._buffer[:0] = decoder.leftover  # type: ignore[attr-defined]
         if too_big or sink is None:
             limit = self.intake.size_limit(self.connection)
-            await self.push(f"552 5.3.4 Message exceeds the size limit of {limit} bytes")
+            reply = f"552 5.3.4 Message exceeds the size limit of {limit} bytes"
         elif decoder.bare_line_ending:
             sink.discard()
-            await self.push(
-                "550 5.6.11 Bare CR or LF in message data is not accepted (RFC 5321 2.3.8)"
-            )
+            reply = "550 5.6.11 Bare CR or LF in message data is not accepted (RFC 5321 2.3.8)"
         else:
-            await self.push(await self.intake.finish(self.connection, self.envelope, sink))
+            reply = await self.intake.finish(self.connection, self.envelope, sink)
+        await self.push(reply)
+        self.intake.transaction_done(self.connection, reply, time.monotonic() - self.mail_started)
         self._set_post_data_state()  # type: ignore[no-untyped-call]
 
 
@@ -211,6 +228,7 @@ class _Handler:
             return problem
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        self.server.mail_started = time.monotonic()
         return "250 2.1.0 OK"
 
     async def handle_RCPT(

@@ -10,6 +10,7 @@ nothing twice.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,9 +37,11 @@ def decide_and_deliver(
     ileti_tip: IletiTip,
     original: tuple[Path, Span],
     key: str,
+    accepted_at: float,
     refusal: tuple[Reason, str] | None = None,
 ) -> list[Issued]:
-    """Evidence for each recipient ``indices`` (1-based into ``about.recipients``)."""
+    """Evidence for each recipient ``indices`` (1-based into ``about.recipients``);
+    ``accepted_at`` is when the message was acknowledged (for the delivery latency)."""
     issued: list[Issued] = []
 
     def issue(
@@ -104,6 +107,9 @@ def decide_and_deliver(
         path, span = original
         with SpanReader(path, span.start, span.end) as source:
             context.mailboxes.deliver(recipient, "INBOX", f"{key}-{index}", source)  # type: ignore[arg-type]
+        context.metrics.delivery_seconds.labels(sending_provider).observe(
+            max(0.0, time.time() - accepted_at)
+        )
         # eTebligat: the Delivery evidence states the deemed-service time (§4 R-GW 4).
         delivered = context.clock()
         teblig = deemed_service_time(delivered) if ileti_tip is IletiTip.eTebligat else None

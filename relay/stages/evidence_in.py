@@ -30,8 +30,10 @@ def process_evidence(context: NodeContext, row: MessageRow) -> None:
         try:
             result = verify_envelope(stream, context.verifiers, context.clock(), peer=row.peer)
         except KepError as exc:
+            context.metrics.verified("evidence", False, exc.reason)
             _keep(context, row, "invalid", exc.detail)
             return
+    context.metrics.verified("evidence", result.ok, result.reason)
     if not result.ok or result.evidence is None or result.evidence.evidence is None:
         _keep(context, row, "invalid", result.detail)
         return
@@ -84,4 +86,11 @@ def process_evidence(context: NodeContext, row: MessageRow) -> None:
 def _keep(context: NodeContext, row: MessageRow, state: str, detail: str) -> None:
     with context.store.transaction() as db:
         context.store.set_state(db, row.id, state, last_reply=detail[:500])
-    log.warning("evidence_kept", state=state, queue_id=row.id, peer=row.peer, detail=detail)
+    log.warning(
+        "evidence_kept",
+        state=state,
+        queue_id=row.id,
+        remmd_id=row.remmd_id,
+        peer=row.peer,
+        detail=detail,
+    )

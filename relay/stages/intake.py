@@ -28,6 +28,7 @@ from interop.errors import AddressError, KepError
 from interop.evidence import xmlio
 from interop.limits import DEFAULT_LIMITS
 from relay.context import NodeContext
+from relay.metrics import code_class, refusal_reason
 from relay.smtp.server import Connection, Sink
 from relay.spool import SpoolWriter
 
@@ -36,11 +37,41 @@ log = structlog.get_logger("kep.intake")
 
 class _Base:
     kind = ""
+    listener = ""
 
     def __init__(self, context: NodeContext, wake: Callable[[], None]) -> None:
         self.context = context
         self.wake = wake
         self.directory = context.verifiers.trust.directory
+        self.metrics = context.metrics
+
+    def peer_label(self, connection: Connection) -> str:
+        return connection.provider or "unknown"
+
+    def identify(self, connection: Connection, peer_cert: bytes | None) -> None:
+        self._identify(connection, peer_cert)
+        if connection.tls:
+            result = "refused" if connection.refused else "accepted"
+            self.metrics.tls_handshakes.labels(
+                self.listener, connection.tls_version or "unknown", result
+            ).inc()
+
+    def _identify(self, connection: Connection, peer_cert: bytes | None) -> None:
+        raise NotImplementedError
+
+    def refused(self, connection: Connection, reply: str) -> None:
+        self.metrics.refusals.labels(
+            self.listener, self.peer_label(connection), refusal_reason(reply), code_class(reply)
+        ).inc()
+
+    def transaction_done(self, connection: Connection, reply: str, seconds: float) -> None:
+        cls = code_class(reply)
+        if cls == "2xx":
+            result = "repeated" if "Already accepted" in reply else "accepted"
+            self.metrics.acceptance_seconds.labels(self.listener).observe(seconds)
+        else:
+            result = "deferred" if cls == "4xx" else "rejected"
+        self.metrics.received.labels(self.listener, self.peer_label(connection), result).inc()
 
     def open_sink(self, connection: Connection, envelope: Envelope) -> Sink:
         return self.context.spool.writer()
@@ -78,13 +109,20 @@ class _Base:
         except OSError as exc:
             writer.discard()
             self.context.spool.remove(writer.queue_id)
-            log.error("spool_write_failed", error=str(exc))
+            log.error(
+                "spool_write_failed",
+                queue_id=writer.queue_id,
+                remmd_id=remmd_id,
+                peer=peer or self.context.provider.id,
+                error=str(exc),
+            )
             return "451 4.3.0 Temporary storage problem, try again later"
+        self.metrics.message_size.labels(self.listener).observe(writer.size)
         log.info(
             "message_accepted",
             queue_id=writer.queue_id,
             kind=kind,
-            peer=peer,
+            peer=peer or self.context.provider.id,
             remmd_id=remmd_id,
             size=writer.size,
         )
@@ -93,12 +131,14 @@ class _Base:
 
 
 class PeerIntake(_Base):
+    listener = "peer"
+
     def size_limit(self, connection: Connection) -> int:
         entry = self.context.verifiers.trust.get(connection.provider or "")
         limit = entry.message_limit if entry else DEFAULT_LIMITS.cross_provider_message
         return DEFAULT_LIMITS.smtp_size(limit)  # §2: the limit plus the envelope allowance
 
-    def identify(self, connection: Connection, peer_cert: bytes | None) -> None:
+    def _identify(self, connection: Connection, peer_cert: bytes | None) -> None:
         if peer_cert is None:
             connection.refused = "530 5.7.0 A client certificate is required"
             return
@@ -113,7 +153,9 @@ class PeerIntake(_Base):
             "550 5.7.1 Your TLS certificate does not belong to a provider in the trust list"
         )
         log.warning(
-            "peer_unknown", peer=str(connection.peer_address), subject=cert.subject.rfc4514_string()
+            "peer_unknown",
+            client=str(connection.peer_address),
+            subject=cert.subject.rfc4514_string(),
         )
 
     def check_mail(self, connection: Connection, address: str, options: list[str]) -> str | None:
@@ -209,12 +251,17 @@ class PeerIntake(_Base):
 
 
 class SubmissionIntake(_Base):
+    listener = "submission"
+
+    def peer_label(self, connection: Connection) -> str:
+        return self.context.provider.id  # the provider's own systems
+
     def size_limit(self, connection: Connection) -> int:
         return DEFAULT_LIMITS.smtp_size(
             max(self.context.config.limits.own_message_limit, DEFAULT_LIMITS.cross_provider_message)
         )
 
-    def identify(self, connection: Connection, peer_cert: bytes | None) -> None:
+    def _identify(self, connection: Connection, peer_cert: bytes | None) -> None:
         if not self.context.config.submission_listener.require_tls:
             return
         if peer_cert is None:
@@ -243,4 +290,8 @@ class SubmissionIntake(_Base):
 
     async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> str:
         assert isinstance(sink, SpoolWriter)
-        return self._commit(sink, kind="submission", peer=None, remmd_id=None, envelope=envelope)
+        # The REMMD message id the S-GW will give it (relay/stages/sgw.py), known from now on.
+        remmd_id = f"{sink.queue_id}@{self.context.provider.domain}"
+        return self._commit(
+            sink, kind="submission", peer=None, remmd_id=remmd_id, envelope=envelope
+        )

@@ -21,9 +21,10 @@ from interop.evidence.issue import follow_up
 from interop.evidence.model import EventReason
 from interop.reasons import Reason
 from relay.context import NodeContext
+from relay.metrics import code_class
 from relay.stages.issue import record, sign, write_message
 from relay.store import MessageRow
-from relay.transport.base import Entry, Outcome, Transport
+from relay.transport.base import Entry, Outcome, Result, Transport
 
 log = structlog.get_logger("kep.outbound")
 
@@ -50,9 +51,17 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
     )
     result = await transport.deliver(entry)
     attempts = row.attempts + 1
+    _count(context, row, result)
     if result.outcome is Outcome.DELIVERED:
         with store.transaction() as db:
-            store.set_state(db, row.id, "sent", attempts=attempts, last_reply=result.reply[:500])
+            store.set_state(
+                db,
+                row.id,
+                "sent",
+                attempts=attempts,
+                last_reply=result.reply[:500],
+                sent_at=time.time(),
+            )
             if row.kind == "dispatch-out":
                 store.set_timer(
                     db,
@@ -83,6 +92,7 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
         log.warning(
             "message_deferred",
             queue_id=row.id,
+            remmd_id=row.remmd_id,
             kind=row.kind,
             peer=row.peer,
             attempts=attempts,
@@ -90,7 +100,12 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
         )
         return
     log.warning(
-        "message_refused", queue_id=row.id, kind=row.kind, peer=row.peer, reply=result.reply[:200]
+        "message_refused",
+        queue_id=row.id,
+        remmd_id=row.remmd_id,
+        kind=row.kind,
+        peer=row.peer,
+        reply=result.reply[:200],
     )
     if row.kind == "dispatch-out":
         relay_failure(
@@ -99,6 +114,22 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
     else:
         with store.transaction() as db:
             store.set_state(db, row.id, "failed", attempts=attempts, last_reply=result.reply[:500])
+
+
+def _count(context: NodeContext, row: MessageRow, result: Result) -> None:
+    metrics, peer = context.metrics, row.peer or ""
+    # A 250 comes back as its text alone; other replies as "code text", or no reply at all.
+    cls = "2xx" if result.outcome is Outcome.DELIVERED else code_class(result.reply)
+    outcome = {
+        Outcome.DELIVERED: "sent",
+        Outcome.TEMPORARY: "deferred",
+        Outcome.PERMANENT: "failed",
+    }[result.outcome]
+    metrics.relayed.labels(peer, row.kind.removesuffix("-out"), outcome, cls).inc()
+    answered = cls != "none"  # any SMTP reply: the peer is there, whatever it said
+    metrics.peer_up.labels(peer).set(1 if answered else 0)
+    if answered:
+        metrics.peer_last_contact.labels(peer).set_to_current_time()
 
 
 def relay_failure(
@@ -113,7 +144,12 @@ def relay_failure(
     store = context.store
     about_rows = [e for e in store.evidence_of_message(dispatch.id) if e["direction"] == "issued"]
     if not about_rows:
-        log.error("dispatch_without_evidence", queue_id=dispatch.id)
+        log.error(
+            "dispatch_without_evidence",
+            queue_id=dispatch.id,
+            remmd_id=dispatch.remmd_id,
+            peer=dispatch.peer,
+        )
         return
     about = xmlio.parse(bytes(about_rows[0]["xml"]))
     issued = sign(

@@ -31,10 +31,18 @@ def process_dispatch(context: NodeContext, row: MessageRow) -> None:
             result = verify_envelope(stream, context.verifiers, context.clock(), peer=peer)
             envelope = result.envelope
         except KepError as exc:  # intake read it already; a changed spool file is trouble
-            log.error("dispatch_unreadable", queue_id=row.id, peer=peer, detail=exc.detail)
+            context.metrics.verified("dispatch", False, exc.reason)
+            log.error(
+                "dispatch_unreadable",
+                queue_id=row.id,
+                remmd_id=row.remmd_id,
+                peer=peer,
+                detail=exc.detail,
+            )
             with context.store.transaction() as db:
                 context.store.set_state(db, row.id, "failed", last_reply=exc.detail)
             return
+    context.metrics.verified("dispatch", result.ok, result.reason)
     about = (
         result.evidence.evidence
         if result.evidence is not None and result.evidence.evidence is not None
@@ -47,7 +55,13 @@ def process_dispatch(context: NodeContext, row: MessageRow) -> None:
     indices = [recipients.index(r.lower()) + 1 for r in row.rcpt_to if r.lower() in recipients]
     missing = [r for r in row.rcpt_to if r.lower() not in recipients]
     if missing:
-        log.warning("rcpt_not_in_evidence", queue_id=row.id, count=len(missing))
+        log.warning(
+            "rcpt_not_in_evidence",
+            queue_id=row.id,
+            remmd_id=row.remmd_id,
+            peer=peer,
+            count=len(missing),
+        )
     assert envelope.original is not None
     issued = decide_and_deliver(
         context,
@@ -57,6 +71,7 @@ def process_dispatch(context: NodeContext, row: MessageRow) -> None:
         ileti_tip=envelope.ileti_tip,
         original=(path, envelope.original),
         key=row.id,
+        accepted_at=row.created,
         refusal=refusal,
     )
     outgoing = [

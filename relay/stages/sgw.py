@@ -46,6 +46,7 @@ def _checks(
     with path.open("rb") as stream:
         try:
             user = verify_user_message(stream, context.verifiers.user, context.clock())
+            context.metrics.verified("user_message", user.ok, user.reason)
             if not user.ok and user.reason is not None:
                 reasons.append(EventReason(user.reason, user.signature.detail))
             from_header = user.headers.get("From") or ""
@@ -59,6 +60,7 @@ def _checks(
             ileti_tip = IletiTip.parse(user.headers.get(ILETI_TIP))
         except (KepError, ValueError) as exc:
             detail = exc.detail if isinstance(exc, KepError) else str(exc)
+            context.metrics.verified("user_message", False, Reason.InvalidUserSignature)
             reasons.append(
                 EventReason(Reason.InvalidUserSignature, f"an e-imza is required: {detail}")
             )
@@ -130,6 +132,7 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
                     ileti_tip=ileti_tip,
                     original=(path, Span(0, row.size)),
                     key=row.id,
+                    accepted_at=row.created,
                 )
                 continue
             dispatches.append(_dispatch(context, row, submission, pid, addresses))
@@ -174,6 +177,7 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
         "submission_processed",
         queue_id=row.id,
         remmd_id=remmd_id,
+        peer=context.provider.id,
         evidence_event=submission.evidence.event.value,
         reason=reasons[0].reason.name if reasons else None,
         dispatches=len(dispatches),

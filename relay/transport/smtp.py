@@ -17,6 +17,7 @@ import structlog
 from cryptography import x509
 
 from relay.context import NodeContext
+from relay.handshakes import count_failures
 from relay.transport.base import Entry, Outcome, Result
 from relay.transport.mx import MX_PORT, Resolver, candidates, resolve_mx
 
@@ -34,7 +35,10 @@ class SmtpTransport:
         self.context = context
         self.resolver = resolver
         self.timeout = timeout
-        self._tls = context.client_tls()
+        handshakes = context.metrics.tls_handshakes
+        self._tls = count_failures(
+            context.client_tls(), lambda result: handshakes.labels("outbound", "none", result).inc()
+        )
         # Host names are checked against the trust list below, not against the route address.
         self._tls.check_hostname = False
         self._tls.verify_mode = ssl.CERT_REQUIRED
@@ -75,6 +79,10 @@ class SmtpTransport:
         check = self.context.verifiers.tls(peer).validate(
             x509.load_der_x509_certificate(der), [], self.context.clock(), entry.tls_names
         )
+        version = ssl_object.version() if ssl_object else None
+        self.context.metrics.tls_handshakes.labels(
+            "outbound", version or "unknown", "accepted" if check.ok else "refused"
+        ).inc()
         if not check.ok:
             client.close()
             raise ConnectionError(

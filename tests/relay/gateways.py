@@ -45,6 +45,7 @@ class Gateway:
     root: Path
     peer_port: int
     submission_port: int
+    monitoring_port: int
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
 
@@ -149,7 +150,7 @@ def make_mesh(
     """Configurations for ``providers`` on loopback; ``dead_routes`` point at closed ports."""
     pki = generate(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), providers)
     write_pki(pki, root / "pki")
-    ports = {p: (free_port(), free_port()) for p in providers}
+    ports = {p: (free_port(), free_port(), free_port()) for p in providers}
     gateways = {}
     for provider in providers:
         routes = {o: free_port() if o in dead_routes else ports[o][0] for o in providers}
@@ -161,7 +162,8 @@ def make_mesh(
         (root / f"{provider}.toml").write_text(
             f'[node]\nprovider = "{provider}"\ndata_dir = "{provider}"\ndev_pki = "pki"\n\n'
             f'[listen.peer]\naddress = "127.0.0.1:{ports[provider][0]}"\n\n'
-            f'[listen.submission]\naddress = "127.0.0.1:{ports[provider][1]}"\n'
+            f'[listen.submission]\naddress = "127.0.0.1:{ports[provider][1]}"\n\n'
+            f'[listen.monitoring]\naddress = "127.0.0.1:{ports[provider][2]}"\n'
             f'{peers}\n[timers]\nretry_initial = "0.2s"\nretry_max = "1s"\nqueue_poll = "0.1s"\n'
             f"{timers}\n{(accounts or {}).get(provider, '')}"
         )

@@ -1,0 +1,425 @@
+"""Prometheus metrics of a node (names prefixed ``kep_``; docs/operations.md lists them).
+
+Two kinds. Events are counted where they happen, by the stage that sees them (``Metrics``).
+State is read when Prometheus scrapes (``StateCollector``): queue depth and age, evidence
+awaited from peers, the ledger, certificate expiry and free disk, straight from the store on
+a read-only connection of its own, so a scrape never waits for or disturbs processing.
+Evidence counts and round trips are read from the ledger as it grows, so evidence issued by
+the operator tools (a Retrieval when ``mailbox read`` opens a message) is counted too.
+
+Labels are bounded: provider ids from the trust list, stage names, profile reasons, evidence
+types and events, reply code classes. Never an address, a domain of a user, or a subject.
+"""
+
+from __future__ import annotations
+
+import bisect
+import shutil
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    disable_created_metrics,
+    ProcessCollector,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from interop.reasons import Reason
+from interop.trust import TrustList
+
+# 1 ms to 2 days: an SMTP reply and an evidence a peer returns the next day fit one scale.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 3600.0, 12 * 3600.0, 86400.0, 2 * 86400.0,
+)  # fmt: skip
+KiB, MiB = 1024, 1024 * 1024
+SIZE_BUCKETS = (
+    4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB, 10 * MiB, 25 * MiB, 50 * MiB,
+    100 * MiB, 128 * MiB,
+)  # fmt: skip
+
+KINDS = ("dispatch-in", "evidence-in", "submission", "dispatch-out", "evidence-out")
+PENDING_STATES = ("received", "queued", "sending")  # still to be processed or sent
+HELD_STATES = ("invalid", "unmatched")  # kept for an operator to look at
+
+
+def code_class(reply: str) -> str:
+    """``2xx``, ``4xx`` or ``5xx`` from an SMTP reply; ``none`` when no reply came."""
+    head = reply[:1]
+    return f"{head}xx" if head in ("2", "4", "5") and reply[:3].isdigit() else "none"
+
+
+# Refusals are labelled by their RFC 3463 enhanced status code, turned into a word here: the
+# codes a node gives are few and fixed, so the label stays bounded.
+_REFUSAL_REASONS = {
+    "5.3.4": "size",
+    "5.7.1": "not_permitted",
+    "5.7.0": "no_client_certificate",
+    "5.6.0": "bad_envelope",
+    "5.6.11": "bare_line_ending",
+    "4.3.0": "storage",
+    "4.3.2": "busy",
+    "5.1.7": "bad_sender",
+    "5.1.3": "bad_recipient",
+    "4.5.3": "too_many_recipients",
+}
+
+
+def refusal_reason(reply: str) -> str:
+    parts = reply.split(maxsplit=2)
+    enhanced = parts[1] if len(parts) > 1 else ""
+    if enhanced in _REFUSAL_REASONS:
+        return _REFUSAL_REASONS[enhanced]
+    return "protocol" if enhanced.startswith("5.5.") or reply[:2] == "50" else "other"
+
+
+class Metrics:
+    """The counters and histograms stages update; one registry per node."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "kep_messages_received",
+            "SMTP transactions that reached the end of DATA, by listener, peer and result"
+            " (accepted, repeated, rejected, deferred)",
+            ["listener", "peer", "result"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "kep_smtp_refusals",
+            "4xx and 5xx replies this node gave, by listener, peer, reason and code class",
+            ["listener", "peer", "reason", "code_class"],
+            registry=r,
+        )
+        self.relayed = Counter(
+            "kep_messages_relayed",
+            "Delivery attempts to peers, by peer, kind (dispatch, evidence), result (sent,"
+            " deferred, failed) and reply code class",
+            ["peer", "kind", "result", "code_class"],
+            registry=r,
+        )
+        self.peer_up = Gauge(
+            "kep_peer_up",
+            "1 when the last delivery attempt to the peer got an SMTP answer, 0 when it could"
+            " not connect",
+            ["peer"],
+            registry=r,
+        )
+        self.peer_last_contact = Gauge(
+            "kep_peer_last_contact_timestamp_seconds",
+            "When the peer last answered a delivery attempt",
+            ["peer"],
+            registry=r,
+        )
+        self.verifications = Counter(
+            "kep_verifications",
+            "Signature and certificate checks, by what was checked (dispatch, evidence,"
+            " user_message), result (valid, invalid) and profile reason",
+            ["check", "result", "reason"],
+            registry=r,
+        )
+        self.tls_handshakes = Counter(
+            "kep_tls_handshakes",
+            "TLS handshakes, by endpoint (peer and submission listeners, outbound), TLS version"
+            " and the result for the other side's certificate (accepted, refused: valid but"
+            " not of the expected provider, missing, untrusted, failed: no TLS agreed)",
+            ["endpoint", "version", "certificate"],
+            registry=r,
+        )
+        self.acceptance_seconds = Histogram(
+            "kep_smtp_acceptance_seconds",
+            "From MAIL FROM to the 250 after DATA (spool and store synced)",
+            ["listener"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.delivery_seconds = Histogram(
+            "kep_local_delivery_seconds",
+            "From acceptance to the message lying in the recipient's mailbox, by the provider"
+            " it came from",
+            ["peer"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.message_size = Histogram(
+            "kep_message_size_bytes",
+            "Size of accepted messages, by listener",
+            ["listener"],
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.processing_failures = Counter(
+            "kep_processing_failures",
+            "Stage runs that raised and left their message to be tried again, by stage kind",
+            ["kind"],
+            registry=r,
+        )
+
+    def verified(self, check: str, ok: bool, reason: Reason | None) -> None:
+        self.verifications.labels(
+            check, "valid" if ok else "invalid", reason.name if reason else "none"
+        ).inc()
+
+    def register_process(self) -> None:
+        """Memory, CPU, file descriptors and Python's version (the serving node only)."""
+        disable_created_metrics()  # rate() needs no *_created series; half the series
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInfo:
+    provider: str
+    role: str  # process, tls, tsa, process_ca, tls_ca, user_ca, tsa_ca
+    subject: str
+    not_after: float
+
+
+def certificates_of(
+    provider: str,
+    own: Iterable[tuple[str, x509.Certificate]],
+    trust: TrustList,
+) -> list[CertificateInfo]:
+    """The certificates a node depends on: its own, and every CA of its trust list."""
+
+    def info(owner: str, role: str, cert: x509.Certificate) -> CertificateInfo:
+        names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        subject = str(names[0].value) if names else cert.subject.rfc4514_string()
+        return CertificateInfo(owner, role, subject, cert.not_valid_after_utc.timestamp())
+
+    found = [info(provider, role, cert) for role, cert in own]
+    for entry in trust:
+        found += [info(entry.id, "process_ca", c) for c in entry.process_cas]
+        found += [info(entry.id, "tls_ca", c) for c in entry.tls_cas]
+    found += [info("users", "user_ca", c) for c in trust.user_cas]
+    found += [info("tsa", "tsa_ca", c) for c in trust.tsa_cas]
+    unique = {(c.provider, c.role, c.subject): c for c in found}
+    return list(unique.values())
+
+
+@dataclass
+class _EvidenceTally:
+    """Evidence counted from the ledger, from the record the node started at."""
+
+    last_seq: int = 0
+    counts: dict[tuple[str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    round_trips: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    round_trip_sums: dict[tuple[str, str], float] = field(
+        default_factory=lambda: defaultdict(float)
+    )
+
+    def observe_round_trip(self, key: tuple[str, str], seconds: float) -> None:
+        buckets = self.round_trips.setdefault(key, [0] * (len(LATENCY_BUCKETS) + 1))
+        buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.round_trip_sums[key] += seconds
+
+
+class StateCollector(Collector):
+    """What the store says at scrape time (see the module's docstring)."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        database: Path,
+        data_dir: Path,
+        peers: Iterable[str],
+        certificates: Iterable[CertificateInfo],
+    ) -> None:
+        self.provider = provider
+        self.database = database
+        self.data_dir = data_dir
+        self.peers = sorted(set(peers))
+        self.certificates = list(certificates)
+        self._lock = threading.Lock()
+        self._tally = _EvidenceTally()
+        with self._connect() as db:  # counters start at the ledger's length when the node starts
+            self._tally.last_seq = int(db.one("SELECT COALESCE(MAX(seq), 0) FROM ledger")[0])
+
+    def _connect(self) -> _ReadOnly:
+        return _ReadOnly(self.database)
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        with self._lock, self._connect() as db:
+            yield from self._queue(db, now)
+            yield from self._awaited(db, now)
+            yield from self._evidence(db)
+            yield from self._ledger(db)
+        yield from self._certificates()
+        yield from self._disk()
+
+    def _queue(self, db: _ReadOnly, now: float) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "kep_queue_messages",
+            "Messages waiting in a stage (received, queued, sending) or held for an operator"
+            " (invalid, unmatched), by kind and state",
+            labels=["kind", "state"],
+        )
+        oldest = GaugeMetricFamily(
+            "kep_queue_oldest_age_seconds",
+            "Age of the oldest message still waiting (received, queued or sending), by kind",
+            labels=["kind"],
+        )
+        states = PENDING_STATES + HELD_STATES
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        first: dict[str, float] = {}
+        for kind, state, count, created in db.rows(
+            "SELECT kind, state, COUNT(*), MIN(created) FROM messages WHERE state IN"
+            " ('received', 'queued', 'sending', 'invalid', 'unmatched') GROUP BY kind, state"
+        ):
+            counts[(kind, state)] = count
+            if state in PENDING_STATES:
+                first[kind] = min(first.get(kind, created), created)
+        for kind in KINDS:
+            for state in states:
+                depth.add_metric([kind, state], counts[(kind, state)])
+            oldest.add_metric([kind], max(0.0, now - first[kind]) if kind in first else 0.0)
+        yield depth
+        yield oldest
+
+    def _awaited(self, db: _ReadOnly, now: float) -> Iterator[Metric]:
+        awaited = GaugeMetricFamily(
+            "kep_evidence_awaited",
+            "Dispatches sent to the peer whose Delivery evidence has not come yet",
+            labels=["peer"],
+        )
+        oldest = GaugeMetricFamily(
+            "kep_evidence_awaited_oldest_seconds",
+            "How long the oldest Dispatch sent to the peer has waited for its Delivery evidence",
+            labels=["peer"],
+        )
+        found = {
+            peer: (count, sent)
+            for peer, count, sent in db.rows(
+                "SELECT t.peer, COUNT(*), MIN(COALESCE(m.sent_at, m.updated)) FROM timers t"
+                " JOIN messages m ON m.id = t.dispatch_id"
+                " WHERE t.done = 0 AND m.state = 'sent' GROUP BY t.peer"
+            )
+        }
+        for peer in sorted({*self.peers, *found}):
+            count, sent = found.get(peer, (0, None))
+            awaited.add_metric([peer], count)
+            oldest.add_metric([peer], max(0.0, now - sent) if sent is not None else 0.0)
+        yield awaited
+        yield oldest
+
+    def _evidence(self, db: _ReadOnly) -> Iterator[Metric]:
+        tally = self._tally
+        for seq, direction, type_, event, row_peer, kind, created, sent in db.rows(
+            "SELECT l.seq, e.direction, e.type, e.event, m.peer, m.kind, e.created,"
+            " COALESCE(m.sent_at, m.updated) FROM ledger l JOIN evidence e ON e.id = l.evidence_id"
+            " LEFT JOIN messages m ON m.id = e.message_id WHERE l.seq > ? ORDER BY l.seq",
+            (tally.last_seq,),
+        ):
+            tally.last_seq = seq
+            peer = row_peer or self.provider
+            tally.counts[(direction, type_, event, peer)] += 1
+            if direction == "received" and kind == "dispatch-out" and sent is not None:
+                tally.observe_round_trip((peer, type_), max(0.0, created - sent))
+        counts = CounterMetricFamily(
+            "kep_evidence",
+            "Evidence recorded in the ledger since the node started, by direction (issued,"
+            " received), type, event and the peer it goes to or came from",
+            labels=["direction", "type", "event", "peer"],
+        )
+        for labels, value in sorted(tally.counts.items()):
+            counts.add_metric(list(labels), value)
+        yield counts
+        round_trip = HistogramMetricFamily(
+            "kep_evidence_round_trip_seconds",
+            "From a Dispatch's 250 at the peer to each evidence the peer returns for it, by peer"
+            " and evidence type",
+            labels=["peer", "type"],
+        )
+        for key, buckets in sorted(tally.round_trips.items()):
+            cumulative, total = [], 0
+            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+                total += count
+                cumulative.append((_le(bound), total))
+            round_trip.add_metric(list(key), cumulative, tally.round_trip_sums[key])
+        yield round_trip
+
+    def _ledger(self, db: _ReadOnly) -> Iterator[Metric]:
+        (records,) = db.one("SELECT COALESCE(MAX(seq), 0) FROM ledger")
+        yield GaugeMetricFamily(
+            "kep_ledger_records", "Records in the evidence ledger (profile §7)", value=records
+        )
+        last = db.one("SELECT created, records FROM checkpoints ORDER BY seq DESC LIMIT 1")
+        yield GaugeMetricFamily(
+            "kep_ledger_last_checkpoint_timestamp_seconds",
+            "When the last signed checkpoint of the ledger was taken (0: never)",
+            value=last[0] if last else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "kep_ledger_checkpoint_records",
+            "Ledger records the last signed checkpoint covers",
+            value=last[1] if last else 0,
+        )
+
+    def _certificates(self) -> Iterator[Metric]:
+        expiry = GaugeMetricFamily(
+            "kep_certificate_expiry_timestamp_seconds",
+            "notAfter of each certificate the node uses or trusts, by provider, role and subject",
+            labels=["provider", "role", "subject"],
+        )
+        for cert in self.certificates:
+            expiry.add_metric([cert.provider, cert.role, cert.subject], cert.not_after)
+        yield expiry
+
+    def _disk(self) -> Iterator[Metric]:
+        usage = shutil.disk_usage(self.data_dir)
+        yield GaugeMetricFamily(
+            "kep_data_disk_free_bytes",
+            "Free bytes on the file system of the data folder (spool, store, mailboxes)",
+            value=usage.free,
+        )
+        yield GaugeMetricFamily(
+            "kep_data_disk_size_bytes",
+            "Size of the file system of the data folder",
+            value=usage.total,
+        )
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+class _ReadOnly:
+    """A short-lived read-only connection to the node's store (WAL lets it read alongside)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> _ReadOnly:
+        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.db.close()
+
+    def rows(self, query: str, args: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+        return list(self.db.execute(query, tuple(args)))
+
+    def one(self, query: str) -> tuple[Any, ...]:
+        row: tuple[Any, ...] | None = self.db.execute(query).fetchone()
+        return row or ()
