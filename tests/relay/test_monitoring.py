@@ -40,7 +40,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 def get(gateway: Gateway, path: str) -> tuple[int, bytes]:
     url = f"http://127.0.0.1:{gateway.monitoring_port}{path}"
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback URL)
+        with urllib.request.urlopen(url, timeout=10) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
