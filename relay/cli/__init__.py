@@ -11,6 +11,7 @@ from relay.cli import (
     account_cmd,
     ledger_cmd,
     mailbox_cmd,
+    mesh_cmd,
     pki_cmd,
     selfcheck_cmd,
     send_cmd,
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     pki_cmd.register(commands)
     verify_cmd.register(commands)
     selfcheck_cmd.register(commands)
+    mesh_cmd.register(commands)
     return parser
 
 

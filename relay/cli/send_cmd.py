@@ -8,16 +8,15 @@ listener with Python's smtplib.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import mimetypes
 import smtplib
 import sys
 from pathlib import Path
 from typing import Any
 
-from interop.envelope.smime import build_signed_message
 from relay.config import embedded_default, load
 from relay.pkidir import read_pki
+from relay.submission import submit
 
 
 def register(commands: Any) -> None:
@@ -50,21 +49,17 @@ def run(args: argparse.Namespace) -> int:
         kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         attachments.append((path.name, kind, path.read_bytes()))
     extra = [("X-TR-REM-iletiTip", "eTebligat")] if args.etebligat else []
-    message = build_signed_message(
-        user.signer,
-        sender=user.address,
-        recipients=args.to,
-        subject=args.subject,
-        body=args.body,
-        now=dt.datetime.now(dt.UTC),
-        attachments=attachments,
-        extra_headers=extra,
-    )
     listener = config.submission_listener
     try:
-        with smtplib.SMTP(listener.host, listener.port, timeout=60) as client:
-            client.ehlo()
-            client.sendmail(user.address, args.to, message)
+        queue_id, size = submit(
+            listener,
+            user,
+            args.to,
+            subject=args.subject,
+            body=args.body,
+            attachments=attachments,
+            extra_headers=extra,
+        )
     except (OSError, smtplib.SMTPException) as exc:
         print(
             f"kep-relay: the node at {listener.host}:{listener.port} did not take the message: "
@@ -73,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     print(
-        f"submitted to {listener.host}:{listener.port}: {len(message)} bytes, "
+        f"submitted to {listener.host}:{listener.port} as {queue_id}: {size} bytes, "
         f"{len(args.to)} recipient(s)"
     )
     return 0

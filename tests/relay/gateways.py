@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email
 import email.header
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from interop.pki.devpki import DevPki, generate
+from relay import mesh
 from relay.pkidir import write_pki
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,30 +146,34 @@ def make_mesh(
     providers: list[str],
     *,
     accounts: dict[str, str] | None = None,
-    timers: str = "",
+    timers: dict[str, str] | None = None,
     dead_routes: tuple[str, ...] = (),
 ) -> Mesh:
-    """Configurations for ``providers`` on loopback; ``dead_routes`` point at closed ports."""
+    """Configurations for ``providers`` on loopback (``relay.mesh``'s, on free ports);
+    ``dead_routes`` point at closed ports."""
     pki = generate(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), providers)
     write_pki(pki, root / "pki")
-    ports = {p: (free_port(), free_port(), free_port()) for p in providers}
+    layout = mesh.Mesh(
+        root, tuple(mesh.MeshNode(p, free_port(), free_port(), free_port()) for p in providers)
+    )
+    routes = mesh.Mesh(
+        root,
+        tuple(
+            dataclasses.replace(n, peer_port=free_port()) if n.provider in dead_routes else n
+            for n in layout.nodes
+        ),
+    )
+    quick = {"retry_initial": "0.2s", "retry_max": "1s", "queue_poll": "0.1s", **(timers or {})}
     gateways = {}
-    for provider in providers:
-        routes = {o: free_port() if o in dead_routes else ports[o][0] for o in providers}
-        peers = "".join(
-            f'\n[peers.{other}]\nroute = "127.0.0.1:{routes[other]}"\n'
-            for other in providers
-            if other != provider
+    for node in layout.nodes:
+        layout.config(node.provider).write_text(
+            mesh.node_toml(
+                routes, node, timers=quick, extra=(accounts or {}).get(node.provider, "")
+            )
         )
-        (root / f"{provider}.toml").write_text(
-            f'[node]\nprovider = "{provider}"\ndata_dir = "{provider}"\ndev_pki = "pki"\n\n'
-            f'[listen.peer]\naddress = "127.0.0.1:{ports[provider][0]}"\n\n'
-            f'[listen.submission]\naddress = "127.0.0.1:{ports[provider][1]}"\n\n'
-            f'[listen.monitoring]\naddress = "127.0.0.1:{ports[provider][2]}"\n'
-            f'{peers}\n[timers]\nretry_initial = "0.2s"\nretry_max = "1s"\nqueue_poll = "0.1s"\n'
-            f"{timers}\n{(accounts or {}).get(provider, '')}"
+        gateways[node.provider] = Gateway(
+            node.provider, root, node.peer_port, node.submission_port, node.monitoring_port
         )
-        gateways[provider] = Gateway(provider, root, *ports[provider])
     return Mesh(root, pki, gateways)
 
 

@@ -51,7 +51,7 @@ def _message_ids(paths: list[Path]) -> Counter[str]:
 
 def test_kill_9_loses_and_doubles_nothing(tmp_path: Path) -> None:
     mesh = make_mesh(
-        tmp_path, ["hs01", "hs02"], timers='relay_timeout = "1h"\nevidence_timeout = "1h"'
+        tmp_path, ["hs01", "hs02"], timers={"relay_timeout": "1h", "evidence_timeout": "1h"}
     )
     hs01, hs02 = mesh["hs01"], mesh["hs02"]
     hs01.start()

@@ -18,7 +18,7 @@ from tests.relay.gateways import Mesh, make_mesh
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Mesh]:
     mesh = make_mesh(
-        tmp_path, ["hs01", "hs02"], accounts={"hs01": ""}, timers='command_timeout = "2s"'
+        tmp_path, ["hs01", "hs02"], accounts={"hs01": ""}, timers={"command_timeout": "2s"}
     )
     config = mesh["hs01"].config
     config.write_text(config.read_text() + "\n[limits]\nmax_connections_per_peer = 1\n")

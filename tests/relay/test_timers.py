@@ -30,7 +30,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     root = tmp_path_factory.mktemp("timers")
     # hs02's route to hs01 leads nowhere: its evidence never arrives.
     built = make_mesh(
-        root, ["hs01", "hs02"], timers='evidence_timeout = "3s"', dead_routes=("hs01",)
+        root, ["hs01", "hs02"], timers={"evidence_timeout": "3s"}, dead_routes=("hs01",)
     )
     built["hs01"].start()
     built["hs02"].start()

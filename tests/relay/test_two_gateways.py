@@ -62,7 +62,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         root,
         ["hs01", "hs02", "hs03"],
         accounts=ACCOUNTS,
-        timers='relay_timeout = "8s"\nevidence_timeout = "1h"',
+        timers={"relay_timeout": "8s", "evidence_timeout": "1h"},
         dead_routes=("hs03",),
     )
     built["hs01"].start()

@@ -1,0 +1,111 @@
+"""``kep-relay mesh``: all eight providers on loopback, a message from each to each.
+
+Driven through the command line as an operator would; the outcome is then checked in each
+sender's store and Delil folder directly, not through the command's own report.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from interop.errors import ConfigurationError
+from interop.providers import BUILTIN_PROVIDERS
+from relay import mesh
+from tests.relay.gateways import ROOT
+
+PROVIDERS = list(BUILTIN_PROVIDERS)  # hs01 ... hs08
+
+
+def free_base() -> int:
+    """A base port whose mesh ports (base+n, +100+n, +200+n) are all free now."""
+    for _ in range(50):
+        base = random.randrange(20000, 40000, 10)  # noqa: S311 (not for security)
+        ports = [base + k + n for k in (0, 100, 200) for n in range(1, len(PROVIDERS) + 1)]
+        try:
+            for port in ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free port range")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", "mesh", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_eight_providers_exchange_with_each_other(tmp_path: Path) -> None:
+    folder = tmp_path / "mesh"
+    up = cli("up", "--dir", str(folder), "--base-port", str(free_base()))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "8 ready" in up.stdout
+        status = cli("status", "--dir", str(folder))
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count(" ready ") == 8
+        traffic = cli("traffic", "--dir", str(folder), "--timeout", "300")
+        assert traffic.returncode == 0, traffic.stdout + traffic.stderr
+        assert "submitted 64 signed messages" in traffic.stdout
+        # Every sender holds Delivery evidence from every recipient's provider, in its store
+        # and as an Evidence message in its Delil folder.
+        layout = mesh.load(folder)
+        for sender in PROVIDERS:
+            db = layout.database(sender)
+            got = _query(
+                db,
+                "SELECT DISTINCT lower(recipient) FROM evidence WHERE type ="
+                " 'DeliveryNonDeliveryToRecipient' AND event = 'Delivery'",
+            )
+            expected = {f"ayse.demir@{p}.kep.tr" for p in PROVIDERS}
+            assert expected <= got, (sender, expected - got)
+            delil = folder / sender / "mail" / f"ali.yilmaz@{sender}.kep.tr" / ".Delil" / "new"
+            assert len(list(delil.iterdir())) >= 2 * len(PROVIDERS), sender
+        # Each gateway's log is clean: no errors or failed processing.
+        for provider in PROVIDERS:
+            log = layout.log(provider).read_text()
+            assert '"level": "error"' not in log, provider
+    finally:
+        down = cli("down", "--dir", str(folder))
+    assert down.returncode == 0, down.stderr
+    assert "stopped 8" in down.stdout
+    layout = mesh.load(folder)
+    assert all(mesh.running_pid(layout, p) is None for p in PROVIDERS)
+    assert cli("status", "--dir", str(folder)).returncode == 1  # nothing ready now
+
+
+def _query(db: Path, sql: str) -> set[str]:
+    with sqlite3.connect(db) as connection:
+        return {str(row[0]) for row in connection.execute(sql)}
+
+
+def test_plan_refuses_what_cannot_run(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="hs09"):
+        mesh.plan(tmp_path, ["hs01", "hs09"], 24000)
+    with pytest.raises(ConfigurationError, match="once"):
+        mesh.plan(tmp_path, ["hs01", "hs01"], 24000)
+    with pytest.raises(ConfigurationError, match="base port"):
+        mesh.plan(tmp_path, ["hs01"], 65500)
+    layout = mesh.plan(tmp_path, ["hs01", "hs02"], 24000)
+    assert layout.node("hs02") == mesh.MeshNode("hs02", 24002, 24102, 24202)
+
+
+def test_up_refuses_a_folder_holding_another_mesh(tmp_path: Path) -> None:
+    mesh.write(mesh.plan(tmp_path, ["hs01", "hs02"], free_base()))
+    done = cli("up", "--dir", str(tmp_path), "--providers", "hs01,hs03")
+    assert done.returncode == 2
+    assert "holds a mesh of hs01,hs02" in done.stderr
