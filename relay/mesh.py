@@ -186,7 +186,7 @@ def ready(node: MeshNode) -> bool:
 
 def start(mesh: Mesh, timeout: float = 120.0) -> list[str]:
     """Start every node not running; wait until all are ready. Returns those started."""
-    started = []
+    started: dict[str, subprocess.Popen[bytes]] = {}
     for node in mesh.nodes:
         if running_pid(mesh, node.provider) is not None:
             continue
@@ -209,14 +209,14 @@ def start(mesh: Mesh, timeout: float = 120.0) -> list[str]:
                 start_new_session=True,
             )
         mesh.pidfile(node.provider).write_text(f"{process.pid}\n")
-        started.append(node.provider)
+        started[node.provider] = process
     deadline = time.monotonic() + timeout
     waiting = list(mesh.nodes)
     while waiting:
         for node in list(waiting):
             if ready(node):
                 waiting.remove(node)
-            elif running_pid(mesh, node.provider) is None:
+            elif _exited(mesh, node.provider, started.get(node.provider)):
                 tail = mesh.log(node.provider).read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{node.provider} stopped during start-up:\n{tail}")
         if waiting and time.monotonic() > deadline:
@@ -224,7 +224,12 @@ def start(mesh: Mesh, timeout: float = 120.0) -> list[str]:
             raise RuntimeError(f"not ready after {timeout:.0f} s: {names}")
         if waiting:
             time.sleep(0.2)
-    return started
+    return list(started)
+
+
+def _exited(mesh: Mesh, provider: str, child: subprocess.Popen[bytes] | None) -> bool:
+    # A child just started may not have exec'd yet: ask it, not /proc's command line.
+    return child.poll() is not None if child else running_pid(mesh, provider) is None
 
 
 def stop(mesh: Mesh, timeout: float = 60.0) -> list[str]:
