@@ -66,6 +66,7 @@ class Node:
         )
         self.beat = time.monotonic()
         self.monitoring: MonitoringListener | None = None
+        self.tls_certificate = x509.load_pem_x509_certificate(context.tls_cert.read_bytes())
 
     def wake(self) -> None:
         self.work.set()
@@ -120,7 +121,7 @@ class Node:
         metrics = context.metrics
         metrics.register_process()
         own = [("process", context.process.certificate)]
-        own.append(("tls", x509.load_pem_x509_certificate(context.tls_cert.read_bytes())))
+        own.append(("tls", self.tls_certificate))
         if context.tsa is not None:
             own.append(("tsa", context.tsa.signer.certificate))
         trust = context.verifiers.trust
@@ -154,11 +155,11 @@ class Node:
 
     def probes(self) -> Probes:
         context = self.context
-        tls_cert = x509.load_pem_x509_certificate(context.tls_cert.read_bytes())
 
         def pki() -> str | None:
             now = context.clock()
-            for role, cert in (("process", context.process.certificate), ("TLS", tls_cert)):
+            own = (("process", context.process.certificate), ("TLS", self.tls_certificate))
+            for role, cert in own:
                 if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
                     return f"the {role} certificate is not valid now"
             return None
