@@ -30,13 +30,12 @@ from relay.mailbox import Account, AccountState, AccountType, Mailboxes
 from relay.metrics import Metrics
 from relay.pkidir import (
     DEV_WARNING,
-    MANIFEST,
+    ensure_dev_pki,
     load_certificates,
     load_crls,
     load_signer,
     read_pki,
     trust_from_pki,
-    write_pki,
 )
 from relay.spool import Spool
 from relay.store import Store
@@ -114,10 +113,9 @@ def _accounts_from_config(config: NodeConfig) -> list[Account]:
 def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
     assert config.dev_pki is not None
     folder = config.dev_pki
-    if not (folder / MANIFEST).exists():
-        # Every built-in provider, so other nodes' configurations can share this folder.
-        providers = sorted({*BUILTIN_PROVIDERS, config.provider.id, *(p.id for p in config.peers)})
-        write_pki(generate(clock(), providers), folder)
+    # Every built-in provider, so other nodes' configurations can share this folder.
+    providers = sorted({*BUILTIN_PROVIDERS, config.provider.id, *(p.id for p in config.peers)})
+    if ensure_dev_pki(folder, lambda: generate(clock(), providers)):
         print(f"kep-relay: made a development PKI in {folder}. {DEV_WARNING}", file=sys.stderr)
     pki = read_pki(folder)
     me = pki.providers.get(config.provider.id)

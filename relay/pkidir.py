@@ -5,8 +5,9 @@ This is the only module that reads private keys from files.
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cryptography import x509
@@ -30,9 +31,13 @@ DEV_WARNING = (
 
 
 def write_pki(pki: DevPki, out: Path) -> list[Path]:
-    """Write every file of ``pki`` under ``out``; keys readable by the owner only."""
+    """Write every file of ``pki`` under ``out``; keys readable by the owner only.
+
+    The manifest goes last: a folder with a manifest holds a whole PKI.
+    """
     written = []
-    for relative, content in sorted(pki.files().items()):
+    files = sorted(pki.files().items(), key=lambda item: (item[0] == MANIFEST, item[0]))
+    for relative, content in files:
         path = out / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -48,6 +53,21 @@ def write_pki(pki: DevPki, out: Path) -> list[Path]:
         tmp.replace(path)
         written.append(path)
     return written
+
+
+def ensure_dev_pki(folder: Path, make: Callable[[], DevPki]) -> bool:
+    """Make a development PKI in ``folder`` unless one is there; True when it was made.
+
+    Nodes sharing a folder may start together (the README's walk-through does): an exclusive
+    lock on ``folder/.lock`` lets one make it while the others wait and then read it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / MANIFEST).exists():
+            return False
+        write_pki(make(), folder)
+        return True
 
 
 def read_pki(folder: Path) -> DevPki:

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 
@@ -77,3 +81,33 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
         load(broken)
     with pytest.raises(ConfigurationError, match="cannot be read"):
         load(tmp_path / "missing.toml")
+
+
+def test_nodes_starting_together_share_one_dev_pki(tmp_path: Path) -> None:
+    """Two nodes sharing a dev_pki folder, started at once (as in the README's walk-through):
+    one makes the PKI, the other waits for it and reads the same one."""
+    configs = []
+    for provider in ("hs01", "hs02"):
+        path = tmp_path / f"{provider}.toml"
+        path.write_text(
+            f'[node]\nprovider = "{provider}"\ndata_dir = "{provider}"\ndev_pki = "pki"\n'
+        )
+        configs.append(path)
+    code = (
+        "import sys; from pathlib import Path; from relay.config import load;"
+        "from relay.context import build_context;"
+        "c = build_context(load(Path(sys.argv[1])));"
+        "print(c.process.certificate.issuer.rfc4514_string(), c.tls_cafile.read_bytes()[-40:])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(c)], stdout=PIPE, stderr=PIPE, text=True, env=env
+        )
+        for c in configs
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    assert outputs[0][0] == outputs[1][0]  # the same CAs
+    made = [err for _out, err in outputs if "made a development PKI" in err]
+    assert len(made) == 1, outputs
