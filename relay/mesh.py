@@ -83,7 +83,7 @@ def plan(folder: Path, providers: Sequence[str], base_port: int) -> Mesh:
         MeshNode(p, base_port + n, base_port + 100 + n, base_port + 200 + n)
         for n, p in enumerate(providers, start=1)
     )
-    return Mesh(folder, nodes)
+    return Mesh(folder.resolve(), nodes)  # absolute: nodes run from inside the folder
 
 
 def load(folder: Path) -> Mesh:
@@ -92,7 +92,7 @@ def load(folder: Path) -> Mesh:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigurationError(f"{path}: no mesh here ({exc.strerror}); run mesh up") from exc
-    return Mesh(folder, tuple(MeshNode(**node) for node in raw["nodes"]))
+    return Mesh(folder.resolve(), tuple(MeshNode(**node) for node in raw["nodes"]))
 
 
 TIMERS = {"retry_initial": "2s", "retry_max": "30s", "queue_poll": "0.2s"}

@@ -39,19 +39,21 @@ def free_base() -> int:
     raise AssertionError("no free port range")
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "relay.cli", "mesh", *args],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
     )
 
 
 def test_eight_providers_exchange_with_each_other(tmp_path: Path) -> None:
     folder = tmp_path / "mesh"
-    up = cli("up", "--dir", str(folder), "--base-port", str(free_base()))
+    # A relative --dir, as in the README.
+    up = cli("up", "--dir", "mesh", "--base-port", str(free_base()), cwd=tmp_path)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         assert "8 ready" in up.stdout
