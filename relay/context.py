@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -41,6 +41,7 @@ from relay.spool import Spool
 from relay.store import Store
 
 Clock = Callable[[], dt.datetime]
+log = structlog.get_logger("kep.node")
 
 
 def utc_now() -> dt.datetime:
@@ -116,7 +117,7 @@ def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
     # Every built-in provider, so other nodes' configurations can share this folder.
     providers = sorted({*BUILTIN_PROVIDERS, config.provider.id, *(p.id for p in config.peers)})
     if ensure_dev_pki(folder, lambda: generate(clock(), providers)):
-        print(f"kep-relay: made a development PKI in {folder}. {DEV_WARNING}", file=sys.stderr)
+        log.warning("development_pki_made", folder=str(folder), note=DEV_WARNING)
     pki = read_pki(folder)
     me = pki.providers.get(config.provider.id)
     if me is None:

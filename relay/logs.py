@@ -31,7 +31,36 @@ def configure(fmt: str | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         cache_logger_on_first_use=True,
     )
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's own chatter
+    # Libraries log through the standard library (aiosmtpd's "mail.log", asyncio): their
+    # warnings and errors become lines of the same format, as event "library_message".
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                _library_event,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+
+
+def _library_event(
+    logger: object, method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """A library's free text goes under ``message``; the event name stays countable."""
+    event_dict["message"] = event_dict.pop("event", "")
+    event_dict["event"] = "library_message"
+    return event_dict
 
 
 def warn_development(config: NodeConfig) -> None:

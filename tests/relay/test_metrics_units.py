@@ -192,17 +192,21 @@ def test_log_events_are_fixed_names_documented_once() -> None:
 @pytest.mark.parametrize("fmt", ["json", "console"])
 def test_log_formats(fmt: str) -> None:
     code = (
-        f"import structlog; from relay import logs; logs.configure({fmt!r});"
-        "structlog.get_logger('kep.node').info('listening', listener='peer', port=2525)"
+        f"import logging, structlog; from relay import logs; logs.configure({fmt!r});"
+        "structlog.get_logger('kep.node').info('listening', listener='peer', port=2525);"
+        "logging.getLogger('mail.log').warning('lost %s', 'peer')"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
-    line = done.stderr.strip()
+    line, library = done.stderr.strip().splitlines()
     if fmt == "json":
         record = json.loads(line)
         assert record["event"] == "listening" and record["port"] == 2525
         assert {"level", "timestamp"} <= set(record)
+        foreign = json.loads(library)  # a library's line in the same format, countable
+        assert foreign["event"] == "library_message" and foreign["message"] == "lost peer"
+        assert foreign["logger"] == "mail.log" and foreign["level"] == "warning"
     else:
         plain = re.sub(r"\x1b\[[0-9;]*m", "", line)  # without the colours
         assert not plain.startswith("{") and "listening" in plain and "port=2525" in plain
