@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import smtplib
 import subprocess
 import time
@@ -32,7 +33,13 @@ from tests.relay.gateways import (
     wait_evidence,
     wait_for,
 )
-from tests.tools.test_deploy import RULES, dashboard_expressions, for_prometheus, rule_expressions
+from tests.tools.test_deploy import (
+    DASHBOARD,
+    RULES,
+    dashboard_expressions,
+    for_prometheus,
+    rule_expressions,
+)
 
 SENDER, RECIPIENT = "ali.yilmaz@hs01.kep.tr", "ayse.demir@hs02.kep.tr"
 
@@ -159,6 +166,18 @@ def test_every_dashboard_expression_returns_data(prometheus: tuple[Prometheus, M
         if not any(math.isfinite(v) for v in values):
             empty.append(f"{title}: {expression} -> {values}")
     assert not empty, "\n".join(empty)
+
+
+def test_the_gateway_variable_lists_both_gateways(prometheus: tuple[Prometheus, Mesh]) -> None:
+    """The dashboard's variable (Grafana's label_values) through the same API Grafana uses."""
+    server, mesh = prometheus
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    (variable,) = [v for v in board["templating"]["list"] if v["name"] == "instance"]
+    metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["definition"]).groups()  # type: ignore[union-attr]
+    answer = server.api(f"label/{label}/values", **{"match[]": metric})
+    assert answer["status"] == "success"
+    expected = {f"127.0.0.1:{g.monitoring_port}" for g in mesh.gateways.values()}
+    assert set(answer["data"]) == expected
 
 
 def test_every_alert_expression_is_valid(prometheus: tuple[Prometheus, Mesh]) -> None:
