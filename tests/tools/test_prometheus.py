@@ -173,7 +173,9 @@ def test_the_gateway_variable_lists_both_gateways(prometheus: tuple[Prometheus, 
     server, mesh = prometheus
     board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     (variable,) = [v for v in board["templating"]["list"] if v["name"] == "instance"]
-    metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["definition"]).groups()  # type: ignore[union-attr]
+    found = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["definition"])
+    assert found, variable["definition"]
+    metric, label = found.groups()
     answer = server.api(f"label/{label}/values", **{"match[]": metric})
     assert answer["status"] == "success"
     expected = {f"127.0.0.1:{g.monitoring_port}" for g in mesh.gateways.values()}
