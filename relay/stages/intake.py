@@ -31,8 +31,12 @@ from relay.context import NodeContext
 from relay.metrics import code_class, refusal_reason
 from relay.smtp.server import Connection, Sink
 from relay.spool import SpoolWriter
+from relay.stages.sgw import remmd_id_for
 
 log = structlog.get_logger("kep.intake")
+
+# §2: the reply to a Dispatch already accepted (counted apart from new acceptances).
+ALREADY_ACCEPTED = "250 2.0.0 Already accepted as"
 
 
 class _Base:
@@ -67,7 +71,7 @@ class _Base:
     def transaction_done(self, connection: Connection, reply: str, seconds: float) -> None:
         cls = code_class(reply)
         if cls == "2xx":
-            result = "repeated" if "Already accepted" in reply else "accepted"
+            result = "repeated" if reply.startswith(ALREADY_ACCEPTED) else "accepted"
             self.metrics.acceptance_seconds.labels(self.listener).observe(seconds)
         else:
             result = "deferred" if cls == "4xx" else "rejected"
@@ -199,7 +203,7 @@ class PeerIntake(_Base):
                     peer=connection.provider,
                     remmd_id=remmd_id,
                 )
-                return f"250 2.0.0 Already accepted as {earlier.id}"
+                return f"{ALREADY_ACCEPTED} {earlier.id}"
         kind = "dispatch-in" if msg_type is MsgType.Dispatch else "evidence-in"
         return self._commit(
             sink, kind=kind, peer=connection.provider, remmd_id=remmd_id, envelope=envelope
@@ -290,8 +294,7 @@ class SubmissionIntake(_Base):
 
     async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> str:
         assert isinstance(sink, SpoolWriter)
-        # The REMMD message id the S-GW will give it (relay/stages/sgw.py), known from now on.
-        remmd_id = f"{sink.queue_id}@{self.context.provider.domain}"
+        remmd_id = remmd_id_for(self.context, sink.queue_id)  # known from acceptance on
         return self._commit(
             sink, kind="submission", peer=None, remmd_id=remmd_id, envelope=envelope
         )

@@ -117,9 +117,7 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
 
 
 def _count(context: NodeContext, row: MessageRow, result: Result) -> None:
-    metrics, peer = context.metrics, row.peer or ""
-    # A 250 comes back as its text alone; other replies as "code text", or no reply at all.
-    cls = "2xx" if result.outcome is Outcome.DELIVERED else code_class(result.reply)
+    metrics, peer, cls = context.metrics, row.peer or "", code_class(result.reply)
     outcome = {
         Outcome.DELIVERED: "sent",
         Outcome.TEMPORARY: "deferred",

@@ -100,10 +100,15 @@ def _checks(
     return reasons, ileti_tip, dict(by_provider)
 
 
+def remmd_id_for(context: NodeContext, queue_id: str) -> str:
+    """The REMMD message id of a user's submission: its queue id at this provider's domain."""
+    return f"{queue_id}@{context.provider.domain}"
+
+
 def process_submission(context: NodeContext, row: MessageRow) -> None:
     reasons, ileti_tip, by_provider = _checks(context, row)
     path = context.spool.path(row.id)
-    remmd_id = f"{row.id}@{context.provider.domain}"
+    remmd_id = remmd_id_for(context, row.id)
     recipients = [r.lower() for r in row.rcpt_to]
     with path.open("rb") as stream:
         submission = sign(

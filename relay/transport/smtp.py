@@ -107,7 +107,7 @@ class SmtpTransport:
                     return Result(outcome, f"{first.code} {first.message}")
                 self._idle[entry.peer].append(client)
                 client = None
-                return Result(Outcome.DELIVERED, reply)
+                return Result(Outcome.DELIVERED, f"250 {reply}")  # aiosmtplib gives the text
             except aiosmtplib.SMTPResponseException as exc:
                 outcome = Outcome.PERMANENT if exc.code >= 500 else Outcome.TEMPORARY
                 return Result(outcome, f"{exc.code} {exc.message}")
