@@ -3,3 +3,7 @@
 ``asn1crypto`` parses and encodes the structures; ``cryptography`` does the primitives.
 Content is never handed in whole: callers pass its digest (see ``interop.cms.hashing``).
 """
+
+from interop.cms import asn1_lengths
+
+asn1_lengths.install()

@@ -74,13 +74,20 @@ def _parts(certificates: tuple[x509.Certificate, ...]) -> _SignerParts:
 def signed_attributes(
     content_type: str, content_digest: bytes, signing_time: dt.datetime, scv2: bytes
 ) -> cms.CMSAttributes:
+    """The CAdES-BES signed attributes, tagged [0] as they sit in SignerInfo.
+
+    Each attribute is encoded once and read back (asn1crypto re-encodes a value it built on
+    every access, one it read never), and the set is built with its field's tag, so it is not
+    copied to be re-tagged.
+    """
+    attributes = [
+        {"type": "content_type", "values": [content_type]},
+        {"type": "message_digest", "values": [content_digest]},
+        {"type": "signing_time", "values": [cms.Time({"utc_time": signing_time})]},
+        {"type": "signing_certificate_v2", "values": [tsp.SigningCertificateV2.load(scv2)]},
+    ]
     return cms.CMSAttributes(
-        [
-            {"type": "content_type", "values": [content_type]},
-            {"type": "message_digest", "values": [content_digest]},
-            {"type": "signing_time", "values": [cms.Time({"utc_time": signing_time})]},
-            {"type": "signing_certificate_v2", "values": [tsp.SigningCertificateV2.load(scv2)]},
-        ]
+        [cms.CMSAttribute.load(cms.CMSAttribute(a).dump()) for a in attributes], implicit=0
     )
 
 
@@ -99,24 +106,24 @@ def sign_digest(
     Detached unless ``encapsulated`` is given (time-stamp tokens carry their TSTInfo inside).
     When ``timestamp`` is given, its token is added as id-aa-signatureTimeStampToken (CAdES-T).
     """
+    # Each part is encoded once and embedded as read back (see signed_attributes).
     parts = _parts(signer.certificates)
     attrs = signed_attributes(content_type, content_digest, now, parts.signing_certificate_v2)
+    attrs_der = attrs.dump()
     # RFC 5652 §5.4: the signature covers the DER of the attributes as an explicit SET OF.
-    to_sign = attrs.dump()
-    to_sign = b"\x31" + to_sign[1:]
-    signature = keys.sign(signer.key, to_sign, digest)
+    signature = keys.sign(signer.key, b"\x31" + attrs_der[1:], digest)
     signer_info: dict[str, object] = {
         "version": "v1",
         "sid": cms.SignerIdentifier.load(parts.sid),
         "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
-        "signed_attrs": attrs,
+        "signed_attrs": cms.CMSAttributes.load(attrs_der, implicit=0),
         "signature_algorithm": keys.signature_algorithm(signer.key, digest),
         "signature": signature,
     }
     if timestamp is not None:
         token = cms.ContentInfo.load(timestamp(signature))
         signer_info["unsigned_attrs"] = cms.CMSAttributes(
-            [{"type": "signature_time_stamp_token", "values": [token]}]
+            [{"type": "signature_time_stamp_token", "values": [token]}], implicit=1
         )
     encap: dict[str, object] = {"content_type": content_type}
     if encapsulated is not None:
@@ -127,7 +134,7 @@ def sign_digest(
             "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
             "encap_content_info": encap,
             "certificates": cms.CertificateSet.load(parts.certificates),
-            "signer_infos": [signer_info],
+            "signer_infos": [cms.SignerInfo.load(cms.SignerInfo(signer_info).dump())],
         }
     )
     der: bytes = cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
