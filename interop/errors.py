@@ -59,6 +59,10 @@ class KepError(Exception):
         code, enhanced = self.smtp_code_permanent if self.permanent else self.smtp_code_temporary
         return SmtpReply(code, enhanced, self.detail)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled with its reason (callers may run verification in another process).
+        return (_rebuild, (type(self), self.detail, self.reason))
+
 
 class MalformedInput(KepError):
     reason = Reason.InvalidMessageFormat
@@ -91,3 +95,7 @@ class LimitExceeded(KepError):
 
 class ConfigurationError(KepError):
     """Raised at start-up or when loading key material; never a peer's fault."""
+
+
+def _rebuild(cls: type[KepError], detail: str, reason: Reason) -> KepError:
+    return cls(detail, reason=reason)

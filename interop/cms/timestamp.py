@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import itertools
 from dataclasses import dataclass
 
 from asn1crypto import cms, tsp
@@ -61,16 +62,21 @@ def make_token(
 
 
 class LocalTsa:
-    """Stamps with a key held in process (development and tests)."""
+    """Stamps with a key held in process (development, tests and a node's own TSA key).
 
-    def __init__(self, signer: Signer) -> None:
+    Serial numbers must be unique per TSA (RFC 3161 §2.4.2): microseconds since the epoch,
+    then ``instance`` (24 bits: what tells apart processes stamping with the same key at
+    once), then a counter (16 bits; ``itertools.count`` is safe across threads).
+    """
+
+    def __init__(self, signer: Signer, instance: int = 0) -> None:
         self.signer = signer
-        self._counter = 0
+        self._instance = instance & 0xFFFFFF
+        self._counter = itertools.count(1)
 
     def stamp(self, data: bytes, now: dt.datetime) -> bytes:
-        # Unique per TSA (RFC 3161 §2.4.2): microseconds since the epoch, then a counter.
-        self._counter = (self._counter + 1) & 0xFFFF
-        serial = (int(now.timestamp() * 1_000_000) << 16) | self._counter
+        micros = int(now.timestamp() * 1_000_000)
+        serial = (micros << 40) | (self._instance << 16) | (next(self._counter) & 0xFFFF)
         return make_token(self.signer, data, now, serial)
 
 

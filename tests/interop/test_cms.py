@@ -4,7 +4,7 @@ import hashlib
 import io
 
 import pytest
-from asn1crypto import cms
+from asn1crypto import cms, tsp
 
 from interop.cms.hashing import hash_ranges, hash_stream
 from interop.cms.parse import ParsedSignedData
@@ -142,6 +142,18 @@ def test_time_stamp_token(pki: DevPki, verifiers: Verifiers) -> None:
         cms.ContentInfo.load(stranger.stamp(b"x", NOW)), b"x", LATER, tsa_validator
     )
     assert not foreign.ok and "trusted CA" in foreign.detail
+
+
+def test_time_stamp_serials_differ_between_instances_of_one_tsa(pki: DevPki) -> None:
+    """Processes stamping with the same key at the same microsecond still differ (RFC 3161)."""
+    serials = set()
+    for instance in (1, 2):
+        tsa = LocalTsa(pki.tsa, instance)
+        for _ in range(3):
+            token = cms.ContentInfo.load(tsa.stamp(b"signature", NOW))
+            tst_info = tsp.TSTInfo.load(token["content"]["encap_content_info"]["content"].contents)
+            serials.add(tst_info["serial_number"].native)
+    assert len(serials) == 6
 
 
 def test_time_stamp_over_another_signature_fails_the_signature(
