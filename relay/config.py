@@ -6,6 +6,7 @@ bad configuration stops start-up with one clear line (exit 2).
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from interop.providers import BUILTIN_DIRECTORY, Provider
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+MAX_WORKERS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class Limits:
     # Same-provider limit of this provider (hs01: 100 MiB per KEP-DOMAIN.md); peers' in [peers].
     own_message_limit: int = 25 * MiB
     default_quota: int = 100 * MiB  # KEP-DOMAIN.md: 100 MB free per account
+    # Processes that verify and sign (relay/crypto.py); 0: in the node's own process.
+    crypto_workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, MAX_WORKERS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,8 +333,13 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
             * MiB
         ),
         default_quota=int(limits_s.get("default_quota_mib", (int, float), 100) * MiB),
+        crypto_workers=limits_s.get("crypto_workers", int, base_limits.crypto_workers),
     )
     limits_s.done()
+    if not 0 <= limits.crypto_workers <= MAX_WORKERS:
+        raise ConfigurationError(
+            f"{source}: limits.crypto_workers: 0 (in the node's process) to {MAX_WORKERS}"
+        )
     for key in ("max_connections", "max_connections_per_peer", "max_recipients"):
         if getattr(limits, key) <= 0:
             raise ConfigurationError(f"{source}: limits.{key}: must be positive")

@@ -8,32 +8,28 @@ mailboxes, the spool and the store.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from interop.cms.timestamp import LocalTsa
-from interop.errors import ConfigurationError
 from interop.pki.devpki import generate, tls_host
 from interop.pki.signer import Signer
-from interop.providers import BUILTIN_DIRECTORY, BUILTIN_PROVIDERS, Provider
+from interop.providers import BUILTIN_PROVIDERS, Provider
 from interop.revocation import RevocationData
-from interop.trust import ProviderTrust, TrustList
 from interop.verifiers import Verifiers
 from relay.config import NodeConfig
+from relay.crypto import Crypto, configured_trust, dev_crypto, local_crypto
 from relay.mailbox import Account, AccountState, AccountType, Mailboxes
 from relay.metrics import Metrics
 from relay.pkidir import (
     DEV_WARNING,
     ensure_dev_pki,
-    load_certificates,
-    load_crls,
-    load_signer,
     read_pki,
     trust_from_pki,
 )
@@ -62,6 +58,8 @@ class NodeContext:
     mailboxes: Mailboxes
     spool: Spool
     store: Store
+    # Verifying and signing (relay/crypto.py): in this process until the node starts workers.
+    crypto: Crypto
     clock: Clock = utc_now
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -119,11 +117,7 @@ def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
     if ensure_dev_pki(folder, lambda: generate(clock(), providers)):
         log.warning("development_pki_made", folder=str(folder), note=DEV_WARNING)
     pki = read_pki(folder)
-    me = pki.providers.get(config.provider.id)
-    if me is None:
-        raise ConfigurationError(
-            f"{config.source}: node.dev_pki {folder} has no certificates for {config.provider.id}"
-        )
+    crypto = dev_crypto(config, pki, instance=os.getpid())
     accounts = _accounts_from_config(config) or [
         Account(
             u.address, AccountType.SEND_RECEIVE, AccountState.ACTIVE, config.limits.default_quota
@@ -136,51 +130,19 @@ def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
     return NodeContext(
         config=config,
         provider=config.provider,
-        process=me.process,
-        tsa=LocalTsa(pki.tsa),
-        verifiers=Verifiers(
-            trust_from_pki(pki, {p.id: p.message_limit for p in config.peers}),
-            RevocationData.of(pki.crls, require=config.require_crl),
-        ),
-        tls_cert=folder / "providers" / me.id / "tls.crt",
-        tls_key=folder / "providers" / me.id / "tls.key",
+        process=crypto.process,
+        tsa=crypto.tsa,
+        verifiers=crypto.verifiers,
+        tls_cert=folder / "providers" / config.provider.id / "tls.crt",
+        tls_key=folder / "providers" / config.provider.id / "tls.key",
         tls_cafile=folder / "ca" / "tls-ca.crt",
         routes=routes,
         mailboxes=Mailboxes(config.data_dir / "mail", accounts, store),
         spool=Spool(config.data_dir / "spool"),
         store=store,
+        crypto=crypto,
         clock=clock,
     )
-
-
-def _configured_trust(
-    config: NodeConfig,
-) -> tuple[TrustList, RevocationData, list[x509.Certificate]]:
-    entries = []
-    tls_cas: list[x509.Certificate] = []
-    for peer in config.peers:
-        provider = BUILTIN_DIRECTORY.get(peer.id) or Provider(
-            peer.id, peer.domain or f"{peer.id}.kep.tr"
-        )
-        cas = load_certificates(peer.tls_cas)
-        tls_cas.extend(cas)
-        entries.append(
-            ProviderTrust(
-                provider,
-                load_certificates(peer.process_cas),
-                cas,
-                peer.tls_names,
-                message_limit=peer.message_limit,
-            )
-        )
-    if not any(e.id == config.provider.id for e in entries):
-        raise ConfigurationError(
-            f"{config.source}: [peers.{config.provider.id}] must describe this node too"
-        )
-    trust = TrustList.build(
-        entries, load_certificates(config.user_cas), load_certificates(config.tsa_cas)
-    )
-    return trust, RevocationData.of(load_crls(config.crls), require=config.require_crl), tls_cas
 
 
 def verifiers_for(config: NodeConfig) -> Verifiers:
@@ -191,18 +153,15 @@ def verifiers_for(config: NodeConfig) -> Verifiers:
             trust_from_pki(pki, {p.id: p.message_limit for p in config.peers}),
             RevocationData.of(pki.crls, require=config.require_crl),
         )
-    trust, revocation, _tls_cas = _configured_trust(config)
+    trust, revocation, _tls_cas = configured_trust(config)
     return Verifiers(trust, revocation)
 
 
 def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
     identity = config.identity
     assert identity is not None
-    process = load_signer(identity.process_cert, identity.process_key)
-    trust, revocation, tls_cas = _configured_trust(config)
-    tsa = None
-    if identity.tsa_cert and identity.tsa_key:
-        tsa = LocalTsa(load_signer(identity.tsa_cert, identity.tsa_key))
+    crypto = local_crypto(config, instance=os.getpid())
+    _trust, _revocation, tls_cas = configured_trust(config)
     run = config.data_dir / "run"
     run.mkdir(parents=True, exist_ok=True)
     cafile = run / "tls-cas.pem"
@@ -211,9 +170,9 @@ def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
     return NodeContext(
         config=config,
         provider=config.provider,
-        process=process,
-        tsa=tsa,
-        verifiers=Verifiers(trust, revocation),
+        process=crypto.process,
+        tsa=crypto.tsa,
+        verifiers=crypto.verifiers,
         tls_cert=identity.tls_cert,
         tls_key=identity.tls_key,
         tls_cafile=cafile,
@@ -221,5 +180,6 @@ def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
         mailboxes=Mailboxes(config.data_dir / "mail", _accounts_from_config(config), store),
         spool=Spool(config.data_dir / "spool"),
         store=store,
+        crypto=crypto,
         clock=clock,
     )

@@ -140,7 +140,12 @@ def ledger_hash(prev: bytes, evidence_id: str, xml: bytes) -> bytes:
 
 
 class Store:
-    """One SQLite connection used from the event loop's thread (calls are short)."""
+    """One SQLite connection shared by the node's threads.
+
+    Every use holds one lock: a transaction from ``transaction()`` to its commit, a read for
+    its query. So no thread reads another's uncommitted changes, and a thread inside its own
+    transaction (the lock is re-entrant) reads its own.
+    """
 
     def __init__(self, path: Path, synchronous: str = "FULL") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -223,45 +228,51 @@ class Store:
         )
 
     def message(self, message_id: str) -> MessageRow | None:
-        r = self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
-        return _row(r) if r else None
+        with self._lock:
+            r = self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+            return _row(r) if r else None
 
     def find(self, kind: str, peer: str, remmd_id: str) -> MessageRow | None:
         """The first message of ``kind`` exchanged with ``peer`` about ``remmd_id`` (indexed)."""
-        r = self.db.execute(
-            "SELECT * FROM messages WHERE remmd_id = ? AND peer = ? AND kind = ?"
-            " ORDER BY created LIMIT 1",
-            (remmd_id, peer, kind),
-        ).fetchone()
-        return _row(r) if r else None
+        with self._lock:
+            r = self.db.execute(
+                "SELECT * FROM messages WHERE remmd_id = ? AND peer = ? AND kind = ?"
+                " ORDER BY created LIMIT 1",
+                (remmd_id, peer, kind),
+            ).fetchone()
+            return _row(r) if r else None
 
     def messages(self, *, kind: str | None = None, state: str | None = None) -> list[MessageRow]:
-        query, args = "SELECT * FROM messages WHERE 1=1", []
-        if kind:
-            query += " AND kind = ?"
-            args.append(kind)
-        if state:
-            query += " AND state = ?"
-            args.append(state)
-        return [_row(r) for r in self.db.execute(query + " ORDER BY created", args)]
+        with self._lock:
+            query, args = "SELECT * FROM messages WHERE 1=1", []
+            if kind:
+                query += " AND kind = ?"
+                args.append(kind)
+            if state:
+                query += " AND state = ?"
+                args.append(state)
+            return [_row(r) for r in self.db.execute(query + " ORDER BY created", args)]
 
     def due(self, now: float, limit: int = 100) -> list[MessageRow]:
-        rows = self.db.execute(
-            "SELECT * FROM messages WHERE state = 'queued' AND (next_attempt IS NULL OR"
-            " next_attempt <= ?) ORDER BY next_attempt LIMIT ?",
-            (now, limit),
-        )
-        return [_row(r) for r in rows]
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT * FROM messages WHERE state = 'queued' AND (next_attempt IS NULL OR"
+                " next_attempt <= ?) ORDER BY next_attempt LIMIT ?",
+                (now, limit),
+            )
+            return [_row(r) for r in rows]
 
     def next_due_time(self) -> float | None:
-        r = self.db.execute(
-            "SELECT MIN(COALESCE(next_attempt, 0)) FROM messages WHERE state = 'queued'"
-        ).fetchone()
-        value: float | None = r[0]
-        return value
+        with self._lock:
+            r = self.db.execute(
+                "SELECT MIN(COALESCE(next_attempt, 0)) FROM messages WHERE state = 'queued'"
+            ).fetchone()
+            value: float | None = r[0]
+            return value
 
     def spool_ids(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT id FROM messages")}
+        with self._lock:
+            return {r[0] for r in self.db.execute("SELECT id FROM messages")}
 
     # -- evidence and ledger -----------------------------------------------------------------
 
@@ -309,35 +320,38 @@ class Store:
         )
 
     def evidence_for(self, remmd_id: str) -> list[sqlite3.Row]:
-        return list(
-            self.db.execute(
-                "SELECT * FROM evidence WHERE remmd_id = ? ORDER BY created", (remmd_id,)
+        with self._lock:
+            return list(
+                self.db.execute(
+                    "SELECT * FROM evidence WHERE remmd_id = ? ORDER BY created", (remmd_id,)
+                )
             )
-        )
 
     def evidence_of_message(self, message_id: str) -> list[sqlite3.Row]:
-        return list(
-            self.db.execute(
-                "SELECT * FROM evidence WHERE message_id = ? ORDER BY created", (message_id,)
+        with self._lock:
+            return list(
+                self.db.execute(
+                    "SELECT * FROM evidence WHERE message_id = ? ORDER BY created", (message_id,)
+                )
             )
-        )
 
     def verify_ledger(self) -> tuple[int, str | None]:
         """(records checked, first problem or None): recomputes every link of the chain."""
-        prev = GENESIS
-        count = 0
-        rows = self.db.execute(
-            "SELECT l.seq, l.evidence_id, l.prev_hash, l.hash, e.xml FROM ledger l"
-            " JOIN evidence e ON e.id = l.evidence_id ORDER BY l.seq"
-        )
-        for seq, evidence_id, prev_hash, record_hash, xml in rows:
-            if bytes(prev_hash) != prev:
-                return count, f"record {seq}: does not follow the record before it"
-            if ledger_hash(prev, evidence_id, bytes(xml)) != bytes(record_hash):
-                return count, f"record {seq}: evidence {evidence_id} was changed"
-            prev = bytes(record_hash)
-            count += 1
-        return count, None
+        with self._lock:
+            prev = GENESIS
+            count = 0
+            rows = self.db.execute(
+                "SELECT l.seq, l.evidence_id, l.prev_hash, l.hash, e.xml FROM ledger l"
+                " JOIN evidence e ON e.id = l.evidence_id ORDER BY l.seq"
+            )
+            for seq, evidence_id, prev_hash, record_hash, xml in rows:
+                if bytes(prev_hash) != prev:
+                    return count, f"record {seq}: does not follow the record before it"
+                if ledger_hash(prev, evidence_id, bytes(xml)) != bytes(record_hash):
+                    return count, f"record {seq}: evidence {evidence_id} was changed"
+                prev = bytes(record_hash)
+                count += 1
+            return count, None
 
     # -- accounts ----------------------------------------------------------------------------
 
@@ -385,11 +399,12 @@ class Store:
         db.execute("UPDATE timers SET done = 1 WHERE remmd_id = ? AND peer = ?", (remmd_id, peer))
 
     def expired_timers(self, now: float) -> list[sqlite3.Row]:
-        return list(
-            self.db.execute(
-                "SELECT * FROM timers WHERE done = 0 AND ((relay_deadline IS NOT NULL AND"
-                " relay_deadline <= ?) OR (evidence_deadline IS NOT NULL AND"
-                " evidence_deadline <= ?))",
-                (now, now),
+        with self._lock:
+            return list(
+                self.db.execute(
+                    "SELECT * FROM timers WHERE done = 0 AND ((relay_deadline IS NOT NULL AND"
+                    " relay_deadline <= ?) OR (evidence_deadline IS NOT NULL AND"
+                    " evidence_deadline <= ?))",
+                    (now, now),
+                )
             )
-        )

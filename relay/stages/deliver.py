@@ -25,7 +25,6 @@ from interop.reasons import Reason
 from relay.context import NodeContext
 from relay.mailbox import AccountState
 from relay.spool import SpanReader
-from relay.stages.issue import Issued, sign
 
 
 def decide_and_deliver(
@@ -39,10 +38,11 @@ def decide_and_deliver(
     key: str,
     accepted_at: float,
     refusal: tuple[Reason, str] | None = None,
-) -> list[Issued]:
-    """Evidence for each recipient ``indices`` (1-based into ``about.recipients``);
-    ``accepted_at`` is when the message was acknowledged (for the delivery latency)."""
-    issued: list[Issued] = []
+) -> list[Evidence]:
+    """Evidence for each recipient ``indices`` (1-based into ``about.recipients``), not yet
+    signed (callers sign it all at once); ``accepted_at`` is when the message was
+    acknowledged (for the delivery latency)."""
+    issued: list[Evidence] = []
 
     def issue(
         kind: EvidenceType,
@@ -53,18 +53,15 @@ def decide_and_deliver(
         at: dt.datetime | None = None,
     ) -> None:
         issued.append(
-            sign(
-                context,
-                follow_up(
-                    about,
-                    context.provider,
-                    kind,
-                    event,
-                    at or context.clock(),
-                    recipient=index,
-                    reasons=[EventReason(*why)] if why else [],
-                    teblig_zamani=teblig,
-                ),
+            follow_up(
+                about,
+                context.provider,
+                kind,
+                event,
+                at or context.clock(),
+                recipient=index,
+                reasons=[EventReason(*why)] if why else [],
+                teblig_zamani=teblig,
             )
         )
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import structlog
 
-from interop.envelope.verify import verify_envelope
 from interop.errors import KepError
 from interop.evidence.codes import EvidenceType
 from relay.context import NodeContext
@@ -26,13 +25,12 @@ _FINAL = {EvidenceType.DeliveryNonDeliveryToRecipient.value}
 def process_evidence(context: NodeContext, row: MessageRow) -> None:
     path = context.spool.path(row.id)
     store = context.store
-    with path.open("rb") as stream:
-        try:
-            result = verify_envelope(stream, context.verifiers, context.clock(), peer=row.peer)
-        except KepError as exc:
-            context.metrics.verified("evidence", False, exc.reason)
-            _keep(context, row, "invalid", exc.detail)
-            return
+    try:
+        result = context.crypto.verify_envelope(path, context.clock(), row.peer)
+    except KepError as exc:
+        context.metrics.verified("evidence", False, exc.reason)
+        _keep(context, row, "invalid", exc.detail)
+        return
     context.metrics.verified("evidence", result.ok, result.reason)
     if not result.ok or result.evidence is None or result.evidence.evidence is None:
         _keep(context, row, "invalid", result.detail)

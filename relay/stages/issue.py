@@ -7,12 +7,10 @@ rows into their own transaction, so evidence, ledger and queue change together o
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, cast
 
-from interop.envelope.build import write_evidence_message
 from interop.evidence.model import Evidence
-from interop.evidence.xades import sign_evidence
 from relay.context import NodeContext
 
 
@@ -34,7 +32,7 @@ class Outgoing:
 
 
 def sign(context: NodeContext, evidence: Evidence) -> Issued:
-    return Issued(evidence, sign_evidence(evidence, context.process, context.clock()))
+    return Issued(evidence, context.crypto.sign_evidence(evidence, context.clock()))
 
 
 def write_message(
@@ -46,21 +44,45 @@ def write_message(
     ileti_tip: str = "standart",
     ileti_id: str | None = None,
 ) -> Outgoing:
+    """An Evidence message about evidence signed already, written to the spool."""
+    message = context.crypto.evidence_message(
+        issued.evidence,
+        issued.xml,
+        context.clock(),
+        dispatch_message_id=dispatch_message_id,
+        ileti_tip=ileti_tip,
+        ileti_id=ileti_id,
+    )
+    return _spool(context, issued, peer, message)
+
+
+def write_messages(
+    context: NodeContext,
+    evidence: Sequence[Evidence],
+    peer: str,
+    *,
+    dispatch_message_id: str | None = None,
+    ileti_tip: str = "standart",
+    ileti_id: str | None = None,
+) -> list[Outgoing]:
+    """Sign each evidence and write its Evidence message: one request to the crypto workers."""
+    signed = context.crypto.issue_messages(
+        evidence,
+        context.clock(),
+        dispatch_message_id=dispatch_message_id,
+        ileti_tip=ileti_tip,
+        ileti_id=ileti_id,
+    )
+    return [
+        _spool(context, Issued(e, xml), peer, message)
+        for e, (xml, message) in zip(evidence, signed, strict=True)
+    ]
+
+
+def _spool(context: NodeContext, issued: Issued, peer: str, message: bytes) -> Outgoing:
     writer = context.spool.writer()
     try:
-        write_evidence_message(
-            cast(BinaryIO, writer),
-            issued.evidence,
-            issued.xml,
-            context.process,
-            context.clock(),
-            message_id=f"<{issued.evidence.identifier}@{context.provider.domain}>",
-            issuer_id=context.provider.id,
-            dispatch_message_id=dispatch_message_id,
-            ileti_tip=ileti_tip,
-            ileti_id=ileti_id,
-            timestamp=context.stamp_function(),
-        )
+        writer.write(message)
         writer.commit()
     except BaseException:
         writer.discard()

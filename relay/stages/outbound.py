@@ -36,22 +36,35 @@ def backoff(context: NodeContext, attempts: int) -> float:
 
 async def send_due(context: NodeContext, transport: Transport) -> int:
     """Send everything due now, concurrently; returns how many were tried."""
-    rows = [r for r in context.store.due(time.time()) if r.kind in ("dispatch-out", "evidence-out")]
+    rows = await asyncio.to_thread(_claim_due, context)
     if rows:
         await asyncio.gather(*(_send(context, transport, row) for row in rows))
     return len(rows)
 
 
-async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> None:
+def _claim_due(context: NodeContext) -> list[MessageRow]:
+    """Rows due now, marked ``sending`` in one transaction so no second pass sends them."""
     store = context.store
-    with store.transaction() as db:  # claimed, so a second pass does not send it twice
-        store.set_state(db, row.id, "sending")
+    with store.transaction() as db:
+        rows = [r for r in store.due(time.time()) if r.kind in ("dispatch-out", "evidence-out")]
+        for row in rows:
+            store.set_state(db, row.id, "sending")
+    return rows
+
+
+async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> None:
     entry = Entry(
         row.id, row.peer or "", row.mail_from, row.rcpt_to, context.spool.path(row.id), row.size
     )
     result = await transport.deliver(entry)
-    attempts = row.attempts + 1
     _count(context, row, result)
+    # Commits (and for a refused Dispatch, signing its failure evidence) block: not on the loop.
+    await asyncio.to_thread(_settle, context, row, result)
+
+
+def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
+    store = context.store
+    attempts = row.attempts + 1
     if result.outcome is Outcome.DELIVERED:
         with store.transaction() as db:
             store.set_state(

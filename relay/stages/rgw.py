@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import structlog
 
-from interop.envelope.verify import verify_envelope
 from interop.errors import KepError
 from interop.evidence import xmlio
 from interop.reasons import Reason
 from relay.context import NodeContext
 from relay.stages.deliver import decide_and_deliver
-from relay.stages.issue import queue, record, write_message
+from relay.stages.issue import queue, record, write_messages
 from relay.store import MessageRow
 
 log = structlog.get_logger("kep.rgw")
@@ -26,22 +25,21 @@ log = structlog.get_logger("kep.rgw")
 def process_dispatch(context: NodeContext, row: MessageRow) -> None:
     path = context.spool.path(row.id)
     peer = row.peer or ""
-    with path.open("rb") as stream:
-        try:
-            result = verify_envelope(stream, context.verifiers, context.clock(), peer=peer)
-            envelope = result.envelope
-        except KepError as exc:  # intake read it already; a changed spool file is trouble
-            context.metrics.verified("dispatch", False, exc.reason)
-            log.error(
-                "dispatch_unreadable",
-                queue_id=row.id,
-                remmd_id=row.remmd_id,
-                peer=peer,
-                detail=exc.detail,
-            )
-            with context.store.transaction() as db:
-                context.store.set_state(db, row.id, "failed", last_reply=exc.detail)
-            return
+    try:
+        result = context.crypto.verify_envelope(path, context.clock(), peer)
+        envelope = result.envelope
+    except KepError as exc:  # intake read it already; a changed spool file is trouble
+        context.metrics.verified("dispatch", False, exc.reason)
+        log.error(
+            "dispatch_unreadable",
+            queue_id=row.id,
+            remmd_id=row.remmd_id,
+            peer=peer,
+            detail=exc.detail,
+        )
+        with context.store.transaction() as db:
+            context.store.set_state(db, row.id, "failed", last_reply=exc.detail)
+        return
     context.metrics.verified("dispatch", result.ok, result.reason)
     about = (
         result.evidence.evidence
@@ -74,17 +72,14 @@ def process_dispatch(context: NodeContext, row: MessageRow) -> None:
         accepted_at=row.created,
         refusal=refusal,
     )
-    outgoing = [
-        write_message(
-            context,
-            i,
-            peer,
-            dispatch_message_id=envelope.message_id,
-            ileti_tip=envelope.ileti_tip.value,
-            ileti_id=envelope.ileti_id,
-        )
-        for i in issued
-    ]
+    outgoing = write_messages(
+        context,
+        issued,
+        peer,
+        dispatch_message_id=envelope.message_id,
+        ileti_tip=envelope.ileti_tip.value,
+        ileti_id=envelope.ileti_id,
+    )
     with context.store.transaction() as db:
         for message in outgoing:
             record(

@@ -129,7 +129,7 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
         for pid, addresses in by_provider.items():
             indices = [recipients.index(a) + 1 for a in addresses]
             if pid == context.provider.id:
-                notices += decide_and_deliver(
+                decided = decide_and_deliver(
                     context,
                     submission.evidence,
                     indices,
@@ -139,6 +139,7 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
                     key=row.id,
                     accepted_at=row.created,
                 )
+                notices += [sign(context, evidence) for evidence in decided]
                 continue
             dispatches.append(_dispatch(context, row, submission, pid, addresses))
     # Filed before the transaction, under keys derived from the submission, so a replay after

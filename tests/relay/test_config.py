@@ -66,12 +66,24 @@ def test_example_configurations_load(name: str) -> None:
             },
             "accounts[0].type: send-receive or receive-only",
         ),
+        (
+            {"node": {"provider": "hs01", "dev_pki": "p"}, "limits": {"crypto_workers": -1}},
+            "limits.crypto_workers: 0 (in the node's process) to 32",
+        ),
     ],
 )
 def test_bad_configuration_names_file_key_and_problem(raw: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
         from_mapping(raw, "x.toml", Path("/tmp"))
     assert message in caught.value.detail
+
+
+def test_crypto_workers_default_to_the_cpus_and_zero_keeps_them_in_process() -> None:
+    node = {"provider": "hs01", "dev_pki": "p"}
+    default = from_mapping({"node": node}, "x.toml", Path("/tmp"))
+    assert default.limits.crypto_workers == min(os.cpu_count() or 1, 32)
+    none = from_mapping({"node": node, "limits": {"crypto_workers": 0}}, "x.toml", Path("/tmp"))
+    assert none.limits.crypto_workers == 0
 
 
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
