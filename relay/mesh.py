@@ -96,6 +96,8 @@ def load(folder: Path) -> Mesh:
 
 
 TIMERS = {"retry_initial": "2s", "retry_max": "30s", "queue_poll": "0.2s"}
+# Eight nodes share one machine's cores: one crypto worker each (about 45 MiB) is plenty.
+LIMITS = "[limits]\ncrypto_workers = 1\n"
 
 
 def node_toml(
@@ -154,7 +156,7 @@ def write(mesh: Mesh, now: dt.datetime | None = None) -> DevPki:
         pki = generate((now or dt.datetime.now(dt.UTC)) - dt.timedelta(minutes=5), providers)
         write_pki(pki, pki_folder)
     for node in mesh.nodes:
-        mesh.config(node.provider).write_text(node_toml(mesh, node), encoding="utf-8")
+        mesh.config(node.provider).write_text(node_toml(mesh, node, extra=LIMITS), encoding="utf-8")
     (mesh.folder / "prometheus.yml").write_text(prometheus_yml(mesh), encoding="utf-8")
     (mesh.folder / LAYOUT).write_text(
         json.dumps({"nodes": [asdict(n) for n in mesh.nodes]}, indent=2) + "\n", encoding="utf-8"
