@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from asn1crypto import algos
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -24,7 +26,14 @@ def hash_algorithm(name: str) -> hashes.HashAlgorithm:
 def signature_algorithm(key: SigningKey, digest: str) -> algos.SignedDigestAlgorithm:
     # RFC 5754 §3.2 / §3.3: sha256WithRSAEncryption and ecdsa-with-SHA256 identifiers.
     kind = "rsa" if isinstance(key, rsa.RSAPrivateKey) else "ecdsa"
-    return algos.SignedDigestAlgorithm({"algorithm": f"{digest}_{kind}"})
+    return algos.SignedDigestAlgorithm.load(_signature_algorithm_der(f"{digest}_{kind}"))
+
+
+@functools.lru_cache(maxsize=16)
+def _signature_algorithm_der(name: str) -> bytes:
+    # Encoded once: asn1crypto re-encodes a value it built each time it is embedded.
+    der: bytes = algos.SignedDigestAlgorithm({"algorithm": name}).dump()
+    return der
 
 
 def sign(key: SigningKey, data: bytes, digest: str) -> bytes:

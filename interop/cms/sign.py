@@ -71,6 +71,12 @@ def _parts(certificates: tuple[x509.Certificate, ...]) -> _SignerParts:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _digest_algorithm(digest: str) -> bytes:
+    der: bytes = algos.DigestAlgorithm({"algorithm": digest}).dump()
+    return der
+
+
 def signed_attributes(
     content_type: str, content_digest: bytes, signing_time: dt.datetime, scv2: bytes
 ) -> cms.CMSAttributes:
@@ -115,7 +121,7 @@ def sign_digest(
     signer_info: dict[str, object] = {
         "version": "v1",
         "sid": cms.SignerIdentifier.load(parts.sid),
-        "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
+        "digest_algorithm": algos.DigestAlgorithm.load(_digest_algorithm(digest)),
         "signed_attrs": cms.CMSAttributes.load(attrs_der, implicit=0),
         "signature_algorithm": keys.signature_algorithm(signer.key, digest),
         "signature": signature,
@@ -131,7 +137,7 @@ def sign_digest(
     signed_data = cms.SignedData(
         {
             "version": "v3" if content_type != "data" else "v1",
-            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
+            "digest_algorithms": [algos.DigestAlgorithm.load(_digest_algorithm(digest))],
             "encap_content_info": encap,
             "certificates": cms.CertificateSet.load(parts.certificates),
             "signer_infos": [cms.SignerInfo.load(cms.SignerInfo(signer_info).dump())],
