@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,10 @@ class LocalCrypto:
             xml = self.sign_evidence(e, now)
             signed.append((xml, self.evidence_message(e, xml, now, **headers)))
         return signed
+
+    def health(self) -> str | None:
+        """What is wrong with the signature work, or None (in process: nothing can be)."""
+        return None
 
     def close(self) -> None:
         """Nothing to release."""
@@ -232,12 +236,23 @@ def _ready() -> int:
 
 
 class PooledCrypto:
-    """The calls on ``workers`` processes; called from the node's worker threads."""
+    """The calls on ``workers`` processes; called from the node's worker threads.
 
-    def __init__(self, config: NodeConfig, workers: int) -> None:
+    ``on_lost`` is told each time the workers are lost and started again. After
+    ``FAILING_AFTER`` losses with no call succeeding between them (workers that cannot start:
+    key files gone, say), ``health`` says so, and the node reports itself not ready.
+    """
+
+    FAILING_AFTER = 3
+
+    def __init__(
+        self, config: NodeConfig, workers: int, on_lost: Callable[[], None] | None = None
+    ) -> None:
         self._config = config
         self._workers = workers
+        self._on_lost = on_lost
         self._lock = threading.Lock()
+        self._losses_in_a_row = 0
         self._pool = self._new_pool()
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
@@ -255,15 +270,32 @@ class PooledCrypto:
     def _call(self, function: Any, *args: Any) -> Any:
         pool = self._pool
         try:
-            return pool.submit(function, *args).result()
+            result = pool.submit(function, *args).result()
         except BrokenProcessPool:
             # A worker died (killed, out of memory). The message this was for stays where it
             # was and is tried again; the pool is made anew for it and for everything after.
             with self._lock:
                 if self._pool is pool:
-                    log.error("crypto_workers_lost", workers=self._workers)
+                    self._losses_in_a_row += 1
+                    log.error(
+                        "crypto_workers_lost",
+                        workers=self._workers,
+                        in_a_row=self._losses_in_a_row,
+                    )
+                    if self._on_lost is not None:
+                        self._on_lost()
                     self._pool = self._new_pool()
             raise
+        self._losses_in_a_row = 0
+        return result
+
+    def health(self) -> str | None:
+        if self._losses_in_a_row >= self.FAILING_AFTER:
+            return (
+                f"the crypto workers were lost {self._losses_in_a_row} times in a row "
+                "(see crypto_workers_lost in the log)"
+            )
+        return None
 
     def verify_envelope(
         self, path: Path, now: dt.datetime, peer: str | None

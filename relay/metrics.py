@@ -173,6 +173,11 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.crypto_workers_lost = Counter(
+            "kep_crypto_workers_lost",
+            "Times a crypto worker process died and the workers were started again",
+            registry=r,
+        )
 
     def verified(self, check: str, ok: bool, reason: Reason | None) -> None:
         self.verifications.labels(

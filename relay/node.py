@@ -104,7 +104,11 @@ class Node:
         recover(self.context)
         config = self.context.config
         if config.limits.crypto_workers > 0:
-            self.context.crypto = PooledCrypto(config, config.limits.crypto_workers)
+            self.context.crypto = PooledCrypto(
+                config,
+                config.limits.crypto_workers,
+                on_lost=self.context.metrics.crypto_workers_lost.inc,
+            )
         self.start_monitoring()
         await self._listen(
             "peer",
@@ -175,12 +179,16 @@ class Node:
         def draining() -> str | None:
             return "draining after SIGTERM" if self.stopping.is_set() else None
 
+        def crypto() -> str | None:
+            return context.crypto.health()  # looked up now: start() may have replaced it
+
         return Probes(
             alive={"event_loop": heartbeat_check(lambda: self.beat)},
             ready={
                 "storage": storage_writable(context.config.data_dir, context.store.path),
                 "pki": pki,
                 "listeners": listening,
+                "crypto": crypto,
                 "draining": draining,
             },
         )

@@ -3,6 +3,7 @@ handled, and no worker outlives its node."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from collections.abc import Iterator
@@ -126,6 +127,37 @@ def test_a_lost_worker_fails_one_call_and_the_next_gets_a_new_one(
         assert crypto._call(_ready) != first
     finally:
         crypto.close()
+
+
+def test_workers_that_cannot_start_make_the_node_not_ready(
+    hs02_config: NodeConfig, tmp_path: Path, pki: DevPki
+) -> None:
+    """A worker reads the keys when it starts; if it cannot, every call fails, each loss is
+    reported, and after three in a row ``health`` says what is wrong (/readyz: crypto)."""
+    good = tmp_path / "good.eml"
+    good.write_bytes(make_dispatch(pki).dispatch)
+    gone = dataclasses.replace(hs02_config, dev_pki=tmp_path / "no-such-pki")
+    lost: list[int] = []
+    crypto = PooledCrypto(gone, 1, on_lost=lambda: lost.append(1))
+    try:
+        for attempt in range(1, PooledCrypto.FAILING_AFTER + 1):
+            assert crypto.health() is None
+            with pytest.raises(BrokenProcessPool):
+                crypto.verify_envelope(good, NOW, "hs01")
+            assert len(lost) == attempt
+        problem = crypto.health()
+        assert problem is not None and "lost 3 times in a row" in problem
+    finally:
+        crypto.close()
+    # A working pool is healthy again as soon as a call succeeds.
+    working = PooledCrypto(hs02_config, 1)
+    try:
+        working._losses_in_a_row = PooledCrypto.FAILING_AFTER
+        assert working.health() is not None
+        assert working.verify_envelope(good, NOW, "hs01").ok
+        assert working.health() is None
+    finally:
+        working.close()
 
 
 def _children(pid: int) -> set[int]:
