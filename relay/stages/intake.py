@@ -94,10 +94,21 @@ class _Base:
         remmd_id: str | None,
         envelope: Envelope,
     ) -> str:
+        """Make the message ours and return the reply (blocking: the caller runs it on a thread).
+
+        A Dispatch this peer delivered before (§2, by ``X-REM-Message-Identifier``) is not
+        stored again. That is decided inside the transaction, so two connections delivering
+        the same Dispatch at once store it once and both get 250.
+        """
         store = self.context.store
+        dedupe = kind == "dispatch-in" and peer is not None and remmd_id is not None
         try:
             writer.commit()
             with store.transaction() as db:
+                if dedupe:
+                    earlier = store.find(kind, peer or "", remmd_id or "")
+                    if earlier is not None:
+                        raise _AlreadyAccepted(earlier.id)
                 store.add_message(
                     db,
                     id=writer.queue_id,
@@ -110,6 +121,9 @@ class _Base:
                     sha256=writer.sha256.hexdigest(),
                     state="received",
                 )
+        except _AlreadyAccepted as already:
+            self.context.spool.remove(writer.queue_id)
+            return self._repeated(already.queue_id, peer or "", remmd_id or "")
         except OSError as exc:
             writer.discard()
             self.context.spool.remove(writer.queue_id)
@@ -130,8 +144,24 @@ class _Base:
             remmd_id=remmd_id,
             size=writer.size,
         )
-        self.wake()
         return f"250 2.0.0 Queued as {writer.queue_id}"
+
+    def _repeated(self, earlier_id: str, peer: str, remmd_id: str) -> str:
+        """§2: the same Dispatch again: no second copy; evidence already issued goes again."""
+        with self.context.store.transaction() as db:
+            db.execute(
+                "UPDATE messages SET state = 'queued', next_attempt = NULL, attempts = 0"
+                " WHERE parent = ? AND kind = 'evidence-out' AND state IN ('sent', 'failed')",
+                (earlier_id,),
+            )
+        log.info("dispatch_repeated", queue_id=earlier_id, peer=peer, remmd_id=remmd_id)
+        return f"{ALREADY_ACCEPTED} {earlier_id}"
+
+
+class _AlreadyAccepted(Exception):
+    def __init__(self, queue_id: str) -> None:
+        super().__init__(queue_id)
+        self.queue_id = queue_id
 
 
 class PeerIntake(_Base):
@@ -191,23 +221,17 @@ class PeerIntake(_Base):
         if problem:
             sink.discard()
             return problem
-        if msg_type is MsgType.Dispatch and remmd_id is not None:
-            earlier = self.context.store.find("dispatch-in", connection.provider, remmd_id)
-            if earlier is not None:
-                sink.discard()
-                # §2: the same message again: no second copy; evidence already issued goes again.
-                self._resend_evidence(earlier.id)
-                log.info(
-                    "dispatch_repeated",
-                    queue_id=earlier.id,
-                    peer=connection.provider,
-                    remmd_id=remmd_id,
-                )
-                return f"{ALREADY_ACCEPTED} {earlier.id}"
         kind = "dispatch-in" if msg_type is MsgType.Dispatch else "evidence-in"
-        return self._commit(
-            sink, kind=kind, peer=connection.provider, remmd_id=remmd_id, envelope=envelope
+        reply = await asyncio.to_thread(
+            self._commit,
+            sink,
+            kind=kind,
+            peer=connection.provider,
+            remmd_id=remmd_id,
+            envelope=envelope,
         )
+        self.wake()
+        return reply
 
     def _inspect(
         self, connection: Connection, sink: SpoolWriter
@@ -242,16 +266,6 @@ class PeerIntake(_Base):
         if evidence.message.remmd_message_id != parsed.message_identifier:
             return "550 5.6.0 X-REM-Message-Identifier does not match delil.xml", None, None
         return None, parsed.msg_type, parsed.message_identifier
-
-    def _resend_evidence(self, dispatch_id: str) -> None:
-        store = self.context.store
-        with store.transaction() as db:
-            db.execute(
-                "UPDATE messages SET state = 'queued', next_attempt = NULL, attempts = 0"
-                " WHERE parent = ? AND kind = 'evidence-out' AND state IN ('sent', 'failed')",
-                (dispatch_id,),
-            )
-        self.wake()
 
 
 class SubmissionIntake(_Base):
@@ -295,6 +309,8 @@ class SubmissionIntake(_Base):
     async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> str:
         assert isinstance(sink, SpoolWriter)
         remmd_id = remmd_id_for(self.context, sink.queue_id)  # known from acceptance on
-        return self._commit(
-            sink, kind="submission", peer=None, remmd_id=remmd_id, envelope=envelope
+        reply = await asyncio.to_thread(
+            self._commit, sink, kind="submission", peer=None, remmd_id=remmd_id, envelope=envelope
         )
+        self.wake()
+        return reply

@@ -1,0 +1,50 @@
+"""Intake's commit, in process: a Dispatch delivered twice at once is stored once (§2)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from aiosmtpd.smtp import Envelope
+
+from interop.pki.devpki import DevPki
+from relay.config import from_mapping
+from relay.context import build_context
+from relay.pkidir import write_pki
+from relay.stages.intake import ALREADY_ACCEPTED, PeerIntake
+from tests.helpers import make_dispatch
+
+
+def test_the_same_dispatch_committed_twice_at_once_is_stored_once(
+    pki: DevPki, tmp_path: Path
+) -> None:
+    write_pki(pki, tmp_path / "pki")
+    config = from_mapping(
+        {"node": {"provider": "hs02", "dev_pki": "pki", "data_dir": "data"}}, "t", tmp_path
+    )
+    context = build_context(config)
+    intake = PeerIntake(context, lambda: None)
+    dispatch = make_dispatch(pki).dispatch
+    envelope = Envelope()
+    envelope.mail_from = "ali.yilmaz@hs01.kep.tr"
+    envelope.rcpt_tos = ["ayse.demir@hs02.kep.tr"]
+
+    def deliver() -> tuple[str, str]:
+        writer = context.spool.writer()
+        writer.write(dispatch)
+        reply = intake._commit(
+            writer, kind="dispatch-in", peer="hs01", remmd_id="rem-1@hs01.kep.tr", envelope=envelope
+        )
+        return reply, writer.queue_id
+
+    # Many at once, on threads as the node runs them: whichever commits first is the message.
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: deliver(), range(8)))
+    rows = context.store.messages(kind="dispatch-in")
+    assert len(rows) == 1
+    kept = rows[0].id
+    assert [r for r, q in results if q == kept] == [f"250 2.0.0 Queued as {kept}"]
+    assert all(r == f"{ALREADY_ACCEPTED} {kept}" for r, q in results if q != kept)
+    # Only the stored one's spool file is left.
+    assert {p.stem for p in context.spool.msg_dir.iterdir()} == {kept}
+    context.store.close()
