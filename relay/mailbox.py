@@ -126,13 +126,19 @@ class Mailboxes:
         return final
 
     def find(self, address: str, folder: str, key: str) -> Path | None:
+        """The message filed under ``key``, if any. Names are read with ``os.scandir`` and
+        compared as strings: one pass over the folder, no object per message (a mailbox
+        may hold tens of thousands)."""
         base = self.folder(address, folder)
+        needle = f".{key}."
         for sub in ("new", "cur"):
-            directory = base / sub
-            if directory.is_dir():
-                for path in directory.iterdir():
-                    if f".{key}." in path.name:
-                        return path
+            try:
+                with os.scandir(base / sub) as entries:
+                    for entry in entries:
+                        if needle in entry.name:
+                            return base / sub / entry.name
+            except FileNotFoundError:
+                continue
         return None
 
     def list(self, address: str, folder: str = "INBOX") -> list[tuple[Path, bool]]:
