@@ -21,17 +21,22 @@ from interop.cms.timestamp import LocalTsa
 from interop.pki.devpki import generate, tls_host
 from interop.pki.signer import Signer
 from interop.providers import BUILTIN_PROVIDERS, Provider
-from interop.revocation import RevocationData
 from interop.verifiers import Verifiers
 from relay.config import NodeConfig
-from relay.crypto import Crypto, configured_trust, dev_crypto, local_crypto
+from relay.crypto import (
+    Crypto,
+    LocalCrypto,
+    configured_trust,
+    dev_crypto,
+    dev_verifiers,
+    local_crypto,
+)
 from relay.mailbox import Account, AccountState, AccountType, Mailboxes
 from relay.metrics import Metrics
 from relay.pkidir import (
     DEV_WARNING,
     ensure_dev_pki,
     read_pki,
-    trust_from_pki,
 )
 from relay.spool import Spool
 from relay.store import Store
@@ -125,47 +130,53 @@ def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
         for u in pki.users
         if u.provider_id == config.provider.id
     ]
-    routes = {p.id: p.route for p in config.peers}
-    store = Store(config.data_dir / "state.sqlite3", config.sqlite_synchronous)
-    return NodeContext(
-        config=config,
-        provider=config.provider,
-        process=crypto.process,
-        tsa=crypto.tsa,
-        verifiers=crypto.verifiers,
-        tls_cert=folder / "providers" / config.provider.id / "tls.crt",
-        tls_key=folder / "providers" / config.provider.id / "tls.key",
-        tls_cafile=folder / "ca" / "tls-ca.crt",
-        routes=routes,
-        mailboxes=Mailboxes(config.data_dir / "mail", accounts, store),
-        spool=Spool(config.data_dir / "spool"),
-        store=store,
-        crypto=crypto,
-        clock=clock,
+    return _node_context(
+        config,
+        clock,
+        crypto,
+        accounts,
+        tls=(
+            folder / "providers" / config.provider.id / "tls.crt",
+            folder / "providers" / config.provider.id / "tls.key",
+            folder / "ca" / "tls-ca.crt",
+        ),
     )
 
 
 def verifiers_for(config: NodeConfig) -> Verifiers:
     """The verifiers a node with ``config`` uses (for the operator tools' ``--config``)."""
     if config.dev_pki is not None:
-        pki = read_pki(config.dev_pki)
-        return Verifiers(
-            trust_from_pki(pki, {p.id: p.message_limit for p in config.peers}),
-            RevocationData.of(pki.crls, require=config.require_crl),
-        )
-    trust, revocation, _tls_cas = configured_trust(config)
-    return Verifiers(trust, revocation)
+        return dev_verifiers(config, read_pki(config.dev_pki))
+    return Verifiers(*configured_trust(config))
 
 
 def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
     identity = config.identity
     assert identity is not None
     crypto = local_crypto(config, instance=os.getpid())
-    _trust, _revocation, tls_cas = configured_trust(config)
     run = config.data_dir / "run"
     run.mkdir(parents=True, exist_ok=True)
     cafile = run / "tls-cas.pem"
-    cafile.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in tls_cas))
+    cafile.write_bytes(
+        b"".join(c.public_bytes(Encoding.PEM) for e in crypto.verifiers.trust for c in e.tls_cas)
+    )
+    return _node_context(
+        config,
+        clock,
+        crypto,
+        _accounts_from_config(config),
+        tls=(identity.tls_cert, identity.tls_key, cafile),
+    )
+
+
+def _node_context(
+    config: NodeConfig,
+    clock: Clock,
+    crypto: LocalCrypto,
+    accounts: list[Account],
+    *,
+    tls: tuple[Path, Path, Path],  # certificate, key, CA bundle of the peers' TLS CAs
+) -> NodeContext:
     store = Store(config.data_dir / "state.sqlite3", config.sqlite_synchronous)
     return NodeContext(
         config=config,
@@ -173,11 +184,11 @@ def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
         process=crypto.process,
         tsa=crypto.tsa,
         verifiers=crypto.verifiers,
-        tls_cert=identity.tls_cert,
-        tls_key=identity.tls_key,
-        tls_cafile=cafile,
+        tls_cert=tls[0],
+        tls_key=tls[1],
+        tls_cafile=tls[2],
         routes={p.id: p.route for p in config.peers},
-        mailboxes=Mailboxes(config.data_dir / "mail", _accounts_from_config(config), store),
+        mailboxes=Mailboxes(config.data_dir / "mail", accounts, store),
         spool=Spool(config.data_dir / "spool"),
         store=store,
         crypto=crypto,

@@ -131,11 +131,16 @@ def dev_crypto(config: NodeConfig, pki: DevPki, instance: int) -> LocalCrypto:
             f"{config.source}: node.dev_pki {config.dev_pki} has no certificates for "
             f"{config.provider.id}"
         )
-    verifiers = Verifiers(
+    return LocalCrypto(
+        config.provider, me.process, LocalTsa(pki.tsa, instance), dev_verifiers(config, pki)
+    )
+
+
+def dev_verifiers(config: NodeConfig, pki: DevPki) -> Verifiers:
+    return Verifiers(
         trust_from_pki(pki, {p.id: p.message_limit for p in config.peers}),
         RevocationData.of(pki.crls, require=config.require_crl),
     )
-    return LocalCrypto(config.provider, me.process, LocalTsa(pki.tsa, instance), verifiers)
 
 
 def local_crypto(config: NodeConfig, instance: int) -> LocalCrypto:
@@ -148,30 +153,25 @@ def local_crypto(config: NodeConfig, instance: int) -> LocalCrypto:
     identity = config.identity
     assert identity is not None
     process = load_signer(identity.process_cert, identity.process_key)
-    trust, revocation, _tls_cas = configured_trust(config)
+    trust, revocation = configured_trust(config)
     tsa = None
     if identity.tsa_cert and identity.tsa_key:
         tsa = LocalTsa(load_signer(identity.tsa_cert, identity.tsa_key), instance)
     return LocalCrypto(config.provider, process, tsa, Verifiers(trust, revocation))
 
 
-def configured_trust(
-    config: NodeConfig,
-) -> tuple[TrustList, RevocationData, list[x509.Certificate]]:
-    """The trust list, revocation data and peers' TLS CAs of a configuration without dev PKI."""
+def configured_trust(config: NodeConfig) -> tuple[TrustList, RevocationData]:
+    """The trust list and revocation data of a configuration without dev PKI."""
     entries = []
-    tls_cas: list[x509.Certificate] = []
     for peer in config.peers:
         provider = BUILTIN_DIRECTORY.get(peer.id) or Provider(
             peer.id, peer.domain or f"{peer.id}.kep.tr"
         )
-        cas = load_certificates(peer.tls_cas)
-        tls_cas.extend(cas)
         entries.append(
             ProviderTrust(
                 provider,
                 load_certificates(peer.process_cas),
-                cas,
+                load_certificates(peer.tls_cas),
                 peer.tls_names,
                 message_limit=peer.message_limit,
             )
@@ -183,7 +183,7 @@ def configured_trust(
     trust = TrustList.build(
         entries, load_certificates(config.user_cas), load_certificates(config.tsa_cas)
     )
-    return trust, RevocationData.of(load_crls(config.crls), require=config.require_crl), tls_cas
+    return trust, RevocationData.of(load_crls(config.crls), require=config.require_crl)
 
 
 # -- worker processes -----------------------------------------------------------------------

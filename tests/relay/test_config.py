@@ -7,9 +7,13 @@ from pathlib import Path
 from subprocess import PIPE
 
 import pytest
+from cryptography import x509
 
 from interop.errors import ConfigurationError
+from interop.pki.devpki import DevPki, tls_host
 from relay.config import embedded_default, from_mapping, load
+from relay.context import build_context, verifiers_for
+from relay.pkidir import write_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,3 +128,35 @@ def test_nodes_starting_together_share_one_dev_pki(tmp_path: Path) -> None:
     assert issuers[0] == issuers[1]  # the same CAs
     made = [out + err for out, err in outputs if "development_pki_made" in out + err]
     assert len(made) == 1, outputs
+
+
+def test_a_configured_node_reads_its_identity_and_trust_once(pki: DevPki, tmp_path: Path) -> None:
+    """The production layout: [identity] files and one [peers] table per provider."""
+    write_pki(pki, tmp_path / "pki")
+    ca = tmp_path / "pki" / "ca"
+    peers = "".join(
+        f'[peers.{p}]\nroute = "127.0.0.1:1"\nprocess_cas = ["{ca}/process-ca.crt"]\n'
+        f'tls_cas = ["{ca}/tls-ca.crt"]\ntls_names = ["{tls_host(p)}"]\n'
+        for p in ("hs01", "hs02")
+    )
+    own = tmp_path / "pki" / "providers" / "hs01"
+    (tmp_path / "hs01.toml").write_text(
+        f'[node]\nprovider = "hs01"\ndata_dir = "data"\n'
+        f'[identity]\nprocess_cert = "{own}/process.crt"\nprocess_key = "{own}/process.key"\n'
+        f'tls_cert = "{own}/tls.crt"\ntls_key = "{own}/tls.key"\n'
+        f'[trust]\nuser_cas = ["{ca}/user-ca.crt"]\n'
+        f'crls = ["{ca}/process-ca.crl", "{ca}/tls-ca.crl", "{ca}/user-ca.crl"]\n'
+        f"{peers}"
+    )
+    config = load(tmp_path / "hs01.toml")
+    context = build_context(config)
+    try:
+        assert context.process.certificate == pki.providers["hs01"].process.certificate
+        assert [e.id for e in context.verifiers.trust] == ["hs01", "hs02"]
+        # The peers' TLS CAs, one per [peers] table, make the bundle the TLS contexts load.
+        bundle = x509.load_pem_x509_certificates(context.tls_cafile.read_bytes())
+        assert bundle == [pki.tls_ca.certificate] * 2
+        assert context.server_tls() and context.client_tls()
+        assert [e.id for e in verifiers_for(config).trust] == ["hs01", "hs02"]
+    finally:
+        context.store.close()
