@@ -167,15 +167,18 @@ def configured_trust(config: NodeConfig) -> tuple[TrustList, RevocationData]:
         provider = BUILTIN_DIRECTORY.get(peer.id) or Provider(
             peer.id, peer.domain or f"{peer.id}.kep.tr"
         )
-        entries.append(
-            ProviderTrust(
-                provider,
-                load_certificates(peer.process_cas),
-                load_certificates(peer.tls_cas),
-                peer.tls_names,
-                message_limit=peer.message_limit,
+        try:
+            entries.append(
+                ProviderTrust(
+                    provider,
+                    load_certificates(peer.process_cas),
+                    load_certificates(peer.tls_cas),
+                    peer.tls_names,
+                    message_limit=peer.message_limit,
+                )
             )
-        )
+        except ConfigurationError as exc:  # name the file and the table, as every key does
+            raise ConfigurationError(f"{config.source}: peers.{peer.id}: {exc.detail}") from exc
     if not any(e.id == config.provider.id for e in entries):
         raise ConfigurationError(
             f"{config.source}: [peers.{config.provider.id}] must describe this node too"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -149,6 +150,11 @@ def test_a_configured_node_reads_its_identity_and_trust_once(pki: DevPki, tmp_pa
         f"{peers}"
     )
     config = load(tmp_path / "hs01.toml")
+    unnamed = dataclasses.replace(
+        config, peers=tuple(dataclasses.replace(p, tls_names=()) for p in config.peers)
+    )
+    with pytest.raises(ConfigurationError, match=r"hs01\.toml: peers\.hs01: .*no TLS names"):
+        build_context(unnamed)
     context = build_context(config)
     try:
         assert context.process.certificate == pki.providers["hs01"].process.certificate
