@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -22,6 +23,13 @@ from interop.limits import STREAM_CHUNK
 from relay.spool import fsync_dir
 
 FOLDERS = {"INBOX": "", "Sent": ".Sent", "Delil": ".Delil"}
+_SIZE_FIELD = re.compile(r",S=(\d{1,15})(?=,|$)")
+
+
+def _size_in_name(name: str) -> int | None:
+    """The Maildir++ size field of a message's name (``…,S=1234:2,S``), if it has one."""
+    found = _SIZE_FIELD.search(name.partition(":")[0])
+    return int(found.group(1)) if found else None
 
 
 class AccountType(enum.Enum):
@@ -73,15 +81,34 @@ class Mailboxes:
         return self.root / address.lower() / FOLDERS[folder]
 
     def usage(self, address: str) -> int:
-        """Bytes filed for ``address`` in every folder (Maildir tmp/ files are not yet filed)."""
+        """Bytes filed for ``address``: the messages in new/ and cur/ of INBOX and of every
+        Maildir++ folder (tmp/ holds nothing filed yet). Sizes are read from the Maildir++
+        ``,S=<size>`` field of each name, so a large mailbox costs one directory listing per
+        folder and no ``stat`` per message; a name without it (filed by other software) is
+        stat'ed."""
         base = self.root / address.lower()
-        if not base.exists():
+        try:
+            with os.scandir(base) as entries:
+                folders = [base] + [
+                    Path(e.path) for e in entries if e.name.startswith(".") and e.is_dir()
+                ]
+        except FileNotFoundError:
             return 0
-        return sum(
-            p.stat().st_size
-            for p in base.rglob("*")
-            if p.is_file() and "tmp" not in p.relative_to(base).parts
-        )
+        total = 0
+        for folder in folders:
+            for sub in ("new", "cur"):
+                try:
+                    with os.scandir(folder / sub) as entries:
+                        for entry in entries:
+                            size = _size_in_name(entry.name)
+                            if size is None:
+                                if not entry.is_file():
+                                    continue
+                                size = entry.stat().st_size
+                            total += size
+                except FileNotFoundError:
+                    continue
+        return total
 
     def is_full(self, account: Account) -> bool:
         return self.usage(account.address) >= account.quota
@@ -109,8 +136,8 @@ class Mailboxes:
         existing = self.find(address, folder, key)
         if existing is not None:
             return existing
-        name = f"{int(time.time())}.{key}.{socket.gethostname()}"
-        tmp = base / "tmp" / name
+        stem = f"{int(time.time())}.{key}.{socket.gethostname()}"
+        tmp = base / "tmp" / stem
         with tmp.open("wb") as out:
             if isinstance(source, bytes):
                 out.write(source)
@@ -120,7 +147,8 @@ class Mailboxes:
                     out.write(block)
             out.flush()
             os.fsync(out.fileno())
-        final = base / "new" / name
+            size = out.tell()
+        final = base / "new" / f"{stem},S={size}"
         os.replace(tmp, final)
         fsync_dir(final.parent)
         return final

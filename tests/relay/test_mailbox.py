@@ -43,3 +43,22 @@ def test_account_rules() -> None:
     assert "closed" in (boxes.why_cannot_send("c@hs01.kep.tr") or "")
     assert boxes.why_cannot_send("d@hs01.kep.tr") is None
     assert "no account" in (boxes.why_cannot_send("e@hs01.kep.tr") or "")
+
+
+def test_usage_reads_maildir_sizes_from_names_and_counts_every_folder(tmp_path: Path) -> None:
+    boxes = Mailboxes(tmp_path, [])
+    filed = boxes.deliver("ali@hs01.kep.tr", "Sent", "q2", b"s" * 70)
+    assert filed.name.endswith(",S=70")  # Maildir++ size field, as Dovecot writes it
+    account = tmp_path / "ali@hs01.kep.tr"
+    # Filed by an IMAP server: a folder of its own, a size field before the flags, and one
+    # message whose name has no size field (its file is measured instead).
+    for folder in (account / ".Arşiv", account):
+        for sub in ("new", "cur", "tmp"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+    (account / ".Arşiv" / "cur" / "1700000000.M1P2.imap,S=1000,W=1020:2,S").write_bytes(b"a")
+    (account / "cur" / "1700000000.M3P4.imap:2,S").write_bytes(b"b" * 30)
+    # Not filed messages: a delivery in progress, the IMAP server's own index files.
+    (account / "tmp" / "1700000001.M5P6.imap").write_bytes(b"c" * 500)
+    (account / "dovecot.index").write_bytes(b"d" * 500)
+    assert boxes.usage("ali@hs01.kep.tr") == 70 + 1000 + 30
+    assert boxes.usage("nobody@hs01.kep.tr") == 0
