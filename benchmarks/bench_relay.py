@@ -222,15 +222,38 @@ def hs02_node(limit_mib: int = 25) -> Iterator[Hs02]:
             controller.stop()
 
 
-def bench_gateway(count: int, connections: int) -> float:
+@dataclass
+class GatewayRun:
+    per_second: float
+    cpu_ms: dict[str, float]  # CPU (user + system) per message, by process
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_gateway(count: int, connections: int) -> GatewayRun:
     with hs02_node() as hs02:
         print(f"    building {count} signed Dispatches …", flush=True)
         messages = [dispatch(hs02.pki, n, 4096) for n in range(count)]
+        time.sleep(2)  # the workers are up
+        node, *workers = _family(hs02.node.pid)
+        before = {pid: _cpu_seconds(pid) for pid in (node, *workers)}
+        ours = os.times()
         start = time.perf_counter()
         asyncio.run(send_all(messages, hs02.peer_port, hs02.client_tls, connections))
         while hs02.delivered() < count:
             time.sleep(0.2)
-        return count / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        used = os.times()
+        spent = {pid: _cpu_seconds(pid) - before[pid] for pid in before}
+        cpu = {
+            "node": spent[node],
+            "crypto workers": sum(spent[pid] for pid in workers),
+            "load generator (hs01 and its sink)": used.user + used.system - ours.user - ours.system,
+        }
+        return GatewayRun(count / elapsed, {k: v / count * 1000 for k, v in cpu.items()})
 
 
 def bench_postfix(count: int, connections: int) -> float | None:
@@ -358,8 +381,17 @@ def main() -> None:
         f"(1) {args.messages} Dispatches of 4 KiB over {args.connections} mutual-TLS connections"
         " to hs02, until every Delivery evidence has left hs02"
     )
-    ours = bench_gateway(args.messages, args.connections)
+    run = bench_gateway(args.messages, args.connections)
+    ours = run.per_second
     print(f"    kep-relay: {ours:8.1f} messages/s")
+    for name, ms in run.cpu_ms.items():
+        print(f"      CPU per message, {name}: {ms:.1f} ms")
+    total = sum(run.cpu_ms.values())
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"      in all {total:.1f} ms: at most {cores * 1000 / total:.0f} messages/s"
+        f" on this machine's {cores} cores"
+    )
     print(f"(2) Postfix relaying {args.messages} 4 KiB messages, smtp-source → postfix → smtp-sink")
     theirs = bench_postfix(args.messages, args.connections)
     if theirs is not None:
