@@ -32,6 +32,26 @@ def _size_in_name(name: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _filed_bytes(directory: Path) -> int:
+    """The size of the messages in one Maildir new/ or cur/ directory."""
+    total = 0
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                size = _size_in_name(entry.name)
+                total += size if size is not None else _file_size(entry)
+    except FileNotFoundError:
+        return 0
+    return total
+
+
+def _file_size(entry: os.DirEntry[str]) -> int:
+    try:  # a reader may move or delete the message meanwhile
+        return entry.stat().st_size if entry.is_file() else 0
+    except FileNotFoundError:
+        return 0
+
+
 class AccountType(enum.Enum):
     SEND_RECEIVE = "send-receive"  # gönderici/alıcı
     RECEIVE_ONLY = "receive-only"  # sadece alıcı
@@ -94,21 +114,7 @@ class Mailboxes:
                 ]
         except FileNotFoundError:
             return 0
-        total = 0
-        for folder in folders:
-            for sub in ("new", "cur"):
-                try:
-                    with os.scandir(folder / sub) as entries:
-                        for entry in entries:
-                            size = _size_in_name(entry.name)
-                            if size is None:
-                                if not entry.is_file():
-                                    continue
-                                size = entry.stat().st_size
-                            total += size
-                except FileNotFoundError:
-                    continue
-        return total
+        return sum(_filed_bytes(folder / sub) for folder in folders for sub in ("new", "cur"))
 
     def is_full(self, account: Account) -> bool:
         return self.usage(account.address) >= account.quota
