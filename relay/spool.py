@@ -50,8 +50,10 @@ class SpoolWriter:
         if self._file is not None:
             self._file.flush()
 
-    def commit(self) -> Path:
-        """fsync the file, rename it into place and fsync the directory; return its path."""
+    def commit(self, *, sync_directory: bool = True) -> Path:
+        """fsync the file, rename it into place and fsync the directory; return its path.
+        A caller committing several files may sync the directory once itself, after the last
+        (``Spool.sync``), before anything points at them."""
         assert self._file is not None
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -59,7 +61,8 @@ class SpoolWriter:
         self._file = None
         final = self.spool.path(self.queue_id)
         os.replace(self.tmp, final)
-        fsync_dir(final.parent)
+        if sync_directory:
+            fsync_dir(final.parent)
         return final
 
     def discard(self) -> None:
@@ -79,6 +82,10 @@ class Spool:
 
     def path(self, queue_id: str) -> Path:
         return self.msg_dir / f"{queue_id}.eml"
+
+    def sync(self) -> None:
+        """Make the renames of files committed with ``sync_directory=False`` durable."""
+        fsync_dir(self.msg_dir)
 
     def writer(self, queue_id: str | None = None) -> SpoolWriter:
         return SpoolWriter(self, queue_id or new_id())

@@ -65,7 +65,8 @@ def write_messages(
     ileti_tip: str = "standart",
     ileti_id: str | None = None,
 ) -> list[Outgoing]:
-    """Sign each evidence and write its Evidence message: one request to the crypto workers."""
+    """Sign each evidence and write its Evidence message: one request to the crypto workers,
+    one fsync per file and one for the spool directory."""
     signed = context.crypto.issue_messages(
         evidence,
         context.clock(),
@@ -73,17 +74,27 @@ def write_messages(
         ileti_tip=ileti_tip,
         ileti_id=ileti_id,
     )
-    return [
-        _spool(context, Issued(e, xml), peer, message)
+    outgoing = [
+        _spool(context, Issued(e, xml), peer, message, sync_directory=False)
         for e, (xml, message) in zip(evidence, signed, strict=True)
     ]
+    if outgoing:
+        context.spool.sync()
+    return outgoing
 
 
-def _spool(context: NodeContext, issued: Issued, peer: str, message: bytes) -> Outgoing:
+def _spool(
+    context: NodeContext,
+    issued: Issued,
+    peer: str,
+    message: bytes,
+    *,
+    sync_directory: bool = True,
+) -> Outgoing:
     writer = context.spool.writer()
     try:
         writer.write(message)
-        writer.commit()
+        writer.commit(sync_directory=sync_directory)
     except BaseException:
         writer.discard()
         raise
