@@ -14,11 +14,14 @@
 Verification outcomes (bad signature, untrusted or revoked certificate, digest mismatch) are not
 errors: verifiers return result values carrying a ``Reason``. Exceptions are for input that cannot
 be read at all. Third-party exceptions (asn1crypto, lxml, cryptography) are translated into this
-tree where they are caught, with ``raise ... from exc``.
+tree where they are caught, with ``raise ... from exc``: each parser of outside bytes has one
+such boundary (``translated``), so nothing else leaves it, whatever the bytes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from interop.reasons import Reason
@@ -95,6 +98,34 @@ class LimitExceeded(KepError):
 
 class ConfigurationError(KepError):
     """Raised at start-up or when loading key material; never a peer's fault."""
+
+
+# Characters of a library's message kept in a detail (a peer may see it; some quote the input).
+_CAUSE_TEXT = 200
+
+
+@contextmanager
+def translated(error: type[KepError], what: str) -> Iterator[None]:
+    """The boundary of a parser: any exception inside becomes ``error`` (``raise ... from``).
+
+    asn1crypto, cryptography, lxml and the ``email`` package parse lazily and raise whatever
+    their code meets (ValueError, KeyError, UnicodeDecodeError, RecursionError, ...), often far
+    from the call that handed them the bytes, so the boundary is the parser's whole body, not a
+    list of exception types. Our own refusals pass unchanged; so does ``MemoryError``, which is
+    this process's trouble, not the input's, and must stay a temporary failure.
+    """
+    try:
+        yield
+    except (KepError, MemoryError):
+        raise
+    except Exception as exc:
+        raise error(f"{what}: {cause_text(exc)}") from exc
+
+
+def cause_text(exc: BaseException) -> str:
+    """A library exception as one short line for a detail."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= _CAUSE_TEXT else text[: _CAUSE_TEXT - 3] + "..."
 
 
 def _rebuild(cls: type[KepError], detail: str, reason: Reason) -> KepError:

@@ -32,6 +32,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from interop.errors import cause_text
 from interop.limits import DEFAULT_LIMITS
 from interop.reasons import Reason
 from interop.revocation import RevocationData, RevocationStatus
@@ -55,6 +56,7 @@ class Failure(enum.Enum):
     UNTRUSTED = "untrusted"
     WRONG_USAGE = "wrong key usage"
     WRONG_NAME = "wrong name"
+    UNREADABLE = "unreadable"  # names or extensions cryptography refuses when first read
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +82,20 @@ class ChainResult:
         return f"{self.role.value} {self.subject}: {self.detail}"
 
 
+UNREADABLE_NAME = "(unreadable name)"
+
+
 @functools.lru_cache(maxsize=1024)
 def subject_text(cert: x509.Certificate) -> str:
-    """RFC 4514 subject of a certificate (cached: formatting names is slow, and repeats)."""
-    return cert.subject.rfc4514_string()
+    """RFC 4514 subject of a certificate (cached: formatting names is slow, and repeats).
+
+    Never raises: it names a signer in results and logs, and cryptography reads a name only
+    now, raising KeyError, TypeError or ValueError for a string type or value it refuses.
+    """
+    try:
+        return cert.subject.rfc4514_string()
+    except Exception:
+        return UNREADABLE_NAME
 
 
 def reason_for(role: Role, failure: Failure) -> Reason:
@@ -205,7 +217,16 @@ class CertificateValidator:
         ):
             self._cache.move_to_end(key)
             return hit
-        result = self._validate(leaf, intermediates, now, expected_names)
+        try:
+            result = self._validate(leaf, intermediates, now, expected_names)
+        except Exception as exc:
+            # cryptography parses names and extensions when first read, so a certificate that
+            # loaded may still be refused here: a failed chain, with the role's reason.
+            return self._fail(
+                leaf,
+                Failure.UNREADABLE,
+                f"{self.role.value} cannot be read: {cause_text(exc)}",
+            )
         if result.valid_from is not None:
             self._cache[key] = result
             if len(self._cache) > _CACHE_SIZE:

@@ -22,6 +22,16 @@ def new_hash(name: str) -> hashlib._Hash:
     return hashlib.new(name)
 
 
+def hashable(algorithm: str) -> tuple[str, ...]:
+    """``(algorithm,)`` when it can be hashed, else ``()``: for ``hash_ranges`` requests.
+
+    A signature's digest we do not support is that signature's failure, which
+    ``verify_parsed`` reports as a result; it is no reason to stop reading the message around
+    it (the sender must still get Rejection evidence).
+    """
+    return (algorithm,) if algorithm in STRONG_DIGESTS | LEGACY_DIGESTS else ()
+
+
 def digest_bytes(name: str, data: bytes) -> bytes:
     h = new_hash(name)
     h.update(data)
@@ -48,13 +58,13 @@ def hash_ranges(
     so with ``parallel`` the digests of one chunk are computed on several cores while the next
     chunk is read. Threads here only compute; no I/O happens in them.
     """
-    if not ranges:
-        return {}
     hashers = [
         (label, alg, start, end, new_hash(alg))
         for label, ((start, end), algs) in ranges.items()
         for alg in algs
     ]
+    if not hashers:
+        return {}
     low = min(h[2] for h in hashers)
     high = max(h[3] for h in hashers)
     workers = min(len(hashers), os.cpu_count() or 1)

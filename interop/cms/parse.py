@@ -1,14 +1,34 @@
-"""Read a CMS SignedData safely: anything asn1crypto cannot read becomes ``CmsFormatError``."""
+"""Read a CMS SignedData safely: anything asn1crypto or cryptography cannot read becomes
+``CmsFormatError``.
+
+Only the outer structure and the certificates are read here; asn1crypto parses the rest lazily,
+so ``interop.cms.signer_info.check_signer`` is the second half of this boundary.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from asn1crypto import cms, core
 from cryptography import x509
 
-from interop.errors import CmsFormatError
+from interop.errors import CmsFormatError, translated
 from interop.limits import DEFAULT_LIMITS, Limits
+
+_UNREADABLE = "the signature is not readable DER CMS"
+
+
+def aware_time(value: Any, what: str) -> dt.datetime:
+    """A signing or time-stamp time as an aware datetime.
+
+    DER times end in Z (X.690 §11.7, §11.8); asn1crypto hands a GeneralizedTime without one
+    back naive, and year 0 as its own ``extended_datetime``: neither compares with ``now``.
+    """
+    if type(value) is not dt.datetime or value.tzinfo is None:
+        raise CmsFormatError(f"{what} {value!s:.40} is not a UTC time")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,24 +47,16 @@ class ParsedSignedData:
     def parse(cls, der: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedSignedData:
         if len(der) > limits.signature_part:
             raise CmsFormatError(f"the signature is larger than {limits.signature_part} bytes")
-        try:
+        with translated(CmsFormatError, _UNREADABLE):
             info = cms.ContentInfo.load(der, strict=True)
-            return cls.from_content_info(info, limits)
-        except CmsFormatError:
-            raise
-        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-            raise CmsFormatError(f"the signature is not readable DER CMS: {exc}") from exc
+        return cls.from_content_info(info, limits)
 
     @classmethod
     def from_content_info(
         cls, info: cms.ContentInfo, limits: Limits = DEFAULT_LIMITS
     ) -> ParsedSignedData:
-        try:
+        with translated(CmsFormatError, _UNREADABLE):
             return cls._from_content_info(info, limits)
-        except CmsFormatError:
-            raise
-        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-            raise CmsFormatError(f"the signature is not readable DER CMS: {exc}") from exc
 
     @classmethod
     def _from_content_info(cls, info: cms.ContentInfo, limits: Limits) -> ParsedSignedData:

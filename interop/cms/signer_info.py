@@ -14,7 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from interop.cms import keys
-from interop.cms.parse import ParsedSignedData
+from interop.cms.parse import ParsedSignedData, aware_time
+from interop.errors import CmsFormatError, translated
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,18 @@ def _find_signer(parsed: ParsedSignedData) -> x509.Certificate | None:
 
 
 def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck:
-    """Check message-digest, content-type and the signature value; never raises for bad math."""
+    """Check message-digest, content-type and the signature value; never raises for bad math.
+
+    The second half of the CMS boundary (``ParsedSignedData.parse`` is the first): asn1crypto
+    reads the signer's identifier, attributes and algorithm parameters only now, and
+    cryptography a certificate's names and extensions, so whatever they raise on bytes that
+    parsed but cannot be read becomes ``CmsFormatError``.
+    """
+    with translated(CmsFormatError, "the signer information cannot be read"):
+        return _check_signer(parsed, content_digest)
+
+
+def _check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck:
     info = parsed.signer_info
     signer = _find_signer(parsed)
     signature = bytes(info["signature"].contents)
@@ -85,7 +97,7 @@ def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck
         )
     signing_time = None
     if values.get("signing_time"):
-        signing_time = values["signing_time"][0].native
+        signing_time = aware_time(values["signing_time"][0].native, "signing-time")
     cades = False
     if values.get("signing_certificate_v2"):
         cert_ids = values["signing_certificate_v2"][0]["certs"]

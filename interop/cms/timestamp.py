@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from asn1crypto import cms, tsp
 
 from interop.cms.hashing import digest_bytes
-from interop.cms.parse import ParsedSignedData
+from interop.cms.parse import ParsedSignedData, aware_time
 from interop.cms.sign import sign_digest
 from interop.cms.signer_info import check_signer
-from interop.errors import CmsFormatError
+from interop.errors import CmsFormatError, translated
 from interop.pathval import CertificateValidator, subject_text
 from interop.pki.signer import Signer
 
@@ -80,31 +80,56 @@ class LocalTsa:
         return make_token(self.signer, data, now, serial)
 
 
+@dataclass(frozen=True, slots=True)
+class _Token:
+    parsed: ParsedSignedData
+    gen_time: dt.datetime
+    hashed: bytes  # the imprint the TSA stamped
+    expected: bytes  # the imprint of the data it should have stamped
+    content_digest: bytes  # of the TSTInfo, for the token's own signature
+
+
+def _read_token(token: cms.ContentInfo, data: bytes) -> _Token:
+    """The parts of a token needed to check it; ``CmsFormatError`` when it cannot be read."""
+    parsed = ParsedSignedData.from_content_info(token)
+    if parsed.content_type != "tst_info" or parsed.encapsulated is None:
+        raise CmsFormatError("it holds no TSTInfo")
+    with translated(CmsFormatError, "its TSTInfo cannot be read"):
+        tst_info = tsp.TSTInfo.load(parsed.encapsulated, strict=True)
+        imprint = tst_info["message_imprint"]
+        return _Token(
+            parsed,
+            aware_time(tst_info["gen_time"].native, "the time-stamp's genTime"),
+            bytes(imprint["hashed_message"].native),
+            digest_bytes(imprint["hash_algorithm"]["algorithm"].native, data),
+            digest_bytes(parsed.digest_algorithm, parsed.encapsulated),
+        )
+
+
 def verify_token(
     token: cms.ContentInfo, data: bytes, now: dt.datetime, validator: CertificateValidator
 ) -> TimestampResult:
-    """Check that ``token`` is a valid time-stamp over ``data`` by a trusted TSA."""
+    """Check that ``token`` is a valid time-stamp over ``data`` by a trusted TSA.
+
+    Returns a result for every token, however malformed (a time-stamp is part of a signature,
+    whose verification reports rather than raises).
+    """
     try:
-        parsed = ParsedSignedData.from_content_info(token)
-        if parsed.content_type != "tst_info" or parsed.encapsulated is None:
-            return TimestampResult(False, None, "", "the time-stamp token holds no TSTInfo")
-        tst_info = tsp.TSTInfo.load(parsed.encapsulated, strict=True)
-        imprint = tst_info["message_imprint"]
-        algorithm = imprint["hash_algorithm"]["algorithm"].native
-        expected = digest_bytes(algorithm, data)
-        gen_time = tst_info["gen_time"].native
-        hashed = bytes(imprint["hashed_message"].native)
-        content_digest = digest_bytes(parsed.digest_algorithm, parsed.encapsulated)
-    except (ValueError, TypeError, KeyError, CmsFormatError) as exc:
-        return TimestampResult(False, None, "", f"the time-stamp token is not readable: {exc}")
-    if not hmac.compare_digest(hashed, expected):
+        read = _read_token(token, data)
+    except CmsFormatError as exc:
+        return TimestampResult(False, None, "", f"time-stamp token: {exc.detail}")
+    gen_time = read.gen_time
+    if not hmac.compare_digest(read.hashed, read.expected):
         return TimestampResult(False, gen_time, "", "the time-stamp is over other data")
-    check = check_signer(parsed, content_digest)
+    try:
+        check = check_signer(read.parsed, read.content_digest)
+    except CmsFormatError as exc:
+        return TimestampResult(False, gen_time, "", f"time-stamp token: {exc.detail}")
     tsa = subject_text(check.signer) if check.signer else ""
     if not check.intact or check.signer is None:
         return TimestampResult(False, gen_time, tsa, f"time-stamp token: {check.detail}")
     chain = validator.validate(
-        check.signer, [c for c in parsed.certificates if c != check.signer], now
+        check.signer, [c for c in read.parsed.certificates if c != check.signer], now
     )
     if not chain.ok:
         return TimestampResult(False, gen_time, tsa, f"time-stamp: {chain.detail}")

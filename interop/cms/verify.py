@@ -12,6 +12,7 @@ from interop.cms.hashing import LEGACY_DIGESTS, STRONG_DIGESTS
 from interop.cms.parse import ParsedSignedData
 from interop.cms.signer_info import check_signer
 from interop.cms.timestamp import TimestampResult, verify_token
+from interop.errors import CmsFormatError
 from interop.pathval import CertificateValidator, ChainResult, Role, subject_text
 from interop.reasons import Reason
 
@@ -36,6 +37,7 @@ class SignatureResult:
 
     @property
     def signer_name(self) -> str:
+        """The signer's subject for people; never raises (see ``subject_text``)."""
         return subject_text(self.signer) if self.signer else "(unknown)"
 
 
@@ -84,7 +86,12 @@ def verify_parsed(
         )
     if algorithm not in STRONG_DIGESTS | LEGACY_DIGESTS:
         return refuse(_integrity_reason(role), f"digest algorithm {algorithm} is not supported")
-    check = check_signer(parsed, content_digest)
+    try:
+        check = check_signer(parsed, content_digest)
+    except CmsFormatError as exc:
+        # Bytes that parse but cannot be read are a broken signature, reported as one, so the
+        # gateway answers with Rejection evidence instead of failing on the message.
+        return refuse(_integrity_reason(role), f"the signature is malformed: {exc.detail}")
     if not check.intact:
         return refuse(_integrity_reason(role), check.detail, signer=check.signer)
     signer = check.signer

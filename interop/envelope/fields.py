@@ -66,10 +66,15 @@ def fold(name: str, value: str, width: int = 76) -> bytes:
 
 
 def decode_text(raw: str | None) -> str:
-    """A header value with RFC 2047 encoded words decoded (for MessageSubject)."""
+    """A header value with RFC 2047 encoded words decoded (for MessageSubject); never raises.
+
+    Lenient by design: a subject is recorded, not judged, so text that cannot be decoded is kept
+    as written. The ``email`` package raises HeaderParseError, CharsetError, LookupError,
+    UnicodeError and more on such text, so any failure counts as undecodable.
+    """
     if not raw:
         return ""
     try:
         return str(make_header(decode_header(raw)))
-    except (ValueError, LookupError, UnicodeDecodeError):
-        return raw  # undecodable encoded words are kept as written
+    except Exception:
+        return raw

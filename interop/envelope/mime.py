@@ -18,7 +18,7 @@ from email.headerregistry import ContentTypeHeader
 from email.policy import default as default_policy
 from typing import BinaryIO
 
-from interop.errors import EnvelopeFormatError, LimitExceeded
+from interop.errors import EnvelopeFormatError, LimitExceeded, translated
 from interop.limits import DEFAULT_LIMITS, STREAM_CHUNK, Limits
 
 CRLF = b"\r\n"
@@ -71,11 +71,11 @@ class Headers:
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.fields)
 
-    def content_type(self) -> ContentType:
+    def content_type(self, limits: Limits = DEFAULT_LIMITS) -> ContentType:
         raw = self.get("Content-Type")
         if raw is None:
             return ContentType("text/plain", {"charset": "us-ascii"})  # RFC 2045 §5.2
-        return parse_content_type(raw)
+        return parse_content_type(raw, limits)
 
     def transfer_encoding(self) -> str:
         return (self.get("Content-Transfer-Encoding") or "7bit").lower()
@@ -90,12 +90,13 @@ _SIMPLE_PARAM = re.compile(
 )
 
 
-def parse_content_type(raw: str) -> ContentType:
+def parse_content_type(raw: str, limits: Limits = DEFAULT_LIMITS) -> ContentType:
     """Content-Type with its parameters.
 
     Plain ``type/subtype; name=value; name="quoted"`` forms (all a gateway writes) are read
     with one regular expression; anything else (comments, RFC 2231 continuations, encoded
-    words) goes to the standard library's full parser, which is exact but ten times slower.
+    words) goes to the standard library's full parser, which is exact but ten times slower,
+    and is bounded first (``Limits.content_type_bytes``, ``Limits.content_type_params``).
     """
     match = _SIMPLE_TYPE.match(raw)
     if match is not None:
@@ -114,12 +115,35 @@ def parse_content_type(raw: str) -> ContentType:
             position = param.end()
         else:
             return ContentType(f"{match.group(1)}/{match.group(2)}".lower(), params)
-    header = default_policy.header_factory("content-type", raw)
-    if not isinstance(header, ContentTypeHeader) or header.defects:  # type: ignore[attr-defined]
-        raise EnvelopeFormatError(f"Content-Type {raw!r} is malformed")
-    return ContentType(
-        header.content_type.lower(), {k.lower(): str(v) for k, v in header.params.items()}
-    )
+    _check_work(raw, limits)
+    shown = _shown(raw)
+    with translated(EnvelopeFormatError, f"Content-Type {shown} is malformed"):
+        header = default_policy.header_factory("content-type", raw)
+        if not isinstance(header, ContentTypeHeader) or header.defects:  # type: ignore[attr-defined]
+            raise EnvelopeFormatError(f"Content-Type {shown} is malformed")
+        return ContentType(
+            header.content_type.lower(), {k.lower(): str(v) for k, v in header.params.items()}
+        )
+
+
+def _check_work(raw: str, limits: Limits) -> None:
+    """Refuse a value the full parser would spend too long on (counted in one linear pass)."""
+    if len(raw) > limits.content_type_bytes:
+        raise LimitExceeded(
+            "a Content-Type with comments, RFC 2231 parameters or encoded words may have "
+            f"{limits.content_type_bytes} characters; this one has {len(raw)}"
+        )
+    items = raw.count(";") + raw.count('"') // 2 + raw.count("(")
+    if items > limits.content_type_params:
+        raise LimitExceeded(
+            f"a Content-Type has more than {limits.content_type_params} parameters, "
+            "quoted strings and comments"
+        )
+
+
+def _shown(raw: str) -> str:
+    # The start of a hostile value is enough to recognise it in a reply or a log.
+    return repr(raw) if len(raw) <= 80 else repr(raw[:80]) + "..."
 
 
 def read_headers(

@@ -65,7 +65,7 @@ def parse_envelope(stream: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> ParsedE
         ileti_tip = F.IletiTip.parse(headers.get(F.ILETI_TIP))
     except ValueError as exc:
         raise EnvelopeFormatError(str(exc)) from exc
-    content_type = headers.content_type()
+    content_type = headers.content_type(limits)
     if content_type.type != "multipart/signed":
         raise EnvelopeFormatError(f"the envelope is {content_type.type}, not multipart/signed")
     protocol = (content_type.param("protocol") or "").lower()
@@ -79,7 +79,7 @@ def parse_envelope(stream: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> ParsedE
         raise EnvelopeFormatError(f"multipart/signed must have 2 parts, found {len(outer)}")
     signed, signature_span = outer
     sig_headers, sig_body = read_headers(stream, signature_span, limits)
-    if sig_headers.content_type().type not in SIGNATURE_TYPES:
+    if sig_headers.content_type(limits).type not in SIGNATURE_TYPES:
         raise EnvelopeFormatError("the second part of the envelope is not smime.p7s")
     der = read_body(
         stream,
@@ -91,7 +91,7 @@ def parse_envelope(stream: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> ParsedE
     signature = ParsedSignedData.parse(der, limits)
 
     mixed_headers, mixed_body = read_headers(stream, signed, limits)
-    mixed_type = mixed_headers.content_type()
+    mixed_type = mixed_headers.content_type(limits)
     if mixed_type.type != "multipart/mixed":
         raise EnvelopeFormatError(f"the signed part is {mixed_type.type}, not multipart/mixed")
     parts = split_multipart(stream, Span(mixed_body, signed.end), boundary_of(mixed_type), limits)
@@ -99,7 +99,7 @@ def parse_envelope(stream: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> ParsedE
     original: Span | None = None
     for part in parts:
         part_headers, part_body = read_headers(stream, part, limits)
-        kind = part_headers.content_type()
+        kind = part_headers.content_type(limits)
         if kind.type in ("application/xml", "text/xml"):
             if evidence_xml is not None:
                 raise EnvelopeFormatError("the envelope carries more than one delil.xml")

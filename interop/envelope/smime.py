@@ -152,7 +152,7 @@ def locate_signed_message(
     stream: BinaryIO, span: Span, limits: Limits = DEFAULT_LIMITS, what: str = "the message"
 ) -> SignedMessage:
     headers, body_start = read_headers(stream, span, limits)
-    content_type = headers.content_type()
+    content_type = headers.content_type(limits)
     if content_type.type != "multipart/signed":
         raise EnvelopeFormatError(
             f"{what} is {content_type.type}, not multipart/signed (an S/MIME signature is required)"
@@ -165,7 +165,7 @@ def locate_signed_message(
     if len(parts) != 2:
         raise EnvelopeFormatError(f"{what}: multipart/signed must have 2 parts, found {len(parts)}")
     sig_headers, sig_body = read_headers(stream, parts[1], limits)
-    sig_type = sig_headers.content_type().type
+    sig_type = sig_headers.content_type(limits).type
     if sig_type not in SIGNATURE_TYPES:
         raise EnvelopeFormatError(f"{what}: the second part is {sig_type}, not a signature")
     der = read_body(

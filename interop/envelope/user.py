@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from interop.cms.hashing import hash_ranges
+from interop.cms.hashing import hash_ranges, hashable
 from interop.cms.verify import SignatureResult, verify_parsed
 from interop.envelope.fields import decode_text
 from interop.envelope.mime import Headers, Span
@@ -55,11 +55,15 @@ def verify_user_message(
     digests = hash_ranges(
         stream,
         {
-            "signed": ((located.signed.start, located.signed.end), (algorithm,)),
+            "signed": ((located.signed.start, located.signed.end), hashable(algorithm)),
             "message": ((0, size), ("sha256",)),
         },
     )
     signature = verify_parsed(
-        located.signature, digests["signed", algorithm], now, validator, allow_sha1=allow_sha1
+        located.signature,
+        digests.get(("signed", algorithm), b""),
+        now,
+        validator,
+        allow_sha1=allow_sha1,
     )
     return UserMessageVerification(located.headers, signature, digests["message", "sha256"], size)

@@ -12,7 +12,7 @@ import hmac
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from interop.cms.hashing import hash_ranges
+from interop.cms.hashing import hash_ranges, hashable
 from interop.cms.verify import SignatureResult, verify_parsed
 from interop.envelope import fields as F
 from interop.envelope.parse import ParsedEnvelope, parse_envelope
@@ -108,11 +108,11 @@ def verify_envelope(
             user = locate_signed_message(stream, envelope.original, limits, "the original message")
         except (EnvelopeFormatError, CmsFormatError, LimitExceeded) as exc:
             user_problem = exc.detail  # reported after the envelope's own checks, which come first
-    ranges = {"signed": (envelope.signed, (envelope.signature.digest_algorithm,))}
+    ranges = {"signed": (envelope.signed, hashable(envelope.signature.digest_algorithm))}
     if envelope.original is not None:
         ranges["original"] = (envelope.original, ("sha256",))
     if user is not None:
-        ranges["user"] = (user.signed, (user.signature.digest_algorithm,))
+        ranges["user"] = (user.signed, hashable(user.signature.digest_algorithm))
     digests = hash_ranges(
         stream, {k: ((span.start, span.end), algs) for k, (span, algs) in ranges.items()}
     )
@@ -121,7 +121,7 @@ def verify_envelope(
     if entry is not None:
         envelope_signature = verify_parsed(
             envelope.signature,
-            digests["signed", envelope.signature.digest_algorithm],
+            digests.get(("signed", envelope.signature.digest_algorithm), b""),
             now,
             verifiers.process(entry.id),
             expected_names=[entry.process_san],
@@ -191,7 +191,7 @@ def verify_envelope(
     if user is not None:
         user_signature = verify_parsed(
             user.signature,
-            digests["user", user.signature.digest_algorithm],
+            digests.get(("user", user.signature.digest_algorithm), b""),
             now,
             verifiers.user,
             allow_sha1=allow_sha1,

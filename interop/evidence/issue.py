@@ -15,9 +15,10 @@ from typing import BinaryIO
 
 from interop.cms.hashing import hash_stream
 from interop.envelope.fields import decode_text
-from interop.envelope.mime import Span, read_headers
+from interop.envelope.mime import Headers, Span, read_headers
+from interop.errors import MalformedInput
 from interop.evidence.codes import Event, EvidenceType
-from interop.evidence.model import EventReason, Evidence, MessageDetails
+from interop.evidence.model import EventReason, Evidence, MessageDetails, recordable
 from interop.providers import Provider
 
 
@@ -36,9 +37,16 @@ def submission_evidence(
     *,
     reasons: Sequence[EventReason] = (),
 ) -> Evidence:
-    """SubmissionAcceptanceRejection for ``original`` (Rejection when reasons are given)."""
+    """SubmissionAcceptanceRejection for ``original`` (Rejection when reasons are given).
+
+    A message whose header block cannot be read is still answered: its evidence records no
+    subject or Message-ID, only its digest, and the reasons say why it was refused.
+    """
     size = original.seek(0, 2)
-    headers, _body = read_headers(original, Span(0, size))
+    try:
+        headers, _body = read_headers(original, Span(0, size))
+    except MalformedInput:
+        headers = Headers(())
     original.seek(0)
     digest = hash_stream(original, "sha256")
     return Evidence(
@@ -51,8 +59,8 @@ def submission_evidence(
         sender=sender,
         recipients=tuple(recipients),
         message=MessageDetails(
-            subject=decode_text(headers.get("Subject")),
-            ua_message_id=headers.get("Message-ID") or "",
+            subject=recordable(decode_text(headers.get("Subject"))),
+            ua_message_id=recordable(headers.get("Message-ID") or ""),
             remmd_message_id=remmd_message_id,
             digest=digest,
         ),

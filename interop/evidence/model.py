@@ -19,13 +19,28 @@ from interop.reasons import Reason
 
 _MAX_TEXT = 4096  # subjects, details and identifiers: generous, bounded
 _IDENTIFIER = re.compile(r"^[\x21-\x7e]{1,256}$")
+# Characters XML 1.0 cannot hold (§2.2 Char: controls, surrogates, U+FFFE, U+FFFF): evidence
+# holding them could be built but not written.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def utc_seconds(value: dt.datetime, what: str) -> dt.datetime:
     """Evidence times are UTC (§5) with whole seconds, so writing and reading round-trip."""
     if value.tzinfo is None:
         raise EvidenceFormatError(f"{what} must carry a time zone")
-    return value.astimezone(dt.UTC).replace(microsecond=0)
+    try:
+        return value.astimezone(dt.UTC).replace(microsecond=0)
+    except OverflowError as exc:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        raise EvidenceFormatError(f"{what} {value.isoformat()} is out of range in UTC") from exc
+
+
+def recordable(text: str) -> str:
+    """Outside text (a user's Subject:, Message-ID:) as evidence can record it.
+
+    Recorded, not judged: characters XML cannot hold or that ``_check_text`` refuses become
+    U+FFFD and the text is cut to the bound, so an odd subject never makes evidence impossible.
+    """
+    return _NOT_XML.sub("\ufffd", text)[:_MAX_TEXT]
 
 
 def _check_text(value: str, what: str, *, empty_ok: bool = False) -> None:
@@ -37,6 +52,8 @@ def _check_text(value: str, what: str, *, empty_ok: bool = False) -> None:
         raise EvidenceFormatError(f"{what} is longer than {_MAX_TEXT} characters")
     if any(ord(c) < 0x20 and c not in "\t\n\r" for c in value):
         raise EvidenceFormatError(f"{what} holds control characters")
+    if _NOT_XML.search(value):
+        raise EvidenceFormatError(f"{what} holds characters XML cannot carry")
 
 
 @dataclass(frozen=True, slots=True)

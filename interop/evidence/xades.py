@@ -20,10 +20,16 @@ from signxml import methods
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
 from signxml.xades.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
 
-from interop.errors import EvidenceFormatError
+from interop.errors import EvidenceFormatError, cause_text, translated
 from interop.evidence.codes import DS_NS
 from interop.evidence.model import Evidence
-from interop.evidence.xmlio import evidence_type_of, from_element, safe_parse, to_element
+from interop.evidence.xmlio import (
+    evidence_type_of,
+    from_element,
+    safe_parse,
+    to_element,
+    xs_datetime,
+)
 from interop.limits import DEFAULT_LIMITS, Limits
 from interop.pathval import CertificateValidator, ChainResult
 from interop.pki.signer import Signer
@@ -88,23 +94,43 @@ def _certificates(signature: etree._Element, limits: Limits) -> list[x509.Certif
     nodes = signature.findall(f"{{{DS_NS}}}KeyInfo/{{{DS_NS}}}X509Data/{{{DS_NS}}}X509Certificate")
     if len(nodes) > limits.certificates_per_signature:
         raise EvidenceFormatError("the evidence signature carries too many certificates")
-    certs = []
-    for node in nodes:
-        try:
-            der = base64.b64decode("".join((node.text or "").split()), validate=True)
-            certs.append(x509.load_der_x509_certificate(der))
-        except ValueError as exc:
-            raise EvidenceFormatError(
-                f"an evidence signature certificate is unreadable: {exc}"
-            ) from exc
-    return certs
+    with translated(EvidenceFormatError, "an evidence signature certificate is unreadable"):
+        return [
+            x509.load_der_x509_certificate(
+                base64.b64decode("".join((node.text or "").split()), validate=True)
+            )
+            for node in nodes
+        ]
 
 
 def _leaf(certs: list[x509.Certificate]) -> x509.Certificate:
     """The certificate that issued none of the others (names compared as DER: fast)."""
-    issuers = {c.issuer.public_bytes() for c in certs if c.issuer != c.subject}
-    leaves = [c for c in certs if c.subject.public_bytes() not in issuers]
+    with translated(EvidenceFormatError, "an evidence signature certificate name is unreadable"):
+        issuers = {c.issuer.public_bytes() for c in certs if c.issuer != c.subject}
+        leaves = [c for c in certs if c.subject.public_bytes() not in issuers]
     return leaves[0] if leaves else certs[0]
+
+
+def _mathematics_time(leaf: x509.Certificate, now: dt.datetime) -> dt.datetime:
+    """The time signxml is given: ``now``, moved into the leaf's validity period.
+
+    signxml refuses a certificate outside its dates before it checks anything else, as
+    InvalidCertificate, which would make an expired provider certificate look like a broken
+    signature. Dates are judged by ``CertificateValidator.validate`` at ``now`` (an expired
+    provider certificate is PolicyViolation, docs/profile-choices.md); signxml does only the
+    mathematics.
+    """
+    return min(max(now, leaf.not_valid_before_utc), leaf.not_valid_after_utc)
+
+
+def _signing_time(results: Any) -> dt.datetime | None:
+    for r in results:
+        props = getattr(r, "signed_properties", None)
+        if props is not None:
+            node = props.find(f"{{{_XADES_NS}}}SigningTime")
+            if node is not None and node.text:
+                return xs_datetime(node.text.strip(), "SigningTime")
+    return None
 
 
 def verify_evidence(
@@ -115,7 +141,11 @@ def verify_evidence(
     expected_issuer_domain: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> EvidenceResult:
-    """Verify signed evidence bytes; raises ``EvidenceFormatError`` only for unreadable XML."""
+    """Verify signed evidence bytes; raises ``EvidenceFormatError`` only for unreadable XML.
+
+    Whatever concerns the signature (its certificates, their names, its mathematics, its
+    properties) is reported in the result: a signature that cannot be read does not verify.
+    """
     root = safe_parse(data, limits)
     evidence_type_of(root)
 
@@ -136,28 +166,34 @@ def verify_evidence(
             Reason.InvalidMessageFormat,
             "the evidence must carry exactly one ds:Signature, as its last child",
         )
-    certs = _certificates(signatures[0], limits)
-    if not certs:
-        return refuse(Reason.InvalidMessageFormat, "the evidence signature carries no certificate")
-    leaf = _leaf(certs)
+    try:
+        certs = _certificates(signatures[0], limits)
+        if not certs:
+            return refuse(
+                Reason.InvalidMessageFormat, "the evidence signature carries no certificate"
+            )
+        leaf = _leaf(certs)
+    except EvidenceFormatError as exc:
+        return refuse(Reason.InvalidMessageFormat, exc.detail)
     try:
         results = XAdESVerifier().verify(
             root,
             x509_cert=leaf,
-            # signxml checks the certificate dates against this time; interop reads no clock.
             expect_config=XAdESSignatureConfiguration(
-                expect_references=True, verification_time=now
+                expect_references=True, verification_time=_mathematics_time(leaf, now)
             ),
         )
     except (InvalidSignature, InvalidDigest, InvalidInput, InvalidCertificate) as exc:
         return refuse(
             Reason.InvalidMessageFormat,
-            f"the evidence signature does not verify: {exc}",
+            f"the evidence signature does not verify: {cause_text(exc)}",
             signer=leaf,
         )
-    except (ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:  # signxml and lxml on a signature that cannot be read
         return refuse(
-            Reason.InvalidMessageFormat, f"the evidence signature is malformed: {exc}", signer=leaf
+            Reason.InvalidMessageFormat,
+            f"the evidence signature is malformed: {cause_text(exc)}",
+            signer=leaf,
         )
     covered = [
         r.signed_xml for r in results if r.signed_xml is not None and r.signed_xml.tag == root.tag
@@ -169,13 +205,10 @@ def verify_evidence(
             signer=leaf,
         )
     evidence = from_element(covered[0])
-    signing_time = None
-    for r in results:
-        props = getattr(r, "signed_properties", None)
-        if props is not None:
-            node = props.find(f"{{{_XADES_NS}}}SigningTime")
-            if node is not None and node.text:
-                signing_time = dt.datetime.fromisoformat(node.text.strip().replace("Z", "+00:00"))
+    try:
+        signing_time = _signing_time(results)
+    except EvidenceFormatError as exc:
+        return refuse(Reason.InvalidMessageFormat, exc.detail, signer=leaf, evidence=evidence)
     found: dict[str, Any] = {
         "evidence": evidence,
         "intact": True,

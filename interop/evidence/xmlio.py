@@ -2,6 +2,8 @@
 
 Reading refuses DTDs, entity declarations and external references before and after lxml sees
 the bytes, bounds the size, and names the missing or malformed element when content is wrong.
+Each reader (``safe_parse``, ``from_element``, ``issuer_of``) is a boundary: whatever lxml,
+base64, ``int`` or ``datetime`` raise on the content becomes ``EvidenceFormatError``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from lxml import etree
 
-from interop.errors import EvidenceFormatError
+from interop.errors import EvidenceFormatError, translated
 from interop.evidence.codes import DS_NS, KEP_NS, REM_NS, SHA256_URI, Event, EvidenceType
 from interop.evidence.model import EventReason, Evidence, MessageDetails
 from interop.limits import DEFAULT_LIMITS, Limits
@@ -111,10 +113,11 @@ def safe_parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> etree._Element:
                 "the evidence XML holds a DTD, an entity declaration or an external reference; "
                 "these are refused"
             )
-    try:
-        root = etree.fromstring(data, _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise EvidenceFormatError(f"the evidence is not well-formed XML: {exc}") from exc
+    with translated(EvidenceFormatError, "the evidence is not well-formed XML"):
+        return _checked_tree(etree.fromstring(data, _PARSER))
+
+
+def _checked_tree(root: etree._Element) -> etree._Element:
     docinfo: Any = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise EvidenceFormatError("the evidence XML holds a DTD; DTDs are refused")
@@ -152,7 +155,7 @@ def _address(entity: etree._Element, what: str) -> str:
     return value
 
 
-def _datetime(text: str, what: str) -> dt.datetime:
+def xs_datetime(text: str, what: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
@@ -164,12 +167,14 @@ def _datetime(text: str, what: str) -> dt.datetime:
 
 def issuer_of(root: etree._Element) -> str:
     """The issuer's address, which says whose certificates must have signed the evidence."""
-    evidence_type_of(root)
-    return _address(_one(root, _R + "EvidenceIssuerDetails", "EvidenceIssuerDetails"), "issuer")
+    with translated(EvidenceFormatError, "the evidence issuer is unreadable"):
+        evidence_type_of(root)
+        return _address(_one(root, _R + "EvidenceIssuerDetails", "EvidenceIssuerDetails"), "issuer")
 
 
 def evidence_type_of(root: etree._Element) -> EvidenceType:
-    qname = etree.QName(root)
+    with translated(EvidenceFormatError, "the evidence root is unreadable"):
+        qname = etree.QName(root)
     if qname.namespace != REM_NS:
         raise EvidenceFormatError(
             f"the evidence root is in namespace {qname.namespace!r}, not {REM_NS!r}"
@@ -182,76 +187,76 @@ def evidence_type_of(root: etree._Element) -> EvidenceType:
 
 def from_element(root: etree._Element) -> Evidence:
     """Read an evidence element (signature, if any, ignored here: see ``xades``)."""
+    with translated(EvidenceFormatError, "the evidence content is malformed"):
+        return _from_element(root)
+
+
+def _from_element(root: etree._Element) -> Evidence:
     kind = evidence_type_of(root)
-    try:
-        event = Event.from_uri(_text(_one(root, _R + "EventCode", "EventCode")))
-        reasons = []
-        reasons_node = _opt(root, _R + "EventReasons")
-        if reasons_node is not None:
-            for node in reasons_node.findall(_R + "EventReason"):
-                code = _text(_one(node, _R + "Code", "EventReason Code"))
-                reasons.append(
-                    EventReason(Reason.from_uri(code), _text(_opt(node, _R + "Details")))
-                )
-        issuer_node = _one(root, _R + "EvidenceIssuerDetails", "EvidenceIssuerDetails")
-        certificate = None
-        cert_node = issuer_node.find(f"{_R}CertificateDetails/{_R}X509Certificate")
-        if cert_node is not None:
-            certificate = base64.b64decode("".join(_text(cert_node).split()), validate=True)
-        recipients_node = _one(root, _R + "RecipientsDetails", "RecipientsDetails")
-        refers = _opt(root, _R + "EvidenceRefersToRecipient")
-        message_node = _one(root, _R + "SenderMessageDetails", "SenderMessageDetails")
-        method = _one(message_node, _D + "DigestMethod", "ds:DigestMethod")
-        if method.get("Algorithm") != SHA256_URI:
-            raise EvidenceFormatError(
-                f"the message digest method {method.get('Algorithm')!r} is not SHA-256"
-            )
-        digest = base64.b64decode(
-            "".join(_text(_one(message_node, _D + "DigestValue", "ds:DigestValue")).split()),
-            validate=True,
+    event = Event.from_uri(_text(_one(root, _R + "EventCode", "EventCode")))
+    reasons = []
+    reasons_node = _opt(root, _R + "EventReasons")
+    if reasons_node is not None:
+        for node in reasons_node.findall(_R + "EventReason"):
+            code = _text(_one(node, _R + "Code", "EventReason Code"))
+            reasons.append(EventReason(Reason.from_uri(code), _text(_opt(node, _R + "Details"))))
+    issuer_node = _one(root, _R + "EvidenceIssuerDetails", "EvidenceIssuerDetails")
+    certificate = None
+    cert_node = issuer_node.find(f"{_R}CertificateDetails/{_R}X509Certificate")
+    if cert_node is not None:
+        certificate = base64.b64decode("".join(_text(cert_node).split()), validate=True)
+    recipients_node = _one(root, _R + "RecipientsDetails", "RecipientsDetails")
+    refers = _opt(root, _R + "EvidenceRefersToRecipient")
+    message_node = _one(root, _R + "SenderMessageDetails", "SenderMessageDetails")
+    method = _one(message_node, _D + "DigestMethod", "ds:DigestMethod")
+    if method.get("Algorithm") != SHA256_URI:
+        raise EvidenceFormatError(
+            f"the message digest method {method.get('Algorithm')!r} is not SHA-256"
         )
-        extensions: dict[str, str] = {}
-        ext_node = _opt(root, _R + "Extensions")
-        if ext_node is not None:
-            for ext in ext_node.findall(_R + "Extension"):
-                for child in ext:
-                    if isinstance(child.tag, str) and child.tag.startswith(_K):
-                        extensions[child.tag[len(_K) :]] = _text(child)
-        delil_turu = extensions.get("DelilTuru")
-        teblig = extensions.get("TebligZamani")
-        submission = _opt(root, _R + "SubmissionTime")
-        event_time = _datetime(_text(_one(root, _R + "EventTime", "EventTime")), "EventTime")
-        return Evidence(
-            type=kind,
-            event=event,
-            identifier=_text(_one(root, _R + "EvidenceIdentifier", "EvidenceIdentifier")),
-            issuer=_address(issuer_node, "issuer"),
-            event_time=event_time,
-            submission_time=(
-                _datetime(_text(submission), "SubmissionTime")
-                if submission is not None
-                else event_time
+    digest = base64.b64decode(
+        "".join(_text(_one(message_node, _D + "DigestValue", "ds:DigestValue")).split()),
+        validate=True,
+    )
+    extensions: dict[str, str] = {}
+    ext_node = _opt(root, _R + "Extensions")
+    if ext_node is not None:
+        for ext in ext_node.findall(_R + "Extension"):
+            for child in ext:
+                if isinstance(child.tag, str) and child.tag.startswith(_K):
+                    extensions[child.tag[len(_K) :]] = _text(child)
+    delil_turu = extensions.get("DelilTuru")
+    teblig = extensions.get("TebligZamani")
+    submission = _opt(root, _R + "SubmissionTime")
+    event_time = xs_datetime(_text(_one(root, _R + "EventTime", "EventTime")), "EventTime")
+    return Evidence(
+        type=kind,
+        event=event,
+        identifier=_text(_one(root, _R + "EvidenceIdentifier", "EvidenceIdentifier")),
+        issuer=_address(issuer_node, "issuer"),
+        event_time=event_time,
+        submission_time=(
+            xs_datetime(_text(submission), "SubmissionTime")
+            if submission is not None
+            else event_time
+        ),
+        sender=_address(_one(root, _R + "SenderDetails", "SenderDetails"), "sender"),
+        recipients=tuple(
+            _address(e, "recipient") for e in recipients_node.findall(_R + "EntityDetails")
+        ),
+        message=MessageDetails(
+            subject=_text(_one(message_node, _R + "MessageSubject", "MessageSubject")),
+            ua_message_id=_text(_opt(message_node, _R + "UAMessageIdentifier")),
+            remmd_message_id=_text(
+                _one(message_node, _R + "MessageIdentifierByREMMD", "MessageIdentifierByREMMD")
             ),
-            sender=_address(_one(root, _R + "SenderDetails", "SenderDetails"), "sender"),
-            recipients=tuple(
-                _address(e, "recipient") for e in recipients_node.findall(_R + "EntityDetails")
-            ),
-            message=MessageDetails(
-                subject=_text(_one(message_node, _R + "MessageSubject", "MessageSubject")),
-                ua_message_id=_text(_opt(message_node, _R + "UAMessageIdentifier")),
-                remmd_message_id=_text(
-                    _one(message_node, _R + "MessageIdentifierByREMMD", "MessageIdentifierByREMMD")
-                ),
-                digest=digest,
-            ),
-            reasons=tuple(reasons),
-            refers_to_recipient=int(_text(refers)) if refers is not None else None,
-            issuer_certificate=certificate,
-            teblig_zamani=_datetime(teblig, "TebligZamani") if teblig else None,
-            delil_turu=int(delil_turu) if delil_turu else None,
-        )
-    except ValueError as exc:  # includes binascii.Error from base64
-        raise EvidenceFormatError(f"the evidence content is malformed: {exc}") from exc
+            digest=digest,
+        ),
+        reasons=tuple(reasons),
+        refers_to_recipient=int(_text(refers)) if refers is not None else None,
+        issuer_certificate=certificate,
+        teblig_zamani=xs_datetime(teblig, "TebligZamani") if teblig else None,
+        delil_turu=int(delil_turu) if delil_turu else None,
+    )
 
 
 def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Evidence:

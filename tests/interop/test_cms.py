@@ -4,19 +4,23 @@ import hashlib
 import io
 
 import pytest
-from asn1crypto import cms, tsp
+from asn1crypto import cms, core, tsp
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from interop.cms.hashing import hash_ranges, hash_stream
 from interop.cms.parse import ParsedSignedData
 from interop.cms.sign import sign_digest
-from interop.cms.timestamp import LocalTsa, verify_token
+from interop.cms.signer_info import check_signer
+from interop.cms.timestamp import DEV_TSA_POLICY, LocalTsa, verify_token
 from interop.cms.verify import SignatureResult, verify_parsed
 from interop.errors import CmsFormatError
+from interop.pathval import UNREADABLE_NAME, subject_text
 from interop.pki.devpki import DevPki, generate
 from interop.pki.signer import Signer
 from interop.reasons import Reason
 from interop.verifiers import Verifiers
 from tests.helpers import LATER, NOW
+from tests.interop.malformed import break_signer_issuer, changed
 
 CONTENT = b"Content-Type: text/plain\r\n\r\nKEP\r\n"
 
@@ -211,3 +215,85 @@ def test_hash_ranges_reads_once_and_matches_slices() -> None:
     assert hash_stream(io.BytesIO(data), "sha256") == hashlib.sha256(data).digest()
     with pytest.raises(CmsFormatError, match="ended before"):
         hash_ranges(io.BytesIO(data[:100]), {"x": ((0, 200), ("sha256",))})
+
+
+# Found by fuzzing (fuzz/targets.py cms): 81 stack signatures of ValueError, KeyError, TypeError
+# and UnicodeDecodeError from asn1crypto and cryptography, all after ``parse`` had succeeded.
+@pytest.mark.parametrize("how", ["length", "utf8"])
+def test_unreadable_signer_identifier_is_a_malformed_signature(
+    how: str, pki: DevPki, verifiers: Verifiers
+) -> None:
+    der = break_signer_issuer(_sign(pki.providers["hs01"].process), how)
+    parsed = ParsedSignedData.parse(der)  # lazily parsed: the sid is not read yet
+    with pytest.raises(CmsFormatError, match="cannot be read") as caught:
+        check_signer(parsed, hashlib.sha256(CONTENT).digest())
+    assert caught.value.__cause__ is not None
+    result = _verify(verifiers, der)
+    assert not result.ok and not result.intact
+    assert result.reason is Reason.InvalidMessageFormat
+    assert result.detail.startswith("the signature is malformed")
+    user_der = break_signer_issuer(_sign(pki.user("ali.yilmaz@hs01.kep.tr").signer), how)
+    user = verify_parsed(
+        ParsedSignedData.parse(user_der), hashlib.sha256(CONTENT).digest(), LATER, verifiers.user
+    )
+    assert user.reason is Reason.InvalidUserSignature
+    assert user.detail.startswith("the signature is malformed")
+
+
+def test_certificate_with_an_unknown_version_is_a_cms_format_error(pki: DevPki) -> None:
+    """Fuzzing: cryptography's InvalidVersion escaped ``ParsedSignedData.parse``."""
+    signer = pki.providers["hs01"].process
+    der = _sign(signer)
+    cert_at = der.index(signer.certificate.public_bytes(Encoding.DER))
+    version_at = der.index(b"\xa0\x03\x02\x01\x02", cert_at) + 4  # [0] INTEGER v3 (2)
+    with pytest.raises(CmsFormatError, match="not readable DER CMS") as caught:
+        ParsedSignedData.parse(changed(der, version_at, 0x07))
+    assert type(caught.value.__cause__).__name__ == "InvalidVersion"
+
+
+def test_unreadable_signer_name_never_raises(pki: DevPki, verifiers: Verifiers) -> None:
+    """Fuzzing: a wrong string tag in the signer's subject made ``signer_name`` raise KeyError."""
+    signer = pki.providers["hs01"].process
+    der = _sign(signer)
+    subject = signer.certificate.subject.public_bytes()
+    tag_at = der.index(subject) + subject.rindex(b"\x06\x03\x55\x04\x03") + 5
+    result = _verify(verifiers, changed(der, tag_at, 0x0D))  # UTF8String → RELATIVE-OID
+    assert not result.ok and result.signer is not None
+    assert result.signer_name == UNREADABLE_NAME == subject_text(result.signer)
+
+
+def test_unreadable_time_stamp_token_is_a_failed_stamp(pki: DevPki, verifiers: Verifiers) -> None:
+    tsa_validator = verifiers.tsa
+    assert tsa_validator is not None
+    token = break_signer_issuer(LocalTsa(pki.tsa).stamp(b"signature", NOW), "utf8")
+    result = verify_token(cms.ContentInfo.load(token), b"signature", LATER, tsa_validator)
+    assert not result.ok and "cannot be read" in result.detail
+
+
+def test_time_stamp_without_a_time_zone_is_a_failed_stamp(
+    pki: DevPki, verifiers: Verifiers
+) -> None:
+    """A GeneralizedTime without Z read back naive: comparing it with ``now`` raised TypeError."""
+    tst_info = tsp.TSTInfo(
+        {
+            "version": "v1",
+            "policy": DEV_TSA_POLICY,
+            "message_imprint": {
+                "hash_algorithm": {"algorithm": "sha256"},
+                "hashed_message": hashlib.sha256(b"signature").digest(),
+            },
+            "serial_number": 1,
+            "gen_time": core.GeneralizedTime.load(b"\x18\x0e20261124120000"),
+        }
+    ).dump()
+    token = sign_digest(
+        pki.tsa,
+        hashlib.sha256(tst_info).digest(),
+        NOW,
+        content_type="tst_info",
+        encapsulated=tst_info,
+    )
+    tsa_validator = verifiers.tsa
+    assert tsa_validator is not None
+    result = verify_token(cms.ContentInfo.load(token), b"signature", LATER, tsa_validator)
+    assert not result.ok and "not a UTC time" in result.detail

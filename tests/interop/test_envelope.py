@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import io
 import re
 from typing import Any
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from interop.envelope.fields import IletiTip, MsgType
 from interop.envelope.parse import parse_envelope
-from interop.envelope.smime import build_signed_message
+from interop.envelope.smime import base64_lines, build_signed_message
 from interop.envelope.verify import verify_envelope
 from interop.errors import CmsFormatError, EnvelopeFormatError, LimitExceeded, MalformedInput
 from interop.evidence.codes import Event, EvidenceType
@@ -19,6 +20,7 @@ from interop.pki.devpki import DevPki, generate
 from interop.reasons import Reason
 from interop.verifiers import Verifiers
 from tests.helpers import LATER, NOW, make_dispatch, make_evidence_message
+from tests.interop.malformed import break_signer_issuer
 
 
 def _verify(verifiers: Verifiers, data: bytes, peer: str | None = "hs01") -> Any:
@@ -293,6 +295,70 @@ def test_part_count_is_bounded(pki: DevPki, verifiers: Verifiers) -> None:
     assert envelope.original is not None
     with pytest.raises(LimitExceeded, match="more than 2 parts"):
         parse_envelope(io.BytesIO(data), Limits(mime_parts=2))
+
+
+def _with_parts(dispatch: bytes, content_type: str, count: int) -> bytes:
+    """``dispatch`` with ``count`` more parts of ``content_type`` in its multipart/mixed."""
+    boundary = re.findall(rb'multipart/mixed; boundary="([^"]+)"', dispatch)[0]
+    part = b"--" + boundary + b"\r\nContent-Type: " + content_type.encode() + b"\r\n\r\nx\r\n"
+    close = b"--" + boundary + b"--"
+    return dispatch.replace(close, part * count + close, 1)
+
+
+def test_content_type_work_in_a_dispatch_is_bounded(pki: DevPki) -> None:
+    """60 parts, each with a 16 KiB Content-Type of RFC 2231 continuations, took 3 s to parse."""
+    continuations = "text/plain; " + "; ".join(f"f*{i}=x" for i in range(1700))
+    data = _with_parts(make_dispatch(pki).dispatch, continuations[: 16 * 1024 - 20], 60)
+    with pytest.raises(LimitExceeded, match="Content-Type"):
+        parse_envelope(io.BytesIO(data))
+    commented = _with_parts(make_dispatch(pki).dispatch, "text/plain (tanıtım); charset=utf-8", 60)
+    assert parse_envelope(io.BytesIO(commented)).original is not None
+
+
+def _with_signature(message: bytes, change: Any) -> bytes:
+    """``message`` with its last smime.p7s (the envelope's own, in a Dispatch) changed."""
+    marker = b'filename="smime.p7s"\r\n\r\n'
+    start = message.rindex(marker) + len(marker)
+    end = message.index(b"\r\n--", start)
+    der = base64.b64decode(message[start:end])
+    return message[:start] + base64_lines(change(der)).rstrip(b"\r\n") + message[end:]
+
+
+def test_malformed_envelope_signature_is_a_failed_check(pki: DevPki, verifiers: Verifiers) -> None:
+    """check_signer raised from asn1crypto: the R-GW failed the message without evidence."""
+    data = _with_signature(
+        make_dispatch(pki).dispatch, lambda der: break_signer_issuer(der, "utf8")
+    )
+    result = _verify(verifiers, data)
+    assert result.reason is Reason.InvalidMessageFormat
+    assert result.detail.startswith("envelope signature:") and "malformed" in result.detail
+
+
+def test_malformed_user_signature_is_a_failed_check(pki: DevPki, verifiers: Verifiers) -> None:
+    user = pki.user("ali.yilmaz@hs01.kep.tr").signer
+    original = build_signed_message(
+        user,
+        sender="ali.yilmaz@hs01.kep.tr",
+        recipients=["ayse.demir@hs02.kep.tr"],
+        subject="Deneme",
+        body="Merhaba.",
+        now=NOW,
+    )
+    broken = _with_signature(original, lambda der: break_signer_issuer(der, "length"))
+    result = _verify(verifiers, make_dispatch(pki, original=broken).dispatch)
+    assert result.reason is Reason.InvalidUserSignature
+    assert result.detail.startswith("user signature:") and "malformed" in result.detail
+
+
+def test_unsupported_envelope_digest_is_a_failed_check(pki: DevPki, verifiers: Verifiers) -> None:
+    """hash_ranges raised CmsFormatError for a digest it cannot compute (here SHA-224)."""
+    sha256 = b"\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01"
+    data = _with_signature(
+        make_dispatch(pki).dispatch, lambda der: der.replace(sha256, sha256[:-1] + b"\x04")
+    )
+    result = _verify(verifiers, data)
+    assert result.reason is Reason.InvalidMessageFormat
+    assert "sha224 is not supported" in result.detail
 
 
 _subjects = st.text(st.characters(blacklist_categories=["Cs", "Cc"]), max_size=60)

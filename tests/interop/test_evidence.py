@@ -1,18 +1,25 @@
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import hashlib
+import io
+from typing import Any
 
 import pytest
 from lxml import etree
+from signxml import methods
 
 from interop.errors import EvidenceFormatError
-from interop.evidence import xmlio
-from interop.evidence.codes import DELIL_TURU, EVENTS_OF_TYPE, Event, EvidenceType
+from interop.evidence import xades, xmlio
+from interop.evidence.codes import DELIL_TURU, DS_NS, EVENTS_OF_TYPE, Event, EvidenceType
+from interop.evidence.issue import submission_evidence
 from interop.evidence.model import EventReason, Evidence, MessageDetails
 from interop.evidence.xades import sign_evidence, verify_evidence
 from interop.pki.devpki import DevPki, generate
+from interop.pki.signer import Signer
+from interop.providers import BUILTIN_DIRECTORY
 from interop.reasons import Reason
 from interop.verifiers import Verifiers
 from tests.helpers import LATER, NOW
@@ -253,3 +260,115 @@ def test_issuer_certificate_must_be_the_signing_one(pki: DevPki, verifiers: Veri
     result = verify_evidence(data, LATER, verifiers.process("hs02"))
     assert result.intact and not result.ok
     assert "other than the one that signed" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("written", "changed"),
+    [
+        # Found by fuzzing (fuzz/targets.py evidence_xml): OverflowError, and a traceback
+        # from `kep-relay evidence verify`.
+        (b">2026-11-24T12:00:00Z</rem:EventTime>", b">9999-12-31T23:59:59-01:00</rem:EventTime>"),
+        (
+            b">2026-11-24T11:59:57Z</rem:SubmissionTime>",
+            b">0001-01-01T00:00:00+01:00</rem:SubmissionTime>",
+        ),
+    ],
+)
+def test_times_out_of_range_in_utc_are_evidence_format_errors(
+    written: bytes, changed: bytes
+) -> None:
+    data = xmlio.to_bytes(evidence())
+    assert written in data
+    with pytest.raises(EvidenceFormatError, match="out of range in UTC"):
+        xmlio.parse(data.replace(written, changed))
+
+
+def test_expired_process_certificate_is_a_policy_violation(
+    pki: DevPki, verifiers: Verifiers
+) -> None:
+    """signxml judged the dates first (InvalidCertificate: InvalidMessageFormat); the profile
+    says an expired provider certificate is PolicyViolation (docs/profile-choices.md)."""
+    signer = pki.providers["hs02"].process
+    data = sign_evidence(evidence(), signer, NOW)
+    after = signer.certificate.not_valid_after_utc + dt.timedelta(days=1)
+    result = verify_evidence(
+        data, after, verifiers.process("hs02"), expected_issuer_domain="hs02.kep.tr"
+    )
+    assert result.intact and result.evidence is not None
+    assert result.reason is Reason.PolicyViolation
+    assert "expired on" in result.detail
+
+
+def _sign_with(signer_class: type[xades._XAdESSigner], signer: Signer, element: Any) -> bytes:
+    xml = signer_class(
+        NOW, method=methods.enveloped, signature_algorithm="ecdsa-sha256", digest_algorithm="sha256"
+    ).sign(element, key=signer.key, cert=list(signer.certificates))
+    return bytes(etree.tostring(xml))
+
+
+class _UnreadableSigningTime(xades._XAdESSigner):
+    def add_signing_time(
+        self, signed_signature_properties: Any, sig_root: Any, signing_settings: Any
+    ) -> None:
+        node = etree.SubElement(signed_signature_properties, f"{{{xades._XADES_NS}}}SigningTime")
+        node.text = "yesterday"
+
+
+def test_unreadable_signing_time_is_a_failed_signature(pki: DevPki, verifiers: Verifiers) -> None:
+    """fromisoformat's ValueError on the (signed) SigningTime escaped verify_evidence."""
+    signer = pki.providers["hs02"].process
+    data = _sign_with(_UnreadableSigningTime, signer, xmlio.to_element(evidence()))
+    result = verify_evidence(data, LATER, verifiers.process("hs02"))
+    assert not result.ok and result.reason is Reason.InvalidMessageFormat
+    assert "SigningTime" in result.detail
+
+
+def test_unreadable_signature_certificate_is_a_failed_signature(
+    pki: DevPki, verifiers: Verifiers
+) -> None:
+    """A signature problem is a result (the gateway answers it), not an unreadable evidence."""
+    root = etree.fromstring(sign_evidence(evidence(), pki.providers["hs02"].process, NOW))
+    node = root.find(f".//{{{DS_NS}}}X509Certificate")
+    assert node is not None
+    node.text = base64.b64encode(b"\x30\x03\x02\x01\x01").decode()
+    result = verify_evidence(etree.tostring(root), LATER, verifiers.process("hs02"))
+    assert not result.ok and result.reason is Reason.InvalidMessageFormat
+    assert "certificate is unreadable" in result.detail
+
+
+@pytest.mark.parametrize(
+    "subject", [b"caf\xff\xfe", b"a\x01b", b"=?utf-8?q?a=00b?=", b"\xef\xbf\xbe", b"x" * 5000]
+)
+def test_submission_evidence_records_any_subject(subject: bytes) -> None:
+    """A user's Subject: with bytes XML cannot hold made evidence that could not be written."""
+    original = b"Subject: " + subject + b"\r\nMessage-ID: <a\x02b@x>\r\n\r\nbody\r\n"
+    made = submission_evidence(
+        io.BytesIO(original),
+        BUILTIN_DIRECTORY["hs01"],
+        "ali.yilmaz@hs01.kep.tr",
+        RECIPIENTS,
+        "rem-1@hs01.kep.tr",
+        NOW,
+    )
+    assert xmlio.parse(xmlio.to_bytes(made)) == made
+
+
+def test_submission_evidence_of_a_message_whose_headers_cannot_be_read() -> None:
+    """The S-GW must still answer it (with Rejection): the evidence keeps only its digest."""
+    original = b"Subject: no empty line ends these headers\r\nX-A: b"
+    made = submission_evidence(
+        io.BytesIO(original),
+        BUILTIN_DIRECTORY["hs01"],
+        "ali.yilmaz@hs01.kep.tr",
+        RECIPIENTS,
+        "rem-1@hs01.kep.tr",
+        NOW,
+        reasons=[EventReason(Reason.InvalidUserSignature, "an e-imza is required")],
+    )
+    assert made.message.subject == "" and made.message.digest == hashlib.sha256(original).digest()
+    assert xmlio.parse(xmlio.to_bytes(made)) == made
+
+
+def test_evidence_that_xml_cannot_hold_cannot_be_built() -> None:
+    with pytest.raises(EvidenceFormatError, match="XML cannot carry"):
+        MessageDetails("caf\udcff", "", "rem-1@hs01.kep.tr", hashlib.sha256(b"").digest())

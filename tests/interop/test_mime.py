@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from interop.envelope.fields import decode_text, fold
 from interop.envelope.mime import Span, parse_content_type, read_headers, split_multipart
-from interop.errors import EnvelopeFormatError
+from interop.errors import EnvelopeFormatError, LimitExceeded
+from interop.limits import Limits
 
 _token = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+\-]{0,15}", fullmatch=True)
 _quoted = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
@@ -77,3 +78,73 @@ def test_delimiter_split_across_chunks_is_found() -> None:
     body = b"--b\r\n" + filler + b"\r\n--b\r\nB\r\n--b--\r\n"
     spans = split_multipart(io.BytesIO(body), Span(0, len(body)), "b")
     assert [s.size for s in spans] == [len(filler), 1]
+
+
+# Found by fuzzing (fuzz/targets.py content_type): the standard library's parser raised
+# IndexError and ValueError on these; one boundary now turns any failure into our error.
+@pytest.mark.parametrize("raw", ["text/plain; x*", "text/plain; name*=\x00''x"])
+def test_malformed_content_type_is_an_envelope_format_error(raw: str) -> None:
+    with pytest.raises(EnvelopeFormatError, match="is malformed") as caught:
+        parse_content_type(raw)
+    assert caught.value.__cause__ is not None  # raised from the library's own exception
+
+
+def test_deeply_nested_comments_are_refused_not_a_recursion_error() -> None:
+    raw = "text/plain; " + "(" * 1000 + ")" * 1000
+    with pytest.raises(LimitExceeded, match="comments"):
+        parse_content_type(raw)
+    # Past the limit (a caller may raise it), the parser's RecursionError is still ours.
+    with pytest.raises(EnvelopeFormatError, match="is malformed") as caught:
+        parse_content_type(raw, Limits(content_type_params=5000))
+    assert isinstance(caught.value.__cause__, RecursionError)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "=?utf-8?b?A?=",  # HeaderParseError: bad base64
+        "=?é?q?x?=",  # CharsetError: a charset name that is not ASCII
+        "=?utf-8?q?ok?= =?\udcff?b?A?=",
+    ],
+)
+def test_decode_text_keeps_undecodable_text_as_written(raw: str) -> None:
+    assert decode_text(raw) == raw
+
+
+def _continuations(count: int, segment: str = "x") -> str:
+    return "application/octet-stream; " + "; ".join(f"f*{i}={segment}" for i in range(count))
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        # ~16 KiB of RFC 2231 continuations: 48 ms each in the standard library, 3 s a Dispatch.
+        (_continuations(1700), "may have 4096 characters"),
+        (_continuations(200), "more than 128 parameters"),
+        ("text/plain; f=x " + "(a)" * 200, "more than 128 parameters, quoted strings and comm"),
+        ("text/plain; f=x" + '""' * 200, "more than 128 parameters, quoted strings and comm"),
+    ],
+)
+def test_content_type_work_is_bounded(raw: str, fragment: str) -> None:
+    with pytest.raises(LimitExceeded, match=fragment):
+        parse_content_type(raw)
+
+
+def test_legitimate_content_type_forms_still_parse() -> None:
+    quoted = parse_content_type('application/pdf; name="Yıllık rapor; 2026.pdf"; charset=x')
+    assert quoted.param("name") == "Yıllık rapor; 2026.pdf"
+    encoded = parse_content_type("application/pdf; name*=utf-8''%C3%A7al%C4%B1%C5%9Fma.pdf")
+    assert encoded.param("name") == "çalışma.pdf"
+    # A long file name in 40 RFC 2231 continuations (~3 KB), as mail clients split them.
+    segments = ["%C3%A7" * 12] * 40
+    long_name = "application/pdf; " + "; ".join(
+        f"name*{i}*={'utf-8' + chr(39) * 2 if i == 0 else ''}{s}" for i, s in enumerate(segments)
+    )
+    assert 2500 < len(long_name) < 4096
+    assert parse_content_type(long_name).param("name") == "ç" * 480
+    quoted_parts = "; ".join(f'name*{i}="part {i} "' for i in range(40))
+    assert parse_content_type(f"text/plain; {quoted_parts}").param("name") == "".join(
+        f"part {i} " for i in range(40)
+    )
+    commented = parse_content_type('multipart/mixed (KEP) ; boundary="b" (sınır)')
+    assert commented.type == "multipart/mixed" and commented.param("boundary") == "b"

@@ -3,9 +3,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
-from interop.pathval import CertificateValidator, Failure, Role
+from interop.pathval import UNREADABLE_NAME, CertificateValidator, Failure, Role
 from interop.pki.devpki import DevPki, generate
+from interop.pki.signer import Signer
 from interop.reasons import Reason
 from interop.revocation import RevocationData
 from tests.helpers import LATER, NOW
@@ -143,3 +149,54 @@ def test_cached_answer_expires_with_the_certificate(pki: DevPki) -> None:
     assert validator.validate(cert, chain, LATER + dt.timedelta(hours=1)).ok  # type: ignore[arg-type]
     after = cert.not_valid_after_utc + dt.timedelta(seconds=1)  # type: ignore[attr-defined]
     assert validator.validate(cert, chain, after).failure is Failure.EXPIRED  # type: ignore[arg-type]
+
+
+def _with_garbage_san(ca: Signer) -> x509.Certificate:
+    """Signed by ``ca``, with a subjectAltName cryptography loads but refuses when read."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "garbage SAN")]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(hours=1))
+        .not_valid_after(NOW + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
+        .add_extension(
+            x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x82\x05a"),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+
+
+@pytest.mark.parametrize(
+    ("role", "reason"),
+    [(Role.PROCESS, Reason.PolicyViolation), (Role.USER, Reason.InvalidUserSignature)],
+)
+def test_certificate_refused_when_read_is_a_failed_chain(
+    pki: DevPki, role: Role, reason: Reason
+) -> None:
+    """cryptography parses extensions lazily: reading the SAN raised ValueError from validate."""
+    ca = pki.process_ca if role is Role.PROCESS else pki.user_ca
+    validator = CertificateValidator([ca.certificate], RevocationData.of(pki.crls), role)
+    result = validator.validate(_with_garbage_san(ca.signer), [], LATER, ["hs01.kep.tr"])
+    assert (result.failure, result.reason) == (Failure.UNREADABLE, reason)
+    assert "cannot be read" in result.detail
+
+
+def test_unreadable_subject_is_named_as_such(pki: DevPki) -> None:
+    """A wrong string tag in the subject made ``subject_text`` (and so ``validate``) raise."""
+    process = pki.providers["hs01"].process
+    der = process.certificate.public_bytes(Encoding.DER)
+    subject = process.certificate.subject.public_bytes()
+    tag_at = der.index(subject) + subject.rindex(b"\x06\x03\x55\x04\x03") + 5
+    broken = x509.load_der_x509_certificate(der[:tag_at] + b"\x0d" + der[tag_at + 1 :])
+    validator = CertificateValidator(
+        [pki.process_ca.certificate], RevocationData.of(pki.crls), Role.PROCESS
+    )
+    result = validator.validate(broken, process.chain, LATER, ["hs01.kep.tr"])
+    assert not result.ok and result.reason is Reason.PolicyViolation
+    assert result.subject == UNREADABLE_NAME
+    assert UNREADABLE_NAME in result.describe()
