@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing of ``interop``'s parsers (atheris); see ``fuzz/README.md``."""
