@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from interop.errors import ConfigurationError
-from interop.limits import MiB
+from interop.limits import DEFAULT_LIMITS, MiB
 from interop.providers import BUILTIN_DIRECTORY, Provider
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -64,6 +64,12 @@ class Timers:
     # RFC 5321 §4.5.3.2: 5 min for commands, 10 min between DATA blocks; idle peers are cut.
     command_timeout: float = 300.0
     data_timeout: float = 600.0
+    # How long a DATA transfer may run below limits.min_transfer_rate before it is cut with
+    # 421 4.4.2 (a peer trickling bytes would otherwise hold a connection slot for ever).
+    slow_transfer_limit: float = 60.0
+    # An Evidence message a peer has not accepted by then is given up (state ``expired``,
+    # kep_messages_expired_total): Postfix's maximal_queue_lifetime is 5 days too.
+    evidence_lifetime: float = 5 * 86400.0
     # How often the queue manager looks for due work when nothing wakes it.
     queue_poll: float = 1.0
 
@@ -78,6 +84,17 @@ class Limits:
     default_quota: int = 100 * MiB  # KEP-DOMAIN.md: 100 MB free per account
     # Processes that verify and sign (relay/crypto.py); 0: in the node's own process.
     crypto_workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, MAX_WORKERS))
+    # Bytes per second below which a DATA transfer counts as slow (timers.slow_transfer_limit);
+    # Postfix's smtpd_min_data_rate is 500. A 25 MiB envelope at the floor takes 15 hours.
+    min_transfer_rate: int = 500
+    # NOOP, RSET, HELP, VRFY, EXPN, HELO and EHLO since the last message accepted; beyond it the
+    # session is cut with 421 4.4.2. A client needs one or two between transactions (Postfix
+    # counts the same "junk" commands: smtpd_junk_command_limit).
+    max_junk_commands: int = 20
+    # Times processing a received message may fail on something in the message before it is put
+    # aside (state ``quarantined``) and its sender gets evidence; trouble of the machine (disk,
+    # database) retries without counting.
+    max_processing_attempts: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,13 +351,30 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         ),
         default_quota=int(limits_s.get("default_quota_mib", (int, float), 100) * MiB),
         crypto_workers=limits_s.get("crypto_workers", int, base_limits.crypto_workers),
+        min_transfer_rate=limits_s.get("min_transfer_rate", int, base_limits.min_transfer_rate),
+        max_junk_commands=limits_s.get("max_junk_commands", int, base_limits.max_junk_commands),
+        max_processing_attempts=limits_s.get(
+            "max_processing_attempts", int, base_limits.max_processing_attempts
+        ),
     )
     limits_s.done()
     if not 0 <= limits.crypto_workers <= MAX_WORKERS:
         raise ConfigurationError(
             f"{source}: limits.crypto_workers: 0 (in the node's process) to {MAX_WORKERS}"
         )
-    for key in ("max_connections", "max_connections_per_peer", "max_recipients"):
+    if limits.max_recipients > DEFAULT_LIMITS.recipients:
+        # Evidence lists every recipient and refuses more than interop's limit (§5).
+        raise ConfigurationError(
+            f"{source}: limits.max_recipients: at most {DEFAULT_LIMITS.recipients}"
+        )
+    for key in (
+        "max_connections",
+        "max_connections_per_peer",
+        "max_recipients",
+        "min_transfer_rate",
+        "max_junk_commands",
+        "max_processing_attempts",
+    ):
         if getattr(limits, key) <= 0:
             raise ConfigurationError(f"{source}: limits.{key}: must be positive")
 

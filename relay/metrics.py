@@ -58,7 +58,9 @@ SIZE_BUCKETS = (
 
 KINDS = ("dispatch-in", "evidence-in", "submission", "dispatch-out", "evidence-out")
 PENDING_STATES = ("received", "queued", "sending")  # still to be processed or sent
-HELD_STATES = ("invalid", "unmatched")  # kept for an operator to look at
+# Kept for an operator to look at: evidence that failed verification or matches no Dispatch,
+# and messages whose processing kept failing (put aside after limits.max_processing_attempts).
+HELD_STATES = ("invalid", "unmatched", "quarantined")
 
 
 def code_class(reply: str) -> str:
@@ -77,6 +79,7 @@ _REFUSAL_REASONS = {
     "5.6.11": "bare_line_ending",
     "4.3.0": "storage",
     "4.3.2": "busy",
+    "4.4.2": "session_cut",
     "5.1.7": "bad_sender",
     "5.1.3": "bad_recipient",
     "4.5.3": "too_many_recipients",
@@ -171,6 +174,30 @@ class Metrics:
             "kep_processing_failures",
             "Stage runs that raised and left their message to be tried again, by stage kind",
             ["kind"],
+            registry=r,
+        )
+        self.sessions_cut = Counter(
+            "kep_smtp_sessions_cut",
+            "SMTP sessions this node ended with 421 4.4.2, by listener, peer and why"
+            " (slow_transfer: DATA below limits.min_transfer_rate for"
+            " timers.slow_transfer_limit; silence: no data for timers.data_timeout; junk: more"
+            " than limits.max_junk_commands commands that do no work)",
+            ["listener", "peer", "why"],
+            registry=r,
+        )
+        self.quarantined = Counter(
+            "kep_messages_quarantined",
+            "Received messages put aside after their processing failed"
+            " limits.max_processing_attempts times, by kind and the reason the sender was given",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.expired = Counter(
+            "kep_messages_expired",
+            "Messages to peers given up at the end of their lifetime (Dispatches at"
+            " timers.relay_timeout, Evidence messages at timers.evidence_lifetime), by peer"
+            " and kind",
+            ["peer", "kind"],
             registry=r,
         )
         self.crypto_workers_lost = Counter(
@@ -277,7 +304,7 @@ class StateCollector(Collector):
         depth = GaugeMetricFamily(
             "kep_queue_messages",
             "Messages waiting in a stage (received, queued, sending) or held for an operator"
-            " (invalid, unmatched), by kind and state",
+            " (invalid, unmatched, quarantined), by kind and state",
             labels=["kind", "state"],
         )
         oldest = GaugeMetricFamily(
@@ -288,9 +315,11 @@ class StateCollector(Collector):
         states = PENDING_STATES + HELD_STATES
         counts: dict[tuple[str, str], int] = defaultdict(int)
         first: dict[str, float] = {}
+        marks = ", ".join("?" * len(states))
         for kind, state, count, created in db.rows(
-            "SELECT kind, state, COUNT(*), MIN(created) FROM messages WHERE state IN"
-            " ('received', 'queued', 'sending', 'invalid', 'unmatched') GROUP BY kind, state"
+            f"SELECT kind, state, COUNT(*), MIN(created) FROM messages WHERE state IN ({marks})"  # noqa: S608 (marks are ours)
+            " GROUP BY kind, state",
+            states,
         ):
             counts[(kind, state)] = count
             if state in PENDING_STATES:

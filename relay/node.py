@@ -23,15 +23,17 @@ import structlog
 from cryptography import x509
 from prometheus_client import Gauge
 
+from interop.errors import KepError
 from relay import ledger
 from relay.config import Listener, NodeConfig
 from relay.context import NodeContext, build_context
 from relay.crypto import PooledCrypto
+from relay.errors import is_environmental
 from relay.handshakes import count_failures
 from relay.metrics import StateCollector, certificates_of
 from relay.monitoring import MonitoringListener, Probes, heartbeat_check, storage_writable
-from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP
-from relay.stages import evidence_in, outbound, rgw, sgw
+from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP, SessionLimits
+from relay.stages import evidence_in, outbound, quarantine, rgw, sgw
 from relay.stages.intake import PeerIntake, SubmissionIntake
 from relay.store import MessageRow
 from relay.transport.base import Transport
@@ -54,6 +56,37 @@ def recover(context: NodeContext) -> None:
         reset = db.execute("UPDATE messages SET state = 'queued' WHERE state = 'sending'").rowcount
     if removed or swept or reset:
         log.info("recovered", temporaries=removed, orphans=swept, requeued=reset)
+
+
+def processing_failed(context: NodeContext, row: MessageRow, exc: BaseException) -> None:
+    """After a stage raised on ``row``: retry later; trouble in the message itself counts, and
+    at ``limits.max_processing_attempts`` the message is put aside with evidence for its sender
+    (``relay.stages.quarantine``), so nothing is retried for ever."""
+    context.metrics.processing_failures.labels(row.kind).inc()
+    environmental = is_environmental(exc)
+    log.error(
+        "processing_failed",
+        queue_id=row.id,
+        remmd_id=row.remmd_id,
+        peer=row.peer or context.provider.id,
+        kind=row.kind,
+        environmental=environmental,
+        exc_info=exc,
+    )
+    try:
+        attempts = context.store.processing_failed(
+            row.id,
+            counted=not environmental,
+            retry_at=time.time() + outbound.backoff(context, row.attempts + 1),
+            detail=f"{type(exc).__name__}: {exc}",
+        )
+        # Input known to be malformed cannot pass on a later try: no need to wait for it.
+        malformed = isinstance(exc, KepError) and exc.permanent
+        spent = attempts >= context.config.limits.max_processing_attempts
+        if not environmental and (malformed or spent):
+            quarantine.put_aside(context, row, exc)
+    except Exception:  # the store is in trouble too: the row stays received, tried again
+        log.exception("processing_failure_not_recorded", queue_id=row.id, kind=row.kind)
 
 
 class Node:
@@ -83,11 +116,19 @@ class Node:
             handshakes = self.context.metrics.tls_handshakes
             count_failures(tls, lambda result: handshakes.labels(name, "none", result).inc())
 
+        limits = self.context.config.limits
+        session = SessionLimits(
+            command_timeout=timers.command_timeout,
+            data_timeout=timers.data_timeout,
+            min_transfer_rate=limits.min_transfer_rate,
+            slow_transfer_limit=timers.slow_transfer_limit,
+            max_junk_commands=limits.max_junk_commands,
+        )
+
         def factory() -> KepSMTP:
             return KepSMTP(
                 intake,
-                data_timeout=timers.data_timeout,
-                command_timeout=timers.command_timeout,
+                limits=session,
                 limiter=self.limiter,
                 hostname=self.context.peer_tls_name(self.context.provider.id),
             )
@@ -208,11 +249,13 @@ class Node:
         busy: set[str] = set()
         tasks: set[asyncio.Task[None]] = set()
         while not self.stopping.is_set():
-            rows = [
-                r
-                for r in await asyncio.to_thread(self.context.store.messages, state="received")
-                if r.kind in PROCESSORS and r.id not in busy
-            ]
+            try:
+                due = await asyncio.to_thread(self.context.store.received_due, time.time())
+            except Exception:  # the store in trouble (disk, locks): look again later
+                log.exception("processing_loop_failed")
+                await asyncio.sleep(self.context.config.timers.queue_poll)
+                continue
+            rows = [r for r in due if r.kind in PROCESSORS and r.id not in busy]
             for row in rows:
                 await slots.acquire()
                 if self.stopping.is_set():
@@ -247,24 +290,21 @@ class Node:
                 peer=row.peer or self.context.provider.id,
             ):
                 await asyncio.to_thread(PROCESSORS[row.kind], self.context, row)
-        except Exception:  # one bad message must not stop the node; it stays received
-            self.context.metrics.processing_failures.labels(row.kind).inc()
-            log.exception(
-                "processing_failed",
-                queue_id=row.id,
-                remmd_id=row.remmd_id,
-                peer=row.peer or self.context.provider.id,
-                kind=row.kind,
-            )
-            await asyncio.sleep(1)  # before it is tried again
+        except Exception as exc:  # one bad message must not stop the node
+            await asyncio.to_thread(processing_failed, self.context, row, exc)
+            await asyncio.sleep(1)  # the row stays busy a moment, even if nothing was recorded
         self.outgoing.set()
 
     async def send_loop(self) -> None:
         while not self.stopping.is_set():
             self.outgoing.clear()
-            tried = await outbound.send_due(self.context, self.transport)
-            await asyncio.to_thread(outbound.check_timers, self.context)
-            await asyncio.to_thread(ledger.take_if_due, self.context)  # §7: at least daily
+            try:
+                tried = await outbound.send_due(self.context, self.transport)
+                await asyncio.to_thread(outbound.check_timers, self.context)
+                await asyncio.to_thread(ledger.take_if_due, self.context)  # §7: at least daily
+            except Exception:  # the store in trouble (disk, locks): the loop goes on
+                log.exception("sending_loop_failed")
+                tried = 0
             if not tried:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(

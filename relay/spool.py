@@ -7,6 +7,7 @@ is 250 said. Leftover temporaries are removed at start-up; files no row points a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -66,10 +67,14 @@ class SpoolWriter:
         return final
 
     def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self.tmp.unlink(missing_ok=True)
+        """Forget the message; never raises (it is what failures call). Closing flushes the
+        buffer, which fails again on a full disk: the descriptor is closed all the same."""
+        file, self._file = self._file, None
+        with contextlib.suppress(OSError):
+            if file is not None:
+                file.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink(missing_ok=True)
 
 
 class Spool:

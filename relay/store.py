@@ -30,10 +30,12 @@ CREATE TABLE IF NOT EXISTS messages (
     rcpt_to TEXT NOT NULL,        -- JSON list
     size INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
-    state TEXT NOT NULL,          -- received, processed, queued, sent, failed, expired
+    state TEXT NOT NULL,          -- received, processed, rejected, queued, sending, sent,
+                                  -- failed, expired, invalid, unmatched, quarantined
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,  -- sending attempts; for received kinds, failed
+                                          -- processing runs counted against the message
     next_attempt REAL,
     last_reply TEXT,
     parent TEXT,                  -- the message this one was made from
@@ -242,6 +244,18 @@ class Store:
             ).fetchone()
             return _row(r) if r else None
 
+    def resend_evidence_of(self, message_id: str) -> int:
+        """Queue again every Evidence message made for ``message_id`` (a repeated Dispatch,
+        INTEROP-PROFILE.md §2: the evidence already issued is returned again)."""
+        with self.transaction() as db:
+            count: int = db.execute(
+                "UPDATE messages SET state = 'queued', next_attempt = NULL, attempts = 0,"
+                " updated = ? WHERE parent = ? AND kind = 'evidence-out'"
+                " AND state IN ('sent', 'failed', 'expired')",
+                (time.time(), message_id),
+            ).rowcount
+            return count
+
     def messages(self, *, kind: str | None = None, state: str | None = None) -> list[MessageRow]:
         with self._lock:
             query, args = "SELECT * FROM messages WHERE 1=1", []
@@ -252,6 +266,29 @@ class Store:
                 query += " AND state = ?"
                 args.append(state)
             return [_row(r) for r in self.db.execute(query + " ORDER BY created", args)]
+
+    def received_due(self, now: float) -> list[MessageRow]:
+        """Received messages to process now (one whose processing failed waits its back-off)."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT * FROM messages WHERE state = 'received' AND (next_attempt IS NULL OR"
+                " next_attempt <= ?) ORDER BY created",
+                (now,),
+            )
+            return [_row(r) for r in rows]
+
+    def processing_failed(
+        self, message_id: str, *, counted: bool, retry_at: float, detail: str
+    ) -> int:
+        """Record a failed processing run; returns the runs counted against the message."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE messages SET attempts = attempts + ?, next_attempt = ?, last_reply = ?,"
+                " updated = ? WHERE id = ? AND state = 'received'",
+                (1 if counted else 0, retry_at, detail[:500], time.time(), message_id),
+            )
+            row = db.execute("SELECT attempts FROM messages WHERE id = ?", (message_id,)).fetchone()
+            return int(row[0]) if row else 0
 
     def due(self, now: float, limit: int = 100) -> list[MessageRow]:
         with self._lock:

@@ -41,6 +41,17 @@ def need_tool(name: str) -> str:
     return path
 
 
+def need_privilege(what: str, works: bool) -> None:
+    """Skip a test that needs a privilege this machine does not give (mounting a file
+    system, say), but fail where CI runs it (KEP_REQUIRE_TOOLS=1, as root)."""
+    if works:
+        return
+    message = f"this machine does not allow {what}"
+    if os.environ.get("KEP_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"{message}, and KEP_REQUIRE_TOOLS=1 says it must")
+    pytest.skip(message)
+
+
 @dataclass
 class Exchange:
     """A signed user message, its submission evidence and the Dispatch carrying both."""

@@ -3,6 +3,13 @@
 What aiosmtpd does well (command parsing, pipelining, state) it keeps doing. Replaced: DATA,
 which aiosmtpd gathers in memory line by line; here blocks go through ``DataDecoder`` straight
 into a ``Sink`` the intake stage opens. The listener's ``Intake`` decides every reply.
+
+Whatever goes wrong inside DATA (a full disk, a file-size limit, an unreadable envelope, a bug),
+the rest of the data is read to the final dot and answered once, with the reply
+``relay.errors.reply_for`` gives: the body is a user's original, so its bytes must never be read
+as commands. Every session is bounded in time as well as size (``SessionLimits``): silence, a
+transfer below a floor rate for too long, and commands that do no work past a count end it with
+``421 4.4.2``.
 """
 
 from __future__ import annotations
@@ -10,14 +17,22 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, AnyStr, Protocol
 
+import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from interop.errors import SmtpReply
+from relay.errors import JunkCommands, SessionCut, Silence, SlowTransfer, TooBig, reply_for
 from relay.smtp.data import DataDecoder
 
 BLOCK = 64 * 1024
+# Commands that move no message forward; counted against SessionLimits.max_junk_commands.
+JUNK_COMMANDS = ("NOOP", "RSET", "HELP", "VRFY", "EXPN", "HELO", "EHLO")
+
+log = structlog.get_logger("kep.smtp")
 
 
 class Sink(Protocol):
@@ -25,7 +40,8 @@ class Sink(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
-    def discard(self) -> None: ...
+    def discard(self) -> None:
+        """Forget what was written; never raises (failures call it)."""
 
 
 @dataclass
@@ -36,8 +52,19 @@ class Connection:
     provider: str | None = None  # the provider the TLS client certificate maps to
     tls: bool = False
     tls_version: str | None = None
-    refused: str | None = None  # a reply to give every transaction (no provider, say)
+    refused: SmtpReply | None = None  # a reply to give every transaction (no provider, say)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Time bounds of one session (``[timers]`` and ``[limits]`` of the configuration)."""
+
+    command_timeout: float  # silence between commands (aiosmtpd's timer)
+    data_timeout: float  # silence inside DATA
+    min_transfer_rate: float  # bytes per second below which DATA counts as slow
+    slow_transfer_limit: float  # seconds DATA may stay below that rate
+    max_junk_commands: int  # commands doing no work since the last accepted message
 
 
 class Intake(Protocol):
@@ -49,21 +76,49 @@ class Intake(Protocol):
 
     def check_mail(
         self, connection: Connection, address: str, options: list[str]
-    ) -> str | None: ...
+    ) -> SmtpReply | None: ...
 
     def check_rcpt(
         self, connection: Connection, envelope: Envelope, address: str
-    ) -> str | None: ...
+    ) -> SmtpReply | None: ...
 
     def open_sink(self, connection: Connection, envelope: Envelope) -> Sink: ...
 
-    async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> str: ...
+    async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> SmtpReply:
+        """The reply after the final dot; may raise (the server answers with ``reply_for``)."""
 
     def refused(self, connection: Connection, reply: str) -> None:
         """Told of every 4xx and 5xx reply given on the connection (for metrics)."""
 
-    def transaction_done(self, connection: Connection, reply: str, seconds: float) -> None:
+    def transaction_done(self, connection: Connection, reply: SmtpReply, seconds: float) -> None:
         """Told of the reply at the end of DATA, ``seconds`` after MAIL FROM was accepted."""
+
+    def session_cut(self, connection: Connection, why: str) -> None:
+        """Told when the server ends a session (``SessionCut.why``)."""
+
+
+class TransferFloor:
+    """A budget of seconds a transfer may spend below ``rate`` (Postfix's smtpd_min_data_rate).
+
+    The budget starts full at ``allowance``; time spent waiting takes from it, and every byte
+    received gives back ``1 / rate`` seconds, never beyond ``allowance``. A peer at or above
+    the rate never runs out; one below it runs out after ``allowance`` seconds at most, however
+    much it sent before.
+    """
+
+    def __init__(self, rate: float, allowance: float, now: float) -> None:
+        self.rate, self.allowance = rate, allowance
+        self.credit, self.last = allowance, now
+
+    def remaining(self, now: float) -> float:
+        return self.credit - (now - self.last)
+
+    def feed(self, received: int, now: float) -> None:
+        self.credit = min(self.allowance, self.remaining(now) + received / self.rate)
+        self.last = now
+
+    def describe(self) -> str:
+        return f"below {self.rate:.0f} bytes/s for {self.allowance:.0f} s"
 
 
 class KepSMTP(SMTP):
@@ -71,8 +126,7 @@ class KepSMTP(SMTP):
         self,
         intake: Intake,
         *,
-        data_timeout: float,
-        command_timeout: float,
+        limits: SessionLimits,
         limiter: ConnectionLimiter | None = None,
         **kwargs: Any,
     ) -> None:
@@ -82,15 +136,18 @@ class KepSMTP(SMTP):
             data_size_limit=None,
             enable_SMTPUTF8=False,
             decode_data=False,
-            timeout=command_timeout,
+            timeout=limits.command_timeout,
             hostname=kwargs.pop("hostname", None),
             **kwargs,
         )
         self.intake = intake
-        self.data_timeout = data_timeout
+        self.limits = limits
         self.connection = Connection(None)
         self.limiter = limiter
         self.mail_started = 0.0  # monotonic time MAIL FROM was accepted
+        self.junk = 0  # JUNK_COMMANDS since the last accepted message
+        for name in JUNK_COMMANDS:
+            self._smtp_methods[name] = self._counted(self._smtp_methods[name])
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -132,6 +189,32 @@ class KepSMTP(SMTP):
         if self.limiter is not None:
             self.limiter.release(self)
 
+    def _counted(
+        self, method: Callable[[str | None], Awaitable[None]]
+    ) -> Callable[[str | None], Awaitable[None]]:
+        async def counted(arg: str | None) -> None:
+            self.junk += 1
+            if self.junk > self.limits.max_junk_commands:
+                await self.cut(JunkCommands(f"{self.junk} commands that do no work"))
+                return
+            await method(arg)
+
+        return counted
+
+    async def cut(self, cut: SessionCut) -> None:
+        """End the session with ``421 4.4.2`` (RFC 5321 §3.8: the server may close after 421)."""
+        log.warning(
+            "session_cut",
+            why=cut.why,
+            detail=cut.detail,
+            client=str(self.connection.peer_address),
+            peer=self.connection.provider,
+        )
+        self.intake.session_cut(self.connection, cut.why)
+        await self.push(str(cut.reply))
+        if self.transport is not None:
+            self.transport.close()
+
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed():
             return
@@ -143,45 +226,108 @@ class KepSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        limit = self.intake.size_limit(self.connection)
         decoder = DataDecoder()
-        sink: Sink | None = self.intake.open_sink(self.connection, self.envelope)
+        sink, failure = self._open_sink()
+        loop = asyncio.get_running_loop()
+        floor = TransferFloor(
+            self.limits.min_transfer_rate, self.limits.slow_transfer_limit, loop.time()
+        )
         too_big = False
         try:
             while not decoder.done:
-                self._reset_timeout(self.data_timeout)  # a slow link is fine, silence is not
-                block = await self._reader.read(BLOCK)
+                block = await self._read_block(floor)
                 if not block:
-                    if sink is not None:
-                        sink.discard()
                     return  # connection closed mid-DATA: nothing was acknowledged
                 data = decoder.feed(block)
-                if sink is not None and not too_big:
-                    if sink.size + len(data) > self.intake.size_limit(self.connection):
-                        too_big = True  # keep reading to the end mark, store nothing (§2)
-                        sink.discard()
-                        sink = None
-                    else:
+                if sink is None:
+                    continue  # too big or failed: read on to the end mark, store nothing
+                if sink.size + len(data) > limit:
+                    too_big = True  # §2: nothing is stored
+                else:
+                    try:
                         sink.write(data)
-        except BaseException:
-            if sink is not None:
+                        continue
+                    except Exception as exc:  # a full disk, a file-size limit: answered at the end
+                        failure = exc
                 sink.discard()
-            raise
+                sink = None
+        except SessionCut as cut:
+            await self.cut(cut)
+            return
         finally:
+            if not decoder.done and sink is not None:
+                sink.discard()
             self._reset_timeout()
         if decoder.leftover:
             # Pipelined commands after the end mark go back to aiosmtpd's reader.
             self._reader._buffer[:0] = decoder.leftover  # type: ignore[attr-defined]
-        if too_big or sink is None:
-            limit = self.intake.size_limit(self.connection)
-            reply = f"552 5.3.4 Message exceeds the size limit of {limit} bytes"
-        elif decoder.bare_line_ending:
-            sink.discard()
-            reply = "550 5.6.11 Bare CR or LF in message data is not accepted (RFC 5321 2.3.8)"
-        else:
-            reply = await self.intake.finish(self.connection, self.envelope, sink)
-        await self.push(reply)
+        reply = await self._decide(sink, failure, too_big, decoder.bare_line_ending, limit)
+        await self.push(str(reply))
+        if reply.code == 250:
+            self.junk = 0  # work was done
         self.intake.transaction_done(self.connection, reply, time.monotonic() - self.mail_started)
         self._set_post_data_state()  # type: ignore[no-untyped-call]
+
+    def _open_sink(self) -> tuple[Sink | None, Exception | None]:
+        assert self.envelope is not None
+        try:
+            return self.intake.open_sink(self.connection, self.envelope), None
+        except Exception as exc:  # e.g. the spool's folder cannot be written
+            return None, exc
+
+    async def _read_block(self, floor: TransferFloor) -> bytes:
+        """The next block of DATA; ``SessionCut`` on silence or a transfer below the floor."""
+        loop = asyncio.get_running_loop()
+        wait = max(0.0, min(self.limits.data_timeout, floor.remaining(loop.time())))
+        self._reset_timeout(wait + self.limits.command_timeout)  # aiosmtpd's timer: a backstop
+        try:
+            block = await asyncio.wait_for(self._reader.read(BLOCK), timeout=wait)
+        except TimeoutError:
+            if floor.remaining(loop.time()) <= 0:
+                raise SlowTransfer(floor.describe()) from None
+            raise Silence(f"no data for {self.limits.data_timeout:.0f} s") from None
+        floor.feed(len(block), loop.time())
+        if floor.remaining(loop.time()) <= 0:
+            raise SlowTransfer(floor.describe())
+        return block
+
+    async def _decide(
+        self,
+        sink: Sink | None,
+        failure: Exception | None,
+        too_big: bool,
+        bare_line_ending: bool,
+        limit: int,
+    ) -> SmtpReply:
+        """The one reply to a DATA that was read to its end mark."""
+        assert self.envelope is not None
+        if too_big:
+            return TooBig(text=f"Message exceeds the size limit of {limit} bytes").reply
+        if failure is not None or sink is None:
+            return self._failed(failure or RuntimeError("no sink"))
+        if bare_line_ending:
+            sink.discard()
+            return SmtpReply(
+                550, "5.6.11", "Bare CR or LF in message data is not accepted (RFC 5321 2.3.8)"
+            )
+        try:
+            return await self.intake.finish(self.connection, self.envelope, sink)
+        except Exception as exc:
+            sink.discard()
+            return self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> SmtpReply:
+        reply = reply_for(exc)
+        log.error(
+            "transaction_failed",
+            reply=str(reply),
+            error=f"{type(exc).__name__}: {exc}",
+            client=str(self.connection.peer_address),
+            peer=self.connection.provider,
+            exc_info=not isinstance(exc, OSError),
+        )
+        return reply
 
 
 class _Handler:
@@ -213,7 +359,7 @@ class _Handler:
     ) -> str:
         connection = self.server.connection
         if connection.refused:
-            return connection.refused
+            return str(connection.refused)
         for option in options:
             name, _, value = option.partition("=")
             if (
@@ -225,7 +371,7 @@ class _Handler:
                 return f"552 5.3.4 Message size exceeds the limit of {limit} bytes"
         problem = self.server.intake.check_mail(connection, address, options)
         if problem:
-            return problem
+            return str(problem)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         self.server.mail_started = time.monotonic()
@@ -236,10 +382,15 @@ class _Handler:
     ) -> str:
         problem = self.server.intake.check_rcpt(self.server.connection, envelope, address)
         if problem:
-            return problem
+            return str(problem)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 OK"
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A command's hook raised: the reply ``relay.errors`` decides, never a bare 500 with
+        the exception's class and text (the details go to the log)."""
+        return str(self.server._failed(error))
 
 
 class ConnectionLimiter:

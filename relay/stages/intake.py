@@ -24,10 +24,21 @@ from cryptography import x509
 from interop.address import KepAddress
 from interop.envelope.fields import MsgType
 from interop.envelope.parse import parse_envelope
-from interop.errors import AddressError, KepError
+from interop.errors import AddressError, SmtpReply
 from interop.evidence import xmlio
 from interop.limits import DEFAULT_LIMITS
+from interop.providers import Provider
 from relay.context import NodeContext
+from relay.errors import (
+    BadRecipient,
+    BadSender,
+    NotPermitted,
+    RelayError,
+    StorageTrouble,
+    TooBig,
+    UnreadableMessage,
+    as_relay_error,
+)
 from relay.metrics import code_class, refusal_reason
 from relay.smtp.server import Connection, Sink
 from relay.spool import SpoolWriter
@@ -36,7 +47,8 @@ from relay.stages.sgw import remmd_id_for
 log = structlog.get_logger("kep.intake")
 
 # §2: the reply to a Dispatch already accepted (counted apart from new acceptances).
-ALREADY_ACCEPTED = "250 2.0.0 Already accepted as"
+ALREADY_ACCEPTED = "Already accepted as"
+NO_CLIENT_CERTIFICATE = SmtpReply(530, "5.7.0", "A client certificate is required")
 
 
 class _Base:
@@ -68,22 +80,29 @@ class _Base:
             self.listener, self.peer_label(connection), refusal_reason(reply), code_class(reply)
         ).inc()
 
-    def transaction_done(self, connection: Connection, reply: str, seconds: float) -> None:
-        cls = code_class(reply)
+    def transaction_done(self, connection: Connection, reply: SmtpReply, seconds: float) -> None:
+        cls = code_class(str(reply))
         if cls == "2xx":
-            result = "repeated" if reply.startswith(ALREADY_ACCEPTED) else "accepted"
+            result = "repeated" if reply.text.startswith(ALREADY_ACCEPTED) else "accepted"
             self.metrics.acceptance_seconds.labels(self.listener).observe(seconds)
         else:
             result = "deferred" if cls == "4xx" else "rejected"
         self.metrics.received.labels(self.listener, self.peer_label(connection), result).inc()
 
+    def session_cut(self, connection: Connection, why: str) -> None:
+        self.metrics.sessions_cut.labels(self.listener, self.peer_label(connection), why).inc()
+
     def open_sink(self, connection: Connection, envelope: Envelope) -> Sink:
         return self.context.spool.writer()
 
-    def check_rcpt_count(self, envelope: Envelope) -> str | None:
+    def check_rcpt_count(self, envelope: Envelope) -> SmtpReply | None:
         if len(envelope.rcpt_tos) >= self.context.config.limits.max_recipients:
-            return "452 4.5.3 Too many recipients"
+            return SmtpReply(452, "4.5.3", "Too many recipients")
         return None
+
+    def owner(self, address: str) -> Provider | None:
+        """The provider whose domain ``address`` is at (None: not a KEP domain, or ``<>``)."""
+        return self.directory.owner_of(address.rpartition("@")[2].lower())
 
     def _commit(
         self,
@@ -93,17 +112,24 @@ class _Base:
         peer: str | None,
         remmd_id: str | None,
         envelope: Envelope,
-    ) -> str:
+    ) -> SmtpReply:
         """Make the message ours and return the reply (blocking: the caller runs it on a thread).
 
         A Dispatch this peer delivered before (§2, by ``X-REM-Message-Identifier``) is not
         stored again. That is decided inside the transaction, so two connections delivering
         the same Dispatch at once store it once and both get 250.
+
+        Any failure leaves nothing behind and answers 4xx (``relay.errors``). The one case that
+        needs care: the store failing as its transaction commits, when the row may or may not
+        be there; then the spool file stays for the start-up sweep to decide, and the peer,
+        told to try again, finds the message already accepted if it was.
         """
         store = self.context.store
         dedupe = kind == "dispatch-in" and peer is not None and remmd_id is not None
+        committed_file = False
         try:
             writer.commit()
+            committed_file = True
             with store.transaction() as db:
                 if dedupe:
                     earlier = store.find(kind, peer or "", remmd_id or "")
@@ -124,17 +150,21 @@ class _Base:
         except _AlreadyAccepted as already:
             self.context.spool.remove(writer.queue_id)
             return self._repeated(already.queue_id, peer or "", remmd_id or "")
-        except OSError as exc:
+        except Exception as exc:
             writer.discard()
-            self.context.spool.remove(writer.queue_id)
+            stored = self._row_exists(writer.queue_id) if committed_file else False
+            if stored is False:
+                self.context.spool.remove(writer.queue_id)
             log.error(
                 "spool_write_failed",
                 queue_id=writer.queue_id,
                 remmd_id=remmd_id,
                 peer=peer or self.context.provider.id,
-                error=str(exc),
+                error=f"{type(exc).__name__}: {exc}",
+                stored=stored,
             )
-            return "451 4.3.0 Temporary storage problem, try again later"
+            if stored is not True:
+                return as_relay_error(exc).reply
         self.metrics.message_size.labels(self.listener).observe(writer.size)
         log.info(
             "message_accepted",
@@ -144,18 +174,20 @@ class _Base:
             remmd_id=remmd_id,
             size=writer.size,
         )
-        return f"250 2.0.0 Queued as {writer.queue_id}"
+        return SmtpReply(250, "2.0.0", f"Queued as {writer.queue_id}")
 
-    def _repeated(self, earlier_id: str, peer: str, remmd_id: str) -> str:
+    def _row_exists(self, queue_id: str) -> bool | None:
+        """Whether the store holds ``queue_id`` (None: the store cannot tell now)."""
+        try:
+            return self.context.store.message(queue_id) is not None
+        except Exception:
+            return None
+
+    def _repeated(self, earlier_id: str, peer: str, remmd_id: str) -> SmtpReply:
         """§2: the same Dispatch again: no second copy; evidence already issued goes again."""
-        with self.context.store.transaction() as db:
-            db.execute(
-                "UPDATE messages SET state = 'queued', next_attempt = NULL, attempts = 0"
-                " WHERE parent = ? AND kind = 'evidence-out' AND state IN ('sent', 'failed')",
-                (earlier_id,),
-            )
+        self.context.store.resend_evidence_of(earlier_id)
         log.info("dispatch_repeated", queue_id=earlier_id, peer=peer, remmd_id=remmd_id)
-        return f"{ALREADY_ACCEPTED} {earlier_id}"
+        return SmtpReply(250, "2.0.0", f"{ALREADY_ACCEPTED} {earlier_id}")
 
 
 class _AlreadyAccepted(Exception):
@@ -174,53 +206,66 @@ class PeerIntake(_Base):
 
     def _identify(self, connection: Connection, peer_cert: bytes | None) -> None:
         if peer_cert is None:
-            connection.refused = "530 5.7.0 A client certificate is required"
+            connection.refused = NO_CLIENT_CERTIFICATE
             return
-        cert = x509.load_der_x509_certificate(peer_cert)
+        refusal = SmtpReply(
+            550, "5.7.1", "Your TLS certificate does not belong to a provider in the trust list"
+        )
+        subject = "(unreadable)"
+        try:
+            cert = x509.load_der_x509_certificate(peer_cert)
+            subject = cert.subject.rfc4514_string()
+        except ValueError:  # OpenSSL took it, cryptography does not: not one of ours either
+            cert = None
         now = self.context.clock()
         for entry in self.context.verifiers.trust:
+            if cert is None:
+                break
             result = self.context.verifiers.tls(entry.id).validate(cert, [], now, entry.tls_names)
             if result.ok:
                 connection.provider = entry.id
                 return
-        connection.refused = (
-            "550 5.7.1 Your TLS certificate does not belong to a provider in the trust list"
-        )
-        log.warning(
-            "peer_unknown",
-            client=str(connection.peer_address),
-            subject=cert.subject.rfc4514_string(),
-        )
+        connection.refused = refusal
+        log.warning("peer_unknown", client=str(connection.peer_address), subject=subject)
 
-    def check_mail(self, connection: Connection, address: str, options: list[str]) -> str | None:
-        try:
-            sender = KepAddress.parse(address, self.directory)
-        except AddressError as exc:
-            return f"553 5.1.7 {exc.detail}"
-        if sender.provider_id != connection.provider:
-            # §2: a peer cannot speak for another provider.
-            return (
-                f"550 5.7.1 {sender} is not an address of {connection.provider}; "
+    def check_mail(
+        self, connection: Connection, address: str, options: list[str]
+    ) -> SmtpReply | None:
+        # §2: MAIL FROM's domain must be the authenticated peer's (550 5.7.1 otherwise): a peer
+        # cannot speak for another provider, nor for nobody (<>), nor for a domain outside KEP.
+        owner = self.owner(address)
+        if owner is None or owner.id != connection.provider:
+            return NotPermitted(
+                text=f"<{address}> is not an address of {connection.provider}; "
                 "a provider may only send for its own domain"
-            )
+            ).reply
+        try:
+            KepAddress.parse(address, self.directory)
+        except AddressError as exc:
+            return BadSender(text=exc.detail).reply
         return None
 
-    def check_rcpt(self, connection: Connection, envelope: Envelope, address: str) -> str | None:
+    def check_rcpt(
+        self, connection: Connection, envelope: Envelope, address: str
+    ) -> SmtpReply | None:
+        # §2: RCPT TO must be in our own domains (550 5.7.1): never an open relay.
+        owner = self.owner(address)
+        if owner is None or owner.id != self.context.provider.id:
+            return NotPermitted(text=f"Relay denied: <{address}> is not served here").reply
         try:
-            recipient = KepAddress.parse(address, self.directory)
+            KepAddress.parse(address, self.directory)
         except AddressError as exc:
-            return f"553 5.1.3 {exc.detail}"
-        if recipient.provider_id != self.context.provider.id:
-            return f"550 5.7.1 Relay denied: {recipient.domain} is not served here"
+            return BadRecipient(text=exc.detail).reply
         return self.check_rcpt_count(envelope)
 
-    async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> str:
+    async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> SmtpReply:
         assert isinstance(sink, SpoolWriter) and connection.provider is not None
         sink.flush()
-        problem, msg_type, remmd_id = await asyncio.to_thread(self._inspect, connection, sink)
-        if problem:
+        inspected = await asyncio.to_thread(self._inspect, connection, envelope, sink)
+        if isinstance(inspected, RelayError):
             sink.discard()
-            return problem
+            return inspected.reply
+        msg_type, remmd_id = inspected
         kind = "dispatch-in" if msg_type is MsgType.Dispatch else "evidence-in"
         reply = await asyncio.to_thread(
             self._commit,
@@ -234,38 +279,42 @@ class PeerIntake(_Base):
         return reply
 
     def _inspect(
-        self, connection: Connection, sink: SpoolWriter
-    ) -> tuple[str | None, MsgType | None, str | None]:
-        """Read the envelope's structure before acknowledging it (it is on disk, not yet ours)."""
+        self, connection: Connection, envelope: Envelope, sink: SpoolWriter
+    ) -> RelayError | tuple[MsgType, str]:
+        """Read the envelope's structure before acknowledging it (it is on disk, not yet ours):
+        the refusal, or the message type and REMMD id."""
         try:
             sink_file = sink.tmp.open("rb")
-        except OSError:
-            return "451 4.3.0 Temporary storage problem, try again later", None, None
+        except OSError as exc:
+            return StorageTrouble(f"reading back {sink.queue_id}: {exc}")
         with sink_file:
             try:
                 parsed = parse_envelope(sink_file)
                 evidence = xmlio.parse(parsed.evidence_xml)
-            except KepError as exc:
-                code, enhanced = (
-                    ("552", "5.3.4") if exc.smtp_reply.code == 552 else ("550", "5.6.0")
-                )
-                return f"{code} {enhanced} {exc.detail}", None, None
-            except Exception:  # a reader bug on hostile bytes: refuse for now, never crash
-                log.exception("envelope_unreadable", peer=connection.provider)
-                return "451 4.3.0 The envelope could not be read here; try again later", None, None
+            except Exception as exc:  # KepError: its own reply; anything else: 451, and logged
+                error = as_relay_error(exc)
+                if error.temporary:
+                    log.exception("envelope_unreadable", peer=connection.provider)
+                return error
         entry = self.context.verifiers.trust[connection.provider or ""]
         if parsed.original is not None and parsed.original.size > entry.message_limit:
-            return (
-                (
-                    f"552 5.3.4 The original message is {parsed.original.size} bytes; "
-                    f"the limit between providers is {entry.message_limit}"
-                ),
-                None,
-                None,
+            return TooBig(
+                text=f"The original message is {parsed.original.size} bytes; "
+                f"the limit between providers is {entry.message_limit}"
             )
         if evidence.message.remmd_message_id != parsed.message_identifier:
-            return "550 5.6.0 X-REM-Message-Identifier does not match delil.xml", None, None
-        return None, parsed.msg_type, parsed.message_identifier
+            return UnreadableMessage(text="X-REM-Message-Identifier does not match delil.xml")
+        if parsed.msg_type is MsgType.Dispatch:
+            named = {r.lower() for r in evidence.recipients}
+            strangers = [r for r in envelope.rcpt_tos if r.lower() not in named]
+            if strangers:
+                # §4 R-GW: evidence is issued per recipient of the Dispatch; a RCPT TO the
+                # Dispatch does not name could never be answered, so the S-GW must hear now.
+                return UnreadableMessage(
+                    text=f"RCPT TO <{strangers[0]}> is not a recipient of this Dispatch "
+                    "(not in delil.xml RecipientsDetails)"
+                )
+        return parsed.msg_type, parsed.message_identifier
 
 
 class SubmissionIntake(_Base):
@@ -283,30 +332,42 @@ class SubmissionIntake(_Base):
         if not self.context.config.submission_listener.require_tls:
             return
         if peer_cert is None:
-            connection.refused = "530 5.7.0 A client certificate is required"
+            connection.refused = NO_CLIENT_CERTIFICATE
             return
-        cert = x509.load_der_x509_certificate(peer_cert)
+        refusal = SmtpReply(550, "5.7.1", "Your certificate is not one of this provider's systems")
+        try:
+            cert = x509.load_der_x509_certificate(peer_cert)
+        except ValueError:
+            connection.refused = refusal
+            return
         validator = self.context.verifiers.tls(self.context.provider.id)
         result = validator.validate(cert, [], self.context.clock())
         if not result.ok:
-            connection.refused = "550 5.7.1 Your certificate is not one of this provider's systems"
+            connection.refused = refusal
 
-    def check_mail(self, connection: Connection, address: str, options: list[str]) -> str | None:
+    def check_mail(
+        self, connection: Connection, address: str, options: list[str]
+    ) -> SmtpReply | None:
+        owner = self.owner(address)
+        if owner is None or owner.id != self.context.provider.id:
+            return NotPermitted(
+                text=f"<{address}> is not an address of {self.context.provider.id}"
+            ).reply
         try:
-            sender = KepAddress.parse(address, self.directory)
+            KepAddress.parse(address, self.directory)
         except AddressError as exc:
-            return f"553 5.1.7 {exc.detail}"
-        if sender.provider_id != self.context.provider.id:
-            return f"550 5.7.1 {sender} is not an address of {self.context.provider.id}"
+            return BadSender(text=exc.detail).reply
         return None
 
-    def check_rcpt(self, connection: Connection, envelope: Envelope, address: str) -> str | None:
+    def check_rcpt(
+        self, connection: Connection, envelope: Envelope, address: str
+    ) -> SmtpReply | None:
         # Whether each recipient is a KEP address is decided with evidence (§4 S-GW 1).
         if "@" not in address:
-            return "553 5.1.3 Not an e-mail address"
+            return BadRecipient(text="Not an e-mail address").reply
         return self.check_rcpt_count(envelope)
 
-    async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> str:
+    async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> SmtpReply:
         assert isinstance(sink, SpoolWriter)
         remmd_id = remmd_id_for(self.context, sink.queue_id)  # known from acceptance on
         reply = await asyncio.to_thread(

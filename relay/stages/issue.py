@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from interop.evidence.model import Evidence
 from relay.context import NodeContext
+from relay.spool import new_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,24 @@ def write_message(
         ileti_id=ileti_id,
     )
     return _spool(context, issued, peer, message)
+
+
+def file_evidence(
+    context: NodeContext,
+    issued: Issued,
+    address: str,
+    key: str,
+    *,
+    ileti_tip: str = "standart",
+) -> str:
+    """File an Evidence message about ``issued`` in the Delil folder of ``address`` (one of
+    this provider's own users), under ``key``: a replay after a crash finds it there instead of
+    filing it twice. Returns the message's id, for the evidence's ``envelope_id``."""
+    message = context.crypto.evidence_message(
+        issued.evidence, issued.xml, context.clock(), ileti_tip=ileti_tip
+    )
+    context.mailboxes.deliver(address, "Delil", key, message)
+    return new_id()
 
 
 def write_messages(

@@ -11,6 +11,7 @@ without a 250, ends the relay with RelayREMMDFailure filed for the sender, and s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import structlog
@@ -22,7 +23,7 @@ from interop.evidence.model import EventReason
 from interop.reasons import Reason
 from relay.context import NodeContext
 from relay.metrics import code_class
-from relay.stages.issue import record, sign, write_message
+from relay.stages.issue import file_evidence, record, sign
 from relay.store import MessageRow
 from relay.transport.base import Entry, Outcome, Result, Transport
 
@@ -56,10 +57,28 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
     entry = Entry(
         row.id, row.peer or "", row.mail_from, row.rcpt_to, context.spool.path(row.id), row.size
     )
-    result = await transport.deliver(entry)
+    try:
+        result = await transport.deliver(entry)
+    except Exception as exc:  # a transport bug must not stop the queue: try again later
+        log.exception("transport_failed", queue_id=row.id, peer=row.peer, kind=row.kind)
+        result = Result(Outcome.TEMPORARY, f"local error: {type(exc).__name__}")
     _count(context, row, result)
     # Commits (and for a refused Dispatch, signing its failure evidence) block: not on the loop.
-    await asyncio.to_thread(_settle, context, row, result)
+    try:
+        await asyncio.to_thread(_settle, context, row, result)
+    except Exception:
+        # Not recorded (the store or the disk in trouble). Back to the queue, so it goes again
+        # later: a peer that took it already says so (§2: the same message is the same).
+        log.exception("send_not_recorded", queue_id=row.id, peer=row.peer, kind=row.kind)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(_requeue, context, row)
+
+
+def _requeue(context: NodeContext, row: MessageRow) -> None:
+    with context.store.transaction() as db:
+        context.store.set_state(
+            db, row.id, "queued", next_attempt=time.time() + backoff(context, row.attempts + 1)
+        )
 
 
 def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
@@ -91,6 +110,9 @@ def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
             remmd_id=row.remmd_id,
             reply=result.reply[:100],
         )
+        return
+    if result.outcome is Outcome.TEMPORARY and _outlived(context, row):
+        _give_up(context, row, attempts, result.reply)
         return
     if result.outcome is Outcome.TEMPORARY:
         with store.transaction() as db:
@@ -127,6 +149,28 @@ def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
     else:
         with store.transaction() as db:
             store.set_state(db, row.id, "failed", attempts=attempts, last_reply=result.reply[:500])
+
+
+def _outlived(context: NodeContext, row: MessageRow) -> bool:
+    """An Evidence message past ``timers.evidence_lifetime`` (a Dispatch has its relay timer)."""
+    lifetime = context.config.timers.evidence_lifetime
+    return row.kind == "evidence-out" and time.time() - row.created >= lifetime
+
+
+def _give_up(context: NodeContext, row: MessageRow, attempts: int, reply: str) -> None:
+    """The end of an Evidence message the peer never took: kept as ``expired`` and counted, so
+    an operator sees it (alert KepEvidenceExpired); the evidence stays in the ledger."""
+    with context.store.transaction() as db:
+        context.store.set_state(db, row.id, "expired", attempts=attempts, last_reply=reply[:500])
+    context.metrics.expired.labels(row.peer or "", row.kind).inc()
+    log.error(
+        "evidence_expired",
+        queue_id=row.id,
+        remmd_id=row.remmd_id,
+        peer=row.peer,
+        attempts=attempts,
+        reply=reply[:200],
+    )
 
 
 def _count(context: NodeContext, row: MessageRow, result: Result) -> None:
@@ -174,9 +218,8 @@ def relay_failure(
             reasons=[EventReason(reason, details[:1000])],
         ),
     )
-    note = write_message(context, issued, context.provider.id)
-    with context.spool.path(note.queue_id).open("rb") as source:  # idempotent key (replays)
-        context.mailboxes.deliver(dispatch.mail_from, "Delil", f"{dispatch.id}-failure", source)
+    # Filed under a key derived from the Dispatch, so a replay finds it (idempotent).
+    envelope_id = file_evidence(context, issued, dispatch.mail_from, f"{dispatch.id}-failure")
     with store.transaction() as db:
         record(
             context,
@@ -184,11 +227,12 @@ def relay_failure(
             issued,
             direction="issued",
             message_id=dispatch.id,
-            envelope_id=note.queue_id,
+            envelope_id=envelope_id,
         )
         store.stop_timer(db, dispatch.remmd_id or "", dispatch.peer or "")
         store.set_state(db, dispatch.id, state, last_reply=details[:500])
-    context.spool.remove(note.queue_id)
+    if state == "expired":
+        context.metrics.expired.labels(dispatch.peer or "", dispatch.kind).inc()
     log.warning(
         "relay_failed",
         queue_id=dispatch.id,

@@ -15,7 +15,7 @@ from interop.evidence import xmlio
 from interop.evidence.codes import Event, EvidenceType
 from interop.evidence.issue import follow_up
 from relay.context import NodeContext
-from relay.stages.issue import Issued, queue, record, sign, write_message
+from relay.stages.issue import Issued, file_evidence, queue, record, sign, write_message
 
 log = structlog.get_logger("kep.retrieval")
 
@@ -62,18 +62,24 @@ def retrieve(context: NodeContext, recipient: str, path: Path) -> Issued | None:
     )
     local = row.kind == "submission"
     peer = context.provider.id if local else (row.peer or "")
-    note = write_message(context, issued, peer)
     if local:  # filed under a key of its own, so a replay does not file it twice
-        with context.spool.path(note.queue_id).open("rb") as source:
-            context.mailboxes.deliver(row.mail_from, "Delil", f"{key[0]}-{key[1]}-read", source)
-    with context.store.transaction() as db:
-        record(
-            context, db, issued, direction="issued", message_id=row.id, envelope_id=note.queue_id
-        )
-        if not local:
+        envelope_id = file_evidence(context, issued, row.mail_from, f"{key[0]}-{key[1]}-read")
+        with context.store.transaction() as db:
+            record(
+                context, db, issued, direction="issued", message_id=row.id, envelope_id=envelope_id
+            )
+    else:
+        note = write_message(context, issued, peer)
+        with context.store.transaction() as db:
+            record(
+                context,
+                db,
+                issued,
+                direction="issued",
+                message_id=row.id,
+                envelope_id=note.queue_id,
+            )
             queue(context, db, note, parent=row.id)
-    if local:
-        context.spool.remove(note.queue_id)
     context.mailboxes.mark_read(path)
     log.info("retrieval_issued", queue_id=row.id, remmd_id=row.remmd_id, peer=peer)
     return issued

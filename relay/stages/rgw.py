@@ -4,15 +4,21 @@ Takes: ``dispatch-in`` rows in state ``received``. Promises: the envelope is ver
 recipient here gets RelayREMMDAcceptanceRejection and, when accepted, delivery and
 DeliveryNonDeliveryToRecipient; every evidence is recorded in the ledger and queued back to
 the S-GW as an Evidence message; the row becomes ``processed``. All of it commits in one
-transaction after the idempotent mailbox writes, so a crash anywhere replays cleanly.
+transaction after the idempotent mailbox writes, so a crash anywhere replays cleanly. On
+failure: an envelope that cannot be read (intake read it already) raises, and the node puts
+it aside with Rejection evidence for the S-GW (``relay.stages.quarantine``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import structlog
 
+from interop.envelope.parse import ParsedEnvelope
 from interop.errors import KepError
 from interop.evidence import xmlio
+from interop.evidence.model import Evidence
 from interop.reasons import Reason
 from relay.context import NodeContext
 from relay.stages.deliver import decide_and_deliver
@@ -27,19 +33,10 @@ def process_dispatch(context: NodeContext, row: MessageRow) -> None:
     peer = row.peer or ""
     try:
         result = context.crypto.verify_envelope(path, context.clock(), peer)
-        envelope = result.envelope
-    except KepError as exc:  # intake read it already; a changed spool file is trouble
+    except KepError as exc:
         context.metrics.verified("dispatch", False, exc.reason)
-        log.error(
-            "dispatch_unreadable",
-            queue_id=row.id,
-            remmd_id=row.remmd_id,
-            peer=peer,
-            detail=exc.detail,
-        )
-        with context.store.transaction() as db:
-            context.store.set_state(db, row.id, "failed", last_reply=exc.detail)
-        return
+        raise
+    envelope = result.envelope
     context.metrics.verified("dispatch", result.ok, result.reason)
     about = (
         result.evidence.evidence
@@ -49,9 +46,8 @@ def process_dispatch(context: NodeContext, row: MessageRow) -> None:
     refusal: tuple[Reason, str] | None = None
     if not result.ok and result.reason is not None:
         refusal = (result.reason, result.detail)
-    recipients = [r.lower() for r in about.recipients]
-    indices = [recipients.index(r.lower()) + 1 for r in row.rcpt_to if r.lower() in recipients]
-    missing = [r for r in row.rcpt_to if r.lower() not in recipients]
+    indices = recipient_indices(about, row.rcpt_to)
+    missing = [r for r in row.rcpt_to if r.lower() not in {a.lower() for a in about.recipients}]
     if missing:
         log.warning(
             "rcpt_not_in_evidence",
@@ -72,10 +68,40 @@ def process_dispatch(context: NodeContext, row: MessageRow) -> None:
         accepted_at=row.created,
         refusal=refusal,
     )
+    send_back(context, row, envelope, issued, state="processed")
+    log.info(
+        "dispatch_processed",
+        queue_id=row.id,
+        peer=peer,
+        remmd_id=row.remmd_id,
+        valid=result.ok,
+        reason=result.reason.name if result.reason else None,
+        evidence=len(issued),
+    )
+
+
+def recipient_indices(about: Evidence, rcpt_to: Sequence[str]) -> list[int]:
+    """1-based indices into ``about.recipients`` of the RCPT TO addresses it names (§5)."""
+    named = [r.lower() for r in about.recipients]
+    return [named.index(r.lower()) + 1 for r in rcpt_to if r.lower() in named]
+
+
+def send_back(
+    context: NodeContext,
+    row: MessageRow,
+    envelope: ParsedEnvelope,
+    evidence: Sequence[Evidence],
+    *,
+    state: str,
+    detail: str | None = None,
+) -> None:
+    """Sign ``evidence`` about the Dispatch in ``row`` and queue each back to the S-GW as an
+    Evidence message (§4 R-GW 4); the ledger, the queue and the row's move to ``state`` commit
+    in one transaction."""
     outgoing = write_messages(
         context,
-        issued,
-        peer,
+        evidence,
+        row.peer or "",
         dispatch_message_id=envelope.message_id,
         ileti_tip=envelope.ileti_tip.value,
         ileti_id=envelope.ileti_id,
@@ -91,13 +117,4 @@ def process_dispatch(context: NodeContext, row: MessageRow) -> None:
                 envelope_id=message.queue_id,
             )
             queue(context, db, message, parent=row.id)
-        context.store.set_state(db, row.id, "processed")
-    log.info(
-        "dispatch_processed",
-        queue_id=row.id,
-        peer=peer,
-        remmd_id=row.remmd_id,
-        valid=result.ok,
-        reason=result.reason.name if result.reason else None,
-        evidence=len(issued),
-    )
+        context.store.set_state(db, row.id, state, last_reply=detail)

@@ -10,6 +10,7 @@ evidence an R-GW would issue. All state changes commit in one transaction.
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import time
 from collections import defaultdict
 from typing import BinaryIO, cast
@@ -30,7 +31,7 @@ from interop.providers import ETEBLIGAT_PROVIDER
 from interop.reasons import Reason
 from relay.context import NodeContext
 from relay.stages.deliver import decide_and_deliver
-from relay.stages.issue import Issued, record, sign, write_message
+from relay.stages.issue import Issued, file_evidence, record, sign
 from relay.store import MessageRow
 
 log = structlog.get_logger("kep.sgw")
@@ -46,24 +47,23 @@ def _checks(
     with path.open("rb") as stream:
         try:
             user = verify_user_message(stream, context.verifiers.user, context.clock())
+        except KepError as exc:
+            context.metrics.verified("user_message", False, Reason.InvalidUserSignature)
+            reasons.append(
+                EventReason(Reason.InvalidUserSignature, f"an e-imza is required: {exc.detail}")
+            )
+        else:
             context.metrics.verified("user_message", user.ok, user.reason)
             if not user.ok and user.reason is not None:
                 reasons.append(EventReason(user.reason, user.signature.detail))
-            from_header = user.headers.get("From") or ""
-            if row.mail_from.lower() not in from_header.lower():
-                reasons.append(
-                    EventReason(
-                        Reason.PolicyViolation,
-                        f"From: {from_header} is not the sender {row.mail_from}",
-                    )
-                )
-            ileti_tip = IletiTip.parse(user.headers.get(ILETI_TIP))
-        except (KepError, ValueError) as exc:
-            detail = exc.detail if isinstance(exc, KepError) else str(exc)
-            context.metrics.verified("user_message", False, Reason.InvalidUserSignature)
-            reasons.append(
-                EventReason(Reason.InvalidUserSignature, f"an e-imza is required: {detail}")
-            )
+            problem = from_problem(user.headers.get_all("From"), row.mail_from)
+            if problem is not None:
+                # §4 S-GW 1: From: MUST be exactly the account's address (the MAIL FROM).
+                reasons.append(EventReason(Reason.InvalidUserSignature, problem))
+            try:
+                ileti_tip = IletiTip.parse(user.headers.get(ILETI_TIP))
+            except ValueError as exc:  # a kind of message KEP does not have: not the e-imza
+                reasons.append(EventReason(Reason.InvalidMessageFormat, str(exc)))
     why_not = context.mailboxes.why_cannot_send(row.mail_from)
     if why_not:
         reasons.append(EventReason(Reason.PolicyViolation, why_not))
@@ -98,6 +98,22 @@ def _checks(
                 EventReason(Reason.R_REMMD_NotIdenified, f"{pid} is not in the trust list")
             )
     return reasons, ileti_tip, dict(by_provider)
+
+
+def from_problem(from_fields: list[str], account: str) -> str | None:
+    """Why the original's From: is not exactly ``account`` (None when it is). Addresses are
+    parsed and compared whole, so ``kali@hs01.kep.tr`` is not ``ali@hs01.kep.tr``."""
+    if len(from_fields) != 1:
+        return f"the message has {len(from_fields)} From: fields; one, {account}, is required"
+    try:
+        found = [address for _name, address in email.utils.getaddresses(from_fields) if address]
+    except Exception:  # the standard library's parser on a user's bytes: unreadable is wrong
+        found = []
+    if len(found) != 1:
+        return f"From: {from_fields[0]!r} must name exactly one address, {account}"
+    if found[0].lower() != account.lower():
+        return f"From: {found[0]} is not the account {account} that submitted the message"
+    return None
 
 
 def remmd_id_for(context: NodeContext, queue_id: str) -> str:
@@ -144,15 +160,18 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
             dispatches.append(_dispatch(context, row, submission, pid, addresses))
     # Filed before the transaction, under keys derived from the submission, so a replay after
     # a crash finds them instead of filing again. Evidence issued here is not sent anywhere.
-    filed = []
-    for number, issued in enumerate(notices):
-        note = write_message(context, issued, context.provider.id, ileti_tip=ileti_tip.value)
-        with context.spool.path(note.queue_id).open("rb") as source:
-            context.mailboxes.deliver(row.mail_from, "Delil", f"{row.id}-n{number}", source)
-        context.spool.remove(note.queue_id)
-        filed.append((issued, note.queue_id))
-    with path.open("rb") as source:
-        context.mailboxes.deliver(row.mail_from, "Sent", row.id, source)
+    filed = [
+        (
+            issued,
+            file_evidence(
+                context, issued, row.mail_from, f"{row.id}-n{number}", ileti_tip=ileti_tip.value
+            ),
+        )
+        for number, issued in enumerate(notices)
+    ]
+    if not reasons:  # only a message the provider accepted is the user's sent message (quota)
+        with path.open("rb") as source:
+            context.mailboxes.deliver(row.mail_from, "Sent", row.id, source)
     with context.store.transaction() as db:
         for issued, note_id in filed:
             record(context, db, issued, direction="issued", message_id=row.id, envelope_id=note_id)

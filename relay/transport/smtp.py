@@ -17,6 +17,7 @@ import structlog
 from cryptography import x509
 
 from relay.context import NodeContext
+from relay.errors import RouteTrouble
 from relay.handshakes import count_failures
 from relay.transport.base import Entry, Outcome, Result
 from relay.transport.mx import MX_PORT, Resolver, candidates, resolve_mx
@@ -113,6 +114,8 @@ class SmtpTransport:
                 return Result(outcome, f"{exc.code} {exc.message}")
             except (aiosmtplib.SMTPException, OSError, ConnectionError, ssl.SSLError) as exc:
                 return Result(Outcome.TEMPORARY, f"{type(exc).__name__}: {exc}")
+            except RouteTrouble as exc:  # DNS could not answer: the next attempt may
+                return Result(Outcome.TEMPORARY, exc.detail)
             finally:
                 if client is not None:
                     client.close()

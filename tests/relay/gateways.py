@@ -7,17 +7,22 @@ import datetime as dt
 import email
 import email.header
 import os
+import re
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from interop.pki.devpki import DevPki, generate
 from relay import mesh
@@ -62,11 +67,13 @@ class Gateway:
     def data(self) -> Path:
         return self.root / self.provider
 
-    def start(self) -> None:
+    def start(self, prefix: tuple[str, ...] = ()) -> None:
+        """Start the node (``prefix``: a program to run it under, such as ``prlimit``)."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
+                    *prefix,
                     sys.executable,
                     "-m",
                     "relay.cli",
@@ -177,6 +184,36 @@ def make_mesh(
     return Mesh(root, pki, gateways)
 
 
+# -- the monitoring listener ------------------------------------------------------------
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def get(gateway: Gateway, path: str) -> tuple[int, bytes]:
+    url = f"http://127.0.0.1:{gateway.monitoring_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def scrape(gateway: Gateway) -> Samples:
+    status, body = get(gateway, "/metrics")
+    assert status == 200
+    samples: Samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
 # -- helpers for tests that send and watch evidence ----------------------------------------
 
 
@@ -205,19 +242,29 @@ def evidence(
 
 
 def subject_of(path: Path) -> str:
+    """The Subject of a filed message, unfolded (RFC 5322 §2.2.3) and decoded."""
     message = email.message_from_bytes(path.read_bytes())
-    return str(email.header.make_header(email.header.decode_header(message["Subject"] or "")))
+    raw = re.sub(r"\r?\n(?=[ \t])", "", message["Subject"] or "")
+    return str(email.header.make_header(email.header.decode_header(raw)))
 
 
 def remmd_of_subject(gateway: Gateway, sender: str, subject: str) -> str:
-    wait_for(
-        lambda: any(subject_of(p) == subject for p in gateway.mail(sender, "Sent")),
-        what=f"sent copy of {subject!r}",
-    )
-    for path in gateway.mail(sender, "Sent"):
-        if subject_of(path) == subject:
-            return f"{path.name.split('.')[1]}@{gateway.provider}.kep.tr"
-    raise AssertionError(f"no sent message {subject!r}")
+    """The REMMD id of the message ``sender`` submitted with ``subject``, read from the
+    SubmissionAcceptanceRejection filed in the sender's Delil folder (accepted or not)."""
+    found: list[str] = []
+
+    def filed() -> bool:
+        for path in gateway.mail(sender, "Delil"):
+            message = email.message_from_bytes(path.read_bytes())
+            if subject_of(path).endswith(f": {subject}") and "SubmissionAcceptanceRejection" in (
+                message["X-REM-Evidence-Type"] or ""
+            ):
+                found.append(str(message["X-REM-Message-Identifier"]))
+                return True
+        return False
+
+    wait_for(filed, what=f"submission evidence of {subject!r}")
+    return found[0]
 
 
 def wait_evidence(

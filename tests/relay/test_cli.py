@@ -148,6 +148,22 @@ def test_evidence_verify(pki: DevPki, pki_dir: Path, tmp_path: Path) -> None:
     assert tampered.returncode == 1 and "INVALID: InvalidMessageFormat" in tampered.stdout
 
 
+def test_evidence_verify_of_an_unreadable_time_is_invalid_not_a_traceback(
+    pki: DevPki, pki_dir: Path, tmp_path: Path
+) -> None:
+    from interop.evidence.xades import sign_evidence
+
+    evidence, _message = make_evidence_message(pki, make_dispatch(pki).submission)
+    signed = sign_evidence(evidence, pki.providers["hs02"].process, LATER)
+    stamp = evidence.event_time.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    path = tmp_path / "delil.xml"
+    # Found by fuzzing: a time at the end of the calendar in another zone overflowed.
+    path.write_bytes(signed.replace(stamp, b"9999-12-31T23:59:59-01:00", 1))
+    done = _run("evidence", "verify", path, "--pki", pki_dir)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "INVALID: InvalidMessageFormat" in done.stdout and "Traceback" not in done.stderr
+
+
 def test_usage_errors_exit_2(pki_dir: Path, tmp_path: Path) -> None:
     assert _run("envelope", "verify").returncode == 2
     assert _run("envelope", "verify", tmp_path / "missing.eml", "--pki", pki_dir).returncode == 2

@@ -75,6 +75,15 @@ def test_example_configurations_load(name: str) -> None:
             {"node": {"provider": "hs01", "dev_pki": "p"}, "limits": {"crypto_workers": -1}},
             "limits.crypto_workers: 0 (in the node's process) to 32",
         ),
+        (
+            # Evidence names every recipient and holds at most interop's limit of them.
+            {"node": {"provider": "hs01", "dev_pki": "p"}, "limits": {"max_recipients": 5000}},
+            "limits.max_recipients: at most 1000",
+        ),
+        (
+            {"node": {"provider": "hs01", "dev_pki": "p"}, "limits": {"max_junk_commands": 0}},
+            "limits.max_junk_commands: must be positive",
+        ),
     ],
 )
 def test_bad_configuration_names_file_key_and_problem(raw: dict[str, object], message: str) -> None:

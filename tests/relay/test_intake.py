@@ -1,12 +1,16 @@
-"""Intake's commit, in process: a Dispatch delivered twice at once is stored once (§2)."""
+"""Intake's commit, in process: a Dispatch delivered twice at once is stored once (§2); a
+store that cannot commit defers the message and leaves nothing behind."""
 
 from __future__ import annotations
 
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from aiosmtpd.smtp import Envelope
 
+from interop.errors import SmtpReply
 from interop.pki.devpki import DevPki
 from relay.config import from_mapping
 from relay.context import build_context
@@ -29,7 +33,7 @@ def test_the_same_dispatch_committed_twice_at_once_is_stored_once(
     envelope.mail_from = "ali.yilmaz@hs01.kep.tr"
     envelope.rcpt_tos = ["ayse.demir@hs02.kep.tr"]
 
-    def deliver() -> tuple[str, str]:
+    def deliver() -> tuple[SmtpReply, str]:
         writer = context.spool.writer()
         writer.write(dispatch)
         reply = intake._commit(
@@ -43,8 +47,36 @@ def test_the_same_dispatch_committed_twice_at_once_is_stored_once(
     rows = context.store.messages(kind="dispatch-in")
     assert len(rows) == 1
     kept = rows[0].id
-    assert [r for r, q in results if q == kept] == [f"250 2.0.0 Queued as {kept}"]
-    assert all(r == f"{ALREADY_ACCEPTED} {kept}" for r, q in results if q != kept)
+    assert [str(r) for r, q in results if q == kept] == [f"250 2.0.0 Queued as {kept}"]
+    assert all(str(r) == f"250 2.0.0 {ALREADY_ACCEPTED} {kept}" for r, q in results if q != kept)
     # Only the stored one's spool file is left.
     assert {p.stem for p in context.spool.msg_dir.iterdir()} == {kept}
+    context.store.close()
+
+
+def test_a_store_that_cannot_commit_defers_and_leaves_nothing(
+    pki: DevPki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_pki(pki, tmp_path / "pki")
+    config = from_mapping(
+        {"node": {"provider": "hs02", "dev_pki": "pki", "data_dir": "data"}}, "t", tmp_path
+    )
+    context = build_context(config)
+    intake = PeerIntake(context, lambda: None)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(context.store, "add_message", full)
+    envelope = Envelope()
+    envelope.mail_from = "ali.yilmaz@hs01.kep.tr"
+    envelope.rcpt_tos = ["ayse.demir@hs02.kep.tr"]
+    writer = context.spool.writer()
+    writer.write(make_dispatch(pki).dispatch)
+    reply = intake._commit(
+        writer, kind="dispatch-in", peer="hs01", remmd_id="rem-2@hs01.kep.tr", envelope=envelope
+    )
+    assert str(reply) == "451 4.3.0 Temporary storage problem, try again later"
+    assert list(context.spool.msg_dir.iterdir()) == []
+    assert list(context.spool.tmp_dir.iterdir()) == []
     context.store.close()

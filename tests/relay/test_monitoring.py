@@ -12,20 +12,20 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import need_tool
 from tests.relay.gateways import (
     Gateway,
     Mesh,
+    get,
     make_mesh,
     remmd_of_subject,
+    scrape,
     subject_of,
+    value,
     wait_evidence,
     wait_for,
 )
@@ -33,33 +33,6 @@ from tests.relay.gateways import (
 SENDER, RECIPIENT = "ali.yilmaz@hs01.kep.tr", "ayse.demir@hs02.kep.tr"
 SECRET_SUBJECT = "Gizli dava konusu 7f3a"
 SECRET_BODY = "Bu metin hicbir log satirina girmemeli 91c2"
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def get(gateway: Gateway, path: str) -> tuple[int, bytes]:
-    url = f"http://127.0.0.1:{gateway.monitoring_port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def scrape(gateway: Gateway) -> Samples:
-    status, body = get(gateway, "/metrics")
-    assert status == 200
-    samples: Samples = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""One gateway process: draining on SIGTERM, connection limits, smuggling, idle peers."""
+"""One gateway process: draining on SIGTERM, connection limits, smuggling, idle, slow and
+junk-sending peers."""
 
 from __future__ import annotations
 
@@ -12,16 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.relay.gateways import Mesh, make_mesh
+from tests.relay.gateways import Mesh, make_mesh, scrape, value
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Mesh]:
     mesh = make_mesh(
-        tmp_path, ["hs01", "hs02"], accounts={"hs01": ""}, timers={"command_timeout": "2s"}
+        tmp_path,
+        ["hs01", "hs02"],
+        accounts={"hs01": ""},
+        timers={"command_timeout": "2s", "slow_transfer_limit": "2s"},
     )
     config = mesh["hs01"].config
-    config.write_text(config.read_text() + "\n[limits]\nmax_connections_per_peer = 1\n")
+    config.write_text(
+        config.read_text()
+        + "\n[limits]\nmax_connections_per_peer = 1\nmax_junk_commands = 6\n"
+        + "min_transfer_rate = 500\n"
+    )
     mesh["hs01"].start()
     yield mesh
     mesh.stop()
@@ -88,7 +96,72 @@ def test_bare_line_feed_in_data_is_refused(node: Mesh) -> None:
 
 def test_idle_peer_is_cut(node: Mesh) -> None:
     hs01 = node["hs01"]
-    with socket.create_connection(("127.0.0.1", hs01.submission_port), timeout=10) as raw:
+    with socket.create_connection(("127.0.0.1", hs01.submission_port), timeout=30) as raw:
         assert raw.recv(512).startswith(b"220")
-        time.sleep(3)  # command_timeout is 2 s here
-        assert raw.recv(512) == b""
+        started = time.monotonic()
+        assert raw.recv(512) == b""  # closed by the node, not by our timeout
+        # command_timeout is 2 s here (the upper bound leaves room for a loaded machine).
+        assert 1.5 < time.monotonic() - started < 25
+
+
+def _start_data(port: int) -> socket.socket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    reader = raw.makefile("rb")
+    assert reader.readline().startswith(b"220")
+    for command, code in (
+        (b"HELO gw\r\n", b"250"),
+        (b"MAIL FROM:<ali.yilmaz@hs01.kep.tr>\r\n", b"250"),
+        (b"RCPT TO:<ayse.demir@hs01.kep.tr>\r\n", b"250"),
+        (b"DATA\r\n", b"354"),
+    ):
+        raw.sendall(command)
+        assert reader.readline().startswith(code), command
+    return raw
+
+
+def test_a_trickling_peer_is_cut_while_others_are_served(node: Mesh) -> None:
+    hs01 = node["hs01"]
+    slow = _start_data(hs01.submission_port)
+    started = time.monotonic()
+    answer = b""
+    try:
+        for index in range(60):  # a byte every 0.5 s, far below 500 bytes/s
+            slow.sendall(b"x")
+            if index == 2:  # meanwhile another client is served as usual
+                with smtplib.SMTP("127.0.0.1", hs01.submission_port, timeout=30) as other:
+                    other.ehlo()
+                    other.mail("ali.yilmaz@hs01.kep.tr")
+                    other.rcpt("ayse.demir@hs01.kep.tr")
+                    assert other.data(b"Subject: x\r\n\r\nhello\r\n")[0] == 250
+            time.sleep(0.5)
+    except OSError:
+        answer = slow.recv(4096)
+    finally:
+        slow.close()
+    # Cut with 421 4.4.2 once 2 s below the floor are spent, not after the 10 min data_timeout.
+    assert answer.startswith(b"421 4.4.2"), answer
+    assert time.monotonic() - started < 15
+    cut = value(scrape(hs01), "kep_smtp_sessions_cut_total", why="slow_transfer")
+    assert cut == 1
+    assert hs01.query("SELECT COUNT(*) FROM messages") == [(1,)]  # the other client's
+
+
+def test_a_peer_sending_only_noop_is_cut(node: Mesh) -> None:
+    hs01 = node["hs01"]
+    with socket.create_connection(("127.0.0.1", hs01.submission_port), timeout=30) as raw:
+        reader = raw.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        replies = []
+        for _ in range(10):
+            # NOOP one byte at a time, each line well inside command_timeout (2 s here).
+            for byte in b"NOOP\r\n":
+                raw.sendall(bytes([byte]))
+                time.sleep(0.05)
+            line = reader.readline()
+            replies.append(line)
+            if not line.startswith(b"250"):
+                break
+        assert reader.read() == b""  # closed
+    assert [r[:3] for r in replies] == [b"250"] * 6 + [b"421"], replies
+    assert replies[-1].startswith(b"421 4.4.2")
+    assert value(scrape(hs01), "kep_smtp_sessions_cut_total", why="junk") == 1

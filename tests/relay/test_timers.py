@@ -14,8 +14,10 @@ from tests.relay.gateways import (
     evidence,
     make_mesh,
     remmd_of_subject,
+    scrape,
     send,
     subject,
+    value,
     wait_evidence,
     wait_for,
 )
@@ -30,7 +32,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     root = tmp_path_factory.mktemp("timers")
     # hs02's route to hs01 leads nowhere: its evidence never arrives.
     built = make_mesh(
-        root, ["hs01", "hs02"], timers={"evidence_timeout": "3s"}, dead_routes=("hs01",)
+        root,
+        ["hs01", "hs02"],
+        timers={"evidence_timeout": "3s", "evidence_lifetime": "4s"},
+        dead_routes=("hs01",),
     )
     built["hs01"].start()
     built["hs02"].start()
@@ -58,6 +63,27 @@ def test_evidence_timeout_gives_relay_failure(mesh: Mesh) -> None:
         "ayse.demir@hs02.kep.tr",
         "received",
     ) not in evidence(hs01, remmd)
+
+
+def test_evidence_nobody_takes_is_given_up_after_its_lifetime(mesh: Mesh) -> None:
+    hs01, hs02 = mesh["hs01"], mesh["hs02"]
+    title = subject()
+    send(hs01, "ali.yilmaz@hs01.kep.tr", "ayse.demir@hs02.kep.tr", subject=title)
+    remmd = remmd_of_subject(hs01, "ali.yilmaz@hs01.kep.tr", title)
+
+    def states() -> list[str]:
+        rows = hs02.query(
+            "SELECT state FROM messages WHERE kind = 'evidence-out' AND remmd_id = ?", remmd
+        )
+        return sorted(str(r[0]) for r in rows)
+
+    # hs02 cannot reach hs01: both Evidence messages are retried, then given up, not for ever.
+    wait_for(lambda: states() == ["expired", "expired"], timeout=30, what="evidence expired")
+    assert value(scrape(hs02), "kep_messages_expired_total", kind="evidence-out") >= 2
+    assert '"event": "evidence_expired"' in hs02.log.read_text()
+    # The evidence itself stays in hs02's ledger, and the ledger verifies.
+    assert len(hs02.query("SELECT 1 FROM evidence WHERE remmd_id = ?", remmd)) == 2
+    assert hs02.cli("ledger", "verify").returncode == 0
 
 
 def test_etebligat_delivery_states_the_deemed_service_time(mesh: Mesh) -> None:

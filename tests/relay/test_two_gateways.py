@@ -8,6 +8,8 @@ write.
 from __future__ import annotations
 
 import datetime as dt
+import io
+import re
 import smtplib
 import ssl
 import uuid
@@ -16,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from interop.envelope.build import write_dispatch
+from interop.envelope.smime import build_signed_message
+from interop.evidence.xades import sign_evidence
 from interop.pki.devpki import generate
 from tests.helpers import make_dispatch
 from tests.relay.gateways import (
@@ -141,6 +146,57 @@ def test_submission_rejections(mesh: Mesh, sender: str, reason: str) -> None:
     assert not hs01.query(
         "SELECT 1 FROM messages WHERE kind = 'dispatch-out' AND remmd_id = ?", remmd
     )
+    # Only accepted messages are the sender's sent mail (and count against its quota).
+    assert hs01.mail(sender, "Sent") == []
+
+
+def _submit(gateway: Gateway, sender: str, recipient: str, message: bytes) -> None:
+    """What the provider's own systems do: a user-signed message to the submission listener."""
+    with smtplib.SMTP("127.0.0.1", gateway.submission_port, timeout=30) as client:
+        client.sendmail(sender, [recipient], message)
+
+
+def _signed(mesh: Mesh, signer: str, from_header: str, title: str, **extra: str) -> bytes:
+    return build_signed_message(
+        mesh.pki.user(signer).signer,
+        sender=from_header,
+        recipients=["ayse.demir@hs02.kep.tr"],
+        subject=title,
+        body="Merhaba",
+        now=dt.datetime.now(dt.UTC),
+        extra_headers=tuple(extra.items()),
+    )
+
+
+@pytest.mark.parametrize(
+    "from_header",
+    [
+        "xali.yilmaz@hs01.kep.tr",  # contains the account's address
+        "ali.yilmaz@hs01.kep.tr.example",
+        "ali.yilmaz@hs01.kep.tr, ayse.demir@hs01.kep.tr",
+    ],
+)
+def test_from_must_be_exactly_the_account(mesh: Mesh, from_header: str) -> None:
+    hs01, account = mesh["hs01"], "ali.yilmaz@hs01.kep.tr"
+    title = subject()
+    sent_before = len(hs01.mail(account, "Sent"))
+    _submit(hs01, account, "ayse.demir@hs02.kep.tr", _signed(mesh, account, from_header, title))
+    remmd = remmd_of_subject(hs01, account, title)
+    wait_evidence(hs01, remmd, {("SubmissionAcceptanceRejection", "Rejection", "")})
+    xml = bytes(hs01.query("SELECT xml FROM evidence WHERE remmd_id = ?", remmd)[0][0])
+    assert b"InvalidUserSignature" in xml and account.encode() in xml, xml
+    assert len(hs01.mail(account, "Sent")) == sent_before
+
+
+def test_an_unknown_ileti_tip_is_a_format_matter(mesh: Mesh) -> None:
+    hs01, account = mesh["hs01"], "ali.yilmaz@hs01.kep.tr"
+    title = subject()
+    message = _signed(mesh, account, account, title, **{"X-TR-REM-iletiTip": "gizliTebligat"})
+    _submit(hs01, account, "ayse.demir@hs02.kep.tr", message)
+    remmd = remmd_of_subject(hs01, account, title)
+    wait_evidence(hs01, remmd, {("SubmissionAcceptanceRejection", "Rejection", "")})
+    xml = bytes(hs01.query("SELECT xml FROM evidence WHERE remmd_id = ?", remmd)[0][0])
+    assert b"InvalidMessageFormat" in xml and b"InvalidUserSignature" not in xml, xml
 
 
 def test_etebligat_only_through_hs01(mesh: Mesh) -> None:
@@ -179,15 +235,20 @@ def test_transport_refusals(mesh: Mesh) -> None:
         assert code == 250
         for extension in (b"SIZE 27262976", b"8BITMIME", b"ENHANCEDSTATUSCODES", b"PIPELINING"):
             assert extension in features
-        # A peer cannot speak for another provider.
-        code, text = client.docmd("MAIL FROM:<ali.yilmaz@hs03.kep.tr>")
-        assert code == 550 and text.startswith(b"5.7.1")
-        # No open relay.
+        # §2: a peer cannot speak for another provider, for a domain outside KEP, or for nobody.
+        for sender in ("ali.yilmaz@hs03.kep.tr", "someone@gmail.com", ""):
+            code, text = client.docmd(f"MAIL FROM:<{sender}>")
+            assert (code, text[:5]) == (550, b"5.7.1"), (sender, code, text)
+        # A sender of the right domain, badly written, is a syntax matter (RFC 3463 5.1.7).
+        code, text = client.docmd("MAIL FROM:<a..b@hs02.kep.tr>")
+        assert (code, text[:5]) == (553, b"5.1.7")
+        # No open relay: another provider, a foreign domain, a source route to one (§2).
         assert client.docmd("MAIL FROM:<ayse.demir@hs02.kep.tr>")[0] == 250
-        code, text = client.docmd("RCPT TO:<someone@hs03.kep.tr>")
-        assert code == 550 and b"Relay denied" in text
-        code, text = client.docmd("RCPT TO:<someone@example.com>")
-        assert code == 553
+        for recipient in ("someone@hs03.kep.tr", "someone@example.com", "@hs01.kep.tr:x@gmail.com"):
+            code, text = client.docmd(f"RCPT TO:<{recipient}>")
+            assert (code, text[:5]) == (550, b"5.7.1") and b"Relay denied" in text, recipient
+        code, text = client.docmd("RCPT TO:<a..b@hs01.kep.tr>")
+        assert (code, text[:5]) == (553, b"5.1.3")
         client.docmd("RSET")
         # SIZE above the limit is refused at MAIL FROM.
         code, text = client.docmd("MAIL FROM:<ayse.demir@hs02.kep.tr> SIZE=99999999")
@@ -284,6 +345,20 @@ def test_tampered_envelope_is_rejected_with_evidence(mesh: Mesh) -> None:
     )
     xml = bytes(hs01.query("SELECT xml FROM evidence WHERE remmd_id = ?", remmd)[0][0])
     assert b"InvalidMessageFormat" in xml or b"InvalidUserSignature" in xml
+
+
+def test_a_rcpt_the_dispatch_does_not_name_is_refused(mesh: Mesh) -> None:
+    hs01 = mesh["hs01"]
+    data, remmd = _dispatch_from(mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr")
+    with _peer_client(mesh, "hs02", hs01) as client:
+        client.ehlo("gw.hs02.kep.tr")
+        assert client.mail("ayse.demir@hs02.kep.tr")[0] == 250
+        assert client.rcpt("ali.yilmaz@hs01.kep.tr")[0] == 250
+        assert client.rcpt("suresi.dolmus@hs01.kep.tr")[0] == 250
+        code, text = client.data(data)
+    # No evidence could ever answer that recipient: the S-GW hears it now, as a 5xx (§4).
+    assert (code, text[:5]) == (550, b"5.6.0") and b"suresi.dolmus@hs01.kep.tr" in text, text
+    assert hs01.query("SELECT COUNT(*) FROM messages WHERE remmd_id = ?", remmd) == [(0,)]
 
 
 def test_repeated_dispatch_is_one_message(mesh: Mesh) -> None:
@@ -481,3 +556,114 @@ def test_hostile_envelopes_get_replies_and_the_node_carries_on(mesh: Mesh) -> No
     wait_evidence(
         hs01, remmd, {("DeliveryNonDeliveryToRecipient", "Delivery", "ali.yilmaz@hs01.kep.tr")}
     )
+
+
+# -- inputs coverage-guided fuzzing found (each was 451 for ever, or 250 and then stuck) -------
+
+
+def _send_dispatch(mesh: Mesh, data: bytes) -> tuple[int, bytes]:
+    with _peer_client(mesh, "hs02", mesh["hs01"]) as client:
+        client.ehlo("gw.hs02.kep.tr")
+        client.mail("ayse.demir@hs02.kep.tr")
+        client.rcpt("ali.yilmaz@hs01.kep.tr")
+        return client.data(data)
+
+
+def test_a_malformed_envelope_content_type_is_refused_not_deferred(mesh: Mesh) -> None:
+    data, _remmd = _dispatch_from(mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr")
+    head, sep, body = data.partition(b"\r\n\r\n")
+    boundary = re.search(rb'boundary="[^"]+"', head)
+    assert boundary is not None
+    # A parameter name with a star and no value, last: the standard library's parser raised.
+    head = head[: boundary.end()] + b"; x*" + head[boundary.end() :]
+    code, text = _send_dispatch(mesh, head + sep + body)
+    # Input that can never pass: 5xx, so the S-GW stops and tells its sender (was 451).
+    assert (code, text[:5]) == (550, b"5.6.0"), text
+
+
+def test_a_dispatch_whose_evidence_time_overflows_is_refused(mesh: Mesh) -> None:
+    exchange = make_dispatch(
+        mesh.pki,
+        sender="ayse.demir@hs02.kep.tr",
+        recipients=("ali.yilmaz@hs01.kep.tr",),
+        issuer="hs02",
+        now=dt.datetime.now(dt.UTC),
+        remmd_id=f"{uuid.uuid4().hex}@hs02.kep.tr",
+    )
+    signer = mesh.pki.providers["hs02"].process
+    now = dt.datetime.now(dt.UTC)
+    xml = sign_evidence(exchange.submission, signer, now)
+    stamp = exchange.submission.event_time.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    out = io.BytesIO()
+    write_dispatch(
+        out,
+        io.BytesIO(exchange.original),
+        exchange.submission,
+        xml.replace(stamp, b"9999-12-31T23:59:59-01:00"),
+        signer,
+        now,
+        message_id=f"<overflow-{uuid.uuid4().hex}@hs02.kep.tr>",
+    )
+    code, text = _send_dispatch(mesh, out.getvalue())
+    assert (code, text[:5]) == (550, b"5.6.0"), text
+
+
+def test_an_original_with_a_malformed_content_type_is_answered_with_evidence(
+    mesh: Mesh,
+) -> None:
+    hs01 = mesh["hs01"]
+    remmd = f"{uuid.uuid4().hex}@hs02.kep.tr"
+    original = (
+        b"From: ayse.demir@hs02.kep.tr\r\nTo: ali.yilmaz@hs01.kep.tr\r\nSubject: x\r\n"
+        b"Content-Type: text/plain; x*\r\n\r\nMerhaba\r\n"
+    )
+    exchange = make_dispatch(
+        mesh.pki,
+        sender="ayse.demir@hs02.kep.tr",
+        recipients=("ali.yilmaz@hs01.kep.tr",),
+        issuer="hs02",
+        original=original,
+        now=dt.datetime.now(dt.UTC),
+        remmd_id=remmd,
+    )
+    assert _send_dispatch(mesh, exchange.dispatch)[0] == 250
+    # Was: 250, then the R-GW raised on every attempt and the S-GW never heard.
+    wait_evidence(
+        hs01, remmd, {("RelayREMMDAcceptanceRejection", "Rejection", "ali.yilmaz@hs01.kep.tr")}
+    )
+    xml = bytes(hs01.query("SELECT xml FROM evidence WHERE remmd_id = ?", remmd)[0][0])
+    assert b"InvalidUserSignature" in xml, xml
+    assert hs01.query(
+        "SELECT state FROM messages WHERE kind = 'dispatch-in' AND remmd_id = ?", remmd
+    ) == [("processed",)]
+
+
+def test_a_subject_with_a_broken_encoded_word_is_answered_with_evidence(mesh: Mesh) -> None:
+    hs01, account = mesh["hs01"], "ali.yilmaz@hs01.kep.tr"
+    message = _signed(mesh, account, account, "=?utf-8?b?A?=")
+    with smtplib.SMTP("127.0.0.1", hs01.submission_port, timeout=30) as client:
+        client.ehlo()
+        client.mail(account)
+        client.rcpt("ayse.demir@hs02.kep.tr")
+        code, text = client.data(message)
+    assert code == 250, text
+    # Was: 250, then the S-GW raised on every attempt; now the sender gets its evidence.
+    remmd = f"{text.decode().rsplit(' ', 1)[-1]}@hs01.kep.tr"
+    wait_evidence(hs01, remmd, {("SubmissionAcceptanceRejection", "Acceptance", "")})
+
+
+def test_a_submission_whose_header_block_never_ends_is_answered_with_evidence(
+    mesh: Mesh,
+) -> None:
+    hs01, account = mesh["hs01"], "ali.yilmaz@hs01.kep.tr"
+    with smtplib.SMTP("127.0.0.1", hs01.submission_port, timeout=30) as client:
+        client.ehlo()
+        client.mail(account)
+        client.rcpt("ayse.demir@hs02.kep.tr")
+        code, text = client.data(b"Subject: no empty line after this\r\nX-Kep: 1")
+    assert code == 250, text
+    # Was: 250, then the S-GW raised making its evidence, on every attempt.
+    remmd = f"{text.decode().rsplit(' ', 1)[-1]}@hs01.kep.tr"
+    wait_evidence(hs01, remmd, {("SubmissionAcceptanceRejection", "Rejection", "")})
+    xml = bytes(hs01.query("SELECT xml FROM evidence WHERE remmd_id = ?", remmd)[0][0])
+    assert b"InvalidUserSignature" in xml

@@ -1,0 +1,115 @@
+"""Quarantine: received messages whose processing keeps failing (INTEROP-PROFILE.md §4).
+
+Takes: a ``received`` row whose processing failed ``limits.max_processing_attempts`` times on
+something in the message (trouble of the machine, a full disk say, never counts: see
+``relay.errors.is_environmental``). Promises: it is never retried again; it is put aside in
+state ``quarantined`` (counted in ``kep_messages_quarantined_total``, shown by
+``kep_queue_messages`` and the alert ``KepMessagesHeld``) and its sender hears: the S-GW of a
+Dispatch gets RelayREMMDAcceptanceRejection for each recipient, a local sender of a submission
+gets SubmissionAcceptanceRejection in its Delil folder. The reason is the input's own
+(``InvalidMessageFormat`` for what cannot be read) or ``TechnicalMalfunction`` when the fault is
+ours. An Evidence message from a peer is only put aside: evidence is not answered with
+evidence. On failure: when not even the refusal can be made, the message is still put aside
+and the log says so (``quarantine_without_evidence``), so it is not retried for ever.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from interop.envelope.parse import parse_envelope
+from interop.errors import KepError
+from interop.evidence import xmlio
+from interop.evidence.codes import Event, EvidenceType
+from interop.evidence.issue import follow_up, submission_evidence
+from interop.evidence.model import EventReason
+from interop.reasons import Reason
+from relay.context import NodeContext
+from relay.stages.issue import file_evidence, record, sign
+from relay.stages.rgw import recipient_indices, send_back
+from relay.stages.sgw import remmd_id_for
+from relay.store import MessageRow
+
+log = structlog.get_logger("kep.quarantine")
+
+# What a sender reads when the fault is ours: no internals (they are in the log).
+OUR_FAULT = "the message could not be processed by this provider (technical malfunction)"
+
+
+def refusal_for(exc: BaseException) -> EventReason:
+    """The reason a sender is given for a message that cannot be processed."""
+    if isinstance(exc, KepError) and exc.permanent:
+        return EventReason(exc.reason, exc.detail[:1000])
+    return EventReason(Reason.TechnicalMalfunction, OUR_FAULT)
+
+
+def put_aside(context: NodeContext, row: MessageRow, exc: BaseException) -> None:
+    why = refusal_for(exc)
+    try:
+        if row.kind == "dispatch-in":
+            _refuse_dispatch(context, row, why)
+        elif row.kind == "submission":
+            _refuse_submission(context, row, why)
+        else:
+            _hold(context, row, why)
+    except Exception:
+        log.exception(
+            "quarantine_without_evidence", queue_id=row.id, remmd_id=row.remmd_id, kind=row.kind
+        )
+        _hold(context, row, why)
+    context.metrics.quarantined.labels(row.kind, why.reason.name).inc()
+    log.error(
+        "message_quarantined",
+        queue_id=row.id,
+        remmd_id=row.remmd_id,
+        peer=row.peer or context.provider.id,
+        kind=row.kind,
+        reason=why.reason.name,
+        attempts=context.config.limits.max_processing_attempts,
+    )
+
+
+def _hold(context: NodeContext, row: MessageRow, why: EventReason) -> None:
+    with context.store.transaction() as db:
+        context.store.set_state(db, row.id, "quarantined", last_reply=why.details[:500])
+
+
+def _refuse_dispatch(context: NodeContext, row: MessageRow, why: EventReason) -> None:
+    """Rejection to the S-GW for each recipient, queued back like any evidence (§4 R-GW 1)."""
+    with context.spool.path(row.id).open("rb") as stream:
+        envelope = parse_envelope(stream)
+    about = xmlio.parse(envelope.evidence_xml)
+    evidence = [
+        follow_up(
+            about,
+            context.provider,
+            EvidenceType.RelayREMMDAcceptanceRejection,
+            Event.Rejection,
+            context.clock(),
+            recipient=index,
+            reasons=[why],
+        )
+        for index in recipient_indices(about, row.rcpt_to)
+    ]
+    send_back(context, row, envelope, evidence, state="quarantined", detail=why.details[:500])
+
+
+def _refuse_submission(context: NodeContext, row: MessageRow, why: EventReason) -> None:
+    """SubmissionAcceptanceRejection filed for the sender (§4 S-GW 2); nothing is relayed."""
+    with context.spool.path(row.id).open("rb") as stream:
+        issued = sign(
+            context,
+            submission_evidence(
+                stream,
+                context.provider,
+                row.mail_from,
+                [r.lower() for r in row.rcpt_to],
+                remmd_id_for(context, row.id),
+                context.clock(),
+                reasons=[why],
+            ),
+        )
+    envelope_id = file_evidence(context, issued, row.mail_from, f"{row.id}-quarantined")
+    with context.store.transaction() as db:
+        record(context, db, issued, direction="issued", message_id=row.id, envelope_id=envelope_id)
+        context.store.set_state(db, row.id, "quarantined", last_reply=why.details[:500])
