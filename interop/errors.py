@@ -5,6 +5,7 @@
     KepError                        anything this library refuses; knows its SMTP reply
     ├── MalformedInput              bytes that are not what they claim to be (permanent)
     │   ├── AddressError            not a KEP address, or not a well-formed one
+    │   ├── IdentityNumberError     not a valid TC Kimlik No or YKN
     │   ├── CmsFormatError          DER that is not a CMS SignedData we can read
     │   ├── EvidenceFormatError     evidence XML: unsafe, not well-formed, or missing content
     │   └── EnvelopeFormatError     MIME structure or header fields of §3 not as required
@@ -75,6 +76,10 @@ class MalformedInput(KepError):
 class AddressError(MalformedInput):
     # RFC 3463 5.1.3: bad destination mailbox address syntax.
     smtp_code_permanent = (553, "5.1.3")
+
+
+class IdentityNumberError(MalformedInput):
+    reason = Reason.InvalidUserSignature  # a signer who names no valid number speaks for no one
 
 
 class CmsFormatError(MalformedInput):

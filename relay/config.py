@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interop.errors import ConfigurationError
+from interop.errors import ConfigurationError, IdentityNumberError
+from interop.identity import NationalId
 from interop.limits import DEFAULT_LIMITS, MiB
 from interop.providers import BUILTIN_DIRECTORY, Provider
 
@@ -103,6 +104,11 @@ class AccountConfig:
     type: str = "send-receive"  # or "receive-only"
     state: str = "active"  # or "pending", "closed"
     quota: int | None = None
+    # Who may sign for it (profile §1): the holder's TC Kimlik No or YKN for a person, the
+    # authorised operators' for a legal person.
+    holder: str | None = None
+    operators: tuple[str, ...] = ()
+    etebligat: bool = False  # may send eTebligat (an authorised public body; §4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +193,19 @@ class _Section:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
             raise ConfigurationError(f"{self.where(unknown[0])}: unknown key")
+
+
+def _identity_number(section: _Section, key: str) -> str | None:
+    value = section.get(key, str)
+    return None if value is None else _number(value, section.where(key))
+
+
+def _number(value: object, where: str) -> str:
+    """A TC Kimlik No or YKN, validated with its check digits (profile §1)."""
+    try:
+        return NationalId.parse(value if isinstance(value, str) else repr(value)).number
+    except IdentityNumberError as exc:
+        raise ConfigurationError(f"{where}: {exc.detail}") from exc
 
 
 def _path(value: str, base: Path) -> Path:
@@ -386,6 +405,12 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
             type=section.get("type", str, "send-receive"),
             state=section.get("state", str, "active"),
             quota=int(section.get("quota_mib", (int, float), limits.default_quota / MiB) * MiB),
+            holder=_identity_number(section, "holder"),
+            operators=tuple(
+                _number(value, section.where("operators"))
+                for value in section.get("operators", list, [])
+            ),
+            etebligat=section.get("etebligat", bool, False),
         )
         if account.type not in ("send-receive", "receive-only"):
             raise ConfigurationError(f"{section.where('type')}: send-receive or receive-only")

@@ -7,6 +7,7 @@ mailboxes, the spool and the store.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import ssl
@@ -18,9 +19,9 @@ import structlog
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from interop.cms.timestamp import LocalTsa
-from interop.pki.devpki import generate, tls_host
+from interop.pki.devpki import DevPki, DevUser, generate, tls_host
 from interop.pki.signer import Signer
-from interop.providers import BUILTIN_PROVIDERS, Provider
+from interop.providers import BUILTIN_PROVIDERS, ETEBLIGAT_PROVIDER, Provider
 from interop.verifiers import Verifiers
 from relay.config import NodeConfig
 from relay.crypto import (
@@ -109,9 +110,43 @@ def _accounts_from_config(config: NodeConfig) -> list[Account]:
             AccountType(a.type),
             AccountState(a.state),
             a.quota or config.limits.default_quota,
+            holder=a.holder,
+            operators=a.operators,
+            etebligat=a.etebligat,
         )
         for a in config.accounts
     ]
+
+
+def _dev_account(user: DevUser, quota: int) -> Account:
+    """A development user's account: a person's held by its certificate's number, a legal
+    person's (MERSİS) with that number as its operator; hs01's legal person is the public body
+    the development PKI authorises for eTebligat."""
+    return Account(
+        user.address,
+        AccountType.SEND_RECEIVE,
+        AccountState.ACTIVE,
+        quota,
+        holder=None if user.legal_person else user.number or None,
+        operators=(user.number,) if user.legal_person and user.number else (),
+        etebligat=user.legal_person and user.provider_id == ETEBLIGAT_PROVIDER,
+    )
+
+
+def _with_dev_signers(accounts: list[Account], pki: DevPki) -> list[Account]:
+    """Configured accounts of development users that name no signer get the user's number,
+    so a configuration listing accounts (their types, states, quotas) still works with the
+    development PKI's users."""
+    users = {u.address: u for u in pki.users}
+
+    def filled(account: Account) -> Account:
+        user = users.get(account.address)
+        if user is None or account.signers():
+            return account
+        dev = _dev_account(user, account.quota)
+        return dataclasses.replace(account, holder=dev.holder, operators=dev.operators)
+
+    return [filled(a) for a in accounts]
 
 
 def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
@@ -123,10 +158,8 @@ def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
         log.warning("development_pki_made", folder=str(folder), note=DEV_WARNING)
     pki = read_pki(folder)
     crypto = dev_crypto(config, pki, instance=os.getpid())
-    accounts = _accounts_from_config(config) or [
-        Account(
-            u.address, AccountType.SEND_RECEIVE, AccountState.ACTIVE, config.limits.default_quota
-        )
+    accounts = _with_dev_signers(_accounts_from_config(config), pki) or [
+        _dev_account(u, config.limits.default_quota)
         for u in pki.users
         if u.provider_id == config.provider.id
     ]

@@ -63,16 +63,33 @@ class AccountState(enum.Enum):
     CLOSED = "closed"  # kapalı: neither sends nor receives, stays readable
 
 
+class SignerRole(enum.Enum):
+    HOLDER = "holder"  # a natural person's account: its holder
+    OPERATOR = "operator"  # a legal person's account: an authorised operator (işlem yetkilisi)
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     address: str
     type: AccountType
     state: AccountState
     quota: int
+    # Who may sign for it (INTEROP-PROFILE.md §1 "Account holders"): TC Kimlik No or YKN.
+    holder: str | None = None
+    operators: tuple[str, ...] = ()
+    etebligat: bool = False  # authorised to send eTebligat (a public body; §4 S-GW 1)
+
+    def signers(self) -> dict[str, SignerRole]:
+        found = {number: SignerRole.OPERATOR for number in self.operators}
+        if self.holder:
+            found[self.holder] = SignerRole.HOLDER
+        return found
 
 
 class AccountSource(Protocol):
     def account_row(self, address: str) -> sqlite3.Row | None: ...
+
+    def signers_at(self, address: str, at: float) -> dict[str, str]: ...
 
 
 class Mailboxes:
@@ -86,16 +103,33 @@ class Mailboxes:
         self.store = store
 
     def account(self, address: str) -> Account | None:
+        """The account now: a stored one (with today's signers) or the configuration's."""
         if self.store is not None:
             row = self.store.account_row(address)
             if row is not None:
+                signers = self.store.signers_at(address, time.time())
+                holders = [n for n, role in signers.items() if role == SignerRole.HOLDER.value]
                 return Account(
                     str(row["address"]),
                     AccountType(str(row["type"])),
                     AccountState(str(row["state"])),
                     int(str(row["quota"])),
+                    holder=holders[0] if holders else None,
+                    operators=tuple(
+                        sorted(n for n, r in signers.items() if r == SignerRole.OPERATOR.value)
+                    ),
+                    etebligat=bool(row["etebligat"]),
                 )
         return self.accounts.get(address.lower())
+
+    def signers_at(self, address: str, at: float) -> dict[str, SignerRole]:
+        """Who could sign for ``address`` at ``at`` (a timestamp): a stored account's history
+        is kept (profile §1: judged against the operators of that moment); an account of the
+        configuration file has the signers the file names."""
+        if self.store is not None and self.store.account_row(address) is not None:
+            return {n: SignerRole(r) for n, r in self.store.signers_at(address, at).items()}
+        account = self.accounts.get(address.lower())
+        return account.signers() if account is not None else {}
 
     def folder(self, address: str, folder: str = "INBOX") -> Path:
         return self.root / address.lower() / FOLDERS[folder]

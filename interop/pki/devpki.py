@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from interop.errors import ConfigurationError
+from interop.identity import certificate_number, make_number
 from interop.pki.signer import Signer, SigningKey
 from interop.providers import BUILTIN_PROVIDERS, KEP_ROOT_DOMAIN
 
@@ -51,6 +52,24 @@ class DevUser:
     provider_id: str
     state: str
     signer: Signer
+    # The TC Kimlik No in the certificate's subject serialNumber (profile §1, "Account
+    # holders"): the holder of a person's account, the operator of a legal person's.
+    number: str = ""
+
+    @property
+    def legal_person(self) -> bool:
+        """A MERSİS address: the user is an authorised operator, not the holder."""
+        return self.address.split("@", 1)[0].isdigit()
+
+
+def dev_number(provider_id: str, user_index: int, provider_index: int) -> str:
+    """A valid TC Kimlik No for a dev user: hsNN's k-th user gets 9NN0000k plus check digits
+    (providers beyond hs01-hs99 count from 100 by their place in the PKI)."""
+    digits = provider_id[2:]
+    provider_number = (
+        int(digits) if provider_id[:2] == "hs" and digits.isdigit() else 100 + provider_index
+    )
+    return str(make_number(900_000_000 + provider_number * 1000 + user_index))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +144,12 @@ class DevPki:
                 for p in self.providers.values()
             },
             "users": [
-                {"address": u.address, "provider": u.provider_id, "state": u.state}
+                {
+                    "address": u.address,
+                    "provider": u.provider_id,
+                    "state": u.state,
+                    "number": u.number,
+                }
                 for u in self.users
             ],
         }
@@ -160,12 +184,7 @@ class DevPki:
                 for pid, info in manifest["providers"].items()
             }
             users = tuple(
-                DevUser(
-                    u["address"],
-                    u["provider"],
-                    u["state"],
-                    signer(f"users/{u['address']}", (user_ca.certificate,)),
-                )
+                _dev_user(u, signer(f"users/{u['address']}", (user_ca.certificate,)))
                 for u in manifest["users"]
             )
             return cls(
@@ -182,6 +201,12 @@ class DevPki:
             raise ConfigurationError(f"development PKI: missing file or field {exc}") from exc
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"development PKI: unreadable content: {exc}") from exc
+
+
+def _dev_user(entry: Mapping[str, str], signer: Signer) -> DevUser:
+    # Folders made before numbers were recorded: the certificate says (or names none).
+    number = entry.get("number") or str(certificate_number(signer.certificate) or "")
+    return DevUser(entry["address"], entry["provider"], entry["state"], signer, number)
 
 
 def generate(
@@ -208,7 +233,7 @@ def generate(
     dev_providers: dict[str, DevProvider] = {}
     users: list[DevUser] = []
     revoked: list[x509.Certificate] = []
-    for pid in ids:
+    for provider_index, pid in enumerate(ids):
         domain = f"{pid}.{KEP_ROOT_DOMAIN}"
         process = maker.leaf(
             process_ca.signer,
@@ -228,16 +253,18 @@ def generate(
             for_tls=True,
         )
         dev_providers[pid] = DevProvider(pid, domain, process, tls)
-        for local, state in DEV_USERS:
+        for user_index, (local, state) in enumerate(DEV_USERS, start=1):
             address = f"{local}@{domain}"
+            number = dev_number(pid, user_index, provider_index)
             user_signer = maker.leaf(
                 user_ca_signer,
                 address,
                 eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION],
                 san=[x509.RFC822Name(address)],
                 expired=state == "expired",
+                serial_number=number,
             )
-            users.append(DevUser(address, pid, state, user_signer))
+            users.append(DevUser(address, pid, state, user_signer, number))
             if state == "revoked":
                 revoked.append(user_signer.certificate)
     user_ca = DevCa("user-ca", user_ca_signer, maker.crl(user_ca_signer, revoked))
@@ -294,6 +321,7 @@ class _Maker:
         eku_critical: bool = False,
         for_tls: bool = False,
         expired: bool = False,
+        serial_number: str | None = None,
     ) -> Signer:
         key = self.key()
         start, end = self.now - BACKDATE, self.now + LEAF_LIFETIME
@@ -301,7 +329,7 @@ class _Maker:
             start, end = self.now - dt.timedelta(days=400), self.now - dt.timedelta(days=30)
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name))
+            .subject_name(_name(common_name, serial_number))
             .issuer_name(issuer.certificate.subject)
             .public_key(key.public_key())
             .serial_number(self.serial())
@@ -350,14 +378,15 @@ class _Maker:
         return builder.sign(issuer.key, hashes.SHA256())
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "TR"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kep-relay development PKI"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
+def _name(common_name: str, serial_number: str | None = None) -> x509.Name:
+    attributes = [
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "TR"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kep-relay development PKI"),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ]
+    if serial_number is not None:  # a user's TC Kimlik No, as Turkish qualified certificates
+        attributes.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial_number))
+    return x509.Name(attributes)
 
 
 def _key_usage(

@@ -2,22 +2,29 @@
 
 Changes take effect at once in a running node (it reads accounts from the store for every
 decision). Accounts from the configuration file are listed too; a stored account of the same
-address overrides the file's.
+address overrides the file's (``set`` on a file's account copies it into the store first).
+
+Who may sign for an account (INTEROP-PROFILE.md §1) is kept with its history: ``--holder``
+names a person's holder, ``--operator`` adds and ``--remove-operator`` removes an authorised
+operator of a legal person; nothing is deleted, so ``show`` tells who was allowed when.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from interop.address import KepAddress
-from interop.errors import AddressError
+from interop.errors import AddressError, IdentityNumberError
+from interop.identity import NationalId
 from interop.limits import MiB
 from relay.config import embedded_default, load
 from relay.context import NodeContext, build_context
-from relay.mailbox import AccountState, AccountType
+from relay.mailbox import Account, AccountState, AccountType, SignerRole
 
 
 def register(commands: Any) -> None:
@@ -26,6 +33,10 @@ def register(commands: Any) -> None:
     listing = sub.add_parser("list", help="every account, with state and mailbox use")
     listing.add_argument("--config", type=Path)
     listing.set_defaults(run=run_list)
+    show = sub.add_parser("show", help="one account, and who could sign for it when")
+    show.add_argument("address")
+    show.add_argument("--config", type=Path)
+    show.set_defaults(run=run_show)
     for action in ("add", "set"):
         p = sub.add_parser(action, help=f"{action} an account")
         p.add_argument("address")
@@ -33,7 +44,30 @@ def register(commands: Any) -> None:
         p.add_argument("--type", choices=[t.value for t in AccountType])
         p.add_argument("--state", choices=[s.value for s in AccountState])
         p.add_argument("--quota-mib", type=float)
+        p.add_argument(
+            "--holder", type=_number, help="the holder's TC Kimlik No or YKN (a person's account)"
+        )
+        p.add_argument(
+            "--operator",
+            type=_number,
+            action="append",
+            default=[],
+            help="add an authorised operator's TC Kimlik No or YKN (a legal person's account)",
+        )
+        p.add_argument(
+            "--remove-operator", type=_number, action="append", default=[], metavar="NUMBER"
+        )
+        p.add_argument(
+            "--etebligat", choices=["yes", "no"], help="authorised to send eTebligat (public body)"
+        )
         p.set_defaults(run=run_put, action=action)
+
+
+def _number(text: str) -> str:
+    try:
+        return NationalId.parse(text).number
+    except IdentityNumberError as exc:
+        raise argparse.ArgumentTypeError(exc.detail) from exc
 
 
 def _context(args: argparse.Namespace) -> NodeContext:
@@ -75,19 +109,64 @@ def run_put(args: argparse.Namespace) -> int:
     if args.action == "set" and current is None:
         print(f"kep-relay: {address} has no account; use account add", file=sys.stderr)
         return 2
+    if args.quota_mib is not None and args.quota_mib <= 0:
+        print("kep-relay: --quota-mib must be more than 0", file=sys.stderr)
+        return 2
     quota = (
         int(args.quota_mib * MiB)
         if args.quota_mib
         else (current.quota if current else context.config.limits.default_quota)
     )
-    context.store.put_account(
+    etebligat = (args.etebligat == "yes") if args.etebligat else bool(current and current.etebligat)
+    store, now = context.store, time.time()
+    if current is not None and store.account_row(str(address)) is None:
+        for number, role in current.signers().items():  # the file's account, into the store
+            store.allow_signer(str(address), number, role.value, now)
+    store.put_account(
         str(address),
         args.type or (current.type.value if current else AccountType.SEND_RECEIVE.value),
         args.state or (current.state.value if current else AccountState.ACTIVE.value),
         quota,
+        etebligat,
     )
+    if args.holder:
+        store.allow_signer(str(address), args.holder, SignerRole.HOLDER.value, now)
+    for number in args.operator:
+        store.allow_signer(str(address), number, SignerRole.OPERATOR.value, now)
+    for number in args.remove_operator:
+        if not store.end_signer(str(address), number, SignerRole.OPERATOR.value, now):
+            print(f"kep-relay: {number} is not an operator of {address}", file=sys.stderr)
+            return 2
     account = context.mailboxes.account(str(address))
     assert account is not None
-    quota_mib = account.quota / MiB
-    print(f"{address}: {account.type.value}, {account.state.value}, quota {quota_mib:.0f} MiB")
+    print(_summary(account))
     return 0
+
+
+def _summary(account: Account) -> str:
+    signers = ", ".join(f"{role.value} {n}" for n, role in account.signers().items()) or "none"
+    return (
+        f"{account.address}: {account.type.value}, {account.state.value},"
+        f" quota {account.quota / MiB:.0f} MiB, eTebligat {'yes' if account.etebligat else 'no'},"
+        f" may sign: {signers}"
+    )
+
+
+def run_show(args: argparse.Namespace) -> int:
+    context = _context(args)
+    account = context.mailboxes.account(args.address)
+    if account is None:
+        print(f"kep-relay: {args.address} has no account", file=sys.stderr)
+        return 2
+    print(_summary(account))
+    history = context.store.signer_history(account.address)
+    if not history:
+        print("  (from the configuration file: no history)")
+    for row in history:
+        until = _when(row["until"]) if row["until"] is not None else "now"
+        print(f"  {row['role']:8} {row['number']}  {_when(row['since'])} - {until}")
+    return 0
+
+
+def _when(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -16,6 +16,7 @@ from collections import defaultdict
 from typing import BinaryIO, cast
 
 import structlog
+from cryptography import x509
 
 from interop.address import KepAddress
 from interop.envelope.build import write_dispatch
@@ -26,7 +27,9 @@ from interop.errors import AddressError, KepError
 from interop.evidence.codes import Event
 from interop.evidence.issue import follow_up, submission_evidence
 from interop.evidence.model import EventReason
+from interop.identity import certificate_number
 from interop.limits import message_limit
+from interop.pathval import subject_text
 from interop.providers import ETEBLIGAT_PROVIDER
 from interop.reasons import Reason
 from relay.context import NodeContext
@@ -60,6 +63,10 @@ def _checks(
             if problem is not None:
                 # §4 S-GW 1: From: MUST be exactly the account's address (the MAIL FROM).
                 reasons.append(EventReason(Reason.InvalidUserSignature, problem))
+            if user.ok and user.signature.signer is not None:
+                problem = signer_problem(context, row, user.signature.signer)
+                if problem is not None:
+                    reasons.append(EventReason(Reason.InvalidUserSignature, problem))
             try:
                 ileti_tip = IletiTip.parse(user.headers.get(ILETI_TIP))
             except ValueError as exc:  # a kind of message KEP does not have: not the e-imza
@@ -92,6 +99,16 @@ def _checks(
         reasons.append(
             EventReason(Reason.PolicyViolation, "eTebligat is sent only through hs01 (PTT)")
         )
+    elif ileti_tip is IletiTip.eTebligat:
+        account = context.mailboxes.account(row.mail_from)
+        if account is not None and not account.etebligat:
+            # §4 S-GW 1: only accounts the provider authorised to serve notices (public bodies).
+            reasons.append(
+                EventReason(
+                    Reason.PolicyViolation,
+                    f"{row.mail_from} is not authorised to send eTebligat",
+                )
+            )
     for pid in by_provider:
         if pid != context.provider.id and context.verifiers.trust.get(pid) is None:
             reasons.append(
@@ -113,6 +130,29 @@ def from_problem(from_fields: list[str], account: str) -> str | None:
         return f"From: {from_fields[0]!r} must name exactly one address, {account}"
     if found[0].lower() != account.lower():
         return f"From: {found[0]} is not the account {account} that submitted the message"
+    return None
+
+
+def signer_problem(context: NodeContext, row: MessageRow, signer: x509.Certificate) -> str | None:
+    """Why the e-imza's signer cannot speak for the submitting account (None when it can).
+
+    §1 and §4 S-GW 1: the certificate's subject serialNumber must be the account holder's TC
+    Kimlik No (or YKN), or one of its authorised operators', as they were when the provider
+    accepted the message (the store keeps who was allowed when).
+    """
+    if context.mailboxes.account(row.mail_from) is None:
+        return None  # refused already: no account
+    who = subject_text(signer)
+    number = certificate_number(signer)
+    if number is None:
+        return (
+            f"the e-imza of {who} names no TC Kimlik No or YKN; it cannot sign for {row.mail_from}"
+        )
+    if str(number) not in context.mailboxes.signers_at(row.mail_from, row.created):
+        return (
+            f"the e-imza of {who} (serialNumber {number}) is neither the holder of"
+            f" {row.mail_from} nor one of its authorised operators"
+        )
     return None
 
 

@@ -84,6 +84,20 @@ def test_example_configurations_load(name: str) -> None:
             {"node": {"provider": "hs01", "dev_pki": "p"}, "limits": {"max_junk_commands": 0}},
             "limits.max_junk_commands: must be positive",
         ),
+        (
+            {
+                "node": {"provider": "hs01", "dev_pki": "p"},
+                "accounts": [{"address": "a@hs01.kep.tr", "holder": "10000000147"}],
+            },
+            "accounts[0].holder: '10000000147': the check digits are wrong",
+        ),
+        (
+            {
+                "node": {"provider": "hs01", "dev_pki": "p"},
+                "accounts": [{"address": "a@hs01.kep.tr", "operators": ["123"]}],
+            },
+            "accounts[0].operators: '123': a TC Kimlik No or YKN is 11 digits",
+        ),
     ],
 )
 def test_bad_configuration_names_file_key_and_problem(raw: dict[str, object], message: str) -> None:

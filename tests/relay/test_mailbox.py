@@ -1,10 +1,11 @@
-"""Maildir accounts: idempotent delivery, usage, read flags."""
+"""Maildir accounts: idempotent delivery, usage, read flags, who may sign for them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from relay.mailbox import Account, AccountState, AccountType, Mailboxes
+from relay.mailbox import Account, AccountState, AccountType, Mailboxes, SignerRole
+from relay.store import Store
 
 
 def test_delivery_is_idempotent_and_usage_counts_every_folder(tmp_path: Path) -> None:
@@ -62,3 +63,39 @@ def test_usage_reads_maildir_sizes_from_names_and_counts_every_folder(tmp_path: 
     (account / "dovecot.index").write_bytes(b"d" * 500)
     assert boxes.usage("ali@hs01.kep.tr") == 70 + 1000 + 30
     assert boxes.usage("nobody@hs01.kep.tr") == 0
+
+
+def test_who_may_sign_is_kept_with_its_history(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.sqlite3")
+    company, first, second = "1234567890123456@hs01.kep.tr", "10000000146", "99000000042"
+    boxes = Mailboxes(
+        tmp_path / "mail",
+        [Account(company, AccountType.SEND_RECEIVE, AccountState.ACTIVE, 10, operators=(first,))],
+        store,
+    )
+    # A file's account: the signers it names, with no history.
+    assert boxes.signers_at(company, 0.0) == {first: SignerRole.OPERATOR}
+    store.put_account(company, "send-receive", "active", 10)
+    assert store.allow_signer(company, first, "operator", 100.0)
+    assert not store.allow_signer(company, first, "operator", 150.0)  # already: not twice
+    assert store.allow_signer(company, second, "operator", 200.0)
+    assert store.end_signer(company, first, "operator", 300.0)
+    assert not store.end_signer(company, first, "operator", 350.0)
+    # A signature is judged against the operators of its moment.
+    assert boxes.signers_at(company, 50.0) == {}
+    assert boxes.signers_at(company, 250.0) == {
+        first: SignerRole.OPERATOR,
+        second: SignerRole.OPERATOR,
+    }
+    assert boxes.signers_at(company, 300.0) == {second: SignerRole.OPERATOR}
+    assert [(r["number"], r["since"], r["until"]) for r in store.signer_history(company)] == [
+        (first, 100.0, 300.0),
+        (second, 200.0, None),
+    ]
+    # A person has one holder at a time: a new one ends the last.
+    person = "ali.yilmaz@hs01.kep.tr"
+    store.allow_signer(person, first, "holder", 10.0)
+    store.allow_signer(person, second, "holder", 20.0)
+    assert store.signers_at(person, 15.0) == {first: "holder"}
+    assert store.signers_at(person, 25.0) == {second: "holder"}
+    store.close()

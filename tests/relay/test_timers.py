@@ -89,14 +89,10 @@ def test_evidence_nobody_takes_is_given_up_after_its_lifetime(mesh: Mesh) -> Non
 def test_etebligat_delivery_states_the_deemed_service_time(mesh: Mesh) -> None:
     hs01, hs02 = mesh["hs01"], mesh["hs02"]
     title = subject()
-    send(
-        hs01,
-        "ali.yilmaz@hs01.kep.tr",
-        "ayse.demir@hs02.kep.tr",
-        subject=title,
-        extra=("--etebligat",),
-    )
-    remmd = remmd_of_subject(hs01, "ali.yilmaz@hs01.kep.tr", title)
+    # The development PKI's public body: hs01's legal-person account, authorised for eTebligat.
+    body = "0123456789012345@hs01.kep.tr"
+    send(hs01, body, "ayse.demir@hs02.kep.tr", subject=title, extra=("--etebligat",))
+    remmd = remmd_of_subject(hs01, body, title)
     # hs02 cannot send it back here, so look at what hs02 issued.
     wait_for(
         lambda: bool(

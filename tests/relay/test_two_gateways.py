@@ -20,6 +20,8 @@ import pytest
 
 from interop.envelope.build import write_dispatch
 from interop.envelope.smime import build_signed_message
+from interop.evidence import xmlio
+from interop.evidence.codes import Event
 from interop.evidence.xades import sign_evidence
 from interop.pki.devpki import generate
 from tests.helpers import make_dispatch
@@ -667,3 +669,62 @@ def test_a_submission_whose_header_block_never_ends_is_answered_with_evidence(
     wait_evidence(hs01, remmd, {("SubmissionAcceptanceRejection", "Rejection", "")})
     xml = bytes(hs01.query("SELECT xml FROM evidence WHERE remmd_id = ?", remmd)[0][0])
     assert b"InvalidUserSignature" in xml
+
+
+# -- §1 account holders: the signer must be the account's holder or an authorised operator ----
+
+
+def _submission_evidence(mesh: Mesh, account: str, signer: str, **extra: str) -> bytes:
+    """Submit a message ``signer`` signed for ``account``; its SubmissionAcceptanceRejection."""
+    gateway, title = mesh["hs01"], subject()
+    _submit(
+        gateway, account, "ayse.demir@hs02.kep.tr", _signed(mesh, signer, account, title, **extra)
+    )
+    remmd = remmd_of_subject(gateway, account, title)
+    query = "SELECT xml FROM evidence WHERE remmd_id = ? AND type = 'SubmissionAcceptanceRejection'"
+    wait_for(lambda: bool(gateway.query(query, remmd)), what="submission evidence")
+    return bytes(gateway.query(query, remmd)[0][0])
+
+
+@pytest.mark.parametrize(
+    "signer", ["ayse.demir@hs01.kep.tr", "ali.yilmaz@hs02.kep.tr"], ids=["same", "other"]
+)
+def test_a_user_cannot_sign_for_another(mesh: Mesh, signer: str) -> None:
+    account = "ali.yilmaz@hs01.kep.tr"
+    # A valid e-imza, the right From: and MAIL FROM, but the certificate is someone else's.
+    xml = _submission_evidence(mesh, account, signer)
+    assert xmlio.parse(xml).event is Event.Rejection and b"InvalidUserSignature" in xml, xml
+    number = mesh.pki.user(signer).number.encode()
+    assert number in xml and account.encode() in xml  # the detail names both
+
+
+def test_an_operator_signs_for_a_legal_person_until_removed(mesh: Mesh) -> None:
+    hs01, company = mesh["hs01"], "1234567890123456@hs01.kep.tr"
+    operator = mesh.pki.user("ayse.demir@hs01.kep.tr")
+    added = hs01.cli("account", "add", company, "--operator", operator.number)
+    assert added.returncode == 0, added.stderr
+    assert f"operator {operator.number}" in added.stdout
+    xml = _submission_evidence(mesh, company, operator.address)
+    assert xmlio.parse(xml).event is Event.Acceptance, xml
+    removed = hs01.cli("account", "set", company, "--remove-operator", operator.number)
+    assert removed.returncode == 0, removed.stderr
+    xml = _submission_evidence(mesh, company, operator.address)
+    assert xmlio.parse(xml).event is Event.Rejection and b"InvalidUserSignature" in xml, xml
+    # Who was allowed when stays on record.
+    shown = hs01.cli("account", "show", company)
+    assert shown.returncode == 0 and f"operator {operator.number}" in shown.stdout
+    assert " - now" not in shown.stdout  # ended
+    # Numbers are validated when set.
+    bad = hs01.cli("account", "set", company, "--operator", "12345678901")
+    assert bad.returncode == 2 and "check digits" in bad.stderr
+
+
+def test_etebligat_only_from_accounts_authorised_for_it(mesh: Mesh) -> None:
+    hs01, account = mesh["hs01"], "ali.yilmaz@hs01.kep.tr"
+    notice = {"X-TR-REM-iletiTip": "eTebligat"}
+    xml = _submission_evidence(mesh, account, account, **notice)
+    assert b"PolicyViolation" in xml and b"not authorised to send eTebligat" in xml, xml
+    assert hs01.cli("account", "set", account, "--etebligat", "yes").returncode == 0
+    xml = _submission_evidence(mesh, account, account, **notice)
+    assert xmlio.parse(xml).event is Event.Acceptance, xml
+    assert hs01.cli("account", "set", account, "--etebligat", "no").returncode == 0
