@@ -99,6 +99,13 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    # INTEROP-PROFILE.md §7: the gateway's copy of a message goes as soon as its obligations
+    # are met; an operator may keep copies this many days longer (default: not at all).
+    keep_content_days: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class AccountConfig:
     address: str
     type: str = "send-receive"  # or "receive-only"
@@ -129,6 +136,7 @@ class NodeConfig:
     peers: tuple[PeerConfig, ...] = ()
     timers: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
+    retention: Retention = field(default_factory=Retention)
     accounts: tuple[AccountConfig, ...] = ()
     # KEP-DOMAIN.md: the default keeps receiving when full; a provider may refuse instead.
     refuse_when_full: bool = False
@@ -397,6 +405,14 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         if getattr(limits, key) <= 0:
             raise ConfigurationError(f"{source}: limits.{key}: must be positive")
 
+    retention_s = _Section(source, "retention", top.get("retention", dict, {}))
+    retention = Retention(
+        keep_content_days=float(retention_s.get("keep_content_days", (int, float), 0))
+    )
+    retention_s.done()
+    if retention.keep_content_days < 0:
+        raise ConfigurationError(f"{source}: retention.keep_content_days: 0 or more")
+
     accounts = []
     for index, table in enumerate(top.get("accounts", list, [])):
         section = _Section(source, f"accounts[{index}]", table)
@@ -437,6 +453,7 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         peers=tuple(peers),
         timers=timers,
         limits=limits,
+        retention=retention,
         accounts=tuple(accounts),
         refuse_when_full=refuse_when_full,
         sqlite_synchronous=synchronous,

@@ -33,7 +33,7 @@ from relay.handshakes import count_failures
 from relay.metrics import StateCollector, certificates_of
 from relay.monitoring import MonitoringListener, Probes, heartbeat_check, storage_writable
 from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP, SessionLimits
-from relay.stages import evidence_in, outbound, quarantine, rgw, sgw
+from relay.stages import evidence_in, outbound, quarantine, retention, rgw, sgw
 from relay.stages.intake import PeerIntake, SubmissionIntake
 from relay.store import MessageRow
 from relay.transport.base import Transport
@@ -54,6 +54,7 @@ def recover(context: NodeContext) -> None:
     swept = context.spool.sweep(context.store.spool_ids())
     with context.store.transaction() as db:
         reset = db.execute("UPDATE messages SET state = 'queued' WHERE state = 'sending'").rowcount
+    retention.sweep(context)  # copies whose obligations were met before a crash (§7)
     if removed or swept or reset:
         log.info("recovered", temporaries=removed, orphans=swept, requeued=reset)
 
@@ -302,6 +303,7 @@ class Node:
                 tried = await outbound.send_due(self.context, self.transport)
                 await asyncio.to_thread(outbound.check_timers, self.context)
                 await asyncio.to_thread(ledger.take_if_due, self.context)  # §7: at least daily
+                await asyncio.to_thread(retention.sweep, self.context)  # §7: content not kept
             except Exception:  # the store in trouble (disk, locks): the loop goes on
                 log.exception("sending_loop_failed")
                 tried = 0

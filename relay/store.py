@@ -9,12 +9,13 @@ state and replaying a stage is safe.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,10 @@ CREATE TABLE IF NOT EXISTS messages (
     next_attempt REAL,
     last_reply TEXT,
     parent TEXT,                  -- the message this one was made from
-    sent_at REAL                  -- when a peer last answered 250 (evidence round trips)
+    sent_at REAL,                 -- when a peer last answered 250 (evidence round trips)
+    headers TEXT,                 -- evidence-out: JSON of the Evidence message's header values,
+                                  -- to make it again for a resend once its file is gone
+    content_gone INTEGER NOT NULL DEFAULT 0  -- its spool file was removed (profile §7)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dedupe
     ON messages (kind, peer, remmd_id) WHERE kind = 'dispatch-in';
@@ -121,6 +125,7 @@ class MessageRow:
     next_attempt: float | None
     last_reply: str | None
     parent: str | None
+    headers: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
 
 def _row(r: sqlite3.Row) -> MessageRow:
@@ -139,6 +144,7 @@ def _row(r: sqlite3.Row) -> MessageRow:
         r["next_attempt"],
         r["last_reply"],
         r["parent"],
+        json.loads(r["headers"]) if r["headers"] else {},
     )
 
 
@@ -175,6 +181,17 @@ class Store:
         columns = {r["name"] for r in self.db.execute("PRAGMA table_info(messages)")}
         if "sent_at" not in columns:
             self.db.execute("ALTER TABLE messages ADD COLUMN sent_at REAL")
+        if "headers" not in columns:
+            self.db.execute("ALTER TABLE messages ADD COLUMN headers TEXT")
+        if "content_gone" not in columns:
+            self.db.execute(
+                "ALTER TABLE messages ADD COLUMN content_gone INTEGER NOT NULL DEFAULT 0"
+            )
+        # The messages whose content is still on disk: few, once obligations are met (§7).
+        self.db.execute(
+            "CREATE INDEX IF NOT EXISTS messages_content ON messages (kind, state, updated)"
+            " WHERE content_gone = 0"
+        )
         columns = {r["name"] for r in self.db.execute("PRAGMA table_info(accounts)")}
         if "etebligat" not in columns:
             self.db.execute("ALTER TABLE accounts ADD COLUMN etebligat INTEGER NOT NULL DEFAULT 0")
@@ -210,11 +227,13 @@ class Store:
         state: str,
         next_attempt: float | None = None,
         parent: str | None = None,
+        headers: Mapping[str, str | None] | None = None,
     ) -> None:
         now = time.time()
         db.execute(
             "INSERT INTO messages (id, kind, peer, remmd_id, mail_from, rcpt_to, size, sha256,"
-            " state, created, updated, next_attempt, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " state, created, updated, next_attempt, parent, headers)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 id,
                 kind,
@@ -229,6 +248,7 @@ class Store:
                 now,
                 next_attempt,
                 parent,
+                json.dumps(dict(headers)) if headers else None,
             ),
         )
 
@@ -318,6 +338,41 @@ class Store:
             ).fetchone()
             value: float | None = r[0]
             return value
+
+    def content_done(self, before: float, limit: int = 1000) -> list[str]:
+        """Messages whose every obligation was met before ``before`` and whose spool file is
+        still there (INTEROP-PROFILE.md §7: the gateway's own copy goes then). Held messages
+        (invalid, unmatched, quarantined) and those still to be processed or sent stay."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT id FROM messages WHERE content_gone = 0 AND updated <= ? AND ("
+                " (kind = 'submission' AND state IN ('processed', 'rejected'))"
+                " OR (kind IN ('dispatch-in', 'evidence-in') AND state = 'processed')"
+                " OR (kind IN ('dispatch-out', 'evidence-out')"
+                " AND state IN ('sent', 'failed', 'expired'))) LIMIT ?",
+                (before, limit),
+            )
+            return [str(r[0]) for r in rows]
+
+    def content_removed(self, ids: Sequence[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE messages SET content_gone = 1 WHERE id = ?", [(i,) for i in ids])
+
+    def content_restored(self, message_id: str, size: int, sha256: str) -> None:
+        """An Evidence message made again for a resend (its first copy went after sending)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE messages SET content_gone = 0, size = ?, sha256 = ? WHERE id = ?",
+                (size, sha256, message_id),
+            )
+
+    def evidence_carried_by(self, envelope_id: str) -> bytes | None:
+        """The signed evidence an Evidence message we made carries."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT xml FROM evidence WHERE envelope_id = ?", (envelope_id,)
+            ).fetchone()
+            return bytes(row[0]) if row else None
 
     def spool_ids(self) -> set[str]:
         with self._lock:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from interop.evidence import xmlio
 from interop.evidence.model import Evidence
 from relay.context import NodeContext
 from relay.spool import new_id
+from relay.store import MessageRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,9 @@ class Outgoing:
     issued: Issued
     size: int
     sha256: str
+    # Header values of the Evidence message (write_evidence_message's keywords), kept with the
+    # queue row so the message can be made again for a resend after its file is gone (§7).
+    headers: dict[str, str | None] = field(default_factory=dict)
 
 
 def sign(context: NodeContext, evidence: Evidence) -> Issued:
@@ -46,15 +51,15 @@ def write_message(
     ileti_id: str | None = None,
 ) -> Outgoing:
     """An Evidence message about evidence signed already, written to the spool."""
+    headers = {
+        "dispatch_message_id": dispatch_message_id,
+        "ileti_tip": ileti_tip,
+        "ileti_id": ileti_id,
+    }
     message = context.crypto.evidence_message(
-        issued.evidence,
-        issued.xml,
-        context.clock(),
-        dispatch_message_id=dispatch_message_id,
-        ileti_tip=ileti_tip,
-        ileti_id=ileti_id,
+        issued.evidence, issued.xml, context.clock(), **headers
     )
-    return _spool(context, issued, peer, message)
+    return _spool(context, issued, peer, message, headers=headers)
 
 
 def file_evidence(
@@ -86,15 +91,14 @@ def write_messages(
 ) -> list[Outgoing]:
     """Sign each evidence and write its Evidence message: one request to the crypto workers,
     one fsync per file and one for the spool directory."""
-    signed = context.crypto.issue_messages(
-        evidence,
-        context.clock(),
-        dispatch_message_id=dispatch_message_id,
-        ileti_tip=ileti_tip,
-        ileti_id=ileti_id,
-    )
+    headers = {
+        "dispatch_message_id": dispatch_message_id,
+        "ileti_tip": ileti_tip,
+        "ileti_id": ileti_id,
+    }
+    signed = context.crypto.issue_messages(evidence, context.clock(), **headers)
     outgoing = [
-        _spool(context, Issued(e, xml), peer, message, sync_directory=False)
+        _spool(context, Issued(e, xml), peer, message, sync_directory=False, headers=headers)
         for e, (xml, message) in zip(evidence, signed, strict=True)
     ]
     if outgoing:
@@ -109,6 +113,7 @@ def _spool(
     message: bytes,
     *,
     sync_directory: bool = True,
+    headers: dict[str, str | None],
 ) -> Outgoing:
     writer = context.spool.writer()
     try:
@@ -117,7 +122,25 @@ def _spool(
     except BaseException:
         writer.discard()
         raise
-    return Outgoing(writer.queue_id, peer, issued, writer.size, writer.sha256.hexdigest())
+    return Outgoing(writer.queue_id, peer, issued, writer.size, writer.sha256.hexdigest(), headers)
+
+
+def remake_message(context: NodeContext, row: MessageRow) -> None:
+    """An Evidence message sent before, whose file went once it was sent (§7), made again for
+    a resend (§2: a repeated Dispatch gets the evidence already issued, with the same
+    EvidenceIdentifier): the same signed evidence, in a newly signed envelope."""
+    xml = context.store.evidence_carried_by(row.id)
+    if xml is None:
+        raise LookupError(f"no evidence is recorded for the Evidence message {row.id}")
+    message = context.crypto.evidence_message(xmlio.parse(xml), xml, context.clock(), **row.headers)
+    writer = context.spool.writer(row.id)
+    try:
+        writer.write(message)
+        writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    context.store.content_restored(row.id, writer.size, writer.sha256.hexdigest())
 
 
 def record(
@@ -160,4 +183,5 @@ def queue(context: NodeContext, db: sqlite3.Connection, outgoing: Outgoing, pare
         sha256=outgoing.sha256,
         state="queued",
         parent=parent,
+        headers=outgoing.headers,
     )

@@ -23,7 +23,7 @@ from interop.evidence.model import EventReason
 from interop.reasons import Reason
 from relay.context import NodeContext
 from relay.metrics import code_class
-from relay.stages.issue import file_evidence, record, sign
+from relay.stages.issue import file_evidence, record, remake_message, sign
 from relay.store import MessageRow
 from relay.transport.base import Entry, Outcome, Result, Transport
 
@@ -54,10 +54,13 @@ def _claim_due(context: NodeContext) -> list[MessageRow]:
 
 
 async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> None:
-    entry = Entry(
-        row.id, row.peer or "", row.mail_from, row.rcpt_to, context.spool.path(row.id), row.size
-    )
+    path = context.spool.path(row.id)
     try:
+        if row.kind == "evidence-out" and not await asyncio.to_thread(path.exists):
+            # Sent before and removed (§7); a repeated Dispatch asks for it again (§2).
+            await asyncio.to_thread(remake_message, context, row)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        entry = Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, size)
         result = await transport.deliver(entry)
     except Exception as exc:  # a transport bug must not stop the queue: try again later
         log.exception("transport_failed", queue_id=row.id, peer=row.peer, kind=row.kind)

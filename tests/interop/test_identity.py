@@ -58,7 +58,7 @@ def test_check_digits_of_a_known_number() -> None:
     assert check_digits("100000001") == "46"
 
 
-def _certificate(*attributes: x509.NameAttribute) -> x509.Certificate:
+def _certificate(*attributes: x509.NameAttribute[str]) -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x"), *attributes])
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -10,8 +10,10 @@ import email.header
 import os
 import re
 import signal
+import smtplib
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -183,6 +185,21 @@ def make_mesh(
             node.provider, root, node.peer_port, node.submission_port, node.monitoring_port
         )
     return Mesh(root, pki, gateways)
+
+
+def peer_client(
+    mesh: Mesh, as_provider: str, to: Gateway, *, pki_root: Path | None = None
+) -> smtplib.SMTP_SSL:
+    """Python's smtplib connected to ``to``'s peer listener with ``as_provider``'s TLS
+    certificate (mutual TLS, as a peer gateway)."""
+    folder = pki_root or (mesh.root / "pki")
+    context = ssl.create_default_context(cafile=str(mesh.root / "pki" / "ca" / "tls-ca.crt"))
+    context.check_hostname = False
+    context.load_cert_chain(
+        str(folder / "providers" / as_provider / "tls.crt"),
+        str(folder / "providers" / as_provider / "tls.key"),
+    )
+    return smtplib.SMTP_SSL("127.0.0.1", to.peer_port, context=context, timeout=30)
 
 
 # -- the monitoring listener ------------------------------------------------------------

@@ -29,6 +29,7 @@ from tests.relay.gateways import (
     Gateway,
     Mesh,
     make_mesh,
+    peer_client,
     remmd_of_subject,
     send,
     subject,
@@ -217,22 +218,9 @@ def test_etebligat_only_through_hs01(mesh: Mesh) -> None:
     assert b"PolicyViolation" in xml and b"eTebligat" in xml
 
 
-def _peer_client(
-    mesh: Mesh, as_provider: str, to: Gateway, *, pki_root: Path | None = None
-) -> smtplib.SMTP_SSL:
-    folder = pki_root or (mesh.root / "pki")
-    context = ssl.create_default_context(cafile=str(mesh.root / "pki" / "ca" / "tls-ca.crt"))
-    context.check_hostname = False
-    context.load_cert_chain(
-        str(folder / "providers" / as_provider / "tls.crt"),
-        str(folder / "providers" / as_provider / "tls.key"),
-    )
-    return smtplib.SMTP_SSL("127.0.0.1", to.peer_port, context=context, timeout=30)
-
-
 def test_transport_refusals(mesh: Mesh) -> None:
     hs01 = mesh["hs01"]
-    with _peer_client(mesh, "hs02", hs01) as client:
+    with peer_client(mesh, "hs02", hs01) as client:
         code, features = client.ehlo("gw.hs02.kep.tr")
         assert code == 250
         for extension in (b"SIZE 27262976", b"8BITMIME", b"ENHANCEDSTATUSCODES", b"PIPELINING"):
@@ -262,7 +250,7 @@ def test_data_over_the_limit_is_refused_and_not_stored(mesh: Mesh) -> None:
     before = len(list((hs01.data / "spool" / "msg").iterdir()))
     limit = 25 * 1024 * 1024 + 1024 * 1024
     payload = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * (limit // 1000 + 2)
-    with _peer_client(mesh, "hs02", hs01) as client:
+    with peer_client(mesh, "hs02", hs01) as client:
         client.ehlo("gw.hs02.kep.tr")
         # No SIZE= given: the limit must hold at the end of DATA too (§2).
         assert client.mail("ayse.demir@hs02.kep.tr")[0] == 250
@@ -283,7 +271,7 @@ def test_untrusted_or_missing_client_certificate(mesh: Mesh, tmp_path: Path) -> 
     refused = (ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)
     with (
         pytest.raises(refused),
-        _peer_client(mesh, "hs02", hs01, pki_root=tmp_path / "stranger") as client,
+        peer_client(mesh, "hs02", hs01, pki_root=tmp_path / "stranger") as client,
     ):
         client.ehlo("x")
         client.docmd("MAIL FROM:<ayse.demir@hs02.kep.tr>")
@@ -322,7 +310,7 @@ def test_etebligat_from_another_provider_is_rejected_by_the_rgw(mesh: Mesh) -> N
     data, remmd = _dispatch_from(
         mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr", etebligat=True
     )
-    with _peer_client(mesh, "hs02", hs01) as client:
+    with peer_client(mesh, "hs02", hs01) as client:
         client.ehlo("gw.hs02.kep.tr")
         client.sendmail("ayse.demir@hs02.kep.tr", ["ali.yilmaz@hs01.kep.tr"], data)
     wait_evidence(
@@ -339,7 +327,7 @@ def test_tampered_envelope_is_rejected_with_evidence(mesh: Mesh) -> None:
         b"Content-Type: text/plain; charset=utf-8", b"Content-Type: text/plain; charset=UTF-8", 1
     )
     assert tampered != data
-    with _peer_client(mesh, "hs02", hs01) as client:
+    with peer_client(mesh, "hs02", hs01) as client:
         client.ehlo("gw.hs02.kep.tr")
         client.sendmail("ayse.demir@hs02.kep.tr", ["ali.yilmaz@hs01.kep.tr"], tampered)
     wait_evidence(
@@ -352,7 +340,7 @@ def test_tampered_envelope_is_rejected_with_evidence(mesh: Mesh) -> None:
 def test_a_rcpt_the_dispatch_does_not_name_is_refused(mesh: Mesh) -> None:
     hs01 = mesh["hs01"]
     data, remmd = _dispatch_from(mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr")
-    with _peer_client(mesh, "hs02", hs01) as client:
+    with peer_client(mesh, "hs02", hs01) as client:
         client.ehlo("gw.hs02.kep.tr")
         assert client.mail("ayse.demir@hs02.kep.tr")[0] == 250
         assert client.rcpt("ali.yilmaz@hs01.kep.tr")[0] == 250
@@ -368,7 +356,7 @@ def test_repeated_dispatch_is_one_message(mesh: Mesh) -> None:
     data, remmd = _dispatch_from(mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr")
     replies = []
     for _ in range(2):
-        with _peer_client(mesh, "hs02", hs01) as client:
+        with peer_client(mesh, "hs02", hs01) as client:
             client.ehlo("gw.hs02.kep.tr")
             client.mail("ayse.demir@hs02.kep.tr")
             client.rcpt("ali.yilmaz@hs01.kep.tr")
@@ -527,7 +515,7 @@ def test_hostile_envelopes_get_replies_and_the_node_carries_on(mesh: Mesh) -> No
         bytes(range(1, 128)) * 50,
     ]
     stored = hs01.query("SELECT COUNT(*) FROM messages")[0][0]
-    with _peer_client(mesh, "hs02", hs01) as client:
+    with peer_client(mesh, "hs02", hs01) as client:
         client.ehlo("gw.hs02.kep.tr")
         for payload in hostile:
             assert client.mail("ayse.demir@hs02.kep.tr")[0] == 250
@@ -540,7 +528,7 @@ def test_hostile_envelopes_get_replies_and_the_node_carries_on(mesh: Mesh) -> No
     changed, remmd = _dispatch_from(
         mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr"
     )
-    with _peer_client(mesh, "hs02", hs01) as client:
+    with peer_client(mesh, "hs02", hs01) as client:
         client.ehlo("gw.hs02.kep.tr")
         client.sendmail(
             "ayse.demir@hs02.kep.tr",
@@ -552,7 +540,7 @@ def test_hostile_envelopes_get_replies_and_the_node_carries_on(mesh: Mesh) -> No
     )
     # The unreadable ones were not stored, and the node still serves the next good message.
     data, remmd = _dispatch_from(mesh, "hs02", "ayse.demir@hs02.kep.tr", "ali.yilmaz@hs01.kep.tr")
-    with _peer_client(mesh, "hs02", hs01) as client:
+    with peer_client(mesh, "hs02", hs01) as client:
         client.ehlo("gw.hs02.kep.tr")
         client.sendmail("ayse.demir@hs02.kep.tr", ["ali.yilmaz@hs01.kep.tr"], data)
     wait_evidence(
@@ -564,7 +552,7 @@ def test_hostile_envelopes_get_replies_and_the_node_carries_on(mesh: Mesh) -> No
 
 
 def _send_dispatch(mesh: Mesh, data: bytes) -> tuple[int, bytes]:
-    with _peer_client(mesh, "hs02", mesh["hs01"]) as client:
+    with peer_client(mesh, "hs02", mesh["hs01"]) as client:
         client.ehlo("gw.hs02.kep.tr")
         client.mail("ayse.demir@hs02.kep.tr")
         client.rcpt("ali.yilmaz@hs01.kep.tr")
