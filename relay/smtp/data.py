@@ -1,4 +1,4 @@
-"""SMTP DATA decoding in blocks (RFC 5321 §4.5.2 transparency, §4.1.1.4 end of data).
+"""SMTP DATA in blocks (RFC 5321 §4.5.2 transparency, §4.1.1.4 end of data), both ways.
 
 Feeding received blocks gives the message bytes, dot-unstuffed, and tells where the data ends,
 without splitting into lines (a 100 MiB message has over a million). Bare CR or LF anywhere is
@@ -69,3 +69,30 @@ def stuff(message: bytes) -> bytes:
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
     return stuffed + b".\r\n"
+
+
+class DotStuffer:
+    """RFC 5321 §4.5.2 transparency for a message fed in chunks of any size.
+
+    The chunks' outputs followed by ``end()`` are exactly ``stuff`` of the
+    whole message: a "." beginning a line gets another in front, wherever the chunks were cut
+    (a CRLF split across two chunks, a "." first in a chunk); a message not ending in CRLF gets
+    one; then the end mark. Bare CR or LF are left alone (the message goes out byte for byte).
+    """
+
+    def __init__(self) -> None:
+        # The last two bytes fed; the message starts at a line beginning, so a CRLF is
+        # pretended before it (as ``DataDecoder`` does on the other side).
+        self._tail = b"\r\n"
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return b""
+        # A match cannot lie inside the 2-byte tail, so dots are only added after it.
+        joined = self._tail + chunk
+        self._tail = joined[-2:]
+        return joined.replace(b"\r\n.", b"\r\n..")[2:]
+
+    def end(self) -> bytes:
+        """The end mark (§4.1.1.4), after the CRLF the last line lacked, if it did."""
+        return b".\r\n" if self._tail == b"\r\n" else b"\r\n.\r\n"

@@ -1,28 +1,67 @@
 """SMTP to peer gateways with aiosmtplib: mutual TLS, raw bytes, a small pool per peer.
 
-The message goes out exactly as it lies in the spool (aiosmtplib only dot-stuffs it), so
-signatures over it stay valid. The peer's TLS certificate must chain to the trust list's TLS
-CAs (checked by OpenSSL) and map to the provider we meant to reach (checked here with
-``interop``'s validator and the provider's TLS names), whatever address the route gave.
+The message goes out exactly as it lies in the spool, only dot-stuffed (RFC 5321 §4.5.2), so
+signatures over it stay valid. It is streamed: read from the spool file ``DATA_CHUNK`` bytes at
+a time, stuffed chunk by chunk, written with flow control, so what a sender holds per message
+does not grow with the message (a 25 MiB Dispatch costs what a 1 MiB one does). aiosmtplib does
+the rest (connect, TLS, EHLO, MAIL, RCPT, reading replies, errors); its ``data()`` takes one
+bytes object, so DATA is sent here by ``_data``.
+
+The peer's TLS certificate must chain to the trust list's TLS CAs (checked by OpenSSL) and map
+to the provider we meant to reach (checked here with ``interop``'s validator and the provider's
+TLS names), whatever address the route gave.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections import defaultdict
+from pathlib import Path
+from typing import BinaryIO
 
 import aiosmtplib
 import structlog
+from aiosmtplib.protocol import SMTPProtocol
 from cryptography import x509
 
 from relay.context import NodeContext
 from relay.errors import RouteTrouble
 from relay.handshakes import count_failures
+from relay.smtp.data import DotStuffer
 from relay.transport.base import Entry, Outcome, Result
 from relay.transport.mx import MX_PORT, Resolver, candidates, resolve_mx
 
 log = structlog.get_logger("kep.smtp_out")
+
+# Bytes of the spool file read, stuffed and written at a time during DATA; also the TLS
+# transport's write-buffer mark. What one delivery holds is a few of these (the chunk, its
+# stuffed copy, the TLS and socket buffers), whatever the message's size: a pool of
+# connections to many peers multiplies it, so it is small; 64 KiB is asyncio's own mark for a
+# socket, and a 25 MiB message takes some 400 reads. Not ``interop.limits.STREAM_CHUNK``
+# (1 MiB), which sizes reads for hashing, one message at a time.
+DATA_CHUNK = 64 * 1024
+
+
+def _open(path: Path) -> tuple[BinaryIO, int]:
+    """The spool file and its size (for SIZE=, without reading it). Runs on a thread."""
+    stream = path.open("rb")
+    return stream, os.fstat(stream.fileno()).st_size
+
+
+async def _drain(protocol: SMTPProtocol) -> None:
+    """Wait until the connection's write buffers are below their high-water marks.
+
+    aiosmtplib has no public way to wait for it (its own DATA writes the whole message at
+    once), but its protocol carries asyncio's flow control: ``FlowControlMixin`` (copied from
+    asyncio.streams, with ``pause_writing``/``resume_writing``), whose ``_drain_helper`` is what
+    ``StreamWriter.drain`` awaits. Wrapping the protocol in a ``StreamWriter`` instead would be
+    no more public, and since Python 3.11.5 a collected StreamWriter closes its transport (the
+    pooled connection). Checked against aiosmtplib 3.0.0 through 5.1.3: same name, same
+    behaviour (raises ConnectionResetError once the connection is lost).
+    """
+    await protocol._drain_helper()
 
 
 class SmtpTransport:
@@ -32,10 +71,14 @@ class SmtpTransport:
         per_peer: int = 4,
         timeout: float = 60.0,
         resolver: Resolver = resolve_mx,
+        chunk: int = DATA_CHUNK,
     ) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1 byte, not {chunk}")
         self.context = context
         self.resolver = resolver
         self.timeout = timeout
+        self.chunk = chunk
         handshakes = context.metrics.tls_handshakes
         self._tls = count_failures(
             context.client_tls(), lambda result: handshakes.labels("outbound", "none", result).inc()
@@ -89,6 +132,10 @@ class SmtpTransport:
             raise ConnectionError(
                 f"{peer} at {host}:{port} is not who it should be: {check.detail}"
             )
+        # TLS buffers up to 512 KiB before it pauses the writer (asyncio's default mark); one
+        # chunk is enough to keep the socket fed, and keeps what a message holds small.
+        if isinstance(client.transport, asyncio.WriteTransport):
+            client.transport.set_write_buffer_limits(high=self.chunk)
         return client
 
     async def deliver(self, entry: Entry) -> Result:
@@ -98,20 +145,23 @@ class SmtpTransport:
                 client = self._idle[entry.peer].pop() if self._idle[entry.peer] else None
                 if client is None or not client.is_connected:
                     client = await self._connect(entry.peer)
-                data = await asyncio.to_thread(entry.path.read_bytes)
-                errors, reply = await client.sendmail(
-                    entry.mail_from, list(entry.rcpt_to), data, mail_options=[f"SIZE={len(data)}"]
-                )
-                if errors:
-                    first = next(iter(errors.values()))
+                refused, reply = await self._transaction(client, entry)
+                if refused:
+                    first = refused[0]
                     outcome = Outcome.PERMANENT if first.code >= 500 else Outcome.TEMPORARY
                     return Result(outcome, f"{first.code} {first.message}")
+                # Only a connection that finished its transaction with a 250 goes back: one that
+                # failed anywhere (mid-DATA above all) is closed below.
                 self._idle[entry.peer].append(client)
                 client = None
-                return Result(Outcome.DELIVERED, f"250 {reply}")  # aiosmtplib gives the text
+                return Result(Outcome.DELIVERED, f"250 {reply.message}")
             except aiosmtplib.SMTPResponseException as exc:
                 outcome = Outcome.PERMANENT if exc.code >= 500 else Outcome.TEMPORARY
                 return Result(outcome, f"{exc.code} {exc.message}")
+            except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient: the first says
+                first = exc.recipients[0]
+                outcome = Outcome.PERMANENT if first.code >= 500 else Outcome.TEMPORARY
+                return Result(outcome, f"{first.code} {first.message}")
             except (aiosmtplib.SMTPException, OSError, ConnectionError, ssl.SSLError) as exc:
                 return Result(Outcome.TEMPORARY, f"{type(exc).__name__}: {exc}")
             except RouteTrouble as exc:  # DNS could not answer: the next attempt may
@@ -119,6 +169,68 @@ class SmtpTransport:
             finally:
                 if client is not None:
                     client.close()
+
+    async def _transaction(
+        self, client: aiosmtplib.SMTP, entry: Entry
+    ) -> tuple[list[aiosmtplib.SMTPRecipientRefused], aiosmtplib.SMTPResponse]:
+        """MAIL, RCPT and DATA as aiosmtplib's ``sendmail`` does them, the message streamed.
+
+        Returns the refused recipients (some) and the reply to DATA; raises as ``sendmail``
+        does, ``SMTPRecipientsRefused`` included when every recipient was refused.
+        """
+        stream, size = await asyncio.to_thread(_open, entry.path)
+        try:
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+            # RFC 1870: the size in octets (the stuffing dots not counted), where the peer
+            # advertises SIZE. The file's size, so a message too big is refused before DATA.
+            options = [f"SIZE={size}"] if client.supports_extension("size") else []
+            await client.mail(entry.mail_from, options=options)
+            refused = []
+            for recipient in entry.rcpt_to:
+                try:
+                    await client.rcpt(recipient)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    refused.append(exc)
+            if len(refused) == len(entry.rcpt_to):
+                raise aiosmtplib.SMTPRecipientsRefused(refused)
+            return refused, await self._data(client, stream)
+        finally:
+            stream.close()
+
+    async def _data(self, client: aiosmtplib.SMTP, stream: BinaryIO) -> aiosmtplib.SMTPResponse:
+        """DATA, the message stuffed chunk by chunk, the end mark, and the peer's reply.
+
+        The command and the replies go through aiosmtplib (``execute_command``, the protocol's
+        ``read_response``); the message is written to its protocol, waiting for the buffers to
+        drain after each chunk, so at most a chunk and the transport's buffers are held. Chunks
+        are read on a worker thread: a spool on a slow or busy disk must not stall the event
+        loop, which serves every other connection; one read at a time keeps memory bounded
+        (the network, not the page cache, is what a large message waits for).
+        """
+        start = await client.execute_command(b"DATA")
+        if start.code != aiosmtplib.SMTPStatus.start_input:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        stuffer = DotStuffer()
+        while chunk := await asyncio.to_thread(stream.read, self.chunk):
+            protocol.write(stuffer.feed(chunk))
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await _drain(protocol)
+            except TimeoutError as exc:
+                raise aiosmtplib.SMTPTimeoutError(
+                    f"the peer took no data for {self.timeout:g} s"
+                ) from exc
+        # Nothing awaited between the end mark and read_response: aiosmtplib (5.1.3) drops
+        # what arrives while no reply is awaited, and a quick peer may answer at once.
+        protocol.write(stuffer.end())
+        reply = await protocol.read_response(timeout=self.timeout)
+        if reply.code != aiosmtplib.SMTPStatus.completed:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+        return reply
 
     async def close(self) -> None:
         for clients in self._idle.values():
