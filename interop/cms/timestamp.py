@@ -1,8 +1,13 @@
 """RFC 3161 time-stamp tokens: a local TSA for development, and verification of any token.
 
 A signature time-stamp (CAdES-T, id-aa-signatureTimeStampToken) stamps the signature value.
-Fetching a token from a real TSA over the network is the relay's job; this module only builds a
-token with a key handed in (the dev TSA) and verifies tokens.
+Fetching a token from a real TSA over the network is the relay's job (``relay.tsa``, with the
+request and reply of ``interop.cms.tsp``); this module only builds a token with a key handed in
+(the dev TSA) and verifies tokens.
+
+The tokens made here carry what ``openssl ts -verify`` and RFC 5816 ask of a TSA: the TSA's
+certificate, and a signing-certificate-v2 attribute (ESSCertIDv2, SHA-256) naming it, which
+``sign_digest`` puts in every signature.
 """
 
 from __future__ import annotations
@@ -37,21 +42,45 @@ class TimestampResult:
 
 
 def make_token(
-    tsa: Signer, data: bytes, now: dt.datetime, serial: int, digest: str = "sha256"
+    tsa: Signer,
+    data: bytes,
+    now: dt.datetime,
+    serial: int,
+    digest: str = "sha256",
+    *,
+    nonce: int | None = None,
+    policy: str = DEV_TSA_POLICY,
 ) -> bytes:
     """A TimeStampToken (DER ContentInfo) stamping ``data`` at ``now``."""
-    tst_info = tsp.TSTInfo(
-        {
-            "version": "v1",
-            "policy": DEV_TSA_POLICY,
-            "message_imprint": {
-                "hash_algorithm": {"algorithm": digest},
-                "hashed_message": digest_bytes(digest, data),
-            },
-            "serial_number": serial,
-            "gen_time": now.astimezone(dt.UTC),
-        }
-    ).dump()
+    return token_for_imprint(
+        tsa, digest, digest_bytes(digest, data), now, serial, nonce=nonce, policy=policy
+    )
+
+
+def token_for_imprint(
+    tsa: Signer,
+    digest: str,
+    hashed: bytes,
+    now: dt.datetime,
+    serial: int,
+    *,
+    nonce: int | None = None,
+    policy: str = DEV_TSA_POLICY,
+) -> bytes:
+    """A TimeStampToken over a message imprint (what a TSA gets in a request: the hash only).
+
+    ``nonce`` is echoed when the request had one (RFC 3161 §2.4.2: it MUST then be there).
+    """
+    fields: dict[str, object] = {
+        "version": "v1",
+        "policy": policy,
+        "message_imprint": {"hash_algorithm": {"algorithm": digest}, "hashed_message": hashed},
+        "serial_number": serial,
+        "gen_time": now.astimezone(dt.UTC),
+    }
+    if nonce is not None:
+        fields["nonce"] = nonce
+    tst_info = tsp.TSTInfo(fields).dump()
     return sign_digest(
         tsa,
         hashlib.sha256(tst_info).digest(),
@@ -74,10 +103,17 @@ class LocalTsa:
         self._instance = instance & 0xFFFFFF
         self._counter = itertools.count(1)
 
-    def stamp(self, data: bytes, now: dt.datetime) -> bytes:
+    def serial(self, now: dt.datetime) -> int:
         micros = int(now.timestamp() * 1_000_000)
-        serial = (micros << 40) | (self._instance << 16) | (next(self._counter) & 0xFFFF)
-        return make_token(self.signer, data, now, serial)
+        return (micros << 40) | (self._instance << 16) | (next(self._counter) & 0xFFFF)
+
+    def stamp(self, data: bytes, now: dt.datetime) -> bytes:
+        return make_token(self.signer, data, now, self.serial(now))
+
+    def stamp_imprint(
+        self, digest: str, hashed: bytes, now: dt.datetime, *, nonce: int | None = None
+    ) -> bytes:
+        return token_for_imprint(self.signer, digest, hashed, now, self.serial(now), nonce=nonce)
 
 
 @dataclass(frozen=True, slots=True)
