@@ -18,6 +18,7 @@ from interop.errors import ConfigurationError, IdentityNumberError
 from interop.identity import NationalId
 from interop.limits import DEFAULT_LIMITS, MiB
 from interop.providers import BUILTIN_DIRECTORY, Provider
+from relay.tsa import TsaClientConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -137,6 +138,9 @@ class NodeConfig:
     timers: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
     retention: Retention = field(default_factory=Retention)
+    # The provider's RFC 3161 TSA over HTTP ([tsa]); None: the development PKI's TSA, or the
+    # [identity] TSA key. A production configuration must have one of the two (profile §5).
+    tsa: TsaClientConfig | None = None
     accounts: tuple[AccountConfig, ...] = ()
     # KEP-DOMAIN.md: the default keeps receiving when full; a provider may refuse instead.
     refuse_when_full: bool = False
@@ -201,6 +205,30 @@ class _Section:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
             raise ConfigurationError(f"{self.where(unknown[0])}: unknown key")
+
+
+def _tsa(section: _Section, source: str) -> TsaClientConfig:
+    """The [tsa] table (relay/tsa.py names and explains each limit)."""
+    url = section.get("url", str)
+    if url is None:
+        raise ConfigurationError(f"{section.where('url')}: required (the TSA's RFC 3161 URL)")
+    defaults = TsaClientConfig.__dataclass_fields__
+    number = (int, float)
+    try:
+        config = TsaClientConfig(
+            url=url,
+            policy=section.get("policy", str),
+            timeout=float(section.get("timeout", number, defaults["timeout"].default)),
+            retries=section.get("retries", int, defaults["retries"].default),
+            max_in_flight=section.get("max_in_flight", int, defaults["max_in_flight"].default),
+            max_reply=section.get("max_reply", int, defaults["max_reply"].default),
+            backoff=float(section.get("backoff", number, defaults["backoff"].default)),
+            max_skew=float(section.get("max_skew", number, defaults["max_skew"].default)),
+        )
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{source}: {exc.detail}") from exc
+    section.done()
+    return config
 
 
 def _identity_number(section: _Section, key: str) -> str | None:
@@ -303,11 +331,11 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
             if value is None:
                 raise ConfigurationError(f"{ident.where(key)}: required")
             files[key] = _path(value, base)
-        tsa = {k: ident.get(k, str) for k in ("tsa_cert", "tsa_key")}
+        tsa_files = {k: ident.get(k, str) for k in ("tsa_cert", "tsa_key")}
         identity = Identity(
             **files,
-            tsa_cert=_path(tsa["tsa_cert"], base) if tsa["tsa_cert"] else None,
-            tsa_key=_path(tsa["tsa_key"], base) if tsa["tsa_key"] else None,
+            tsa_cert=_path(tsa_files["tsa_cert"], base) if tsa_files["tsa_cert"] else None,
+            tsa_key=_path(tsa_files["tsa_key"], base) if tsa_files["tsa_key"] else None,
         )
         ident.done()
     else:
@@ -405,6 +433,16 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         if getattr(limits, key) <= 0:
             raise ConfigurationError(f"{source}: limits.{key}: must be positive")
 
+    tsa = _tsa(_Section(source, "tsa", top.get("tsa", dict)), source) if "tsa" in raw else None
+    top.used.add("tsa")
+    if identity is not None and tsa is None and not (identity.tsa_cert and identity.tsa_key):
+        # Profile §5 (1.1): evidence is XAdES-T with a time-stamp from the provider's TSA,
+        # which a production configuration must have; nothing is issued unstamped.
+        raise ConfigurationError(
+            f"{source}: a production configuration needs a time-stamping authority:"
+            " [tsa] url (or [identity] tsa_cert and tsa_key)"
+        )
+
     retention_s = _Section(source, "retention", top.get("retention", dict, {}))
     retention = Retention(
         keep_content_days=float(retention_s.get("keep_content_days", (int, float), 0))
@@ -454,6 +492,7 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         timers=timers,
         limits=limits,
         retention=retention,
+        tsa=tsa,
         accounts=tuple(accounts),
         refuse_when_full=refuse_when_full,
         sqlite_synchronous=synchronous,

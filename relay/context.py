@@ -18,7 +18,6 @@ from pathlib import Path
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from interop.cms.timestamp import LocalTsa
 from interop.pki.devpki import DevPki, DevUser, generate, tls_host
 from interop.pki.signer import Signer
 from interop.providers import BUILTIN_PROVIDERS, ETEBLIGAT_PROVIDER, Provider
@@ -41,6 +40,7 @@ from relay.pkidir import (
 )
 from relay.spool import Spool
 from relay.store import Store
+from relay.tsa import Stamping
 
 Clock = Callable[[], dt.datetime]
 log = structlog.get_logger("kep.node")
@@ -55,7 +55,9 @@ class NodeContext:
     config: NodeConfig
     provider: Provider
     process: Signer
-    tsa: LocalTsa | None
+    # Time-stamps for what the node's own process signs (Dispatches, checkpoints); the crypto
+    # workers have their own (relay/tsa.py Stamping).
+    stamping: Stamping
     verifiers: Verifiers
     tls_cert: Path
     tls_key: Path
@@ -87,12 +89,9 @@ class NodeContext:
         entry = self.verifiers.trust.get(provider_id)
         return entry.tls_names[0] if entry else tls_host(provider_id)
 
-    def timestamp(self, signature: bytes) -> bytes:
-        assert self.tsa is not None
-        return self.tsa.stamp(signature, self.clock())
-
     def stamp_function(self) -> Callable[[bytes], bytes] | None:
-        return self.timestamp if self.tsa is not None else None
+        """Stamps a signature value now; raises ``TsaUnavailable`` when no token can be had."""
+        return self.stamping.function(self.clock())
 
 
 def build_context(config: NodeConfig, clock: Clock = utc_now) -> NodeContext:
@@ -215,7 +214,7 @@ def _node_context(
         config=config,
         provider=config.provider,
         process=crypto.process,
-        tsa=crypto.tsa,
+        stamping=crypto.stamping,
         verifiers=crypto.verifiers,
         tls_cert=tls[0],
         tls_key=tls[1],

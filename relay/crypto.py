@@ -45,6 +45,7 @@ from interop.trust import ProviderTrust, TrustList
 from interop.verifiers import Verifiers
 from relay.config import NodeConfig
 from relay.pkidir import load_certificates, load_crls, load_signer, read_pki, trust_from_pki
+from relay.tsa import Stamping
 
 log = structlog.get_logger("kep.crypto")
 
@@ -57,19 +58,29 @@ def _reduce_certificate(cert: x509.Certificate) -> tuple[Any, tuple[bytes]]:
     return _certificate, (cert.public_bytes(Encoding.DER),)
 
 
-# Results carry certificates (signers, chains); they travel between processes as DER.
+def _crl(der: bytes) -> x509.CertificateRevocationList:
+    return x509.load_der_x509_crl(der)
+
+
+def _reduce_crl(crl: x509.CertificateRevocationList) -> tuple[Any, tuple[bytes]]:
+    return _crl, (crl.public_bytes(Encoding.DER),)
+
+
+# Results carry certificates (signers, chains) and the CRLs that were consulted; they travel
+# between processes as DER.
 copyreg.pickle(x509.Certificate, _reduce_certificate)
+copyreg.pickle(x509.CertificateRevocationList, _reduce_crl)
 
 
 class LocalCrypto:
     """The calls, in the calling process."""
 
     def __init__(
-        self, provider: Provider, process: Signer, tsa: LocalTsa | None, verifiers: Verifiers
+        self, provider: Provider, process: Signer, stamping: Stamping, verifiers: Verifiers
     ) -> None:
         self.provider = provider
         self.process = process
-        self.tsa = tsa
+        self.stamping = stamping
         self.verifiers = verifiers
 
     def verify_envelope(
@@ -86,9 +97,8 @@ class LocalCrypto:
         self, evidence: Evidence, xml: bytes, now: dt.datetime, **headers: str | None
     ) -> bytes:
         """An Evidence message about ``evidence`` (signed ``xml``), time-stamped when a TSA
-        key is configured; ``headers``: ``write_evidence_message``'s keyword arguments."""
+        is configured; ``headers``: ``write_evidence_message``'s keyword arguments."""
         out = io.BytesIO()
-        tsa = self.tsa
         write_evidence_message(
             out,
             evidence,
@@ -97,7 +107,7 @@ class LocalCrypto:
             now,
             message_id=f"<{evidence.identifier}@{self.provider.domain}>",
             issuer_id=self.provider.id,
-            timestamp=(lambda signature: tsa.stamp(signature, now)) if tsa else None,
+            timestamp=self.stamping.function(now),
             **headers,  # type: ignore[arg-type]
         )
         return out.getvalue()
@@ -117,7 +127,7 @@ class LocalCrypto:
         return None
 
     def close(self) -> None:
-        """Nothing to release."""
+        self.stamping.close()
 
 
 # -- reading the node's key material ---------------------------------------------------------
@@ -131,9 +141,11 @@ def dev_crypto(config: NodeConfig, pki: DevPki, instance: int) -> LocalCrypto:
             f"{config.source}: node.dev_pki {config.dev_pki} has no certificates for "
             f"{config.provider.id}"
         )
-    return LocalCrypto(
-        config.provider, me.process, LocalTsa(pki.tsa, instance), dev_verifiers(config, pki)
+    verifiers = dev_verifiers(config, pki)
+    stamping = Stamping(
+        local=LocalTsa(pki.tsa, instance), remote=config.tsa, validator=verifiers.tsa
     )
+    return LocalCrypto(config.provider, me.process, stamping, verifiers)
 
 
 def dev_verifiers(config: NodeConfig, pki: DevPki) -> Verifiers:
@@ -154,10 +166,12 @@ def local_crypto(config: NodeConfig, instance: int) -> LocalCrypto:
     assert identity is not None
     process = load_signer(identity.process_cert, identity.process_key)
     trust, revocation = configured_trust(config)
-    tsa = None
+    local = None
     if identity.tsa_cert and identity.tsa_key:
-        tsa = LocalTsa(load_signer(identity.tsa_cert, identity.tsa_key), instance)
-    return LocalCrypto(config.provider, process, tsa, Verifiers(trust, revocation))
+        local = LocalTsa(load_signer(identity.tsa_cert, identity.tsa_key), instance)
+    verifiers = Verifiers(trust, revocation)
+    stamping = Stamping(local=local, remote=config.tsa, validator=verifiers.tsa)
+    return LocalCrypto(config.provider, process, stamping, verifiers)
 
 
 def configured_trust(config: NodeConfig) -> tuple[TrustList, RevocationData]:

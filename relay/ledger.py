@@ -47,33 +47,29 @@ def _document(context: NodeContext, records: int, head: bytes) -> bytes:
 
 
 def take(context: NodeContext) -> Checkpoint:
-    """Sign the chain head now and store the checkpoint."""
-    store = context.store
-    with store.transaction() as db:
-        row = db.execute(
-            "SELECT COUNT(*), (SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1) FROM ledger"
-        ).fetchone()
-        records, head = int(row[0]), bytes(row[1]) if row[1] is not None else b"\x00" * 32
-        document = _document(context, records, head)
-        signature = sign_digest(
-            context.process,
-            hashlib.sha256(document).digest(),
-            context.clock(),
-            timestamp=context.stamp_function(),
-        )
-        created = time.time()
-        db.execute(
-            "INSERT INTO checkpoints (records, head, document, signature, created)"
-            " VALUES (?,?,?,?,?)",
-            (records, head, document, signature, created),
-        )
+    """Sign the chain head now and store the checkpoint.
+
+    Signed and time-stamped outside any transaction (a TSA over the network may take seconds,
+    and the store's lock serves every stage): records appended meanwhile are simply not
+    covered by this checkpoint but by the next. ``TsaUnavailable`` when no token can be had:
+    the checkpoint is taken at the next pass.
+    """
+    records, head = context.store.ledger_head()
+    document = _document(context, records, head)
+    signature = sign_digest(
+        context.process,
+        hashlib.sha256(document).digest(),
+        context.clock(),
+        timestamp=context.stamp_function(),
+    )
+    created = time.time()
+    context.store.add_checkpoint(records, head, document, signature, created)
     log.info("checkpoint_taken", records=records, head=head.hex())
     return Checkpoint(records, head, document, signature, created)
 
 
 def last_time(context: NodeContext) -> float | None:
-    row = context.store.db.execute("SELECT MAX(created) FROM checkpoints").fetchone()
-    return float(row[0]) if row and row[0] is not None else None
+    return context.store.last_checkpoint_time()
 
 
 def take_if_due(context: NodeContext) -> Checkpoint | None:
@@ -85,14 +81,11 @@ def take_if_due(context: NodeContext) -> Checkpoint | None:
 
 def verify_checkpoints(context: NodeContext) -> tuple[int, list[str]]:
     """(checkpoints checked, problems): heads against the chain, signatures against trust."""
-    db = context.store.db
-    hashes = [bytes(h) for (h,) in db.execute("SELECT hash FROM ledger ORDER BY seq")]
+    hashes = context.store.ledger_hashes()
     problems = []
     count = 0
     entry = context.verifiers.trust[context.provider.id]
-    for seq, records, head, document, signature in db.execute(
-        "SELECT seq, records, head, document, signature FROM checkpoints ORDER BY seq"
-    ):
+    for seq, records, head, document, signature in context.store.checkpoints():
         count += 1
         expected = hashes[records - 1] if 0 < records <= len(hashes) else b"\x00" * 32
         if records > len(hashes) or bytes(head) != expected:

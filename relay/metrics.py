@@ -44,6 +44,7 @@ from prometheus_client.registry import Collector
 
 from interop.reasons import Reason
 from interop.trust import TrustList
+from relay.tsa import TsaUnavailable
 
 # 1 ms to 2 days: an SMTP reply and an evidence a peer returns the next day fit one scale.
 LATENCY_BUCKETS = (
@@ -200,11 +201,23 @@ class Metrics:
             ["peer", "kind"],
             registry=r,
         )
+        self.tsa_failures = Counter(
+            "kep_tsa_failures",
+            "Work that waits because no time-stamp token could be had from the TSA, by why"
+            " (unreachable, timeout, http_status, refused, bad_reply, untrusted, clock, ...)",
+            ["why"],
+            registry=r,
+        )
         self.crypto_workers_lost = Counter(
             "kep_crypto_workers_lost",
             "Times a crypto worker process died and the workers were started again",
             registry=r,
         )
+
+    def failed(self, exc: BaseException) -> None:
+        """Count what a failure says about the node's dependencies (the TSA, for now)."""
+        if isinstance(exc, TsaUnavailable):
+            self.tsa_failures.labels(exc.why).inc()
 
     def verified(self, check: str, ok: bool, reason: Reason | None) -> None:
         self.verifications.labels(

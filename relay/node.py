@@ -64,6 +64,7 @@ def processing_failed(context: NodeContext, row: MessageRow, exc: BaseException)
     at ``limits.max_processing_attempts`` the message is put aside with evidence for its sender
     (``relay.stages.quarantine``), so nothing is retried for ever."""
     context.metrics.processing_failures.labels(row.kind).inc()
+    context.metrics.failed(exc)
     environmental = is_environmental(exc)
     log.error(
         "processing_failed",
@@ -173,8 +174,8 @@ class Node:
         metrics.register_process()
         own = [("process", context.process.certificate)]
         own.append(("tls", self.tls_certificate))
-        if context.tsa is not None:
-            own.append(("tsa", context.tsa.signer.certificate))
+        if context.stamping.local is not None:
+            own.append(("tsa", context.stamping.local.signer.certificate))
         trust = context.verifiers.trust
         metrics.registry.register(
             StateCollector(
@@ -304,7 +305,8 @@ class Node:
                 await asyncio.to_thread(outbound.check_timers, self.context)
                 await asyncio.to_thread(ledger.take_if_due, self.context)  # §7: at least daily
                 await asyncio.to_thread(retention.sweep, self.context)  # §7: content not kept
-            except Exception:  # the store in trouble (disk, locks): the loop goes on
+            except Exception as exc:  # the store or the TSA in trouble: the loop goes on
+                self.context.metrics.failed(exc)
                 log.exception("sending_loop_failed")
                 tried = 0
             if not tried:
@@ -342,6 +344,7 @@ class Node:
         await asyncio.gather(*workers, return_exceptions=True)
         await self.transport.close()
         await asyncio.to_thread(self.context.crypto.close)
+        await asyncio.to_thread(self.context.stamping.close)
         if self.monitoring is not None:
             self.monitoring.stop()
         self.context.store.close()

@@ -457,6 +457,43 @@ class Store:
                 count += 1
             return count, None
 
+    def ledger_head(self) -> tuple[int, bytes]:
+        """(records, hash of the last record) of the chain now."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT COUNT(*), (SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1) FROM ledger"
+            ).fetchone()
+            return int(row[0]), bytes(row[1]) if row[1] is not None else GENESIS
+
+    def ledger_hashes(self) -> list[bytes]:
+        with self._lock:
+            return [bytes(h) for (h,) in self.db.execute("SELECT hash FROM ledger ORDER BY seq")]
+
+    def add_checkpoint(
+        self, records: int, head: bytes, document: bytes, signature: bytes, created: float
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO checkpoints (records, head, document, signature, created)"
+                " VALUES (?,?,?,?,?)",
+                (records, head, document, signature, created),
+            )
+
+    def last_checkpoint_time(self) -> float | None:
+        with self._lock:
+            row = self.db.execute("SELECT MAX(created) FROM checkpoints").fetchone()
+            return float(row[0]) if row and row[0] is not None else None
+
+    def checkpoints(self) -> list[tuple[int, int, bytes, bytes, bytes]]:
+        """(seq, records, head, document, signature) of every checkpoint, oldest first."""
+        with self._lock:
+            return [
+                (int(r[0]), int(r[1]), bytes(r[2]), bytes(r[3]), bytes(r[4]))
+                for r in self.db.execute(
+                    "SELECT seq, records, head, document, signature FROM checkpoints ORDER BY seq"
+                )
+            ]
+
     # -- accounts ----------------------------------------------------------------------------
 
     def account_row(self, address: str) -> sqlite3.Row | None:

@@ -492,3 +492,55 @@ class ThreadedStamper:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         await self.stamper.aclose()
+
+
+class Stamping:
+    """Where one process's time-stamps come from: the ``[tsa]`` URL (a ``ThreadedStamper``
+    over ``HttpStamper``, made on first use, so each crypto worker process has its own), a TSA
+    key held in the process (the development PKI's, or ``[identity]``'s), or nowhere.
+
+    ``function(now)`` is what ``sign_digest``, ``write_evidence_message`` and
+    ``sign_evidence`` take; it raises ``TsaUnavailable`` when no token can be had.
+    """
+
+    def __init__(
+        self,
+        *,
+        local: LocalTsa | None = None,
+        remote: TsaClientConfig | None = None,
+        validator: CertificateValidator | None = None,
+    ) -> None:
+        self.local = local
+        self.remote = remote
+        self._validator = validator
+        self._lock = threading.Lock()
+        self._threaded: ThreadedStamper | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.remote is not None or self.local is not None
+
+    def function(self, now: dt.datetime) -> Callable[[bytes], bytes] | None:
+        """Stamps bytes; a key in process stamps at ``now`` (a frozen clock in tests), the
+        remote TSA at its own time."""
+        if self.remote is not None:
+            return self._remote().stamp
+        local = self.local
+        if local is None:
+            return None
+        return lambda data: local.stamp(data, now)
+
+    def _remote(self) -> ThreadedStamper:
+        with self._lock:
+            if self._threaded is None:
+                assert self.remote is not None
+                self._threaded = ThreadedStamper(
+                    HttpStamper(self.remote, validator=self._validator)
+                )
+            return self._threaded
+
+    def close(self) -> None:
+        with self._lock:
+            threaded, self._threaded = self._threaded, None
+        if threaded is not None:
+            threaded.close()

@@ -18,8 +18,10 @@ from relay.cli import (
     serve_cmd,
     verify_cmd,
 )
+from relay.errors import TemporaryTrouble
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_TRY_AGAIN = 75  # sysexits.h EX_TEMPFAIL: temporary trouble (a TSA down); nothing was done
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"kep-relay: {exc.detail}", file=sys.stderr)
         return EXIT_USAGE
+    except TemporaryTrouble as exc:
+        print(f"kep-relay: {exc.detail}; try again later", file=sys.stderr)
+        return EXIT_TRY_AGAIN
     return code
 
 

@@ -63,15 +63,17 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
         entry = Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, size)
         result = await transport.deliver(entry)
     except Exception as exc:  # a transport bug must not stop the queue: try again later
+        context.metrics.failed(exc)
         log.exception("transport_failed", queue_id=row.id, peer=row.peer, kind=row.kind)
         result = Result(Outcome.TEMPORARY, f"local error: {type(exc).__name__}")
     _count(context, row, result)
     # Commits (and for a refused Dispatch, signing its failure evidence) block: not on the loop.
     try:
         await asyncio.to_thread(_settle, context, row, result)
-    except Exception:
-        # Not recorded (the store or the disk in trouble). Back to the queue, so it goes again
-        # later: a peer that took it already says so (§2: the same message is the same).
+    except Exception as exc:
+        # Not recorded (the store, the disk or the TSA in trouble). Back to the queue, so it
+        # goes again later: a peer that took it already says so (§2: the same message).
+        context.metrics.failed(exc)
         log.exception("send_not_recorded", queue_id=row.id, peer=row.peer, kind=row.kind)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(_requeue, context, row)

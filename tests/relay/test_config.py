@@ -172,7 +172,13 @@ def test_a_configured_node_reads_its_identity_and_trust_once(pki: DevPki, tmp_pa
         f'crls = ["{ca}/process-ca.crl", "{ca}/tls-ca.crl", "{ca}/user-ca.crl"]\n'
         f"{peers}"
     )
+    # Profile §5: a production configuration must name its TSA.
+    with pytest.raises(ConfigurationError, match="needs a time-stamping authority"):
+        load(tmp_path / "hs01.toml")
+    with (tmp_path / "hs01.toml").open("a") as toml:
+        toml.write('[tsa]\nurl = "https://tsa.example.kep.tr/rfc3161"\n')
     config = load(tmp_path / "hs01.toml")
+    assert config.tsa is not None and config.tsa.url == "https://tsa.example.kep.tr/rfc3161"
     unnamed = dataclasses.replace(
         config, peers=tuple(dataclasses.replace(p, tls_names=()) for p in config.peers)
     )

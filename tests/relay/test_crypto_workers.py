@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import signal
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from interop.errors import KepError
 from interop.evidence.codes import Event, EvidenceType
@@ -200,3 +202,13 @@ def test_no_worker_outlives_its_node(tmp_path: Path, how: int) -> None:
         )
     finally:
         mesh.stop()
+
+
+def test_certificates_and_crls_travel_between_processes_as_der(pki: DevPki) -> None:
+    """Verification results carry the chains and CRLs consulted (kept with the evidence); a
+    worker's result must pickle back to the node (a regression: CRLs did not)."""
+    for crl in pki.crls:
+        again = pickle.loads(pickle.dumps(crl))  # noqa: S301 (our own bytes)
+        assert again.public_bytes(Encoding.DER) == crl.public_bytes(Encoding.DER)
+    cert = pki.providers["hs01"].process.certificate
+    assert pickle.loads(pickle.dumps(cert)) == cert  # noqa: S301 (our own bytes)

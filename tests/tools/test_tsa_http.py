@@ -14,12 +14,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import http.server
 import socket
-import subprocess
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -32,126 +28,14 @@ from interop.cms.timestamp import DEV_TSA_POLICY, LocalTsa, verify_token
 from interop.cms.tsp import TimeStampRequest, respond
 from interop.pki.devpki import DevPki, generate
 from interop.verifiers import Verifiers
-from relay.pkidir import verifiers_from_pki, write_pki
-from relay.tsa import MAX_REPLY, HttpStamper, TsaClientConfig, TsaUnavailable
-from tests.helpers import LATER, NOW, need_tool
+from relay.pkidir import verifiers_from_pki
+from relay.tsa import HttpStamper, TsaClientConfig, TsaUnavailable
+from tests.helpers import LATER, NOW
+from tests.tools.tsa_front import OPENSSL_POLICY, Front, openssl, serving, tsa_folder
 
-pytestmark = pytest.mark.tool
-
-# The OpenSSL TSA's policy: an OID under the UUID arc 2.25 (X.667), free to use.
-OPENSSL_POLICY = "2.25.218979034318226592385006232475339428451"
 DATA = b"the signature value being stamped"
 
-TS_CNF = """\
-[ tsa ]
-default_tsa = tsa_config1
-
-[ tsa_config1 ]
-dir = {folder}
-serial = $dir/serial
-signer_cert = $dir/tsa/tsa.crt
-signer_key = $dir/tsa/tsa.key
-signer_digest = sha256
-default_policy = {policy}
-digests = sha256, sha384, sha512
-accuracy = secs:1
-ordering = no
-tsa_name = yes
-ess_cert_id_chain = no
-ess_cert_id_alg = sha256
-"""
-
-
-def _openssl(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([need_tool("openssl"), *map(str, args)], capture_output=True, timeout=60)
-
-
-@dataclass
-class Front:
-    """What the HTTP front does with the next requests; counts what it saw."""
-
-    folder: Path
-    failures: int = 0  # answer this many requests with HTTP 500 first
-    delay: float = 0.0  # seconds before answering
-    oversize: bool = False
-    close_delimited: bool = False  # no Content-Length: the body ends when the connection does
-    requests: int = 0
-    in_flight: int = 0
-    most_in_flight: int = 0
-    errors: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    # openssl ts -reply reads and rewrites its serial file: one at a time, as a real TSA's
-    # serial counter is.
-    openssl_lock: threading.Lock = field(default_factory=threading.Lock)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def answer(self, body: bytes) -> tuple[int, bytes]:
-        with self.lock:
-            self.requests += 1
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-            number = self.requests
-            failing = self.failures > 0
-            self.failures -= failing
-        try:
-            if self.delay:
-                self.stop.wait(self.delay)
-            if failing:
-                return 500, b"try later"
-            if self.oversize:
-                return 200, b"\x30" * (MAX_REPLY + 1)
-            return self._openssl_reply(body, number)
-        finally:
-            with self.lock:
-                self.in_flight -= 1
-
-    def _openssl_reply(self, body: bytes, number: int) -> tuple[int, bytes]:
-        query = self.folder / f"req-{number}.tsq"
-        reply = self.folder / f"resp-{number}.tsr"
-        query.write_bytes(body)
-        with self.openssl_lock:
-            done = _openssl(
-                "ts",
-                "-reply",
-                "-config",
-                self.folder / "ts.cnf",
-                "-queryfile",
-                query,
-                "-out",
-                reply,
-            )
-        if done.returncode != 0:
-            self.errors.append(done.stderr.decode(errors="replace"))
-            return 500, b"openssl failed"
-        return 200, reply.read_bytes()
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    front: Front
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_POST(self) -> None:
-        length = min(int(self.headers.get("Content-Length", "0")), 1 << 16)
-        body = self.rfile.read(length)
-        if self.headers.get("Content-Type") != "application/timestamp-query":
-            self.send_error(415)
-            return
-        code, payload = self.server.front.answer(body)
-        self.send_response(code)
-        self.send_header(
-            "Content-Type", "application/timestamp-reply" if code == 200 else "text/plain"
-        )
-        if not self.server.front.close_delimited:
-            self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: the test says what went wrong."""
+pytestmark = pytest.mark.tool
 
 
 @pytest.fixture(scope="module")
@@ -165,29 +49,15 @@ def live_verifiers(live_pki: DevPki) -> Verifiers:
 
 
 @pytest.fixture(scope="module")
-def tsa_folder(live_pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    need_tool("openssl")
-    folder = tmp_path_factory.mktemp("openssl-tsa")
-    write_pki(live_pki, folder)
-    (folder / "serial").write_text("01\n")
-    (folder / "ts.cnf").write_text(TS_CNF.format(folder=folder, policy=OPENSSL_POLICY))
-    return folder
+def openssl_tsa(live_pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tsa_folder(live_pki, tmp_path_factory.mktemp("openssl-tsa"))
 
 
 @pytest.fixture
-def front(tsa_folder: Path) -> Iterator[tuple[Front, str]]:
-    state = Front(tsa_folder)
-    server = _Server(("127.0.0.1", 0), _Handler)
-    server.front = state
-    thread = threading.Thread(target=server.serve_forever, name="tsa-front", daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}/tsa"
-    finally:
-        state.stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def front(openssl_tsa: Path) -> Iterator[tuple[Front, str]]:
+    state = Front(openssl_tsa)
+    with serving(state) as url:
+        yield state, url
 
 
 def _config(url: str, **changes: object) -> TsaClientConfig:
@@ -250,7 +120,7 @@ def test_always_500_gives_up(front: tuple[Front, str], live_verifiers: Verifiers
     assert failure.why == "http_status" and failure.passes_on_retry and state.requests == 3
 
 
-def test_refused_policy_from_openssl(front: tuple[Front, str], live_verifiers: Verifiers) -> None:
+def test_refused_policy_fromopenssl(front: tuple[Front, str], live_verifiers: Verifiers) -> None:
     state, url = front
     failure = _unavailable(_config(url, policy=DEV_TSA_POLICY), live_verifiers)
     assert failure.why == "refused" and not failure.passes_on_retry, failure.detail
@@ -294,7 +164,7 @@ def _ca_file(pki: DevPki, folder: Path) -> Path:
 
 
 def _verify(pki: DevPki, folder: Path, *args: str | Path) -> None:
-    done = _openssl(
+    done = openssl(
         "ts",
         "-verify",
         *args,
@@ -328,7 +198,7 @@ def test_openssl_verifies_dev_tsa_tokens_over_data(
     )
     # And refuses it over other data.
     (tmp_path / "data").write_bytes(DATA + b"!")
-    done = _openssl(
+    done = openssl(
         "ts",
         "-verify",
         "-data",
@@ -375,7 +245,7 @@ def test_openssl_verifies_dev_tsa_reply_to_our_request(pki: DevPki, tmp_path: Pa
 def test_openssl_reads_dev_tsa_refusal(pki: DevPki, tmp_path: Path) -> None:
     request = TimeStampRequest.build(DATA, 7, policy="1.2.3.4")
     (tmp_path / "resp.tsr").write_bytes(respond(LocalTsa(pki.tsa), request.der, NOW))
-    done = _openssl("ts", "-reply", "-in", tmp_path / "resp.tsr", "-text")
+    done = openssl("ts", "-reply", "-in", tmp_path / "resp.tsr", "-text")
     out = done.stdout.decode(errors="replace")
     assert done.returncode == 0, done.stderr
     assert "Status: Rejected" in out and "policy is not supported by the TSA" in out, out
