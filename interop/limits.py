@@ -54,6 +54,9 @@ class Limits:
     certificates_per_signature: int = 16
     # Chain depth for path validation (intermediates + root).
     chain_depth: int = 6
+    # Signature time-stamps on one CMS or XML signature (CAdES-T / XAdES-T allow several; a
+    # signer adds one, rarely one per TSA). Each costs a signature check and a path validation.
+    timestamps_per_signature: int = 4
 
     def smtp_size(self, message_limit: int) -> int:
         """The SIZE value to advertise for a message limit (§2)."""

@@ -4,6 +4,12 @@ Chain building and RFC 5280 checks are ``cryptography``'s X.509 verifier; this m
 per-role key usage rules, the expected names, revocation (``interop.revocation``) and the mapping
 of failures to profile reasons. It returns a ``ChainResult``; it raises nothing for a bad chain.
 
+Two times (profile §1 "Signing time"): ``validate(..., at)`` judges the chain at the
+verification time, with a CRL current then (fail closed on stale CRLs); ``validate(..., at,
+proven=True)`` judges it at a past time a trusted time-stamp proves: every certificate valid at
+``at`` whatever the clock says now, and revocation by the rules for a past time in
+``interop.revocation``.
+
 Reasons (profile choice, see docs/profile-choices.md): a user certificate that is expired, not yet
 valid or revoked gives ``UserCertExpiredOrRevoked``; any other user-certificate failure
 ``InvalidUserSignature``. A provider certificate (process, TLS, TSA) that fails gives
@@ -67,9 +73,11 @@ class ChainResult:
     failure: Failure | None = None
     reason: Reason | None = None
     detail: str = ""
-    # The result holds from ``valid_from`` until ``valid_until`` (for caching).
+    # The same question at any time in [valid_from, valid_until) has this answer (caching).
     valid_from: dt.datetime | None = None
     valid_until: dt.datetime | None = None
+    # The CRLs the revocation answers rest on, for keeping with the evidence (profile §7).
+    crls: tuple[x509.CertificateRevocationList, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -175,9 +183,11 @@ def dns_names(cert: x509.Certificate) -> list[str]:
 class CertificateValidator:
     """Validates certificates against a set of anchors and revocation data.
 
-    Results are cached per (leaf, intermediates, expected names) and reused only while ``now``
-    stays inside the window in which the answer cannot change (certificate validity and CRL
-    ``nextUpdate``). A new ``RevocationData`` needs a new validator.
+    Results are cached per (leaf, intermediates, expected names, which time) and reused only
+    for a time inside the window in which the answer cannot change: between the latest and the
+    earliest of the chain's notBefore/notAfter and the thisUpdate, nextUpdate and revocation
+    dates of the CRLs held, so a validation at a past time never reuses an answer it should
+    not. A new ``RevocationData`` needs a new validator.
     """
 
     def __init__(
@@ -200,10 +210,19 @@ class CertificateValidator:
         self,
         leaf: x509.Certificate,
         intermediates: Sequence[x509.Certificate],
-        now: dt.datetime,
+        at: dt.datetime,
         expected_names: Sequence[str] = (),
+        *,
+        proven: bool = False,
     ) -> ChainResult:
+        """The chain of ``leaf`` judged at ``at``.
+
+        ``proven=False``: ``at`` is the verification time; revocation needs a CRL current
+        then. ``proven=True``: ``at`` is a time a trusted time-stamp proves (its genTime);
+        revocation follows ``interop.revocation``'s rules for a past time.
+        """
         key = (
+            b"proven" if proven else b"now",
             leaf.fingerprint(_SHA256),
             *(c.fingerprint(_SHA256) for c in intermediates),
             "|".join(expected_names).encode(),
@@ -213,12 +232,12 @@ class CertificateValidator:
             hit is not None
             and hit.valid_from is not None
             and hit.valid_until is not None
-            and hit.valid_from <= now < hit.valid_until
+            and hit.valid_from <= at < hit.valid_until
         ):
             self._cache.move_to_end(key)
             return hit
         try:
-            result = self._validate(leaf, intermediates, now, expected_names)
+            result = self._validate(leaf, intermediates, at, expected_names, proven)
         except Exception as exc:
             # cryptography parses names and extensions when first read, so a certificate that
             # loaded may still be refused here: a failed chain, with the role's reason.
@@ -233,31 +252,40 @@ class CertificateValidator:
                 self._cache.popitem(last=False)
         return result
 
-    def _fail(self, leaf: x509.Certificate, failure: Failure, detail: str) -> ChainResult:
+    def _fail(
+        self,
+        leaf: x509.Certificate,
+        failure: Failure,
+        detail: str,
+        chain: tuple[x509.Certificate, ...] = (),
+        crls: tuple[x509.CertificateRevocationList, ...] = (),
+    ) -> ChainResult:
         return ChainResult(
             self.role,
             subject_text(leaf),
-            (leaf,),
+            chain or (leaf,),
             failure,
             reason_for(self.role, failure),
             detail,
+            crls=crls,
         )
 
     def _validate(
         self,
         leaf: x509.Certificate,
         intermediates: Sequence[x509.Certificate],
-        now: dt.datetime,
+        at: dt.datetime,
         expected_names: Sequence[str],
+        proven: bool,
     ) -> ChainResult:
         what = self.role.value
-        if now < leaf.not_valid_before_utc:
+        if at < leaf.not_valid_before_utc:
             return self._fail(
                 leaf,
                 Failure.NOT_YET_VALID,
                 f"{what} is not valid before {leaf.not_valid_before_utc.isoformat()}",
             )
-        if now >= leaf.not_valid_after_utc:
+        if at >= leaf.not_valid_after_utc:
             return self._fail(
                 leaf,
                 Failure.EXPIRED,
@@ -283,7 +311,7 @@ class CertificateValidator:
         verifier = (
             PolicyBuilder()
             .store(self._store)
-            .time(now)
+            .time(at)
             .max_chain_depth(self._max_depth)
             .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICIES[self.role])
             .build_client_verifier()
@@ -300,14 +328,25 @@ class CertificateValidator:
             return self._fail(leaf, failure, f"{what} does not chain to a trusted CA: {text}")
         valid_from = max(c.not_valid_before_utc for c in chain)
         valid_until = min(c.not_valid_after_utc for c in chain)
+        crls: dict[bytes, x509.CertificateRevocationList] = {}
         for cert, issuer in itertools.pairwise(chain):
-            check = self.revocation.check(cert, issuer, now)
+            check = self.revocation.check(cert, issuer, at, proven=proven)
+            for crl in check.crls:
+                crls.setdefault(crl.fingerprint(_SHA256), crl)
             if check.status is RevocationStatus.REVOKED:
-                return self._fail(leaf, Failure.REVOKED, f"{what}: {check.detail}")
-            if check.status is RevocationStatus.UNKNOWN:
-                if self.revocation.require:
-                    return self._fail(leaf, Failure.REVOCATION_UNKNOWN, f"{what}: {check.detail}")
-                continue
+                return self._fail(
+                    leaf, Failure.REVOKED, f"{what}: {check.detail}", chain, tuple(crls.values())
+                )
+            if check.status is RevocationStatus.UNKNOWN and self.revocation.require:
+                return self._fail(
+                    leaf,
+                    Failure.REVOCATION_UNKNOWN,
+                    f"{what}: {check.detail}",
+                    chain,
+                    tuple(crls.values()),
+                )
+            if check.valid_from is not None:
+                valid_from = max(valid_from, check.valid_from)
             if check.valid_until is not None:
                 valid_until = min(valid_until, check.valid_until)
         return ChainResult(
@@ -316,4 +355,5 @@ class CertificateValidator:
             chain,
             valid_from=valid_from,
             valid_until=valid_until,
+            crls=tuple(crls.values()),
         )
