@@ -25,7 +25,8 @@ class SignerCheck:
     signing_time: dt.datetime | None
     cades: bool  # carries a matching signing-certificate-v2 attribute
     detail: str
-    timestamp_token: cms.ContentInfo | None = None
+    # Every id-aa-signatureTimeStampToken value, in order (CAdES allows several).
+    timestamp_tokens: tuple[cms.ContentInfo, ...] = ()
     signature: bytes = b""
 
 
@@ -135,10 +136,10 @@ def _check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerChec
             cades,
             "the signature value does not verify with the signer's public key",
         )
-    token = None
+    tokens: list[cms.ContentInfo] = []
     unsigned = info["unsigned_attrs"]
     if not isinstance(unsigned, core.Void):
         for attr in unsigned:
             if attr["type"].native == "signature_time_stamp_token":
-                token = attr["values"][0]
-    return SignerCheck(True, signer, signing_time, cades, "intact", token, signature)
+                tokens.extend(attr["values"])
+    return SignerCheck(True, signer, signing_time, cades, "intact", tuple(tokens), signature)

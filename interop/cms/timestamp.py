@@ -16,16 +16,18 @@ import datetime as dt
 import hashlib
 import hmac
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asn1crypto import cms, tsp
+from cryptography import x509
 
 from interop.cms.hashing import digest_bytes
 from interop.cms.parse import ParsedSignedData, aware_time
 from interop.cms.sign import sign_digest
 from interop.cms.signer_info import check_signer
 from interop.errors import CmsFormatError, translated
-from interop.pathval import CertificateValidator, subject_text
+from interop.pathval import CertificateValidator, ChainResult, subject_text
 from interop.pki.signer import Signer
 
 # A policy OID for the development TSA, under the UUID arc 2.25 (ITU-T X.667), which anyone may
@@ -36,9 +38,20 @@ DEV_TSA_POLICY = "2.25.147822306938547116372386282108022661313"
 @dataclass(frozen=True, slots=True)
 class TimestampResult:
     ok: bool
-    time: dt.datetime | None
+    time: dt.datetime | None  # the token's genTime, when it could be read
     tsa: str
     detail: str
+    # The TSA's chain as validated, with the CRLs used (for keeping with the evidence, §7).
+    chain: ChainResult | None = None
+
+    @property
+    def certificates(self) -> tuple[x509.Certificate, ...]:
+        """The TSA's certificate and its chain (leaf to anchor) when it was validated."""
+        return self.chain.chain if self.chain is not None else ()
+
+    @property
+    def crls(self) -> tuple[x509.CertificateRevocationList, ...]:
+        return self.chain.crls if self.chain is not None else ()
 
 
 def make_token(
@@ -143,9 +156,20 @@ def _read_token(token: cms.ContentInfo, data: bytes) -> _Token:
 
 
 def verify_token(
-    token: cms.ContentInfo, data: bytes, now: dt.datetime, validator: CertificateValidator
+    token: cms.ContentInfo,
+    data: bytes,
+    now: dt.datetime,
+    validator: CertificateValidator,
+    *,
+    valid_at: dt.datetime | None = None,
 ) -> TimestampResult:
     """Check that ``token`` is a valid time-stamp over ``data`` by a trusted TSA.
+
+    The TSA's chain is judged at ``now`` (a CRL current now is needed), or, when the caller
+    knows a later time at which it held (``valid_at``: when the token was first verified and
+    its CRLs kept, or a time an archive time-stamp proves, profile §7), at that time by the
+    rules for a past time (``interop.revocation``). ``valid_at`` must lie between genTime
+    (the TSA's key must be shown good after it made the token) and ``now``.
 
     Returns a result for every token, however malformed (a time-stamp is part of a signature,
     whose verification reports rather than raises).
@@ -164,11 +188,59 @@ def verify_token(
     tsa = subject_text(check.signer) if check.signer else ""
     if not check.intact or check.signer is None:
         return TimestampResult(False, gen_time, tsa, f"time-stamp token: {check.detail}")
+    if valid_at is not None and not gen_time <= valid_at <= now:
+        return TimestampResult(
+            False,
+            gen_time,
+            tsa,
+            f"the TSA is to be judged at {valid_at.isoformat()}, "
+            + (
+                f"before the time-stamp's genTime {gen_time.isoformat()}"
+                if valid_at < gen_time
+                else "after the verification time"
+            ),
+        )
     chain = validator.validate(
-        check.signer, [c for c in read.parsed.certificates if c != check.signer], now
+        check.signer,
+        [c for c in read.parsed.certificates if c != check.signer],
+        now if valid_at is None else valid_at,
+        proven=valid_at is not None,
     )
     if not chain.ok:
-        return TimestampResult(False, gen_time, tsa, f"time-stamp: {chain.detail}")
+        return TimestampResult(False, gen_time, tsa, f"time-stamp: {chain.detail}", chain)
     if gen_time > now:
-        return TimestampResult(False, gen_time, tsa, "the time-stamp is in the future")
-    return TimestampResult(True, gen_time, tsa, f"time-stamped at {gen_time.isoformat()}")
+        return TimestampResult(False, gen_time, tsa, "the time-stamp is in the future", chain)
+    if gen_time < check.signer.not_valid_before_utc:
+        return TimestampResult(
+            False, gen_time, tsa, "the time-stamp is older than its TSA's certificate", chain
+        )
+    return TimestampResult(True, gen_time, tsa, f"time-stamped at {gen_time.isoformat()}", chain)
+
+
+def verify_signature_timestamps(
+    tokens: Sequence[tuple[cms.ContentInfo, bytes]],
+    now: dt.datetime,
+    validator: CertificateValidator | None,
+    *,
+    valid_at: dt.datetime | None = None,
+) -> TimestampResult | None:
+    """The time-stamps on one signature, each a (token, stamped data) pair, as one answer.
+
+    None when there are none. Otherwise every token must verify (§3: "MUST be verified when
+    present"; a time-stamped signature with no TSA trusted fails rather than passing
+    unchecked): the answer is the first that fails, or else the earliest, whose genTime is
+    the time the signature is proven to have existed (profile §1 "Signing time").
+    """
+    if not tokens:
+        return None
+    if validator is None:
+        return TimestampResult(
+            False, None, "", "the signature is time-stamped but no TSA is trusted"
+        )
+    results = []
+    for token, data in tokens:
+        result = verify_token(token, data, now, validator, valid_at=valid_at)
+        if not result.ok:
+            return result
+        results.append(result)
+    return min(results, key=lambda r: r.time or now)

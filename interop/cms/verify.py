@@ -1,4 +1,10 @@
-"""Verify a detached CMS signature: integrity, signer trust, and its time-stamp if any."""
+"""Verify a detached CMS signature: integrity, signer trust, and its time-stamp if any.
+
+A valid signature time-stamp (CAdES-T) proves the signature existed at its genTime, and the
+signer's chain is then judged at that time, not at ``now`` (profile §1 "Signing time"): a
+signature stays valid after its certificate expires, or is revoked, for as long as the
+time-stamp and the revocation data verify.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,9 @@ from cryptography import x509
 from interop.cms.hashing import LEGACY_DIGESTS, STRONG_DIGESTS
 from interop.cms.parse import ParsedSignedData
 from interop.cms.signer_info import check_signer
-from interop.cms.timestamp import TimestampResult, verify_token
+from interop.cms.timestamp import TimestampResult, verify_signature_timestamps
 from interop.errors import CmsFormatError
+from interop.limits import DEFAULT_LIMITS, Limits
 from interop.pathval import CertificateValidator, ChainResult, Role, subject_text
 from interop.reasons import Reason
 
@@ -27,9 +34,11 @@ class SignatureResult:
     digest_algorithm: str
     signing_time: dt.datetime | None
     cades: bool
-    timestamp: TimestampResult | None
+    timestamp: TimestampResult | None  # the earliest valid one, or the one that failed
     reason: Reason | None
     detail: str
+    # The time the signer's chain was judged at: the time-stamp's genTime (None: at ``now``).
+    proven_time: dt.datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -55,10 +64,17 @@ def verify_parsed(
     *,
     expected_names: Sequence[str] = (),
     tsa_validator: CertificateValidator | None = None,
+    tsa_valid_at: dt.datetime | None = None,
     allow_sha1: bool = False,
     require_cades: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> SignatureResult:
-    """Verify ``parsed`` over content whose ``parsed.digest_algorithm`` digest is given."""
+    """Verify ``parsed`` over content whose ``parsed.digest_algorithm`` digest is given.
+
+    Time-stamps are verified with ``tsa_validator`` (the TSA's chain judged at
+    ``tsa_valid_at``, or at ``now`` when None; see ``verify_token``); with a valid one the
+    signer's chain is judged at its genTime (``proven_time``), otherwise at ``now``.
+    """
     role = validator.role
     algorithm = parsed.digest_algorithm
 
@@ -97,43 +113,51 @@ def verify_parsed(
     signer = check.signer
     if signer is None:  # check_signer reports intact only with a signer; kept for the types
         return refuse(_integrity_reason(role), "the signer is unknown")
+    found: dict[str, object] = {
+        "intact": True,
+        "signer": signer,
+        "signing_time": check.signing_time,
+        "cades": check.cades,
+    }
     if require_cades and not check.cades:
         return refuse(
             Reason.InvalidMessageFormat,
             "the signature lacks the CAdES-BES signing-certificate-v2 attribute",
-            signer=check.signer,
-            intact=True,
-            signing_time=check.signing_time,
+            **found,
         )
+    if len(check.timestamp_tokens) > limits.timestamps_per_signature:
+        return refuse(
+            _integrity_reason(role),
+            f"the signature carries more than {limits.timestamps_per_signature} time-stamps",
+            **found,
+        )
+    stamp = verify_signature_timestamps(
+        [(token, check.signature) for token in check.timestamp_tokens],
+        now,
+        tsa_validator,
+        valid_at=tsa_valid_at,
+    )
+    # A valid time-stamp proves when the signature existed; without one (or with a broken
+    # one, which proves nothing) the chain is judged now, and its failure is named first.
+    proven = stamp.time if stamp is not None and stamp.ok else None
     chain = validator.validate(
         signer,
         [c for c in parsed.certificates if c != signer],
-        now,
+        proven or now,
         expected_names,
+        proven=proven is not None,
     )
-    found: dict[str, object] = {
-        "intact": True,
-        "signer": signer,
-        "chain": chain,
-        "signing_time": check.signing_time,
-        "cades": check.cades,
-    }
+    found.update(chain=chain, timestamp=stamp, proven_time=proven)
     if not chain.ok:
-        return refuse(chain.reason or Reason.PolicyViolation, chain.detail, **found)
-    stamp = None
-    if check.timestamp_token is not None:
-        if tsa_validator is None:
-            return refuse(
-                _integrity_reason(role),
-                "the signature is time-stamped but no TSA is trusted",
-                **found,
-            )
-        stamp = verify_token(check.timestamp_token, check.signature, now, tsa_validator)
-        if not stamp.ok:
-            return refuse(_integrity_reason(role), stamp.detail, timestamp=stamp, **found)
+        detail = chain.detail
+        if proven is not None:
+            detail += f" (judged at {proven.isoformat()}, the time-stamp's time)"
+        return refuse(chain.reason or Reason.PolicyViolation, detail, **found)
+    if stamp is not None and not stamp.ok:
+        return refuse(_integrity_reason(role), stamp.detail, **found)
     return SignatureResult(
         intact=True,
-        signer=check.signer,
+        signer=signer,
         chain=chain,
         digest_algorithm=algorithm,
         signing_time=check.signing_time,
@@ -141,4 +165,5 @@ def verify_parsed(
         timestamp=stamp,
         reason=None,
         detail="valid",
+        proven_time=proven,
     )

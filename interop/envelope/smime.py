@@ -19,7 +19,7 @@ from email.header import Header
 from typing import BinaryIO
 
 from interop.cms.parse import ParsedSignedData
-from interop.cms.sign import sign_digest
+from interop.cms.sign import TimestampFunction, sign_digest
 from interop.envelope.mime import (
     Headers,
     Span,
@@ -88,8 +88,12 @@ def build_signed_message(
     message_id: str | None = None,
     attachments: Sequence[tuple[str, str, bytes]] = (),
     extra_headers: Sequence[tuple[str, str]] = (),
+    timestamp: TimestampFunction | None = None,
 ) -> bytes:
-    """A user-signed KEP message; ``attachments`` are (file name, content type, bytes)."""
+    """A user-signed KEP message; ``attachments`` are (file name, content type, bytes).
+
+    With ``timestamp`` the e-imza is CAdES-T, as signing software with a TSA makes it.
+    """
     inner_boundary = new_boundary("mixed")
     text = body.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
     inner = [
@@ -108,7 +112,7 @@ def build_signed_message(
         ]
     inner.append(f"--{inner_boundary}--\r\n".encode())
     signed_content = b"".join(inner)
-    der = sign_digest(signer, hashlib.sha256(signed_content).digest(), now)
+    der = sign_digest(signer, hashlib.sha256(signed_content).digest(), now, timestamp=timestamp)
     outer_boundary = new_boundary("signed")
     headers = [
         ("From", sender),

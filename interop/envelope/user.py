@@ -47,8 +47,13 @@ def verify_user_message(
     *,
     limits: Limits = DEFAULT_LIMITS,
     allow_sha1: bool = False,
+    tsa_validator: CertificateValidator | None = None,
+    tsa_valid_at: dt.datetime | None = None,
 ) -> UserMessageVerification:
-    """Verify the user's e-imza on a message; raises ``MalformedInput`` if it is not S/MIME."""
+    """Verify the user's e-imza on a message; raises ``MalformedInput`` if it is not S/MIME.
+
+    A time-stamped e-imza (CAdES-T) needs ``tsa_validator`` (see ``verify_parsed``).
+    """
     size = stream.seek(0, 2)
     located = locate_signed_message(stream, Span(0, size), limits)
     algorithm = located.signature.digest_algorithm
@@ -64,6 +69,9 @@ def verify_user_message(
         digests.get(("signed", algorithm), b""),
         now,
         validator,
+        tsa_validator=tsa_validator,
+        tsa_valid_at=tsa_valid_at,
         allow_sha1=allow_sha1,
+        limits=limits,
     )
     return UserMessageVerification(located.headers, signature, digests["message", "sha256"], size)

@@ -22,7 +22,7 @@ from interop.evidence import xmlio
 from interop.evidence.codes import Event, EvidenceType
 from interop.evidence.xades import EvidenceResult, verify_evidence
 from interop.limits import DEFAULT_LIMITS, Limits
-from interop.pathval import subject_text
+from interop.pathval import CertificateValidator, subject_text
 from interop.reasons import Reason
 from interop.verifiers import Verifiers
 
@@ -74,12 +74,20 @@ def verify_envelope(
     peer: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
     allow_sha1: bool = False,
+    tsa_validator: CertificateValidator | None = None,
+    tsa_valid_at: dt.datetime | None = None,
 ) -> EnvelopeVerification:
     """Verify everything in an envelope. ``peer`` is the provider authenticated by TLS, if any.
+
+    Time-stamps on the envelope signature, the evidence and the user's e-imza are verified
+    with ``tsa_validator`` (``verifiers.tsa`` when None), the TSA's chain judged at
+    ``tsa_valid_at`` (``now`` when None); each signature whose time-stamp verifies has its
+    signer judged at the time-stamp's time (``proven_time`` of its result, profile §1).
 
     Raises ``MalformedInput`` subclasses (and ``LimitExceeded``) only when the envelope cannot
     be read; every verification outcome is in the result.
     """
+    tsa = tsa_validator if tsa_validator is not None else verifiers.tsa
     envelope = parse_envelope(stream, limits)
     checks = _Checks()
     issuer = xmlio.issuer_of(xmlio.safe_parse(envelope.evidence_xml, limits))
@@ -125,8 +133,10 @@ def verify_envelope(
             now,
             verifiers.process(entry.id),
             expected_names=[entry.process_san],
-            tsa_validator=verifiers.tsa,
+            tsa_validator=tsa,
+            tsa_valid_at=tsa_valid_at,
             require_cades=True,
+            limits=limits,
         )
         stamp = envelope_signature.timestamp
         checks.add(
@@ -141,13 +151,17 @@ def verify_envelope(
             envelope.evidence_xml,
             now,
             verifiers.process(entry.id),
+            tsa_validator=tsa,
+            tsa_valid_at=tsa_valid_at,
             expected_issuer_domain=entry.provider.domain,
             limits=limits,
         )
+        evidence_stamp = evidence.timestamp
         checks.add(
             "evidence signature",
             evidence.ok,
             f"XAdES by {subject_text(evidence.signer) if evidence.signer else '?'}"
+            + (f", {evidence_stamp.detail}" if evidence_stamp else "")
             + ("" if evidence.ok else f": {evidence.detail}"),
             evidence.reason,
         )
@@ -194,7 +208,10 @@ def verify_envelope(
             digests.get(("user", user.signature.digest_algorithm), b""),
             now,
             verifiers.user,
+            tsa_validator=tsa,
+            tsa_valid_at=tsa_valid_at,
             allow_sha1=allow_sha1,
+            limits=limits,
         )
         checks.add(
             "user signature",

@@ -1,7 +1,10 @@
-"""Enveloped XAdES-BES signatures on evidence (INTEROP-PROFILE.md §5), made with signxml.
+"""Enveloped XAdES-BES and XAdES-T signatures on evidence (INTEROP-PROFILE.md §5), with signxml.
 
 Verification takes the evidence from what the signature covers (the ``URI=""`` reference after
-the enveloped transform), never from the bytes around it, so nothing unsigned can slip in.
+the enveloped transform), never from the bytes around it, so nothing unsigned can slip in. The
+signature time-stamps (``interop.evidence.xades_t``) are unsigned, and need no signature: each
+is a TSA's signature over the signature value. A valid one proves when the evidence was signed,
+and the signer's certificate is judged at that time (profile §1 "Signing time").
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from signxml import methods
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
 from signxml.xades.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
 
+from interop.cms.sign import TimestampFunction
+from interop.cms.timestamp import TimestampResult, verify_signature_timestamps
 from interop.errors import EvidenceFormatError, cause_text, translated
 from interop.evidence.codes import DS_NS
 from interop.evidence.model import Evidence
+from interop.evidence.xades_t import XADES_NS, add_signature_timestamp, signature_timestamps
 from interop.evidence.xmlio import (
     evidence_type_of,
     from_element,
@@ -35,7 +41,7 @@ from interop.pathval import CertificateValidator, ChainResult
 from interop.pki.signer import Signer
 from interop.reasons import Reason
 
-_XADES_NS = "http://uri.etsi.org/01903/v1.3.2#"
+_XADES_NS = XADES_NS
 _SIGNATURE = f"{{{DS_NS}}}Signature"
 
 
@@ -53,8 +59,18 @@ class _XAdESSigner(XAdESSigner):
         node.text = self._signing_time.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def sign_evidence(evidence: Evidence, signer: Signer, now: dt.datetime) -> bytes:
-    """The signed ``delil.xml`` bytes; the issuer certificate is set from ``signer``."""
+def sign_evidence(
+    evidence: Evidence,
+    signer: Signer,
+    now: dt.datetime,
+    *,
+    timestamp: TimestampFunction | None = None,
+) -> bytes:
+    """The signed ``delil.xml`` bytes; the issuer certificate is set from ``signer``.
+
+    XAdES-BES; with ``timestamp`` XAdES-T: it is called once, with the canonical
+    ``ds:SignatureValue`` (the bytes to imprint), and returns a DER TimeStampToken.
+    """
     evidence = dataclasses.replace(
         evidence, issuer_certificate=signer.certificate.public_bytes(Encoding.DER)
     )
@@ -66,6 +82,8 @@ def sign_evidence(evidence: Evidence, signer: Signer, now: dt.datetime) -> bytes
         digest_algorithm="sha256",
     )
     signed = xades.sign(to_element(evidence), key=signer.key, cert=list(signer.certificates))
+    if timestamp is not None:
+        add_signature_timestamp(signed[-1], timestamp)  # enveloped: the root's last child
     return bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
 
 
@@ -75,9 +93,12 @@ class EvidenceResult:
     intact: bool
     signer: x509.Certificate | None
     chain: ChainResult | None
-    signing_time: dt.datetime | None
+    signing_time: dt.datetime | None  # as the signer claims it (SigningTime)
     reason: Reason | None
     detail: str
+    timestamp: TimestampResult | None = None  # the earliest valid one, or the one that failed
+    # The time the signer's chain was judged at: the time-stamp's genTime (None: at ``now``).
+    proven_time: dt.datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -138,10 +159,17 @@ def verify_evidence(
     now: dt.datetime,
     validator: CertificateValidator,
     *,
+    tsa_validator: CertificateValidator | None = None,
+    tsa_valid_at: dt.datetime | None = None,
     expected_issuer_domain: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> EvidenceResult:
     """Verify signed evidence bytes; raises ``EvidenceFormatError`` only for unreadable XML.
+
+    Signature time-stamps are verified with ``tsa_validator`` (the TSA's chain judged at
+    ``tsa_valid_at``, or at ``now`` when None; see ``verify_token``). With a valid one the
+    signer's chain is judged at its genTime (``proven_time``), otherwise at ``now``. A
+    time-stamp that does not verify, or one present with no TSA trusted, fails the evidence.
 
     Whatever concerns the signature (its certificates, their names, its mathematics, its
     properties) is reported in the result: a signature that cannot be read does not verify.
@@ -229,12 +257,31 @@ def verify_evidence(
             f"the evidence is issued by {domain}, expected {expected_issuer_domain}",
             **found,
         )
-    chain = validator.validate(leaf, [c for c in certs if c is not leaf], now, [domain])
+    try:
+        tokens = signature_timestamps(signatures[0], limits)
+    except EvidenceFormatError as exc:
+        return refuse(Reason.InvalidMessageFormat, exc.detail, **found)
+    stamp = verify_signature_timestamps(tokens, now, tsa_validator, valid_at=tsa_valid_at)
+    # A broken time-stamp proves nothing: the chain is then judged now, and named first.
+    proven = stamp.time if stamp is not None and stamp.ok else None
+    found.update(timestamp=stamp, proven_time=proven)
+    chain = validator.validate(
+        leaf,
+        [c for c in certs if c is not leaf],
+        proven or now,
+        [domain],
+        proven=proven is not None,
+    )
     if not chain.ok:
+        detail = f"evidence signer: {chain.detail}"
+        if proven is not None:
+            detail += f" (judged at {proven.isoformat()}, the time-stamp's time)"
+        return refuse(chain.reason or Reason.PolicyViolation, detail, chain=chain, **found)
+    if stamp is not None and not stamp.ok:
         return refuse(
-            chain.reason or Reason.PolicyViolation,
-            f"evidence signer: {chain.detail}",
+            Reason.InvalidMessageFormat,
+            f"the evidence signature's time-stamp: {stamp.detail}",
             chain=chain,
             **found,
         )
-    return EvidenceResult(evidence, True, leaf, chain, signing_time, None, "valid")
+    return EvidenceResult(evidence, True, leaf, chain, signing_time, None, "valid", stamp, proven)

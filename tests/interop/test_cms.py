@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 
@@ -297,3 +298,102 @@ def test_time_stamp_without_a_time_zone_is_a_failed_stamp(
     assert tsa_validator is not None
     result = verify_token(cms.ContentInfo.load(token), b"signature", LATER, tsa_validator)
     assert not result.ok and "not a UTC time" in result.detail
+
+
+def _after_expiry(pki: DevPki) -> dt.datetime:
+    return pki.providers["hs01"].process.certificate.not_valid_after_utc + dt.timedelta(days=1)
+
+
+def test_cades_t_is_valid_after_the_signer_expires(pki: DevPki, verifiers: Verifiers) -> None:
+    """Profile 1.1 §1 "Signing time": the chain is judged at the time-stamp's genTime."""
+    tsa = LocalTsa(pki.tsa)
+    signer = pki.providers["hs01"].process
+    stamped = _sign(signer, timestamp=lambda s: tsa.stamp(s, NOW))
+    parsed = ParsedSignedData.parse(stamped)
+    digest = hashlib.sha256(CONTENT).digest()
+    after = _after_expiry(pki)
+    result = verify_parsed(
+        parsed,
+        digest,
+        after,
+        verifiers.process("hs01"),
+        expected_names=["hs01.kep.tr"],
+        tsa_validator=verifiers.tsa,
+        tsa_valid_at=LATER,
+        require_cades=True,
+    )
+    assert result.ok, result.detail
+    assert result.proven_time == NOW and result.timestamp is not None
+    assert result.timestamp.crls == (pki.process_ca.crl,)
+    assert result.chain is not None and result.chain.crls == (pki.process_ca.crl,)
+    # The same signature without its time-stamp is judged now: expired.
+    bare = verify_parsed(
+        ParsedSignedData.parse(_sign(signer)),
+        digest,
+        after,
+        verifiers.process("hs01"),
+        expected_names=["hs01.kep.tr"],
+        tsa_validator=verifiers.tsa,
+        tsa_valid_at=LATER,
+    )
+    assert bare.intact and bare.reason is Reason.PolicyViolation
+    assert "expired on" in bare.detail and bare.proven_time is None
+    # Without tsa_valid_at the TSA (expired too) is judged now, and proves nothing.
+    judged_now = verify_parsed(
+        parsed, digest, after, verifiers.process("hs01"), tsa_validator=verifiers.tsa
+    )
+    assert not judged_now.ok and judged_now.proven_time is None
+
+
+def test_user_e_imza_with_a_time_stamp_is_checked_at_its_time(
+    pki: DevPki, verifiers: Verifiers
+) -> None:
+    tsa = LocalTsa(pki.tsa)
+    user = pki.user("ali.yilmaz@hs01.kep.tr").signer
+    parsed = ParsedSignedData.parse(_sign(user, timestamp=lambda s: tsa.stamp(s, NOW)))
+    digest = hashlib.sha256(CONTENT).digest()
+    after = user.certificate.not_valid_after_utc + dt.timedelta(days=1)
+    result = verify_parsed(
+        parsed, digest, after, verifiers.user, tsa_validator=verifiers.tsa, tsa_valid_at=LATER
+    )
+    assert result.ok and result.proven_time == NOW
+    bare = verify_parsed(ParsedSignedData.parse(_sign(user)), digest, after, verifiers.user)
+    assert bare.reason is Reason.UserCertExpiredOrRevoked
+    # A time-stamp over something else is a broken e-imza.
+    other = ParsedSignedData.parse(_sign(user, timestamp=lambda s: tsa.stamp(b"x", NOW)))
+    broken = verify_parsed(other, digest, LATER, verifiers.user, tsa_validator=verifiers.tsa)
+    assert broken.reason is Reason.InvalidUserSignature and "other data" in broken.detail
+
+
+def test_signer_revoked_after_the_time_stamp_stays_valid(pki: DevPki) -> None:
+    from interop.pathval import CertificateValidator, Role
+    from interop.revocation import RevocationData
+    from tests.interop.crls import make_crl
+
+    day = dt.timedelta(days=1)
+    signer = pki.providers["hs01"].process
+    tsa = LocalTsa(pki.tsa)
+    parsed = ParsedSignedData.parse(_sign(signer, timestamp=lambda s: tsa.stamp(s, NOW)))
+    digest = hashlib.sha256(CONTENT).digest()
+    for revoked_at, ok in ((NOW + day / 2, True), (NOW - day / 48, False)):
+        crl = make_crl(pki.process_ca, NOW + day, NOW + 8 * day, [(signer.certificate, revoked_at)])
+        revocation = RevocationData.of([crl])
+        anchors = [pki.process_ca.certificate]
+        result = verify_parsed(
+            parsed,
+            digest,
+            NOW + 2 * day,
+            CertificateValidator(anchors, revocation, Role.PROCESS),
+            tsa_validator=CertificateValidator(anchors, revocation, Role.TSA),
+        )
+        assert result.ok is ok, result.detail
+        assert result.proven_time == NOW
+
+
+def test_too_many_time_stamps_fail(pki: DevPki, verifiers: Verifiers) -> None:
+    from interop.limits import Limits
+
+    tsa = LocalTsa(pki.tsa)
+    der = _sign(pki.providers["hs01"].process, timestamp=lambda s: tsa.stamp(s, NOW))
+    result = _verify(verifiers, der, limits=Limits(timestamps_per_signature=0))
+    assert not result.ok and "more than 0 time-stamps" in result.detail

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import re
 from typing import Any
@@ -9,14 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from interop.cms.timestamp import LocalTsa
+from interop.envelope.build import write_dispatch, write_evidence_message
 from interop.envelope.fields import IletiTip, MsgType
 from interop.envelope.parse import parse_envelope
 from interop.envelope.smime import base64_lines, build_signed_message
 from interop.envelope.verify import verify_envelope
 from interop.errors import CmsFormatError, EnvelopeFormatError, LimitExceeded, MalformedInput
 from interop.evidence.codes import Event, EvidenceType
+from interop.evidence.issue import follow_up, submission_evidence
+from interop.evidence.xades import sign_evidence
 from interop.limits import STREAM_CHUNK, Limits
 from interop.pki.devpki import DevPki, generate
+from interop.providers import BUILTIN_DIRECTORY
 from interop.reasons import Reason
 from interop.verifiers import Verifiers
 from tests.helpers import LATER, NOW, make_dispatch, make_evidence_message
@@ -423,3 +429,112 @@ def test_garbage_and_truncation_never_crash(
             assert exc.detail
         else:
             assert result.ok or result.reason is not None
+
+
+def _stamped_dispatch(pki: DevPki) -> bytes:
+    """A Dispatch whose three signatures (e-imza, evidence, envelope) are all time-stamped."""
+    tsa = LocalTsa(pki.tsa)
+
+    def stamp(data: bytes) -> bytes:
+        return tsa.stamp(data, NOW)
+
+    original = build_signed_message(
+        pki.user("ali.yilmaz@hs01.kep.tr").signer,
+        sender="ali.yilmaz@hs01.kep.tr",
+        recipients=["ayse.demir@hs02.kep.tr"],
+        subject="Zaman damgalı",
+        body="Merhaba.\n",
+        now=NOW,
+        timestamp=stamp,
+    )
+    submission = submission_evidence(
+        io.BytesIO(original),
+        BUILTIN_DIRECTORY["hs01"],
+        "ali.yilmaz@hs01.kep.tr",
+        ["ayse.demir@hs02.kep.tr"],
+        "rem-stamped@hs01.kep.tr",
+        NOW,
+    )
+    signer = pki.providers["hs01"].process
+    out = io.BytesIO()
+    write_dispatch(
+        out,
+        io.BytesIO(original),
+        submission,
+        sign_evidence(submission, signer, NOW, timestamp=stamp),
+        signer,
+        NOW,
+        message_id=f"<d-{submission.identifier}@hs01.kep.tr>",
+        timestamp=stamp,
+    )
+    return out.getvalue()
+
+
+def test_time_stamped_dispatch_verifies_after_every_signer_expired(
+    pki: DevPki, verifiers: Verifiers
+) -> None:
+    """Profile 1.1 §1 "Signing time": each signer is judged at its time-stamp's genTime."""
+    data = _stamped_dispatch(pki)
+    assert _verify(verifiers, data).ok
+    leaves = [
+        pki.providers["hs01"].process.certificate,
+        pki.user("ali.yilmaz@hs01.kep.tr").signer.certificate,
+        pki.tsa.certificate,
+    ]
+    after = max(c.not_valid_after_utc for c in leaves) + dt.timedelta(days=1)
+    result = verify_envelope(io.BytesIO(data), verifiers, after, peer="hs01", tsa_valid_at=LATER)
+    assert result.ok, result.detail
+    for signature in (result.envelope_signature, result.evidence, result.user_signature):
+        assert signature is not None and signature.timestamp is not None
+        assert signature.proven_time == NOW and signature.timestamp.ok
+    judged_now = verify_envelope(io.BytesIO(data), verifiers, after, peer="hs01")
+    assert not judged_now.ok
+    failed = {c.name for c in judged_now.checks if not c.ok}
+    assert failed == {"envelope signature", "evidence signature", "user signature"}
+
+
+def test_envelope_signature_without_time_stamp_is_judged_now(
+    pki: DevPki, verifiers: Verifiers
+) -> None:
+    exchange = make_dispatch(pki, stamp=False)
+    after = pki.providers["hs01"].process.certificate.not_valid_after_utc + dt.timedelta(days=1)
+    result = verify_envelope(
+        io.BytesIO(exchange.dispatch), verifiers, after, peer="hs01", tsa_valid_at=LATER
+    )
+    envelope_signature = result.envelope_signature
+    assert envelope_signature is not None
+    assert envelope_signature.reason is Reason.PolicyViolation
+    assert "expired on" in envelope_signature.detail
+    assert envelope_signature.proven_time is None
+
+
+def test_evidence_message_with_xades_t_after_expiry(pki: DevPki, verifiers: Verifiers) -> None:
+    exchange = make_dispatch(pki)
+    evidence = follow_up(
+        exchange.submission,
+        BUILTIN_DIRECTORY["hs02"],
+        EvidenceType.DeliveryNonDeliveryToRecipient,
+        Event.Delivery,
+        NOW,
+        recipient=1,
+    )
+    tsa = LocalTsa(pki.tsa)
+    signer = pki.providers["hs02"].process
+    out = io.BytesIO()
+    write_evidence_message(
+        out,
+        evidence,
+        sign_evidence(evidence, signer, NOW, timestamp=lambda d: tsa.stamp(d, NOW)),
+        signer,
+        NOW,
+        message_id=f"<e-{evidence.identifier}@hs02.kep.tr>",
+        issuer_id="hs02",
+        timestamp=lambda d: tsa.stamp(d, NOW),
+    )
+    after = signer.certificate.not_valid_after_utc + dt.timedelta(days=1)
+    result = verify_envelope(
+        io.BytesIO(out.getvalue()), verifiers, after, peer="hs02", tsa_valid_at=LATER
+    )
+    assert result.ok, result.detail
+    assert result.evidence is not None and result.evidence.proven_time == NOW
+    assert any("time-stamped at" in c.detail for c in result.checks if c.name.startswith("evid"))

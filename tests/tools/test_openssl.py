@@ -298,3 +298,46 @@ def test_envelope_signature_covers_exactly_the_first_part(pki: DevPki, tmp_path:
         "/dev/null",
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_openssl_verifies_the_xades_t_token_over_the_signature_value(
+    pki: DevPki, tmp_path: Path
+) -> None:
+    """The token in a XAdES-T evidence stamps the exclusive-canonical ds:SignatureValue
+    (ETSI EN 319 132-1 §5.3), here written out by hand from the document's text."""
+    import base64
+
+    from lxml import etree
+
+    from interop.cms.timestamp import LocalTsa
+    from interop.evidence.codes import DS_NS
+    from interop.evidence.xades import sign_evidence
+    from interop.evidence.xades_t import XADES_NS
+    from tests.interop.test_evidence import evidence
+
+    tsa = LocalTsa(pki.tsa)
+    data = sign_evidence(
+        evidence(), pki.providers["hs02"].process, NOW, timestamp=lambda d: tsa.stamp(d, NOW)
+    )
+    root = etree.fromstring(data)
+    value = "".join((root.findtext(f".//{{{DS_NS}}}SignatureValue") or "").split())
+    token = root.findtext(f".//{{{XADES_NS}}}EncapsulatedTimeStamp") or ""
+    (tmp_path / "data").write_bytes(
+        f'<ds:SignatureValue xmlns:ds="{DS_NS}">{value}</ds:SignatureValue>'.encode()
+    )
+    (tmp_path / "token.der").write_bytes(base64.b64decode(token))
+    done = _openssl(
+        "ts",
+        "-verify",
+        "-data",
+        tmp_path / "data",
+        "-in",
+        tmp_path / "token.der",
+        "-token_in",
+        "-CAfile",
+        _ca(pki, tmp_path, "process"),
+        "-attime",
+        str(int(LATER.timestamp())),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Verification: OK" in done.stdout
