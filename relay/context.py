@@ -70,6 +70,7 @@ class NodeContext:
     crypto: Crypto
     clock: Clock = utc_now
     metrics: Metrics = field(default_factory=Metrics)
+    _validation: list[tuple[str, bytes]] | None = field(default=None, repr=False)
 
     def server_tls(self) -> ssl.SSLContext:
         """Mutual TLS for the peer listener: a client certificate is required (§2)."""
@@ -88,6 +89,27 @@ class NodeContext:
     def peer_tls_name(self, provider_id: str) -> str:
         entry = self.verifiers.trust.get(provider_id)
         return entry.tls_names[0] if entry else tls_host(provider_id)
+
+    def validation_material(self) -> list[tuple[str, bytes]]:
+        """(kind, DER) of what verifying this node's own evidence needs offline (profile §7):
+        its process certificate's chain and its CAs, the TSAs' roots, and the CRLs of all of
+        them that the node holds. The same for every evidence until the trust changes."""
+        if self._validation is None:
+            own = self.verifiers.trust.get(self.provider.id)
+            certificates = [
+                *self.process.certificates,
+                *(own.process_cas if own else ()),
+                *self.verifiers.trust.tsa_cas,
+            ]
+            if self.stamping.local is not None:
+                certificates += self.stamping.local.signer.certificates
+            issuers = {c.subject for c in certificates}
+            material = {c.public_bytes(Encoding.DER): "certificate" for c in certificates}
+            for crl in self.verifiers.revocation.crls:
+                if crl.issuer in issuers:
+                    material[crl.public_bytes(Encoding.DER)] = "crl"
+            self._validation = [(kind, der) for der, kind in material.items()]
+        return self._validation
 
     def stamp_function(self) -> Callable[[bytes], bytes] | None:
         """Stamps a signature value now; raises ``TsaUnavailable`` when no token can be had."""

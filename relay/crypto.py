@@ -91,7 +91,8 @@ class LocalCrypto:
             return verify_envelope(stream, self.verifiers, now, peer=peer)
 
     def sign_evidence(self, evidence: Evidence, now: dt.datetime) -> bytes:
-        return sign_evidence(evidence, self.process, now)
+        """XAdES-T when a TSA is configured (profile §5), else XAdES-BES."""
+        return sign_evidence(evidence, self.process, now, timestamp=self.stamping.function(now))
 
     def evidence_message(
         self, evidence: Evidence, xml: bytes, now: dt.datetime, **headers: str | None

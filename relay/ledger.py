@@ -1,30 +1,52 @@
-"""Signed checkpoints of the evidence ledger (INTEROP-PROFILE.md §7).
+"""Signed checkpoints of the evidence ledger and its archive time-stamps (INTEROP-PROFILE.md §7).
 
 A checkpoint is a short text naming the provider, the number of ledger records and the hash of
 the last one, signed with the process certificate as a detached CMS signature (time-stamped
 when a TSA is configured). Anyone holding the ledger can check that each checkpoint's head is
 the chain's hash at that length and that the signature is the provider's: records cannot then
 be changed, removed or reordered behind a checkpoint without it showing.
+
+Archive stamps keep that provable after certificates expire (the idea of RFC 4998 evidence
+records and XAdES-A). Each is an RFC 3161 token over ``archive_data``: the ledger's head, the
+newest checkpoint's signature and the previous archive token. One is taken with every daily
+checkpoint (and on demand: ``kep-relay ledger archive``, when an algorithm weakens). So each
+token proves, at its genTime, everything before it, its predecessor included: the newest must
+verify now, each older one as of its successor's genTime, and the evidence and checkpoints
+they cover as of the first that covers them. A TSA certificate must be replaced before it
+expires (``kep_ledger_archive_tsa_expiry_timestamp_seconds``, alert KepArchiveTsaExpiring):
+the first daily stamp made with the new one carries the whole chain over.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 from dataclasses import dataclass
 
 import structlog
+from asn1crypto import cms
+from cryptography import x509
+from cryptography.hazmat.primitives.hashes import SHA256
 
 from interop.cms.parse import ParsedSignedData
 from interop.cms.sign import sign_digest
+from interop.cms.timestamp import verify_token
 from interop.cms.verify import verify_parsed
 from interop.errors import KepError
+from interop.evidence import xmlio
+from interop.evidence.xades import verify_evidence
+from interop.revocation import RevocationData
+from interop.verifiers import Verifiers
 from relay.context import NodeContext
+from relay.store import GENESIS
 
 log = structlog.get_logger("kep.ledger")
 
 # Profile §7: at least daily.
 INTERVAL = 24 * 3600.0
+ARCHIVE_FORMAT = b"kep-relay ledger archive stamp 1\n"
+NO_HASH = b"\x00" * 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +87,43 @@ def take(context: NodeContext) -> Checkpoint:
     created = time.time()
     context.store.add_checkpoint(records, head, document, signature, created)
     log.info("checkpoint_taken", records=records, head=head.hex())
+    if context.stamping.configured:
+        archive(context)
     return Checkpoint(records, head, document, signature, created)
+
+
+def archive_data(records: int, head: bytes, checkpoint_signature: bytes, previous: bytes) -> bytes:
+    """What an archive token stamps: the ledger's head, the newest checkpoint, the token before."""
+    return (
+        ARCHIVE_FORMAT
+        + records.to_bytes(8, "big")
+        + head
+        + (hashlib.sha256(checkpoint_signature).digest() if checkpoint_signature else NO_HASH)
+        + previous
+    )
+
+
+def archive(context: NodeContext) -> None:
+    """Time-stamp the ledger's head, the newest checkpoint and the archive chain so far."""
+    stamp = context.stamp_function()
+    if stamp is None:
+        return
+    records, head = context.store.ledger_head()
+    checkpoint = context.store.last_checkpoint()
+    stamps = context.store.archive_stamps()
+    previous = hashlib.sha256(bytes(stamps[-1]["token"])).digest() if stamps else NO_HASH
+    data = archive_data(records, head, checkpoint[1] if checkpoint else b"", previous)
+    token = stamp(data)
+    context.store.add_archive_stamp(
+        records=records,
+        head=head,
+        checkpoint=checkpoint[0] if checkpoint else None,
+        previous=previous,
+        token=token,
+        validation=context.validation_material(),
+        created=time.time(),
+    )
+    log.info("ledger_archived", records=records, head=head.hex())
 
 
 def last_time(context: NodeContext) -> float | None:
@@ -79,12 +137,153 @@ def take_if_due(context: NodeContext) -> Checkpoint | None:
     return None
 
 
-def verify_checkpoints(context: NodeContext) -> tuple[int, list[str]]:
-    """(checkpoints checked, problems): heads against the chain, signatures against trust."""
+@dataclass(frozen=True, slots=True)
+class ArchiveProof:
+    """What the archive chain proves: for each stamp that verifies (oldest first), the ledger
+    records and the checkpoint it covers and the time it proves them at; and what failed."""
+
+    stamps: tuple[tuple[int, int | None, dt.datetime], ...]
+    problems: tuple[str, ...]
+
+    def time_for_record(self, seq: int) -> dt.datetime | None:
+        """When the first stamp covering ledger record ``seq`` (1-based) proves it existed."""
+        return next((t for records, _c, t in self.stamps if records >= seq), None)
+
+    def time_for_checkpoint(self, seq: int) -> dt.datetime | None:
+        return next((t for _r, c, t in self.stamps if c is not None and c >= seq), None)
+
+
+def verify_archive(context: NodeContext, at: dt.datetime, verifiers: Verifiers) -> ArchiveProof:
+    """Verify the archive chain from the newest stamp back: the newest as of ``at``, each
+    older one as of the genTime of the one after it (which stamped it)."""
+    stamps = context.store.archive_stamps()
+    hashes = context.store.ledger_hashes()
+    proven: list[tuple[int, int | None, dt.datetime]] = []
+    problems: list[str] = []
+    valid_at: dt.datetime | None = None
+    for index in range(len(stamps) - 1, -1, -1):
+        row = stamps[index]
+        records, token = int(row["records"]), bytes(row["token"])
+        expected_previous = (
+            hashlib.sha256(bytes(stamps[index - 1]["token"])).digest() if index else NO_HASH
+        )
+        head = hashes[records - 1] if 0 < records <= len(hashes) else GENESIS
+        if records > len(hashes) or bytes(row["head"]) != head:
+            problems.append(f"archive stamp {row['seq']}: the ledger's head at {records} differs")
+            break
+        if bytes(row["previous"]) != expected_previous:
+            problems.append(f"archive stamp {row['seq']}: it does not follow the stamp before")
+            break
+        checkpoint = row["checkpoint"]
+        signature = context.store.checkpoint_signature(checkpoint) if checkpoint else None
+        data = archive_data(records, head, signature or b"", expected_previous)
+        if verifiers.tsa is None:
+            problems.append("archive stamps: no TSA is trusted")
+            break
+        try:
+            result = verify_token(
+                cms.ContentInfo.load(token), data, at, verifiers.tsa, valid_at=valid_at
+            )
+        except ValueError as exc:
+            problems.append(f"archive stamp {row['seq']}: unreadable token ({exc})")
+            break
+        if not result.ok or result.time is None:
+            problems.append(f"archive stamp {row['seq']}: {result.detail}")
+            break
+        valid_at = result.time
+        proven.append((records, checkpoint, result.time))
+    return ArchiveProof(tuple(reversed(proven)), tuple(problems))
+
+
+def offline_verifiers(context: NodeContext) -> Verifiers:
+    """The node's trust, with every CRL kept in the ledger besides the current ones: what
+    verifying old evidence at the time it was made needs (profile §7)."""
+    kept = [x509.load_der_x509_crl(der) for der in context.store.validation_objects("crl")]
+    current = context.verifiers.revocation
+    known = {c.fingerprint(SHA256()) for c in current.crls}
+    crls = [*current.crls, *(c for c in kept if c.fingerprint(SHA256()) not in known)]
+    return Verifiers(context.verifiers.trust, RevocationData.of(crls, require=current.require))
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReport:
+    records: int
+    chain_problem: str | None
+    evidence_problems: tuple[str, ...]
+    checkpoints: int
+    checkpoint_problems: tuple[str, ...]
+    archive: ArchiveProof
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.chain_problem
+            or self.evidence_problems
+            or self.checkpoint_problems
+            or self.archive.problems
+        )
+
+
+def verify(context: NodeContext, at: dt.datetime) -> LedgerReport:
+    """The whole ledger as of ``at``: the hash chain, the archive chain, every evidence
+    signature (judged as of its proven time, its TSA as of the archive stamp that covers it)
+    and every checkpoint."""
+    count, chain_problem = context.store.verify_ledger()
+    verifiers = offline_verifiers(context)
+    proof = verify_archive(context, at, verifiers)
+    problems = []
+    for seq, evidence_id, xml, _set in context.store.ledger_evidence():
+        problem = _evidence_problem(context, verifiers, xml, at, proof.time_for_record(seq))
+        if problem:
+            problems.append(f"evidence {evidence_id}: {problem}")
+    checked, checkpoint_problems = verify_checkpoints(context, at, verifiers, proof)
+    return LedgerReport(
+        count, chain_problem, tuple(problems), checked, tuple(checkpoint_problems), proof
+    )
+
+
+def _evidence_problem(
+    context: NodeContext,
+    verifiers: Verifiers,
+    xml: bytes,
+    at: dt.datetime,
+    archived: dt.datetime | None,
+) -> str | None:
+    try:
+        issuer = xmlio.issuer_of(xmlio.safe_parse(xml))
+    except KepError as exc:
+        return exc.detail
+    entry = verifiers.trust.owner_of(issuer.rsplit("@", 1)[-1])
+    if entry is None:
+        return f"issuer {issuer} is not in the trust list"
+    try:
+        result = verify_evidence(
+            xml,
+            at,
+            verifiers.process(entry.id),
+            tsa_validator=verifiers.tsa,
+            tsa_valid_at=archived,
+            expected_issuer_domain=entry.provider.domain,
+        )
+    except KepError as exc:
+        return exc.detail
+    return None if result.ok else result.detail
+
+
+def verify_checkpoints(
+    context: NodeContext,
+    at: dt.datetime | None = None,
+    verifiers: Verifiers | None = None,
+    proof: ArchiveProof | None = None,
+) -> tuple[int, list[str]]:
+    """(checkpoints checked, problems): heads against the chain, signatures against trust,
+    as of ``at`` (now by default), each time-stamp as of the archive stamp covering it."""
+    at = at or context.clock()
+    verifiers = verifiers or context.verifiers
     hashes = context.store.ledger_hashes()
     problems = []
     count = 0
-    entry = context.verifiers.trust[context.provider.id]
+    entry = verifiers.trust[context.provider.id]
     for seq, records, head, document, signature in context.store.checkpoints():
         count += 1
         expected = hashes[records - 1] if 0 < records <= len(hashes) else b"\x00" * 32
@@ -105,10 +304,11 @@ def verify_checkpoints(context: NodeContext) -> tuple[int, list[str]]:
         result = verify_parsed(
             parsed,
             hashlib.new(parsed.digest_algorithm, bytes(document)).digest(),
-            context.clock(),
-            context.verifiers.process(entry.id),
+            at,
+            verifiers.process(entry.id),
             expected_names=[entry.process_san],
-            tsa_validator=context.verifiers.tsa,
+            tsa_validator=verifiers.tsa,
+            tsa_valid_at=proof.time_for_checkpoint(seq) if proof else None,
         )
         if not result.ok:
             problems.append(f"checkpoint {seq}: {result.detail}")

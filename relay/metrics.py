@@ -44,7 +44,7 @@ from prometheus_client.registry import Collector
 
 from interop.reasons import Reason
 from interop.trust import TrustList
-from relay.tsa import TsaUnavailable
+from relay.tsa import TsaUnavailable, tsa_certificate
 
 # 1 ms to 2 days: an SMTP reply and an evidence a peer returns the next day fit one scale.
 LATENCY_BUCKETS = (
@@ -421,6 +421,14 @@ class StateCollector(Collector):
             "kep_ledger_checkpoint_records",
             "Ledger records the last signed checkpoint covers",
             value=last[1] if last else 0,
+        )
+        newest = db.one("SELECT token FROM archive_stamps ORDER BY seq DESC LIMIT 1")
+        tsa = tsa_certificate(bytes(newest[0])) if newest else None
+        yield GaugeMetricFamily(
+            "kep_ledger_archive_tsa_expiry_timestamp_seconds",
+            "notAfter of the TSA certificate of the ledger's newest archive stamp (0: none):"
+            " the TSA must be renewed before it, or the archive chain ends",
+            value=tsa.not_valid_after_utc.timestamp() if tsa else 0.0,
         )
 
     def _certificates(self) -> Iterator[Metric]:

@@ -64,6 +64,15 @@ CREATE TABLE IF NOT EXISTS evidence (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS evidence_by_message ON evidence (remmd_id);
+CREATE TABLE IF NOT EXISTS validation_objects (  -- what verifying evidence offline needs (§7)
+    sha256 BLOB PRIMARY KEY,      -- of the DER
+    kind TEXT NOT NULL,           -- certificate, crl
+    der BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS validation_sets (  -- the objects one evidence's verification used
+    id BLOB PRIMARY KEY,          -- SHA-256 of the members' hashes, sorted
+    members BLOB NOT NULL         -- the members' 32-byte hashes, sorted, concatenated
+);
 CREATE TABLE IF NOT EXISTS ledger (
     seq INTEGER PRIMARY KEY,
     evidence_id TEXT NOT NULL UNIQUE,
@@ -93,6 +102,16 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     head BLOB NOT NULL,
     document BLOB NOT NULL,       -- the signed text (relay/ledger.py)
     signature BLOB NOT NULL,      -- detached CMS by the process certificate
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS archive_stamps (  -- the ledger's time-stamp chain (§7, RFC 4998 idea)
+    seq INTEGER PRIMARY KEY,
+    records INTEGER NOT NULL,     -- ledger records the stamped head covers
+    head BLOB NOT NULL,           -- the chain's hash at that length
+    checkpoint INTEGER,           -- the checkpoint whose signature it covers too, if any
+    previous BLOB NOT NULL,       -- SHA-256 of the stamp before (32 zero bytes for the first)
+    token BLOB NOT NULL,          -- RFC 3161 token over archive_data(...) (relay/ledger.py)
+    validation_set BLOB,          -- the TSA's chain and CRLs when it was taken
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS timers (
@@ -148,6 +167,13 @@ def _row(r: sqlite3.Row) -> MessageRow:
     )
 
 
+def _blob(value: object) -> bytes:
+    """A BLOB column's value as bytes, whatever SQLite holds (text after a change, say)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8", "surrogateescape")
+
+
 def ledger_hash(prev: bytes, evidence_id: str, xml: bytes) -> bytes:
     """Record hash: SHA-256 over the previous hash, the id and the evidence bytes (§7)."""
     h = hashlib.sha256(prev)
@@ -192,6 +218,9 @@ class Store:
             "CREATE INDEX IF NOT EXISTS messages_content ON messages (kind, state, updated)"
             " WHERE content_gone = 0"
         )
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(evidence)")}
+        if "validation_set" not in columns:
+            self.db.execute("ALTER TABLE evidence ADD COLUMN validation_set BLOB")
         columns = {r["name"] for r in self.db.execute("PRAGMA table_info(accounts)")}
         if "etebligat" not in columns:
             self.db.execute("ALTER TABLE accounts ADD COLUMN etebligat INTEGER NOT NULL DEFAULT 0")
@@ -395,12 +424,19 @@ class Store:
         xml: bytes,
         message_id: str | None,
         envelope_id: str | None = None,
+        validation: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        """Record an evidence and append it to the ledger, in the caller's transaction."""
+        """Record an evidence and append it to the ledger, in the caller's transaction.
+
+        ``validation``: (kind, DER) of the certificates and CRLs verifying it needs, kept with
+        it (profile §7, long-term verification), each object stored once.
+        """
         now = time.time()
+        validation_set = self._put_validation_set(db, validation) if validation else None
         db.execute(
             "INSERT INTO evidence (id, direction, remmd_id, type, event, recipient, sender,"
-            " issuer, message_id, envelope_id, xml, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " issuer, message_id, envelope_id, xml, created, validation_set)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 id,
                 direction,
@@ -414,6 +450,7 @@ class Store:
                 envelope_id,
                 xml,
                 now,
+                validation_set,
             ),
         )
         last = db.execute("SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
@@ -422,6 +459,63 @@ class Store:
             "INSERT INTO ledger (evidence_id, prev_hash, hash, created) VALUES (?,?,?,?)",
             (id, prev, ledger_hash(prev, id, xml), now),
         )
+
+    def _put_validation_set(
+        self, db: sqlite3.Connection, objects: Sequence[tuple[str, bytes]]
+    ) -> bytes:
+        hashes = {}
+        for kind, der in objects:
+            hashes[hashlib.sha256(der).digest()] = (kind, der)
+        members = b"".join(sorted(hashes))
+        set_id = hashlib.sha256(members).digest()
+        if db.execute("SELECT 1 FROM validation_sets WHERE id = ?", (set_id,)).fetchone():
+            return set_id  # the usual case: the same chain and CRLs as the evidence before
+        db.executemany(
+            "INSERT OR IGNORE INTO validation_objects (sha256, kind, der) VALUES (?,?,?)",
+            [(h, kind, der) for h, (kind, der) in hashes.items()],
+        )
+        db.execute("INSERT INTO validation_sets (id, members) VALUES (?,?)", (set_id, members))
+        return set_id
+
+    def validation_set(self, set_id: bytes) -> list[tuple[str, bytes]]:
+        """(kind, DER) of the objects of a validation set."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT members FROM validation_sets WHERE id = ?", (set_id,)
+            ).fetchone()
+            if row is None:
+                return []
+            members = bytes(row[0])
+            found = []
+            for i in range(0, len(members), 32):
+                obj = self.db.execute(
+                    "SELECT kind, der FROM validation_objects WHERE sha256 = ?",
+                    (members[i : i + 32],),
+                ).fetchone()
+                if obj is not None:
+                    found.append((str(obj[0]), bytes(obj[1])))
+            return found
+
+    def validation_objects(self, kind: str) -> list[bytes]:
+        """The DER of every kept object of ``kind`` (certificate, crl)."""
+        with self._lock:
+            return [
+                bytes(r[0])
+                for r in self.db.execute(
+                    "SELECT der FROM validation_objects WHERE kind = ?", (kind,)
+                )
+            ]
+
+    def ledger_evidence(self) -> list[tuple[int, str, bytes, bytes | None]]:
+        """(seq, evidence id, signed XML, validation set) of every ledger record, in order."""
+        with self._lock:
+            return [
+                (int(r[0]), str(r[1]), _blob(r[2]), _blob(r[3]) if r[3] is not None else None)
+                for r in self.db.execute(
+                    "SELECT l.seq, l.evidence_id, e.xml, e.validation_set FROM ledger l"
+                    " JOIN evidence e ON e.id = l.evidence_id ORDER BY l.seq"
+                )
+            ]
 
     def evidence_for(self, remmd_id: str) -> list[sqlite3.Row]:
         with self._lock:
@@ -446,14 +540,18 @@ class Store:
             count = 0
             rows = self.db.execute(
                 "SELECT l.seq, l.evidence_id, l.prev_hash, l.hash, e.xml FROM ledger l"
-                " JOIN evidence e ON e.id = l.evidence_id ORDER BY l.seq"
+                " LEFT JOIN evidence e ON e.id = l.evidence_id ORDER BY l.seq"
             )
             for seq, evidence_id, prev_hash, record_hash, xml in rows:
-                if bytes(prev_hash) != prev:
+                # Values are read as the bytes they should be: one changed into text, or
+                # removed, is a change like any other, never a crash of the auditor's tool.
+                if xml is None:
+                    return count, f"record {seq}: evidence {evidence_id} is missing"
+                if _blob(prev_hash) != prev:
                     return count, f"record {seq}: does not follow the record before it"
-                if ledger_hash(prev, evidence_id, bytes(xml)) != bytes(record_hash):
+                if ledger_hash(prev, str(evidence_id), _blob(xml)) != _blob(record_hash):
                     return count, f"record {seq}: evidence {evidence_id} was changed"
-                prev = bytes(record_hash)
+                prev = _blob(record_hash)
                 count += 1
             return count, None
 
@@ -467,7 +565,7 @@ class Store:
 
     def ledger_hashes(self) -> list[bytes]:
         with self._lock:
-            return [bytes(h) for (h,) in self.db.execute("SELECT hash FROM ledger ORDER BY seq")]
+            return [_blob(h) for (h,) in self.db.execute("SELECT hash FROM ledger ORDER BY seq")]
 
     def add_checkpoint(
         self, records: int, head: bytes, document: bytes, signature: bytes, created: float
@@ -478,6 +576,45 @@ class Store:
                 " VALUES (?,?,?,?,?)",
                 (records, head, document, signature, created),
             )
+
+    def last_checkpoint(self) -> tuple[int, bytes] | None:
+        """(seq, signature) of the newest checkpoint."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT seq, signature FROM checkpoints ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            return (int(row[0]), bytes(row[1])) if row else None
+
+    def add_archive_stamp(
+        self,
+        *,
+        records: int,
+        head: bytes,
+        checkpoint: int | None,
+        previous: bytes,
+        token: bytes,
+        validation: Sequence[tuple[str, bytes]],
+        created: float,
+    ) -> None:
+        with self.transaction() as db:
+            validation_set = self._put_validation_set(db, validation) if validation else None
+            db.execute(
+                "INSERT INTO archive_stamps (records, head, checkpoint, previous, token,"
+                " validation_set, created) VALUES (?,?,?,?,?,?,?)",
+                (records, head, checkpoint, previous, token, validation_set, created),
+            )
+
+    def archive_stamps(self) -> list[sqlite3.Row]:
+        """Every archive stamp, oldest first."""
+        with self._lock:
+            return list(self.db.execute("SELECT * FROM archive_stamps ORDER BY seq"))
+
+    def checkpoint_signature(self, seq: int) -> bytes | None:
+        with self._lock:
+            row = self.db.execute(
+                "SELECT signature FROM checkpoints WHERE seq = ?", (seq,)
+            ).fetchone()
+            return bytes(row[0]) if row else None
 
     def last_checkpoint_time(self) -> float | None:
         with self._lock:

@@ -43,10 +43,13 @@ from typing import Protocol
 import httpx
 import structlog
 from asn1crypto import cms
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from interop.cms.parse import ParsedSignedData
 from interop.cms.timestamp import LocalTsa, verify_token
 from interop.cms.tsp import NONCE_BITS, Refused, TimeStampRequest, read_reply, respond
-from interop.errors import CmsFormatError, ConfigurationError, cause_text
+from interop.errors import CmsFormatError, ConfigurationError, KepError, cause_text
 from interop.pathval import CertificateValidator
 from relay.errors import TemporaryTrouble
 
@@ -544,3 +547,19 @@ class Stamping:
             threaded, self._threaded = self._threaded, None
         if threaded is not None:
             threaded.close()
+
+
+def tsa_certificate(token: bytes) -> x509.Certificate | None:
+    """The time-stamping certificate a token carries (RFC 3161: we ask for it)."""
+    try:
+        parsed = ParsedSignedData.parse(token)
+    except KepError:
+        return None
+    for cert in parsed.certificates:
+        try:
+            usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except (x509.ExtensionNotFound, ValueError):
+            continue
+        if ExtendedKeyUsageOID.TIME_STAMPING in usage:
+            return cert
+    return None

@@ -36,6 +36,10 @@ DEV_USERS: tuple[tuple[str, str], ...] = (
 )
 CA_LIFETIME = dt.timedelta(days=3650)
 LEAF_LIFETIME = dt.timedelta(days=730)
+# A TSA's certificate outlives the certificates whose signatures it stamps (ETSI EN 319 421:
+# a TSU's key is used for a shorter time than its certificate lasts), so evidence verifies
+# after its signer's certificate expires (profile §1 "Signing time").
+TSA_LIFETIME = dt.timedelta(days=6 * 365)
 # A dev CRL lasts long enough not to fail closed during development; `pki init` makes new ones.
 CRL_LIFETIME = dt.timedelta(days=365)
 BACKDATE = dt.timedelta(hours=1)
@@ -229,6 +233,7 @@ def generate(
         "KEP Dev TSA",
         eku=[ExtendedKeyUsageOID.TIME_STAMPING],
         eku_critical=True,  # RFC 3161 §2.3: the TSA certificate's EKU must be critical
+        lifetime=TSA_LIFETIME,
     )
     dev_providers: dict[str, DevProvider] = {}
     users: list[DevUser] = []
@@ -269,6 +274,28 @@ def generate(
                 revoked.append(user_signer.certificate)
     user_ca = DevCa("user-ca", user_ca_signer, maker.crl(user_ca_signer, revoked))
     return DevPki(algorithm, now, process_ca, tls_ca, user_ca, tsa, dev_providers, tuple(users))
+
+
+def renewed(pki: DevPki, now: dt.datetime, provider_id: str) -> tuple[Signer, Signer]:
+    """A new process certificate for ``provider_id`` and a new TSA certificate, valid from
+    ``now``, from the PKI's CAs: what a provider does before its certificates expire (tests of
+    long-term verification use it to live through the years)."""
+    maker = _Maker(now, pki.algorithm)
+    domain = pki.providers[provider_id].domain
+    process = maker.leaf(
+        pki.process_ca.signer,
+        f"{provider_id} KEP işlem sertifikası (dev, renewed)",
+        eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION],
+        san=[x509.DNSName(domain)],
+    )
+    tsa = maker.leaf(
+        pki.process_ca.signer,
+        "KEP Dev TSA (renewed)",
+        eku=[ExtendedKeyUsageOID.TIME_STAMPING],
+        eku_critical=True,
+        lifetime=TSA_LIFETIME,
+    )
+    return process, tsa
 
 
 class _Maker:
@@ -322,9 +349,10 @@ class _Maker:
         for_tls: bool = False,
         expired: bool = False,
         serial_number: str | None = None,
+        lifetime: dt.timedelta = LEAF_LIFETIME,
     ) -> Signer:
         key = self.key()
-        start, end = self.now - BACKDATE, self.now + LEAF_LIFETIME
+        start, end = self.now - BACKDATE, self.now + lifetime
         if expired:
             start, end = self.now - dt.timedelta(days=400), self.now - dt.timedelta(days=30)
         builder = (

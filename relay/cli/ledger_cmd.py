@@ -1,19 +1,22 @@
-"""``kep-relay ledger verify|checkpoint``: the evidence ledger of profile §7, offline.
+"""``kep-relay ledger verify|checkpoint|archive``: the evidence ledger of profile §7, offline.
 
-``verify`` recomputes the hash chain, verifies every evidence signature and every signed
-checkpoint; ``checkpoint`` signs the chain head now (the running node does so daily).
+``verify`` recomputes the hash chain, verifies the archive time-stamp chain, every evidence
+signature (as of the time its time-stamp proves, with the CRLs kept in the ledger) and every
+signed checkpoint, as of ``--at`` (now by default); ``checkpoint`` signs the chain head now
+(the running node does so daily, with an archive stamp); ``archive`` time-stamps the ledger
+again now (when an algorithm weakens, say).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import sys
 from pathlib import Path
 from typing import Any
 
-from interop.errors import KepError
-from interop.evidence import xmlio
-from interop.evidence.xades import verify_evidence
 from relay import ledger
+from relay.cli.verify_cmd import moment
 from relay.config import embedded_default, load
 from relay.context import NodeContext, build_context
 
@@ -23,7 +26,13 @@ def register(commands: Any) -> None:
     lsub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
     verify = lsub.add_parser("verify", help="check the hash chain and every evidence signature")
     verify.add_argument("--config", type=Path)
+    verify.add_argument(
+        "--at", type=moment, help="verify as of this ISO 8601 time (UTC if no zone)"
+    )
     verify.set_defaults(run=run_ledger_verify)
+    archive = lsub.add_parser("archive", help="time-stamp the ledger again now (RFC 4998 idea)")
+    archive.add_argument("--config", type=Path)
+    archive.set_defaults(run=run_ledger_archive)
     checkpoint = lsub.add_parser("checkpoint", help="sign the chain head now (the node does daily)")
     checkpoint.add_argument("--config", type=Path)
     checkpoint.set_defaults(run=run_ledger_checkpoint)
@@ -35,35 +44,35 @@ def _context(args: argparse.Namespace) -> NodeContext:
 
 def run_ledger_verify(args: argparse.Namespace) -> int:
     context = _context(args)
-    count, problem = context.store.verify_ledger()
-    if problem:
-        print(f"ledger: INVALID after {count} records: {problem}")
+    report = ledger.verify(context, args.at or dt.datetime.now(dt.UTC))
+    if report.chain_problem:
+        print(f"ledger: INVALID: {report.chain_problem}")
         return 1
-    bad = 0
-    rows = context.store.db.execute("SELECT id, xml FROM evidence ORDER BY created")
-    for evidence_id, xml in rows:
-        try:
-            issuer = xmlio.issuer_of(xmlio.safe_parse(bytes(xml)))
-            entry = context.verifiers.trust.owner_of(issuer.rsplit("@", 1)[-1])
-            if entry is None:
-                raise KepError(f"issuer {issuer} is not in the trust list")
-            result = verify_evidence(
-                bytes(xml), context.clock(), context.verifiers.process(entry.id)
-            )
-            if not result.ok:
-                raise KepError(result.detail)
-        except KepError as exc:
-            bad += 1
-            print(f"evidence {evidence_id}: {exc.detail}")
-    checked, problems = ledger.verify_checkpoints(context)
-    for line in problems:
+    for line in (*report.archive.problems, *report.evidence_problems, *report.checkpoint_problems):
         print(line)
+    bad = len(report.evidence_problems)
+    stamps = len(report.archive.stamps)
     print(
-        f"ledger: {count} records, chain intact; {count - bad} evidence signatures valid"
+        f"ledger: {report.records} records, chain intact;"
+        f" {report.records - bad} evidence signatures valid"
         + (f", {bad} INVALID" if bad else "")
-        + f"; {checked - len(problems)} of {checked} signed checkpoints valid"
+        + f"; {report.checkpoints - len(report.checkpoint_problems)} of {report.checkpoints}"
+        " signed checkpoints valid"
+        + f"; {stamps} archive time-stamps valid"
+        + (f", the chain broken: {len(report.archive.problems)}" if report.archive.problems else "")
     )
-    return 1 if bad or problems else 0
+    return 0 if report.ok else 1
+
+
+def run_ledger_archive(args: argparse.Namespace) -> int:
+    context = _context(args)
+    if not context.stamping.configured:
+        print("kep-relay: no time-stamping authority is configured", file=sys.stderr)
+        return 2
+    ledger.archive(context)
+    records, head = context.store.ledger_head()
+    print(f"archive stamp: {records} records, head {head.hex()}")
+    return 0
 
 
 def run_ledger_checkpoint(args: argparse.Namespace) -> int:

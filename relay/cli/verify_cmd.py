@@ -20,10 +20,11 @@ from interop.evidence.schema import schema_errors
 from interop.evidence.xades import verify_evidence
 from interop.limits import DEFAULT_LIMITS
 from interop.reasons import Reason
+from interop.revocation import RevocationData
 from interop.verifiers import Verifiers
 from relay.config import load
 from relay.context import verifiers_for
-from relay.pkidir import read_pki, verifiers_from_pki
+from relay.pkidir import load_crls, read_pki, verifiers_from_pki
 from relay.xsd import load_schema
 
 
@@ -37,9 +38,18 @@ def register(commands: Any) -> None:
         trust.add_argument("--pki", type=Path, help="trust from a dev PKI folder")
         trust.add_argument("--config", type=Path, help="trust of a node configuration (TOML)")
         verify.add_argument(
-            "--at", type=_moment, help="verify as of this ISO 8601 time (UTC if no zone)"
+            "--at", type=moment, help="verify as of this ISO 8601 time (UTC if no zone)"
         )
         verify.add_argument("--json", action="store_true", help="print one JSON object")
+        verify.add_argument(
+            "--crl",
+            type=Path,
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="a CRL (PEM or DER) to use besides the trust's: one current when the"
+            " signature was made, to verify it after the signer's certificate expired",
+        )
         if noun == "envelope":
             verify.add_argument("--peer", help="provider id the envelope came from (as TLS said)")
         else:
@@ -49,7 +59,7 @@ def register(commands: Any) -> None:
         verify.set_defaults(run=run)
 
 
-def _moment(text: str) -> dt.datetime:
+def moment(text: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
@@ -65,6 +75,12 @@ def _setup(args: argparse.Namespace) -> tuple[Verifiers, dt.datetime] | int:
         verifiers = verifiers_for(load(args.config))
     else:
         verifiers = verifiers_from_pki(read_pki(args.pki))
+    if args.crl:
+        current = verifiers.revocation
+        crls = RevocationData.of(
+            [*current.crls, *load_crls(tuple(args.crl))], require=current.require
+        )
+        verifiers = Verifiers(verifiers.trust, crls)
     return verifiers, args.at or dt.datetime.now(dt.UTC)
 
 
@@ -187,7 +203,11 @@ def run_evidence(args: argparse.Namespace) -> int:
             }
             return _report(args, refused, checks)
         result = verify_evidence(
-            data, now, verifiers.process(entry.id), expected_issuer_domain=entry.provider.domain
+            data,
+            now,
+            verifiers.process(entry.id),
+            tsa_validator=verifiers.tsa,
+            expected_issuer_domain=entry.provider.domain,
         )
     except KepError as exc:
         return _malformed(args, exc)

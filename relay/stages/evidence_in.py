@@ -14,7 +14,7 @@ import structlog
 from interop.errors import KepError
 from interop.evidence.codes import EvidenceType
 from relay.context import NodeContext
-from relay.stages.issue import Issued, record
+from relay.stages.issue import Issued, material_of, record
 from relay.store import MessageRow
 
 log = structlog.get_logger("kep.evidence_in")
@@ -56,6 +56,7 @@ def process_evidence(context: NodeContext, row: MessageRow) -> None:
                 direction="received",
                 message_id=dispatch.id,
                 envelope_id=row.id,
+                validation=material_of(result.evidence),
             )
             with path.open("rb") as source:
                 context.mailboxes.deliver(dispatch.mail_from, "Delil", row.id, source)

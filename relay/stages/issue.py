@@ -10,8 +10,11 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from interop.evidence import xmlio
 from interop.evidence.model import Evidence
+from interop.evidence.xades import EvidenceResult
 from relay.context import NodeContext
 from relay.spool import new_id
 from relay.store import MessageRow
@@ -143,6 +146,19 @@ def remake_message(context: NodeContext, row: MessageRow) -> None:
     context.store.content_restored(row.id, writer.size, writer.sha256.hexdigest())
 
 
+def material_of(result: EvidenceResult) -> list[tuple[str, bytes]]:
+    """(kind, DER) of what a received evidence's verification rested on: the signer's chain and
+    its CRLs, the TSA's chain and its CRLs (profile §7: kept to verify it offline later)."""
+    certificates = list(result.chain.chain) if result.chain else []
+    crls = list(result.chain.crls) if result.chain else []
+    if result.timestamp is not None:
+        certificates += result.timestamp.certificates
+        crls += result.timestamp.crls
+    material = {c.public_bytes(Encoding.DER): "certificate" for c in certificates}
+    material.update({c.public_bytes(Encoding.DER): "crl" for c in crls})
+    return [(kind, der) for der, kind in material.items()]
+
+
 def record(
     context: NodeContext,
     db: sqlite3.Connection,
@@ -151,8 +167,14 @@ def record(
     direction: str,
     message_id: str | None,
     envelope_id: str | None = None,
+    validation: Sequence[tuple[str, bytes]] | None = None,
 ) -> None:
+    """Record evidence in the ledger with what verifying it later needs (§7): for evidence
+    this node issued, its own chain and CRLs (``NodeContext.validation_material``); for
+    received evidence, what its verification used (``validation``)."""
     e = issued.evidence
+    if validation is None and direction == "issued":
+        validation = context.validation_material()
     context.store.add_evidence(
         db,
         id=e.identifier,
@@ -166,6 +188,7 @@ def record(
         xml=issued.xml,
         message_id=message_id,
         envelope_id=envelope_id,
+        validation=validation or (),
     )
 
 

@@ -49,7 +49,12 @@ def _checks(
     ileti_tip = IletiTip.standart
     with path.open("rb") as stream:
         try:
-            user = verify_user_message(stream, context.verifiers.user, context.clock())
+            user = verify_user_message(
+                stream,
+                context.verifiers.user,
+                context.clock(),
+                tsa_validator=context.verifiers.tsa,
+            )
         except KepError as exc:
             context.metrics.verified("user_message", False, Reason.InvalidUserSignature)
             reasons.append(
