@@ -15,31 +15,37 @@ verify now, each older one as of its successor's genTime, and the evidence and c
 they cover as of the first that covers them. A TSA certificate must be replaced before it
 expires (``kep_ledger_archive_tsa_expiry_timestamp_seconds``, alert KepArchiveTsaExpiring):
 the first daily stamp made with the new one carries the whole chain over.
+
+``verify_stamps`` checks a chain without a node, from the stamps and the ledger's heads alone:
+what an auditor holding an export of one message does (relay/export.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import sqlite3
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
-from asn1crypto import cms
+from asn1crypto import cms, tsp
 from cryptography import x509
 from cryptography.hazmat.primitives.hashes import SHA256
 
-from interop.cms.parse import ParsedSignedData
+from interop.cms.parse import ParsedSignedData, aware_time
 from interop.cms.sign import sign_digest
-from interop.cms.timestamp import verify_token
+from interop.cms.timestamp import TimestampResult, verify_token
 from interop.cms.verify import verify_parsed
 from interop.errors import KepError
 from interop.evidence import xmlio
 from interop.evidence.xades import verify_evidence
+from interop.pathval import CertificateValidator
 from interop.revocation import RevocationData
 from interop.verifiers import Verifiers
 from relay.context import NodeContext
-from relay.store import GENESIS
+from relay.store import GENESIS, Store
 
 log = structlog.get_logger("kep.ledger")
 
@@ -94,13 +100,14 @@ def take(context: NodeContext) -> Checkpoint:
 
 def archive_data(records: int, head: bytes, checkpoint_signature: bytes, previous: bytes) -> bytes:
     """What an archive token stamps: the ledger's head, the newest checkpoint, the token before."""
-    return (
-        ARCHIVE_FORMAT
-        + records.to_bytes(8, "big")
-        + head
-        + (hashlib.sha256(checkpoint_signature).digest() if checkpoint_signature else NO_HASH)
-        + previous
-    )
+    digest = hashlib.sha256(checkpoint_signature).digest() if checkpoint_signature else NO_HASH
+    return stamped_data(records, head, digest, previous)
+
+
+def stamped_data(records: int, head: bytes, checkpoint_digest: bytes, previous: bytes) -> bytes:
+    """``archive_data`` from the checkpoint signature's SHA-256 (``NO_HASH`` for none): what a
+    verifier holding the hash only, not the signature, recomputes (an export, relay/export.py)."""
+    return ARCHIVE_FORMAT + records.to_bytes(8, "big") + head + checkpoint_digest + previous
 
 
 def archive(context: NodeContext) -> None:
@@ -138,12 +145,57 @@ def take_if_due(context: NodeContext) -> Checkpoint | None:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchiveStamp:
+    """One archive stamp as a verifier needs it: what its token stamps, and the token."""
+
+    seq: int
+    records: int
+    head: bytes
+    checkpoint: int | None
+    checkpoint_digest: bytes  # SHA-256 of that checkpoint's signature; NO_HASH when none
+    previous: bytes
+    token: bytes
+
+
+def archive_stamps(store: Store) -> list[ArchiveStamp]:
+    """Every archive stamp of ``store``, oldest first."""
+    return [_stamp_of(store, row) for row in store.archive_stamps()]
+
+
+def _stamp_of(store: Store, row: sqlite3.Row) -> ArchiveStamp:
+    checkpoint = row["checkpoint"]
+    signature = store.checkpoint_signature(checkpoint) if checkpoint else None
+    return ArchiveStamp(
+        seq=int(row["seq"]),
+        records=int(row["records"]),
+        head=bytes(row["head"]),
+        checkpoint=int(checkpoint) if checkpoint is not None else None,
+        # A checkpoint gone from the store stamps as none, and so fails the token.
+        checkpoint_digest=hashlib.sha256(signature).digest() if signature else NO_HASH,
+        previous=bytes(row["previous"]),
+        token=bytes(row["token"]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StampCheck:
+    """How one archive stamp verified: its token's result and the time its TSA was judged at."""
+
+    seq: int
+    records: int
+    result: TimestampResult
+    judged_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ArchiveProof:
     """What the archive chain proves: for each stamp that verifies (oldest first), the ledger
     records and the checkpoint it covers and the time it proves them at; and what failed."""
 
     stamps: tuple[tuple[int, int | None, dt.datetime], ...]
     problems: tuple[str, ...]
+    # Each stamp's check, oldest first (those before a failure are not checked).
+    checked: tuple[StampCheck, ...] = ()
 
     def time_for_record(self, seq: int) -> dt.datetime | None:
         """When the first stamp covering ledger record ``seq`` (1-based) proves it existed."""
@@ -154,45 +206,89 @@ class ArchiveProof:
 
 
 def verify_archive(context: NodeContext, at: dt.datetime, verifiers: Verifiers) -> ArchiveProof:
-    """Verify the archive chain from the newest stamp back: the newest as of ``at``, each
-    older one as of the genTime of the one after it (which stamped it)."""
-    stamps = context.store.archive_stamps()
+    """Verify the node's archive chain against its ledger, as ``verify_stamps`` says."""
     hashes = context.store.ledger_hashes()
+    heads = {0: GENESIS, **{index + 1: h for index, h in enumerate(hashes)}}
+    return verify_stamps(archive_stamps(context.store), heads, at, verifiers.tsa)
+
+
+def token_time(token: bytes) -> dt.datetime | None:
+    """The genTime an archive token claims (None when it cannot be read): the time to judge
+    the newest stamp at when the caller asks "as of the time it was issued"."""
+    try:
+        parsed = ParsedSignedData.from_content_info(cms.ContentInfo.load(token))
+        if parsed.encapsulated is None:
+            return None
+        tst_info = tsp.TSTInfo.load(parsed.encapsulated, strict=True)
+        return aware_time(tst_info["gen_time"].native, "the time-stamp's genTime")
+    except Exception:  # asn1crypto raises many kinds on hostile DER: it is just unreadable
+        return None
+
+
+def verify_stamps(
+    stamps: Sequence[ArchiveStamp],
+    heads: Mapping[int, bytes],
+    at: dt.datetime | None,
+    tsa: CertificateValidator | None,
+    *,
+    complete: bool = True,
+) -> ArchiveProof:
+    """Verify an archive chain from the newest stamp back: the newest as of ``at`` (None: as of
+    its own genTime, the time it was issued), each older one as of the genTime of the one
+    after it (which stamped it). Needs no node: ``heads`` maps a record count to the ledger's
+    hash at that length (0: ``GENESIS``).
+
+    ``complete``: ``stamps`` is the whole chain and ``heads`` the whole ledger (the node's own
+    check): the first stamp follows none, and a stamp over records ``heads`` lacks is a problem.
+    Otherwise (an export, relay/export.py) the chain starts at the first stamp given, and a
+    stamp over more records than ``heads`` holds is taken with the head it stamps: its token
+    still proves the stamps before it, which is all it is there for.
+    """
     proven: list[tuple[int, int | None, dt.datetime]] = []
+    checked: list[StampCheck] = []
     problems: list[str] = []
+    if at is None and stamps:
+        at = token_time(stamps[-1].token)
+        if at is None:
+            problems.append(f"archive stamp {stamps[-1].seq}: unreadable token")
     valid_at: dt.datetime | None = None
     for index in range(len(stamps) - 1, -1, -1):
-        row = stamps[index]
-        records, token = int(row["records"]), bytes(row["token"])
-        expected_previous = (
-            hashlib.sha256(bytes(stamps[index - 1]["token"])).digest() if index else NO_HASH
-        )
-        head = hashes[records - 1] if 0 < records <= len(hashes) else GENESIS
-        if records > len(hashes) or bytes(row["head"]) != head:
-            problems.append(f"archive stamp {row['seq']}: the ledger's head at {records} differs")
+        if at is None:
             break
-        if bytes(row["previous"]) != expected_previous:
-            problems.append(f"archive stamp {row['seq']}: it does not follow the stamp before")
+        stamp = stamps[index]
+        if index:
+            expected_previous = hashlib.sha256(stamps[index - 1].token).digest()
+        else:
+            expected_previous = NO_HASH if complete else stamp.previous
+        head = heads.get(stamp.records)
+        if head is None and not complete:
+            head = stamp.head
+        if head is None or stamp.head != head:
+            problems.append(
+                f"archive stamp {stamp.seq}: the ledger's head at {stamp.records} differs"
+            )
             break
-        checkpoint = row["checkpoint"]
-        signature = context.store.checkpoint_signature(checkpoint) if checkpoint else None
-        data = archive_data(records, head, signature or b"", expected_previous)
-        if verifiers.tsa is None:
+        if stamp.previous != expected_previous:
+            problems.append(f"archive stamp {stamp.seq}: it does not follow the stamp before")
+            break
+        data = stamped_data(stamp.records, head, stamp.checkpoint_digest, expected_previous)
+        if tsa is None:
             problems.append("archive stamps: no TSA is trusted")
             break
         try:
             result = verify_token(
-                cms.ContentInfo.load(token), data, at, verifiers.tsa, valid_at=valid_at
+                cms.ContentInfo.load(stamp.token), data, at, tsa, valid_at=valid_at
             )
         except ValueError as exc:
-            problems.append(f"archive stamp {row['seq']}: unreadable token ({exc})")
+            problems.append(f"archive stamp {stamp.seq}: unreadable token ({exc})")
             break
+        checked.append(StampCheck(stamp.seq, stamp.records, result, valid_at or at))
         if not result.ok or result.time is None:
-            problems.append(f"archive stamp {row['seq']}: {result.detail}")
+            problems.append(f"archive stamp {stamp.seq}: {result.detail}")
             break
         valid_at = result.time
-        proven.append((records, checkpoint, result.time))
-    return ArchiveProof(tuple(reversed(proven)), tuple(problems))
+        proven.append((stamp.records, stamp.checkpoint, result.time))
+    return ArchiveProof(tuple(reversed(proven)), tuple(problems), tuple(reversed(checked)))
 
 
 def offline_verifiers(context: NodeContext) -> Verifiers:

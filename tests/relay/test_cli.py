@@ -182,3 +182,24 @@ def test_main_in_process_returns_codes(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["selfcheck", "--pki", str(tmp_path / "pki")]) == 0
     assert "self-check passed" in capsys.readouterr().out
     assert main(["selfcheck", "--pki", str(tmp_path)]) == 2
+
+
+def test_evidence_verify_with_roots_alone(pki: DevPki, pki_dir: Path, tmp_path: Path) -> None:
+    """``--trust``: an auditor's roots as every provider's process CA; revocation data only
+    from ``--crl``, required (fail closed)."""
+    from interop.evidence.xades import sign_evidence
+
+    evidence, _message = make_evidence_message(pki, make_dispatch(pki).submission)
+    path = tmp_path / "delil.xml"
+    path.write_bytes(sign_evidence(evidence, pki.providers["hs02"].process, LATER))
+    roots = ("--trust", pki_dir / "ca" / "process-ca.crt")
+    at = ("--at", LATER.isoformat())
+    crl = ("--crl", pki_dir / "ca" / "process-ca.crl")
+    done = _run("evidence", "verify", path, *roots, *crl, *at)
+    assert done.returncode == 0 and done.stdout.rstrip().endswith("VALID"), done.stdout
+    unknown = _run("evidence", "verify", path, *roots, *at)
+    assert unknown.returncode == 1 and "revocation status unknown" in unknown.stdout
+    assert _run("evidence", "verify", path, *roots, "--pki", pki_dir).returncode == 2
+    (tmp_path / "empty.pem").write_text("")
+    empty = _run("evidence", "verify", path, "--trust", tmp_path / "empty.pem")
+    assert empty.returncode == 2 and "Traceback" not in empty.stderr, empty.stderr

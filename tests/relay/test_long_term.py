@@ -5,16 +5,19 @@ pass on a frozen clock: one day after the process certificate's notAfter, the ev
 Evidence message and the ledger still verify with the operator tools (``--at``), because their
 signers are judged at the time their time-stamps prove. The provider renews its certificates
 and TSA before they expire; past the first TSA certificate's notAfter, the ledger still
-verifies through its archive chain. A changed byte still fails.
+verifies through its archive chain, and so does an export of the message, offline with the
+roots alone. A changed byte still fails.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,7 @@ from interop.providers import BUILTIN_DIRECTORY
 from relay import ledger
 from relay.config import NodeConfig, from_mapping
 from relay.context import NodeContext, build_context
+from relay.export import export_message
 from relay.pkidir import write_pki
 from relay.stages.issue import record, sign
 from tests.interop.crls import make_crl
@@ -176,6 +180,23 @@ def test_evidence_issued_before_verifies_after_its_certificates_expire(
     )
     assert done.returncode == 1, done.stdout
 
+    # An export of the message made then verifies with the roots alone, through the archive
+    # chain it carries; without the second stamp, nothing proves the first TSA any more.
+    clock.now = after_tsa
+    context = build_context(config, clock=clock)
+    exported = export_message(context, "rem-lt-1@hs01.kep.tr", tmp_path / "delil.zip")
+    context.store.close()
+    assert exported.verification.ok, exported.verification.detail
+    assert len(exported.manifest.archive) == 2
+    roots = ("--trust", tmp_path / "pki" / "ca" / "process-ca.crt")
+    done = _cli("evidence", "verify", exported.path, *roots, "--at", after_tsa.isoformat())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.rstrip().endswith("VALID") and "[ok] archive stamp" in done.stdout
+    shorter = _without_newest_stamp(exported.path, tmp_path / "shorter.zip")
+    done = _cli("evidence", "verify", shorter, *roots, "--at", after_tsa.isoformat())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[FAIL] archive stamp" in done.stdout and "expired" in done.stdout, done.stdout
+
     # The ledger with one byte changed in its evidence fails.
     with build_context(config, clock=clock).store.transaction() as db:
         db.execute("UPDATE evidence SET xml = replace(xml, 'Kira', 'Kirq')")
@@ -187,3 +208,17 @@ def _without_timestamp(xml: bytes) -> bytes:
     start = xml.index(b"<xades:UnsignedProperties")
     end = xml.index(b"</xades:UnsignedProperties>") + len(b"</xades:UnsignedProperties>")
     return xml[:start] + xml[end:]
+
+
+def _without_newest_stamp(path: Path, out: Path) -> Path:
+    """The export with its newest archive stamp taken out, manifest and members alike."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    manifest = json.loads(members["manifest.json"])
+    newest = manifest["archive"].pop()
+    del manifest["files"][newest["file"]], members[newest["file"]]
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out
