@@ -37,6 +37,7 @@ from pathlib import Path
 import aiosmtplib
 from aiosmtpd.controller import Controller
 
+from interop.cms.timestamp import LocalTsa
 from interop.envelope.build import write_dispatch
 from interop.envelope.smime import build_signed_message
 from interop.evidence.issue import submission_evidence
@@ -81,15 +82,22 @@ def dispatch(pki: DevPki, number: int, body_bytes: int) -> bytes:
         now,
     )
     signer = pki.providers["hs01"].process
+    # As a production S-GW sends them: XAdES-T evidence in a CAdES-T envelope (profile §3, §5).
+    tsa = LocalTsa(pki.tsa, os.getpid())
+
+    def stamp(data: bytes) -> bytes:
+        return tsa.stamp(data, now)
+
     out = io.BytesIO()
     write_dispatch(
         out,
         io.BytesIO(original),
         evidence,
-        sign_evidence(evidence, signer, now),
+        sign_evidence(evidence, signer, now, timestamp=stamp),
         signer,
         now,
         message_id=f"<bench-{number}@hs01.kep.tr>",
+        timestamp=stamp,
     )
     return out.getvalue()
 

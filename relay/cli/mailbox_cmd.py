@@ -13,7 +13,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
-from interop.envelope.fields import decode_text
+from interop.envelope.fields import MESSAGE_IDENTIFIER, decode_text
 from relay.config import embedded_default, load
 from relay.context import NodeContext, build_context
 from relay.stages.retrieval import retrieve
@@ -51,9 +51,12 @@ def run_mailbox(args: argparse.Namespace) -> int:
             with path.open("rb") as handle:
                 headers = BytesHeaderParser(policy=default_policy).parse(handle)
             subject = decode_text(str(headers.get("Subject", "")))
+            # Evidence names the message it is about: the id `evidence export` takes.
+            remmd = str(headers.get(MESSAGE_IDENTIFIER, ""))
             print(
                 f"{number:4} {'   ' if seen else 'new'} {headers.get('Date', '')[:31]:31} "
                 f"{str(headers.get('From', ''))[:32]:32} {subject}"
+                + (f"  [{remmd}]" if remmd and args.folder == "Delil" else "")
             )
         if not messages:
             print("(empty)")

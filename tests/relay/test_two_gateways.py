@@ -102,6 +102,9 @@ def test_round_trip_with_all_evidence(mesh: Mesh) -> None:
     read = hs02.cli("mailbox", "read", recipient, number)
     assert read.returncode == 0, read.stderr
     wait_evidence(hs01, remmd, {("RetrievalNonRetrievalByRecipient", "Retrieval", recipient)})
+    # The sender's evidence folder names the message each evidence is about (for an export).
+    listed = hs01.cli("mailbox", "list", "ali.yilmaz@hs01.kep.tr", "--folder", "Delil")
+    assert listed.stdout.count(f"[{remmd}]") == 4, listed.stdout
     # Every evidence message in the sender's Delil folder verifies with the operator tool.
     for path in hs01.mail("ali.yilmaz@hs01.kep.tr", "Delil"):
         done = hs01.cli("envelope", "verify", str(path))  # trust of hs01's configuration
