@@ -90,6 +90,10 @@ class NodeContext:
         entry = self.verifiers.trust.get(provider_id)
         return entry.tls_names[0] if entry else tls_host(provider_id)
 
+    def now(self) -> float:
+        """The node's one clock, as seconds since the epoch (deadlines, back-off, records)."""
+        return self.clock().timestamp()
+
     def validation_material(self) -> list[tuple[str, bytes]]:
         """(kind, DER) of what verifying this node's own evidence needs offline (profile §7):
         its process certificate's chain and its CAs, the TSAs' roots, and the CRLs of all of
@@ -231,7 +235,11 @@ def _node_context(
     *,
     tls: tuple[Path, Path, Path],  # certificate, key, CA bundle of the peers' TLS CAs
 ) -> NodeContext:
-    store = Store(config.data_dir / "state.sqlite3", config.sqlite_synchronous)
+    store = Store(
+        config.data_dir / "state.sqlite3",
+        config.sqlite_synchronous,
+        clock=lambda: clock().timestamp(),
+    )
     return NodeContext(
         config=config,
         provider=config.provider,
@@ -242,7 +250,9 @@ def _node_context(
         tls_key=tls[1],
         tls_cafile=tls[2],
         routes={p.id: p.route for p in config.peers},
-        mailboxes=Mailboxes(config.data_dir / "mail", accounts, store),
+        mailboxes=Mailboxes(
+            config.data_dir / "mail", accounts, store, clock=lambda: clock().timestamp()
+        ),
         spool=Spool(config.data_dir / "spool"),
         store=store,
         crypto=crypto,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import sqlite3
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -90,7 +89,7 @@ def take(context: NodeContext) -> Checkpoint:
         context.clock(),
         timestamp=context.stamp_function(),
     )
-    created = time.time()
+    created = context.now()
     context.store.add_checkpoint(records, head, document, signature, created)
     log.info("checkpoint_taken", records=records, head=head.hex())
     if context.stamping.configured:
@@ -128,7 +127,7 @@ def archive(context: NodeContext) -> None:
         previous=previous,
         token=token,
         validation=context.validation_material(),
-        created=time.time(),
+        created=context.now(),
     )
     log.info("ledger_archived", records=records, head=head.hex())
 
@@ -139,7 +138,7 @@ def last_time(context: NodeContext) -> float | None:
 
 def take_if_due(context: NodeContext) -> Checkpoint | None:
     last = last_time(context)
-    if last is None or time.time() - last >= INTERVAL:
+    if last is None or context.now() - last >= INTERVAL:
         return take(context)
     return None
 

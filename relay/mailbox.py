@@ -14,7 +14,7 @@ import re
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -96,9 +96,14 @@ class Mailboxes:
     """Accounts from the configuration file, overridden by those managed in the store."""
 
     def __init__(
-        self, root: Path, accounts: Iterable[Account], store: AccountSource | None = None
+        self,
+        root: Path,
+        accounts: Iterable[Account],
+        store: AccountSource | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = root
+        self.clock = clock
         self.accounts = {a.address.lower(): a for a in accounts}
         self.store = store
 
@@ -107,7 +112,7 @@ class Mailboxes:
         if self.store is not None:
             row = self.store.account_row(address)
             if row is not None:
-                signers = self.store.signers_at(address, time.time())
+                signers = self.store.signers_at(address, self.clock())
                 holders = [n for n, role in signers.items() if role == SignerRole.HOLDER.value]
                 return Account(
                     str(row["address"]),
@@ -176,7 +181,7 @@ class Mailboxes:
         existing = self.find(address, folder, key)
         if existing is not None:
             return existing
-        stem = f"{int(time.time())}.{key}.{socket.gethostname()}"
+        stem = f"{int(self.clock())}.{key}.{socket.gethostname()}"
         tmp = base / "tmp" / stem
         with tmp.open("wb") as out:
             if isinstance(source, bytes):

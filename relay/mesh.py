@@ -33,6 +33,7 @@ from interop.pki.devpki import DevPki, generate
 from interop.providers import BUILTIN_DIRECTORY
 from relay.config import Listener
 from relay.pkidir import MANIFEST, read_pki, write_pki
+from relay.store.reader import StoreReader
 from relay.submission import submit
 
 LAYOUT = "mesh.json"
@@ -267,18 +268,10 @@ class Sent:
 def delivered(mesh: Mesh, sent: Sent) -> bool:
     """The sender's node holds Delivery evidence for the message and its recipient."""
     try:
-        db = sqlite3.connect(f"file:{mesh.database(sent.sender_provider)}?mode=ro", uri=True)
-        try:
-            row = db.execute(
-                "SELECT 1 FROM evidence WHERE remmd_id = ? AND type = ? AND event = ?"
-                " AND lower(recipient) = ?",
-                (sent.remmd_id, "DeliveryNonDeliveryToRecipient", "Delivery", sent.recipient),
-            ).fetchone()
-        finally:
-            db.close()
+        with StoreReader(mesh.database(sent.sender_provider)) as store:
+            return store.delivered(sent.remmd_id, sent.recipient)
     except sqlite3.Error:
         return False
-    return row is not None
 
 
 def send_all(mesh: Mesh, pki: DevPki) -> list[Sent]:

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import bisect
 import shutil
-import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from prometheus_client import (
@@ -44,6 +42,8 @@ from prometheus_client.registry import Collector
 
 from interop.reasons import Reason
 from interop.trust import TrustList
+from relay.lifecycle import HELD, PENDING, Kind, State
+from relay.store.reader import StoreReader
 from relay.tsa import TsaUnavailable, tsa_certificate
 
 # 1 ms to 2 days: an SMTP reply and an evidence a peer returns the next day fit one scale.
@@ -56,12 +56,6 @@ SIZE_BUCKETS = (
     4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB, 10 * MiB, 25 * MiB, 50 * MiB,
     100 * MiB, 128 * MiB,
 )  # fmt: skip
-
-KINDS = ("dispatch-in", "evidence-in", "submission", "dispatch-out", "evidence-out")
-PENDING_STATES = ("received", "queued", "sending")  # still to be processed or sent
-# Kept for an operator to look at: evidence that failed verification or matches no Dispatch,
-# and messages whose processing kept failing (put aside after limits.max_processing_attempts).
-HELD_STATES = ("invalid", "unmatched", "quarantined")
 
 
 def code_class(reply: str) -> str:
@@ -289,8 +283,10 @@ class StateCollector(Collector):
         data_dir: Path,
         peers: Iterable[str],
         certificates: Iterable[CertificateInfo],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.provider = provider
+        self.clock = clock
         self.database = database
         self.data_dir = data_dir
         self.peers = sorted(set(peers))
@@ -298,13 +294,13 @@ class StateCollector(Collector):
         self._lock = threading.Lock()
         self._tally = _EvidenceTally()
         with self._connect() as db:  # counters start at the ledger's length when the node starts
-            self._tally.last_seq = int(db.one("SELECT COALESCE(MAX(seq), 0) FROM ledger")[0])
+            self._tally.last_seq = db.ledger_length()
 
-    def _connect(self) -> _ReadOnly:
-        return _ReadOnly(self.database)
+    def _connect(self) -> StoreReader:
+        return StoreReader(self.database)
 
     def collect(self) -> Iterator[Metric]:
-        now = time.time()
+        now = self.clock()
         with self._lock, self._connect() as db:
             yield from self._queue(db, now)
             yield from self._awaited(db, now)
@@ -313,7 +309,7 @@ class StateCollector(Collector):
         yield from self._certificates()
         yield from self._disk()
 
-    def _queue(self, db: _ReadOnly, now: float) -> Iterator[Metric]:
+    def _queue(self, db: StoreReader, now: float) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "kep_queue_messages",
             "Messages waiting in a stage (received, queued, sending) or held for an operator"
@@ -325,26 +321,20 @@ class StateCollector(Collector):
             "Age of the oldest message still waiting (received, queued or sending), by kind",
             labels=["kind"],
         )
-        states = PENDING_STATES + HELD_STATES
-        counts: dict[tuple[str, str], int] = defaultdict(int)
-        first: dict[str, float] = {}
-        marks = ", ".join("?" * len(states))
-        for kind, state, count, created in db.rows(
-            f"SELECT kind, state, COUNT(*), MIN(created) FROM messages WHERE state IN ({marks})"  # noqa: S608 (marks are ours)
-            " GROUP BY kind, state",
-            states,
-        ):
+        counts: dict[tuple[Kind, State], int] = defaultdict(int)
+        first: dict[Kind, float] = {}
+        for kind, state, count, created in db.queue():
             counts[(kind, state)] = count
-            if state in PENDING_STATES:
+            if state in PENDING:
                 first[kind] = min(first.get(kind, created), created)
-        for kind in KINDS:
-            for state in states:
-                depth.add_metric([kind, state], counts[(kind, state)])
-            oldest.add_metric([kind], max(0.0, now - first[kind]) if kind in first else 0.0)
+        for kind in Kind:
+            for state in (*PENDING, *HELD):
+                depth.add_metric([kind.value, state.value], counts[(kind, state)])
+            oldest.add_metric([kind.value], max(0.0, now - first[kind]) if kind in first else 0.0)
         yield depth
         yield oldest
 
-    def _awaited(self, db: _ReadOnly, now: float) -> Iterator[Metric]:
+    def _awaited(self, db: StoreReader, now: float) -> Iterator[Metric]:
         awaited = GaugeMetricFamily(
             "kep_evidence_awaited",
             "Dispatches sent to the peer whose Delivery evidence has not come yet",
@@ -355,13 +345,8 @@ class StateCollector(Collector):
             "How long the oldest Dispatch sent to the peer has waited for its Delivery evidence",
             labels=["peer"],
         )
-        found = {
-            peer: (count, sent)
-            for peer, count, sent in db.rows(
-                "SELECT t.peer, COUNT(*), MIN(COALESCE(m.sent_at, m.updated)) FROM timers t"
-                " JOIN messages m ON m.id = t.dispatch_id"
-                " WHERE t.done = 0 AND m.state = 'sent' GROUP BY t.peer"
-            )
+        found: dict[str, tuple[int, float | None]] = {
+            peer: (count, sent) for peer, count, sent in db.awaited()
         }
         for peer in sorted({*self.peers, *found}):
             count, sent = found.get(peer, (0, None))
@@ -370,18 +355,15 @@ class StateCollector(Collector):
         yield awaited
         yield oldest
 
-    def _evidence(self, db: _ReadOnly) -> Iterator[Metric]:
+    def _evidence(self, db: StoreReader) -> Iterator[Metric]:
         tally = self._tally
-        for seq, direction, type_, event, row_peer, kind, created, sent in db.rows(
-            "SELECT l.seq, e.direction, e.type, e.event, m.peer, m.kind, e.created,"
-            " COALESCE(m.sent_at, m.updated) FROM ledger l JOIN evidence e ON e.id = l.evidence_id"
-            " LEFT JOIN messages m ON m.id = e.message_id WHERE l.seq > ? ORDER BY l.seq",
-            (tally.last_seq,),
+        for seq, direction, type_, event, row_peer, kind, created, sent in db.evidence_since(
+            tally.last_seq
         ):
             tally.last_seq = seq
             peer = row_peer or self.provider
             tally.counts[(direction, type_, event, peer)] += 1
-            if direction == "received" and kind == "dispatch-out" and sent is not None:
+            if direction == "received" and kind is Kind.DISPATCH_OUT and sent is not None:
                 tally.observe_round_trip((peer, type_), max(0.0, created - sent))
         counts = CounterMetricFamily(
             "kep_evidence",
@@ -406,12 +388,13 @@ class StateCollector(Collector):
             round_trip.add_metric(list(key), cumulative, tally.round_trip_sums[key])
         yield round_trip
 
-    def _ledger(self, db: _ReadOnly) -> Iterator[Metric]:
-        (records,) = db.one("SELECT COALESCE(MAX(seq), 0) FROM ledger")
+    def _ledger(self, db: StoreReader) -> Iterator[Metric]:
         yield GaugeMetricFamily(
-            "kep_ledger_records", "Records in the evidence ledger (profile §7)", value=records
+            "kep_ledger_records",
+            "Records in the evidence ledger (profile §7)",
+            value=db.ledger_length(),
         )
-        last = db.one("SELECT created, records FROM checkpoints ORDER BY seq DESC LIMIT 1")
+        last = db.last_checkpoint()
         yield GaugeMetricFamily(
             "kep_ledger_last_checkpoint_timestamp_seconds",
             "When the last signed checkpoint of the ledger was taken (0: never)",
@@ -422,8 +405,8 @@ class StateCollector(Collector):
             "Ledger records the last signed checkpoint covers",
             value=last[1] if last else 0,
         )
-        newest = db.one("SELECT token FROM archive_stamps ORDER BY seq DESC LIMIT 1")
-        tsa = tsa_certificate(bytes(newest[0])) if newest else None
+        newest = db.newest_archive_token()
+        tsa = tsa_certificate(newest) if newest else None
         yield GaugeMetricFamily(
             "kep_ledger_archive_tsa_expiry_timestamp_seconds",
             "notAfter of the TSA certificate of the ledger's newest archive stamp (0: none):"
@@ -457,24 +440,3 @@ class StateCollector(Collector):
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
-
-
-class _ReadOnly:
-    """A short-lived read-only connection to the node's store (WAL lets it read alongside)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> _ReadOnly:
-        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.db.close()
-
-    def rows(self, query: str, args: Iterable[object] = ()) -> list[tuple[Any, ...]]:
-        return list(self.db.execute(query, tuple(args)))
-
-    def one(self, query: str) -> tuple[Any, ...]:
-        row: tuple[Any, ...] | None = self.db.execute(query).fetchone()
-        return row or ()

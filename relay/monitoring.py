@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from relay.store.reader import writable
 
 Check = Callable[[], str | None]  # None when fine, else what is wrong
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -45,7 +47,7 @@ def run_checks(checks: dict[str, Check]) -> tuple[bool, dict[str, str]]:
     return all(v == "ok" for v in results.values()), results
 
 
-def storage_writable(data_dir: os.PathLike[str], database: os.PathLike[str]) -> Check:
+def storage_writable(data_dir: os.PathLike[str], database: Path) -> Check:
     """A file can be written and synced in the data folder, and the store takes a write lock."""
 
     def check() -> str | None:
@@ -60,15 +62,9 @@ def storage_writable(data_dir: os.PathLike[str], database: os.PathLike[str]) -> 
                 os.unlink(probe)
         except OSError as exc:
             return f"data folder not writable: {exc.strerror}"
-        try:
-            db = sqlite3.connect(database, timeout=2.0, isolation_level=None)
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("ROLLBACK")
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
-            return f"store not writable: {exc}"
+        problem = writable(database)
+        if problem is not None:
+            return problem
         return None
 
     return check

@@ -30,6 +30,7 @@ from relay.context import NodeContext, build_context
 from relay.crypto import PooledCrypto
 from relay.errors import is_environmental
 from relay.handshakes import count_failures
+from relay.lifecycle import Kind
 from relay.metrics import StateCollector, certificates_of
 from relay.monitoring import MonitoringListener, Probes, heartbeat_check, storage_writable
 from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP, SessionLimits
@@ -41,10 +42,10 @@ from relay.transport.smtp import SmtpTransport
 
 log = structlog.get_logger("kep.node")
 
-PROCESSORS: dict[str, Callable[[NodeContext, MessageRow], None]] = {
-    "dispatch-in": rgw.process_dispatch,
-    "evidence-in": evidence_in.process_evidence,
-    "submission": sgw.process_submission,
+PROCESSORS: dict[Kind, Callable[[NodeContext, MessageRow], None]] = {
+    Kind.DISPATCH_IN: rgw.process_dispatch,
+    Kind.EVIDENCE_IN: evidence_in.process_evidence,
+    Kind.SUBMISSION: sgw.process_submission,
 }
 DRAIN_GRACE = 30.0  # seconds transactions in flight get to finish on SIGTERM
 
@@ -52,8 +53,7 @@ DRAIN_GRACE = 30.0  # seconds transactions in flight get to finish on SIGTERM
 def recover(context: NodeContext) -> None:
     removed = context.spool.clean_temporaries()
     swept = context.spool.sweep(context.store.spool_ids())
-    with context.store.transaction() as db:
-        reset = db.execute("UPDATE messages SET state = 'queued' WHERE state = 'sending'").rowcount
+    reset = context.store.recover()
     retention.sweep(context)  # copies whose obligations were met before a crash (§7)
     if removed or swept or reset:
         log.info("recovered", temporaries=removed, orphans=swept, requeued=reset)
@@ -79,7 +79,7 @@ def processing_failed(context: NodeContext, row: MessageRow, exc: BaseException)
         attempts = context.store.processing_failed(
             row.id,
             counted=not environmental,
-            retry_at=time.time() + outbound.backoff(context, row.attempts + 1),
+            retry_at=context.now() + outbound.backoff(context, row.attempts + 1),
             detail=f"{type(exc).__name__}: {exc}",
         )
         # Input known to be malformed cannot pass on a later try: no need to wait for it.
@@ -184,6 +184,7 @@ class Node:
                 data_dir=config.data_dir,
                 peers=[e.id for e in trust if e.id != context.provider.id],
                 certificates=certificates_of(context.provider.id, own, trust),
+                clock=context.now,
             )
         )
         Gauge(
@@ -252,7 +253,7 @@ class Node:
         tasks: set[asyncio.Task[None]] = set()
         while not self.stopping.is_set():
             try:
-                due = await asyncio.to_thread(self.context.store.received_due, time.time())
+                due = await asyncio.to_thread(self.context.store.received_due, self.context.now())
             except Exception:  # the store in trouble (disk, locks): look again later
                 log.exception("processing_loop_failed")
                 await asyncio.sleep(self.context.config.timers.queue_poll)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +117,7 @@ def run_put(args: argparse.Namespace) -> int:
         else (current.quota if current else context.config.limits.default_quota)
     )
     etebligat = (args.etebligat == "yes") if args.etebligat else bool(current and current.etebligat)
-    store, now = context.store, time.time()
+    store, now = context.store, context.now()
     if current is not None and store.account_row(str(address)) is None:
         for number, role in current.signers().items():  # the file's account, into the store
             store.allow_signer(str(address), number, role.value, now)

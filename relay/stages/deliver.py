@@ -10,7 +10,6 @@ nothing twice.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -105,7 +104,7 @@ def decide_and_deliver(
         with SpanReader(path, span.start, span.end) as source:
             context.mailboxes.deliver(recipient, "INBOX", f"{key}-{index}", source)  # type: ignore[arg-type]
         context.metrics.delivery_seconds.labels(sending_provider).observe(
-            max(0.0, time.time() - accepted_at)
+            max(0.0, context.now() - accepted_at)
         )
         # eTebligat: the Delivery evidence states the deemed-service time (§4 R-GW 4).
         delivered = context.clock()

@@ -14,6 +14,7 @@ import structlog
 from interop.errors import KepError
 from interop.evidence.codes import EvidenceType
 from relay.context import NodeContext
+from relay.lifecycle import Kind, State
 from relay.stages.issue import Issued, material_of, record
 from relay.store import MessageRow
 
@@ -29,26 +30,25 @@ def process_evidence(context: NodeContext, row: MessageRow) -> None:
         result = context.crypto.verify_envelope(path, context.clock(), row.peer)
     except KepError as exc:
         context.metrics.verified("evidence", False, exc.reason)
-        _keep(context, row, "invalid", exc.detail)
+        _keep(context, row, State.INVALID, exc.detail)
         return
     context.metrics.verified("evidence", result.ok, result.reason)
     if not result.ok or result.evidence is None or result.evidence.evidence is None:
-        _keep(context, row, "invalid", result.detail)
+        _keep(context, row, State.INVALID, result.detail)
         return
     evidence = result.evidence.evidence
-    dispatch = store.find("dispatch-out", row.peer or "", evidence.message.remmd_message_id)
+    dispatch = store.find(Kind.DISPATCH_OUT, row.peer or "", evidence.message.remmd_message_id)
     if dispatch is None:
         _keep(
             context,
             row,
-            "unmatched",
+            State.UNMATCHED,
             f"no Dispatch {evidence.message.remmd_message_id} to {row.peer}",
         )
         return
     issued = Issued(evidence, result.envelope.evidence_xml)
     with store.transaction() as db:
-        known = db.execute("SELECT 1 FROM evidence WHERE id = ?", (evidence.identifier,)).fetchone()
-        if known is None:  # a peer resending the same evidence (§2) is filed once
+        if not store.has_evidence(db, evidence.identifier):  # resent (§2): filed once
             record(
                 context,
                 db,
@@ -60,18 +60,10 @@ def process_evidence(context: NodeContext, row: MessageRow) -> None:
             )
             with path.open("rb") as source:
                 context.mailboxes.deliver(dispatch.mail_from, "Delil", row.id, source)
-        got = {
-            r[0].lower()
-            for r in db.execute(
-                "SELECT recipient FROM evidence WHERE direction = 'received' AND remmd_id = ?"
-                " AND type = ? AND message_id = ?",
-                (dispatch.remmd_id, EvidenceType.DeliveryNonDeliveryToRecipient.value, dispatch.id),
-            )
-            if r[0]
-        }
+        got = store.delivery_recipients(db, dispatch.id)
         if {r.lower() for r in dispatch.rcpt_to} <= got:
             store.stop_timer(db, dispatch.remmd_id or "", row.peer or "")
-        store.set_state(db, row.id, "processed")
+        store.move(db, row, State.PROCESSED)
     log.info(
         "evidence_received",
         queue_id=row.id,
@@ -82,9 +74,9 @@ def process_evidence(context: NodeContext, row: MessageRow) -> None:
     )
 
 
-def _keep(context: NodeContext, row: MessageRow, state: str, detail: str) -> None:
+def _keep(context: NodeContext, row: MessageRow, state: State, detail: str) -> None:
     with context.store.transaction() as db:
-        context.store.set_state(db, row.id, state, last_reply=detail[:500])
+        context.store.move(db, row, state, last_reply=detail[:500])
     log.warning(
         "evidence_kept",
         state=state,

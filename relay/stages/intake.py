@@ -39,6 +39,7 @@ from relay.errors import (
     UnreadableMessage,
     as_relay_error,
 )
+from relay.lifecycle import Kind, State
 from relay.metrics import code_class, refusal_reason
 from relay.smtp.server import Connection, Sink
 from relay.spool import SpoolWriter
@@ -108,7 +109,7 @@ class _Base:
         self,
         writer: SpoolWriter,
         *,
-        kind: str,
+        kind: Kind,
         peer: str | None,
         remmd_id: str | None,
         envelope: Envelope,
@@ -125,7 +126,7 @@ class _Base:
         told to try again, finds the message already accepted if it was.
         """
         store = self.context.store
-        dedupe = kind == "dispatch-in" and peer is not None and remmd_id is not None
+        dedupe = kind is Kind.DISPATCH_IN and peer is not None and remmd_id is not None
         committed_file = False
         try:
             writer.commit()
@@ -145,7 +146,7 @@ class _Base:
                     rcpt_to=envelope.rcpt_tos,
                     size=writer.size,
                     sha256=writer.sha256.hexdigest(),
-                    state="received",
+                    state=State.RECEIVED,
                 )
         except _AlreadyAccepted as already:
             self.context.spool.remove(writer.queue_id)
@@ -266,7 +267,7 @@ class PeerIntake(_Base):
             sink.discard()
             return inspected.reply
         msg_type, remmd_id = inspected
-        kind = "dispatch-in" if msg_type is MsgType.Dispatch else "evidence-in"
+        kind = Kind.DISPATCH_IN if msg_type is MsgType.Dispatch else Kind.EVIDENCE_IN
         reply = await asyncio.to_thread(
             self._commit,
             sink,
@@ -371,7 +372,12 @@ class SubmissionIntake(_Base):
         assert isinstance(sink, SpoolWriter)
         remmd_id = remmd_id_for(self.context, sink.queue_id)  # known from acceptance on
         reply = await asyncio.to_thread(
-            self._commit, sink, kind="submission", peer=None, remmd_id=remmd_id, envelope=envelope
+            self._commit,
+            sink,
+            kind=Kind.SUBMISSION,
+            peer=None,
+            remmd_id=remmd_id,
+            envelope=envelope,
         )
         self.wake()
         return reply

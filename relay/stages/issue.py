@@ -16,6 +16,7 @@ from interop.evidence import xmlio
 from interop.evidence.model import Evidence
 from interop.evidence.xades import EvidenceResult
 from relay.context import NodeContext
+from relay.lifecycle import Kind, State
 from relay.spool import new_id
 from relay.store import MessageRow
 
@@ -197,14 +198,14 @@ def queue(context: NodeContext, db: sqlite3.Connection, outgoing: Outgoing, pare
     context.store.add_message(
         db,
         id=outgoing.queue_id,
-        kind="evidence-out",
+        kind=Kind.EVIDENCE_OUT,
         peer=outgoing.peer,
         remmd_id=e.message.remmd_message_id,
         mail_from=e.issuer,
         rcpt_to=[e.sender],
         size=outgoing.size,
         sha256=outgoing.sha256,
-        state="queued",
+        state=State.QUEUED,
         parent=parent,
         headers=outgoing.headers,
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import structlog
 
@@ -22,6 +21,7 @@ from interop.evidence.issue import follow_up
 from interop.evidence.model import EventReason
 from interop.reasons import Reason
 from relay.context import NodeContext
+from relay.lifecycle import Kind, State
 from relay.metrics import code_class
 from relay.stages.issue import file_evidence, record, remake_message, sign
 from relay.store import MessageRow
@@ -44,19 +44,14 @@ async def send_due(context: NodeContext, transport: Transport) -> int:
 
 
 def _claim_due(context: NodeContext) -> list[MessageRow]:
-    """Rows due now, marked ``sending`` in one transaction so no second pass sends them."""
-    store = context.store
-    with store.transaction() as db:
-        rows = [r for r in store.due(time.time()) if r.kind in ("dispatch-out", "evidence-out")]
-        for row in rows:
-            store.set_state(db, row.id, "sending")
-    return rows
+    """Rows due now, moved to ``sending`` in one transaction so no second pass sends them."""
+    return context.store.claim_due(context.now())
 
 
 async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> None:
     path = context.spool.path(row.id)
     try:
-        if row.kind == "evidence-out" and not await asyncio.to_thread(path.exists):
+        if row.kind is Kind.EVIDENCE_OUT and not await asyncio.to_thread(path.exists):
             # Sent before and removed (§7); a repeated Dispatch asks for it again (§2).
             await asyncio.to_thread(remake_message, context, row)
         size = (await asyncio.to_thread(path.stat)).st_size
@@ -81,8 +76,8 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
 
 def _requeue(context: NodeContext, row: MessageRow) -> None:
     with context.store.transaction() as db:
-        context.store.set_state(
-            db, row.id, "queued", next_attempt=time.time() + backoff(context, row.attempts + 1)
+        context.store.move(
+            db, row, State.QUEUED, next_attempt=context.now() + backoff(context, row.attempts + 1)
         )
 
 
@@ -91,21 +86,21 @@ def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
     attempts = row.attempts + 1
     if result.outcome is Outcome.DELIVERED:
         with store.transaction() as db:
-            store.set_state(
+            store.move(
                 db,
-                row.id,
-                "sent",
+                row,
+                State.SENT,
                 attempts=attempts,
                 last_reply=result.reply[:500],
-                sent_at=time.time(),
+                sent_at=context.now(),
             )
-            if row.kind == "dispatch-out":
+            if row.kind is Kind.DISPATCH_OUT:
                 store.set_timer(
                     db,
                     row.id,
                     row.remmd_id or "",
                     row.peer or "",
-                    evidence_deadline=time.time() + context.config.timers.evidence_timeout,
+                    evidence_deadline=context.now() + context.config.timers.evidence_timeout,
                 )
         log.info(
             "message_sent",
@@ -121,13 +116,13 @@ def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
         return
     if result.outcome is Outcome.TEMPORARY:
         with store.transaction() as db:
-            store.set_state(
+            store.move(
                 db,
-                row.id,
-                "queued",
+                row,
+                State.QUEUED,
                 attempts=attempts,
                 last_reply=result.reply[:500],
-                next_attempt=time.time() + backoff(context, attempts),
+                next_attempt=context.now() + backoff(context, attempts),
             )
         log.warning(
             "message_deferred",
@@ -147,26 +142,26 @@ def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
         peer=row.peer,
         reply=result.reply[:200],
     )
-    if row.kind == "dispatch-out":
+    if row.kind is Kind.DISPATCH_OUT:
         relay_failure(
             context, row, Reason.R_REMMD_Malfunction, f"{row.peer} answered: {result.reply}"
         )
     else:
         with store.transaction() as db:
-            store.set_state(db, row.id, "failed", attempts=attempts, last_reply=result.reply[:500])
+            store.move(db, row, State.FAILED, attempts=attempts, last_reply=result.reply[:500])
 
 
 def _outlived(context: NodeContext, row: MessageRow) -> bool:
     """An Evidence message past ``timers.evidence_lifetime`` (a Dispatch has its relay timer)."""
     lifetime = context.config.timers.evidence_lifetime
-    return row.kind == "evidence-out" and time.time() - row.created >= lifetime
+    return row.kind is Kind.EVIDENCE_OUT and context.now() - row.created >= lifetime
 
 
 def _give_up(context: NodeContext, row: MessageRow, attempts: int, reply: str) -> None:
     """The end of an Evidence message the peer never took: kept as ``expired`` and counted, so
     an operator sees it (alert KepEvidenceExpired); the evidence stays in the ledger."""
     with context.store.transaction() as db:
-        context.store.set_state(db, row.id, "expired", attempts=attempts, last_reply=reply[:500])
+        context.store.move(db, row, State.EXPIRED, attempts=attempts, last_reply=reply[:500])
     context.metrics.expired.labels(row.peer or "", row.kind).inc()
     log.error(
         "evidence_expired",
@@ -185,7 +180,7 @@ def _count(context: NodeContext, row: MessageRow, result: Result) -> None:
         Outcome.TEMPORARY: "deferred",
         Outcome.PERMANENT: "failed",
     }[result.outcome]
-    metrics.relayed.labels(peer, row.kind.removesuffix("-out"), outcome, cls).inc()
+    metrics.relayed.labels(peer, row.kind.label, outcome, cls).inc()
     answered = cls != "none"  # any SMTP reply: the peer is there, whatever it said
     metrics.peer_up.labels(peer).set(1 if answered else 0)
     if answered:
@@ -198,7 +193,7 @@ def relay_failure(
     reason: Reason,
     details: str,
     *,
-    state: str = "failed",
+    state: State = State.FAILED,
 ) -> None:
     """RelayREMMDFailure for a Dispatch, filed in the sender's Delil folder; timers stop."""
     store = context.store
@@ -235,8 +230,8 @@ def relay_failure(
             envelope_id=envelope_id,
         )
         store.stop_timer(db, dispatch.remmd_id or "", dispatch.peer or "")
-        store.set_state(db, dispatch.id, state, last_reply=details[:500])
-    if state == "expired":
+        store.move(db, dispatch, state, last_reply=details[:500])
+    if state is State.EXPIRED:
         context.metrics.expired.labels(dispatch.peer or "", dispatch.kind).inc()
     log.warning(
         "relay_failed",
@@ -248,14 +243,14 @@ def relay_failure(
 
 
 def check_timers(context: NodeContext) -> int:
-    now = time.time()
+    now = context.now()
     fired = 0
     for timer in context.store.expired_timers(now):
         dispatch = context.store.message(timer["dispatch_id"])
         if dispatch is None:
             continue
         if (
-            dispatch.state == "queued"
+            dispatch.state is State.QUEUED
             and timer["relay_deadline"] is not None
             and timer["relay_deadline"] <= now
         ):
@@ -264,11 +259,11 @@ def check_timers(context: NodeContext) -> int:
                 dispatch,
                 Reason.R_REMMD_Unreachable,
                 f"{dispatch.peer} did not accept the Dispatch within the relay timeout",
-                state="expired",
+                state=State.EXPIRED,
             )
             fired += 1
         elif (
-            dispatch.state == "sent"
+            dispatch.state is State.SENT
             and timer["evidence_deadline"] is not None
             and timer["evidence_deadline"] <= now
         ):
@@ -277,7 +272,7 @@ def check_timers(context: NodeContext) -> int:
                 dispatch,
                 Reason.S_REMMD_ReceivedNoDeliveryInfoFromR_REMMD,
                 f"no delivery evidence from {dispatch.peer} within the evidence timeout",
-                state="sent",
+                state=State.SENT,
             )
             fired += 1
     return fired

@@ -25,6 +25,7 @@ from interop.evidence.issue import follow_up, submission_evidence
 from interop.evidence.model import EventReason
 from interop.reasons import Reason
 from relay.context import NodeContext
+from relay.lifecycle import Kind, State
 from relay.stages.issue import file_evidence, record, sign
 from relay.stages.rgw import recipient_indices, send_back
 from relay.stages.sgw import remmd_id_for
@@ -46,9 +47,9 @@ def refusal_for(exc: BaseException) -> EventReason:
 def put_aside(context: NodeContext, row: MessageRow, exc: BaseException) -> None:
     why = refusal_for(exc)
     try:
-        if row.kind == "dispatch-in":
+        if row.kind is Kind.DISPATCH_IN:
             _refuse_dispatch(context, row, why)
-        elif row.kind == "submission":
+        elif row.kind is Kind.SUBMISSION:
             _refuse_submission(context, row, why)
         else:
             _hold(context, row, why)
@@ -71,7 +72,7 @@ def put_aside(context: NodeContext, row: MessageRow, exc: BaseException) -> None
 
 def _hold(context: NodeContext, row: MessageRow, why: EventReason) -> None:
     with context.store.transaction() as db:
-        context.store.set_state(db, row.id, "quarantined", last_reply=why.details[:500])
+        context.store.move(db, row, State.QUARANTINED, last_reply=why.details[:500])
 
 
 def _refuse_dispatch(context: NodeContext, row: MessageRow, why: EventReason) -> None:
@@ -91,7 +92,7 @@ def _refuse_dispatch(context: NodeContext, row: MessageRow, why: EventReason) ->
         )
         for index in recipient_indices(about, row.rcpt_to)
     ]
-    send_back(context, row, envelope, evidence, state="quarantined", detail=why.details[:500])
+    send_back(context, row, envelope, evidence, state=State.QUARANTINED, detail=why.details[:500])
 
 
 def _refuse_submission(context: NodeContext, row: MessageRow, why: EventReason) -> None:
@@ -112,4 +113,4 @@ def _refuse_submission(context: NodeContext, row: MessageRow, why: EventReason) 
     envelope_id = file_evidence(context, issued, row.mail_from, f"{row.id}-quarantined")
     with context.store.transaction() as db:
         record(context, db, issued, direction="issued", message_id=row.id, envelope_id=envelope_id)
-        context.store.set_state(db, row.id, "quarantined", last_reply=why.details[:500])
+        context.store.move(db, row, State.QUARANTINED, last_reply=why.details[:500])

@@ -15,8 +15,6 @@ evidence (``relay.stages.issue.remake_message``).
 
 from __future__ import annotations
 
-import time
-
 import structlog
 
 from relay.context import NodeContext
@@ -26,11 +24,11 @@ log = structlog.get_logger("kep.retention")
 DAY = 86400.0
 
 
-def sweep(context: NodeContext, now: float | None = None) -> int:
+def sweep(context: NodeContext) -> int:
     """Remove the spool files whose time has come; returns how many."""
     keep = context.config.retention.keep_content_days * DAY
     removed = 0
-    while ids := context.store.content_done((now or time.time()) - keep):
+    while ids := context.store.content_done(context.now() - keep):
         for queue_id in ids:
             context.spool.remove(queue_id)  # first the file: a crash here sweeps it again
         context.store.content_removed(ids)

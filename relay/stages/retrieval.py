@@ -15,6 +15,7 @@ from interop.evidence import xmlio
 from interop.evidence.codes import Event, EvidenceType
 from interop.evidence.issue import follow_up
 from relay.context import NodeContext
+from relay.lifecycle import Kind
 from relay.stages.issue import Issued, file_evidence, queue, record, sign, write_message
 
 log = structlog.get_logger("kep.retrieval")
@@ -60,7 +61,7 @@ def retrieve(context: NodeContext, recipient: str, path: Path) -> Issued | None:
             recipient=about.refers_to_recipient,
         ),
     )
-    local = row.kind == "submission"
+    local = row.kind is Kind.SUBMISSION
     peer = context.provider.id if local else (row.peer or "")
     if local:  # filed under a key of its own, so a replay does not file it twice
         envelope_id = file_evidence(context, issued, row.mail_from, f"{key[0]}-{key[1]}-read")

@@ -21,6 +21,7 @@ from interop.evidence import xmlio
 from interop.evidence.model import Evidence
 from interop.reasons import Reason
 from relay.context import NodeContext
+from relay.lifecycle import State
 from relay.stages.deliver import decide_and_deliver
 from relay.stages.issue import queue, record, write_messages
 from relay.store import MessageRow
@@ -68,7 +69,7 @@ def process_dispatch(context: NodeContext, row: MessageRow) -> None:
         accepted_at=row.created,
         refusal=refusal,
     )
-    send_back(context, row, envelope, issued, state="processed")
+    send_back(context, row, envelope, issued, state=State.PROCESSED)
     log.info(
         "dispatch_processed",
         queue_id=row.id,
@@ -92,7 +93,7 @@ def send_back(
     envelope: ParsedEnvelope,
     evidence: Sequence[Evidence],
     *,
-    state: str,
+    state: State,
     detail: str | None = None,
 ) -> None:
     """Sign ``evidence`` about the Dispatch in ``row`` and queue each back to the S-GW as an
@@ -117,4 +118,4 @@ def send_back(
                 envelope_id=message.queue_id,
             )
             queue(context, db, message, parent=row.id)
-        context.store.set_state(db, row.id, state, last_reply=detail)
+        context.store.move(db, row, state, last_reply=detail)

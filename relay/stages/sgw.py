@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
-import time
 from collections import defaultdict
 from typing import BinaryIO, cast
 
@@ -33,6 +32,7 @@ from interop.pathval import subject_text
 from interop.providers import ETEBLIGAT_PROVIDER
 from interop.reasons import Reason
 from relay.context import NodeContext
+from relay.lifecycle import Kind, State
 from relay.stages.deliver import decide_and_deliver
 from relay.stages.issue import Issued, file_evidence, record, sign
 from relay.store import MessageRow
@@ -225,14 +225,14 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
             context.store.add_message(
                 db,
                 id=queue_id,
-                kind="dispatch-out",
+                kind=Kind.DISPATCH_OUT,
                 peer=pid,
                 remmd_id=remmd_id,
                 mail_from=row.mail_from,
                 rcpt_to=addresses,
                 size=size,
                 sha256=digest,
-                state="queued",
+                state=State.QUEUED,
                 parent=row.id,
             )
             context.store.set_timer(
@@ -240,9 +240,9 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
                 queue_id,
                 remmd_id,
                 pid,
-                relay_deadline=time.time() + context.config.timers.relay_timeout,
+                relay_deadline=context.now() + context.config.timers.relay_timeout,
             )
-        context.store.set_state(db, row.id, "rejected" if reasons else "processed")
+        context.store.move(db, row, State.REJECTED if reasons else State.PROCESSED)
     log.info(
         "submission_processed",
         queue_id=row.id,

@@ -14,6 +14,7 @@ from interop.errors import SmtpReply
 from interop.pki.devpki import DevPki
 from relay.config import from_mapping
 from relay.context import build_context
+from relay.lifecycle import Kind
 from relay.pkidir import write_pki
 from relay.stages.intake import ALREADY_ACCEPTED, PeerIntake
 from tests.helpers import make_dispatch
@@ -37,14 +38,18 @@ def test_the_same_dispatch_committed_twice_at_once_is_stored_once(
         writer = context.spool.writer()
         writer.write(dispatch)
         reply = intake._commit(
-            writer, kind="dispatch-in", peer="hs01", remmd_id="rem-1@hs01.kep.tr", envelope=envelope
+            writer,
+            kind=Kind.DISPATCH_IN,
+            peer="hs01",
+            remmd_id="rem-1@hs01.kep.tr",
+            envelope=envelope,
         )
         return reply, writer.queue_id
 
     # Many at once, on threads as the node runs them: whichever commits first is the message.
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: deliver(), range(8)))
-    rows = context.store.messages(kind="dispatch-in")
+    rows = context.store.messages(kind=Kind.DISPATCH_IN)
     assert len(rows) == 1
     kept = rows[0].id
     assert [str(r) for r, q in results if q == kept] == [f"250 2.0.0 Queued as {kept}"]
@@ -74,7 +79,7 @@ def test_a_store_that_cannot_commit_defers_and_leaves_nothing(
     writer = context.spool.writer()
     writer.write(make_dispatch(pki).dispatch)
     reply = intake._commit(
-        writer, kind="dispatch-in", peer="hs01", remmd_id="rem-2@hs01.kep.tr", envelope=envelope
+        writer, kind=Kind.DISPATCH_IN, peer="hs01", remmd_id="rem-2@hs01.kep.tr", envelope=envelope
     )
     assert str(reply) == "451 4.3.0 Temporary storage problem, try again later"
     assert list(context.spool.msg_dir.iterdir()) == []

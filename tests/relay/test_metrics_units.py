@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from interop.errors import ConfigurationError
 from relay.config import embedded_default, from_mapping
 from relay.context import build_context
+from relay.lifecycle import Kind, State
 from relay.metrics import LATENCY_BUCKETS, StateCollector, code_class, refusal_reason
 from relay.monitoring import run_checks, storage_writable
 from relay.node import Node
@@ -72,15 +73,15 @@ def test_state_collector_reads_queue_evidence_and_ledger(tmp_path: Path) -> None
     now = time.time()
     with store.transaction() as db:
         store.add_message(
-            db, id="d1", kind="dispatch-out", peer="hs02", remmd_id="r1@hs01.kep.tr",
+            db, id="d1", kind=Kind.DISPATCH_OUT, peer="hs02", remmd_id="r1@hs01.kep.tr",
             mail_from="a@hs01.kep.tr", rcpt_to=["b@hs02.kep.tr"], size=10, sha256="00",
-            state="queued",
+            state=State.QUEUED,
         )  # fmt: skip
         db.execute("UPDATE messages SET created = ? WHERE id = 'd1'", (now - 120,))
         store.add_message(
-            db, id="d2", kind="dispatch-out", peer="hs02", remmd_id="r2@hs01.kep.tr",
+            db, id="d2", kind=Kind.DISPATCH_OUT, peer="hs02", remmd_id="r2@hs01.kep.tr",
             mail_from="a@hs01.kep.tr", rcpt_to=["b@hs02.kep.tr"], size=10, sha256="00",
-            state="sent",
+            state=State.SENT,
         )  # fmt: skip
         db.execute("UPDATE messages SET sent_at = ? WHERE id = 'd2'", (now - 600,))
         store.set_timer(db, "d2", "r2@hs01.kep.tr", "hs02", evidence_deadline=now + 3600)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import io
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from interop.pki.devpki import DevPki
 from interop.reasons import Reason
 from relay.config import from_mapping
 from relay.context import NodeContext, build_context
+from relay.lifecycle import Kind, State
 from relay.node import processing_failed
 from relay.pkidir import write_pki
 from relay.store import MessageRow
@@ -45,20 +45,20 @@ def context(pki: DevPki, tmp_path: Path) -> Iterator[NodeContext]:
     built.store.close()
 
 
-def _received(context: NodeContext, kind: str, data: bytes, rcpt: str) -> MessageRow:
+def _received(context: NodeContext, kind: Kind, data: bytes, rcpt: str) -> MessageRow:
     queue_id, _path = context.spool.write_bytes(data)
     with context.store.transaction() as db:
         context.store.add_message(
             db,
             id=queue_id,
             kind=kind,
-            peer="hs01" if kind == "dispatch-in" else None,
+            peer="hs01" if kind is Kind.DISPATCH_IN else None,
             remmd_id="rem-poison@hs01.kep.tr",
             mail_from="ali.yilmaz@hs01.kep.tr",
             rcpt_to=[rcpt],
             size=len(data),
             sha256="0" * 64,
-            state="received",
+            state=State.RECEIVED,
         )
     row = context.store.message(queue_id)
     assert row is not None
@@ -84,17 +84,17 @@ def test_a_dispatch_that_keeps_failing_is_put_aside_with_rejection_evidence(
     pki: DevPki, context: NodeContext
 ) -> None:
     exchange = make_dispatch(pki, recipients=("ayse.demir@hs02.kep.tr",))
-    row = _received(context, "dispatch-in", exchange.dispatch, "ayse.demir@hs02.kep.tr")
+    row = _received(context, Kind.DISPATCH_IN, exchange.dispatch, "ayse.demir@hs02.kep.tr")
     bug = KeyError("a reader bug")
-    assert _fail(context, row, bug, MAX - 1).state == "received"
+    assert _fail(context, row, bug, MAX - 1).state is State.RECEIVED
     # Not retried at once: it waits its back-off.
-    assert row.id not in {r.id for r in context.store.received_due(time.time())}
-    assert row.id in {r.id for r in context.store.received_due(time.time() + 5)}
-    assert _fail(context, row, bug, 1).state == "quarantined"
-    assert row.id not in {r.id for r in context.store.received_due(time.time() + 3600)}
+    assert row.id not in {r.id for r in context.store.received_due(context.now())}
+    assert row.id in {r.id for r in context.store.received_due(context.now() + 5)}
+    assert _fail(context, row, bug, 1).state is State.QUARANTINED
+    assert row.id not in {r.id for r in context.store.received_due(context.now() + 3600)}
     # The S-GW hears: Rejection for its recipient, queued back to hs01, in the ledger.
-    out = context.store.messages(kind="evidence-out")
-    assert [(m.peer, m.state, m.parent) for m in out] == [("hs01", "queued", row.id)]
+    out = context.store.messages(kind=Kind.EVIDENCE_OUT)
+    assert [(m.peer, m.state, m.parent) for m in out] == [("hs01", State.QUEUED, row.id)]
     with context.spool.path(out[0].id).open("rb") as stream:
         envelope = parse_envelope(stream)
     evidence = xmlio.parse(envelope.evidence_xml)
@@ -110,10 +110,10 @@ def test_malformed_input_is_put_aside_at_once_with_its_reason(
     pki: DevPki, context: NodeContext
 ) -> None:
     exchange = make_dispatch(pki, recipients=("ayse.demir@hs02.kep.tr",))
-    row = _received(context, "dispatch-in", exchange.dispatch, "ayse.demir@hs02.kep.tr")
+    row = _received(context, Kind.DISPATCH_IN, exchange.dispatch, "ayse.demir@hs02.kep.tr")
     bad = EnvelopeFormatError("Content-Type 'text/plain; x*' is malformed")
-    assert _fail(context, row, bad, 1).state == "quarantined"
-    out = context.store.messages(kind="evidence-out")
+    assert _fail(context, row, bad, 1).state is State.QUARANTINED
+    out = context.store.messages(kind=Kind.EVIDENCE_OUT)
     with context.spool.path(out[0].id).open("rb") as stream:
         evidence = xmlio.parse(parse_envelope(stream).evidence_xml)
     assert evidence.reasons[0].reason is Reason.InvalidMessageFormat
@@ -131,11 +131,11 @@ def test_trouble_of_the_machine_never_puts_a_message_aside(
     pki: DevPki, context: NodeContext, trouble: Exception
 ) -> None:
     exchange = make_dispatch(pki, recipients=("ayse.demir@hs02.kep.tr",))
-    row = _received(context, "dispatch-in", exchange.dispatch, "ayse.demir@hs02.kep.tr")
+    row = _received(context, Kind.DISPATCH_IN, exchange.dispatch, "ayse.demir@hs02.kep.tr")
     after = _fail(context, row, trouble, MAX * 3)
-    assert (after.state, after.attempts) == ("received", 0)
+    assert (after.state, after.attempts) == (State.RECEIVED, 0)
     assert after.next_attempt is not None  # but it waits before the next try
-    assert context.store.messages(kind="evidence-out") == []
+    assert context.store.messages(kind=Kind.EVIDENCE_OUT) == []
 
 
 def test_a_submission_that_keeps_failing_gets_rejection_in_delil(
@@ -152,8 +152,8 @@ def test_a_submission_that_keeps_failing_gets_rejection_in_delil(
     )
     context = build_context(config, clock=lambda: pki.created)
     original = make_dispatch(pki).original
-    row = _received(context, "submission", original, "ayse.demir@hs02.kep.tr")
-    assert _fail(context, row, ValueError("bug"), 1).state == "quarantined"
+    row = _received(context, Kind.SUBMISSION, original, "ayse.demir@hs02.kep.tr")
+    assert _fail(context, row, ValueError("bug"), 1).state is State.QUARANTINED
     filed = context.mailboxes.list("ali.yilmaz@hs01.kep.tr", "Delil")
     assert len(filed) == 1
     with filed[0][0].open("rb") as stream:
@@ -166,7 +166,9 @@ def test_a_submission_that_keeps_failing_gets_rejection_in_delil(
 
 
 def test_evidence_from_a_peer_is_only_held(pki: DevPki, context: NodeContext) -> None:
-    row = _received(context, "evidence-in", b"Subject: x\r\n\r\nnot evidence\r\n", "a@hs02.kep.tr")
-    assert _fail(context, row, RuntimeError("bug"), MAX).state == "quarantined"
-    assert context.store.messages(kind="evidence-out") == []
+    row = _received(
+        context, Kind.EVIDENCE_IN, b"Subject: x\r\n\r\nnot evidence\r\n", "a@hs02.kep.tr"
+    )
+    assert _fail(context, row, RuntimeError("bug"), MAX).state is State.QUARANTINED
+    assert context.store.messages(kind=Kind.EVIDENCE_OUT) == []
     assert _metric(context, kind="evidence-in", reason="TechnicalMalfunction") == 1

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from interop.evidence import xmlio
 from interop.evidence.teblig import deemed_service_time
+from interop.pki.devpki import DevPki
+from relay.config import from_mapping
+from relay.context import build_context
+from relay.lifecycle import Kind, State
+from relay.pkidir import write_pki
+from relay.stages import outbound
+from relay.stages.issue import record, sign
+from tests.helpers import make_dispatch
 from tests.relay.gateways import (
     Mesh,
     evidence,
@@ -136,3 +145,53 @@ def test_etebligat_delivery_states_the_deemed_service_time(mesh: Mesh) -> None:
 )
 def test_deemed_service_time(delivered: dt.datetime, deemed: dt.datetime) -> None:
     assert deemed_service_time(delivered) == deemed
+
+
+def test_the_relay_timeout_runs_on_the_node_clock(pki: DevPki, tmp_path: Path) -> None:
+    """No sleeping: the node's one clock is injected, so a deadline is tested by moving it."""
+    write_pki(pki, tmp_path / "pki")
+    config = from_mapping(
+        {
+            "node": {"provider": "hs01", "dev_pki": "pki", "data_dir": "data"},
+            "limits": {"crypto_workers": 0},
+            "timers": {"relay_timeout": "10m"},
+        },
+        "t",
+        tmp_path,
+    )
+    clock = Clock(pki.created + dt.timedelta(minutes=1))
+    context = build_context(config, clock=clock)
+    exchange = make_dispatch(pki, now=clock())
+    submission = sign(context, exchange.submission)
+    with context.store.transaction() as db:
+        context.store.add_message(
+            db, id="d1", kind=Kind.DISPATCH_OUT, peer="hs02",
+            remmd_id=exchange.submission.message.remmd_message_id,
+            mail_from="ali.yilmaz@hs01.kep.tr", rcpt_to=["ayse.demir@hs02.kep.tr"], size=1,
+            sha256="00", state=State.QUEUED,
+        )  # fmt: skip
+        record(context, db, submission, direction="issued", message_id="d1")
+        context.store.set_timer(
+            db, "d1", exchange.submission.message.remmd_message_id, "hs02",
+            relay_deadline=context.now() + 600,
+        )  # fmt: skip
+    clock.now += dt.timedelta(minutes=9)
+    assert outbound.check_timers(context) == 0
+    clock.now += dt.timedelta(minutes=2)
+    assert outbound.check_timers(context) == 1
+    dispatch = context.store.message("d1")
+    assert dispatch is not None and dispatch.state is State.EXPIRED
+    failure = [
+        e for e in context.store.evidence_of_message("d1") if e["type"] == "RelayREMMDFailure"
+    ]
+    assert len(failure) == 1
+    assert xmlio.parse(bytes(failure[0]["xml"])).event_time == clock().replace(microsecond=0)
+    context.store.close()
+
+
+class Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now

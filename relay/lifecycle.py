@@ -1,0 +1,119 @@
+"""The life of a message at a node: its kinds, its states, and every move between them.
+
+This is the ground floor: it imports nothing of the relay. The store moves a message only
+along ``MOVES`` (``Store.move`` refuses anything else, loudly); stages, metrics and the
+operator tools name kinds and states by these enums, never by strings. docs/architecture.md
+draws the same table (a test checks that they agree).
+
+A message is one envelope the node received or made, with its spool file (INTEROP-PROFILE.md
+§2-§4):
+
+* ``SUBMISSION``: a user's signed message from the provider's own systems (§4 S-GW);
+* ``DISPATCH_IN``: a Dispatch from a peer (§4 R-GW);
+* ``EVIDENCE_IN``: an Evidence message from a peer (§4 S-GW, on an Evidence);
+* ``DISPATCH_OUT``: a Dispatch this node made for a peer (§4 Relay);
+* ``EVIDENCE_OUT``: an Evidence message this node made for a peer (§4 R-GW 4).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+
+class Kind(enum.StrEnum):
+    SUBMISSION = "submission"
+    DISPATCH_IN = "dispatch-in"
+    EVIDENCE_IN = "evidence-in"
+    DISPATCH_OUT = "dispatch-out"
+    EVIDENCE_OUT = "evidence-out"
+
+    @property
+    def inbound(self) -> bool:
+        """Received, to be processed (the others are made here, to be sent)."""
+        return self in RECEIVED_KINDS
+
+    @property
+    def label(self) -> str:
+        """What metrics call it: ``dispatch`` and ``evidence`` for what goes out."""
+        return self.value.removesuffix("-out")
+
+
+class State(enum.StrEnum):
+    RECEIVED = "received"  # acknowledged (250), to be processed
+    PROCESSED = "processed"  # every obligation of processing met
+    REJECTED = "rejected"  # a submission the S-GW refused, with evidence (§4 S-GW 2)
+    QUEUED = "queued"  # to be sent, now or after its back-off
+    SENDING = "sending"  # claimed by the queue manager, on the wire
+    SENT = "sent"  # the peer answered 250
+    FAILED = "failed"  # the peer answered 5xx: given up, with evidence where one is due
+    EXPIRED = "expired"  # its lifetime ended without a 250 (relay timeout, evidence lifetime)
+    INVALID = "invalid"  # a peer's evidence that did not verify: held for an operator
+    UNMATCHED = "unmatched"  # a peer's evidence about no Dispatch of ours: held
+    QUARANTINED = "quarantined"  # its processing kept failing: held, its sender told
+
+
+RECEIVED_KINDS = frozenset({Kind.SUBMISSION, Kind.DISPATCH_IN, Kind.EVIDENCE_IN})
+SENT_KINDS = frozenset({Kind.DISPATCH_OUT, Kind.EVIDENCE_OUT})
+
+# Waiting in a stage, and held for an operator (what the queue gauges show).
+PENDING = (State.RECEIVED, State.QUEUED, State.SENDING)
+HELD = (State.INVALID, State.UNMATCHED, State.QUARANTINED)
+
+# (kind, from, to): every move the store allows, with the profile section behind it.
+MOVES: Mapping[tuple[Kind, State, State], str] = {
+    # A user's message at the S-GW (§4 "S-GW, on submission").
+    (Kind.SUBMISSION, State.RECEIVED, State.PROCESSED): "§4 S-GW 2-3: accepted, Dispatches queued",
+    (Kind.SUBMISSION, State.RECEIVED, State.REJECTED): "§4 S-GW 2: Rejection issued, stop here",
+    (Kind.SUBMISSION, State.RECEIVED, State.QUARANTINED): "§4 S-GW 2: cannot be processed",
+    # A Dispatch at the R-GW (§4 "R-GW, on a Dispatch").
+    (Kind.DISPATCH_IN, State.RECEIVED, State.PROCESSED): "§4 R-GW 1-4: evidence issued",
+    (Kind.DISPATCH_IN, State.RECEIVED, State.QUARANTINED): "§4 R-GW 1: Rejection, put aside",
+    # Evidence at the S-GW (§4 "S-GW, on an Evidence").
+    (Kind.EVIDENCE_IN, State.RECEIVED, State.PROCESSED): "§4: recorded, filed, timers stopped",
+    (Kind.EVIDENCE_IN, State.RECEIVED, State.INVALID): "§4: did not verify: kept, reported",
+    (Kind.EVIDENCE_IN, State.RECEIVED, State.UNMATCHED): "§4: unknown message: kept, reported",
+    (Kind.EVIDENCE_IN, State.RECEIVED, State.QUARANTINED): "§4: cannot be processed: kept",
+    # A Dispatch to a peer (§4 "Relay").
+    (Kind.DISPATCH_OUT, State.QUEUED, State.SENDING): "§4 Relay: an attempt",
+    (Kind.DISPATCH_OUT, State.SENDING, State.SENT): "§2: 250, now awaiting evidence",
+    (Kind.DISPATCH_OUT, State.SENDING, State.QUEUED): "§4 Relay: 4xx or no answer, back-off",
+    (Kind.DISPATCH_OUT, State.SENDING, State.FAILED): "§4 Relay: 5xx, RelayREMMDFailure",
+    (Kind.DISPATCH_OUT, State.QUEUED, State.EXPIRED): "§4 Relay: relay_timeout, failure",
+    (Kind.DISPATCH_OUT, State.SENT, State.SENT): "§4: evidence_timeout, failure issued",
+    # An Evidence message to a peer (§4 R-GW 4: the same queue and retry rules).
+    (Kind.EVIDENCE_OUT, State.QUEUED, State.SENDING): "§4 R-GW 4: an attempt",
+    (Kind.EVIDENCE_OUT, State.SENDING, State.SENT): "§2: the peer has it",
+    (Kind.EVIDENCE_OUT, State.SENDING, State.QUEUED): "§4: 4xx or no answer, back-off",
+    (Kind.EVIDENCE_OUT, State.SENDING, State.FAILED): "§4: 5xx, given up",
+    (Kind.EVIDENCE_OUT, State.SENDING, State.EXPIRED): "evidence_lifetime ended (choice)",
+    (Kind.EVIDENCE_OUT, State.SENT, State.QUEUED): "§2: a repeated Dispatch, sent again",
+    (Kind.EVIDENCE_OUT, State.FAILED, State.QUEUED): "§2: a repeated Dispatch, sent again",
+    (Kind.EVIDENCE_OUT, State.EXPIRED, State.QUEUED): "§2: a repeated Dispatch, sent again",
+}
+
+# The gateway's own copy of a message goes once every obligation on it is met (§7, 1.1).
+CONTENT_DONE: Mapping[Kind, tuple[State, ...]] = {
+    Kind.SUBMISSION: (State.PROCESSED, State.REJECTED),
+    Kind.DISPATCH_IN: (State.PROCESSED,),
+    Kind.EVIDENCE_IN: (State.PROCESSED,),
+    Kind.DISPATCH_OUT: (State.SENT, State.FAILED, State.EXPIRED),
+    Kind.EVIDENCE_OUT: (State.SENT, State.FAILED, State.EXPIRED),
+}
+
+# A node that stopped (a crash, kill -9) finds these where they were; at start they go back
+# to where they can be taken up again (§2: a crash after 250 loses nothing).
+RECOVERY: Mapping[State, State] = {State.SENDING: State.QUEUED}
+
+
+def sources(kind: Kind, to: State) -> tuple[State, ...]:
+    """The states a ``kind`` message may move to ``to`` from."""
+    return tuple(f for (k, f, t) in MOVES if k is kind and t is to)
+
+
+def allowed(kind: Kind, source: State, to: State) -> bool:
+    return (kind, source, to) in MOVES
+
+
+class IllegalMove(RuntimeError):
+    """A move the table does not have: a bug, never a peer's doing."""
