@@ -39,7 +39,7 @@ from interop.pki.devpki import DevPki, generate
 from interop.pki.signer import Signer
 from interop.providers import BUILTIN_DIRECTORY
 from interop.verifiers import Verifiers
-from relay.pkidir import read_pki, verifiers_from_pki, write_pki
+from relay.keys import read_pki, verifiers_from_pki, write_pki
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 MiB = 1024 * 1024

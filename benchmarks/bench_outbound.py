@@ -94,7 +94,7 @@ def child(root: str, port: str, way: str, warm: str, big: str) -> None:
         async def go() -> dict[str, object]:
             transport = kind(context, timeout=120)
             try:
-                warm_up = await transport.deliver(entry(Path(warm)))
+                warm_up = await transport.send(entry(Path(warm)))
                 if warm_up.outcome is not Outcome.DELIVERED:
                     raise SystemExit(f"hs02 did not take the small Dispatch: {warm_up.reply}")
                 gc.collect()
@@ -104,7 +104,7 @@ def child(root: str, port: str, way: str, warm: str, big: str) -> None:
                 except OSError:  # no clear_refs: the lifetime peak (KiB on Linux) so far
                     baseline, peak_field = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, ""
                 start = time.perf_counter()
-                result = await transport.deliver(entry(Path(big)))
+                result = await transport.send(entry(Path(big)))
                 seconds = time.perf_counter() - start
                 peak = (
                     _kib(peak_field)

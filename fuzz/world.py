@@ -31,7 +31,7 @@ from interop.pki.devpki import DevPki, generate
 from interop.providers import BUILTIN_DIRECTORY
 from interop.reasons import Reason
 from interop.verifiers import Verifiers
-from relay.pkidir import ensure_dev_pki, read_pki, verifiers_from_pki
+from relay.keys import ensure_dev_pki, read_pki, verifiers_from_pki
 from tests.helpers import LATER, NOW, make_dispatch, make_evidence_message
 
 # The detached content every CMS seed signs: the cms target checks signatures over it.

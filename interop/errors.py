@@ -39,6 +39,16 @@ class SmtpReply:
     def __str__(self) -> str:
         return f"{self.code} {self.enhanced} {self.text}"
 
+    @classmethod
+    def parse(cls, line: str) -> SmtpReply:
+        """A reply as it went on the wire (``0`` for a code that is not one, ``""`` for no
+        enhanced status code): the SMTP library writes some replies itself as text."""
+        code, _, rest = line.strip().partition(" ")
+        enhanced, _, text = rest.partition(" ")
+        if not (enhanced[:1] in ("2", "4", "5") and enhanced.count(".") == 2):
+            enhanced, text = "", rest
+        return cls(int(code) if code.isdigit() and len(code) == 3 else 0, enhanced, text)
+
 
 class KepError(Exception):
     """Base of every refusal; ``detail`` is safe to show to a peer.

@@ -46,8 +46,6 @@ class Limits:
     signature_part: int = 1 * MiB
     # Recipients of one Dispatch (RFC 5321 §4.5.3.1.8 requires accepting at least 100).
     recipients: int = 1000
-    # MIME nesting levels walked by the envelope parser.
-    mime_depth: int = 8
     # Parts of one multipart entity.
     mime_parts: int = 64
     # Certificates accepted in one CMS SignedData or XML signature.
@@ -71,21 +69,28 @@ def message_limit(
     recipient_providers: Iterable[str],
     own_limits: Mapping[str, int],
     limits: Limits = DEFAULT_LIMITS,
+    peer_limits: Mapping[str, int] | None = None,
 ) -> int:
     """The size limit on an original message (INTEROP-PROFILE.md §2, KEP-DOMAIN.md "Size").
 
     Cross-provider messages may be 25 MiB; a message whose every recipient is at the sender's
     own provider may be that provider's own limit (``own_limits``; hs01 allows 100 MiB).
-    One recipient elsewhere makes the whole message cross-provider.
+    One recipient elsewhere makes the whole message cross-provider, limited by what each
+    recipient's provider takes (``peer_limits``, the trust list's limit for that provider: the
+    same one its gateway is held to when it sends to us; 25 MiB unless configured).
     """
     recipients = set(recipient_providers)
     if recipients and recipients == {sender_provider}:
         return own_limits.get(sender_provider, limits.cross_provider_message)
-    return limits.cross_provider_message
+    others = recipients - {sender_provider}
+    return min(
+        ((peer_limits or {}).get(p, limits.cross_provider_message) for p in others),
+        default=limits.cross_provider_message,
+    )
 
 
 # Providers' own same-provider limits known from KEP-DOMAIN.md; others come by configuration.
-KNOWN_OWN_LIMITS: Mapping[str, int] = {"hs01": 100 * MiB}
+KNOWN_OWN_LIMITS: Mapping[str, int] = {"hs01": DEFAULT_LIMITS.same_provider_message}
 
 # Bytes read from a stream at a time when hashing or scanning (not a protocol limit).
 STREAM_CHUNK = 1 * MiB

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,13 +17,14 @@ from typing import Any
 
 from interop.errors import ConfigurationError, IdentityNumberError
 from interop.identity import NationalId
-from interop.limits import DEFAULT_LIMITS, MiB
+from interop.limits import DEFAULT_LIMITS, KNOWN_OWN_LIMITS, MiB
 from interop.providers import BUILTIN_DIRECTORY, Provider
 from relay.tsa import TsaClientConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-MAX_WORKERS = 32
+MAX_PROCESSES = 64
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ class PeerConfig:
     process_cas: tuple[Path, ...] = ()
     tls_cas: tuple[Path, ...] = ()
     tls_names: tuple[str, ...] = ()
-    message_limit: int = 25 * MiB
+    message_limit: int = DEFAULT_LIMITS.cross_provider_message
     domain: str = ""
 
 
@@ -82,10 +84,8 @@ class Limits:
     max_connections_per_peer: int = 40
     max_recipients: int = 1000
     # Same-provider limit of this provider (hs01: 100 MiB per KEP-DOMAIN.md); peers' in [peers].
-    own_message_limit: int = 25 * MiB
+    own_message_limit: int = DEFAULT_LIMITS.cross_provider_message
     default_quota: int = 100 * MiB  # KEP-DOMAIN.md: 100 MB free per account
-    # Processes that verify and sign (relay/crypto.py); 0: in the node's own process.
-    crypto_workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, MAX_WORKERS))
     # Bytes per second below which a DATA transfer counts as slow (timers.slow_transfer_limit);
     # Postfix's smtpd_min_data_rate is 500. A 25 MiB envelope at the floor takes 15 hours.
     min_transfer_rate: int = 500
@@ -97,6 +97,23 @@ class Limits:
     # aside (state ``quarantined``) and its sender gets evidence; trouble of the machine (disk,
     # database) retries without counting.
     max_processing_attempts: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    # sqlite:///path (the embedded default: data_dir/state.sqlite3) or postgresql://…
+    # (every node of the provider, on any machine; docs/deployment.md).
+    url: str | None = None
+    # SQLite's synchronous setting: FULL (the default) syncs every commit.
+    sqlite_synchronous: str = "FULL"
+    # How long a node process's claim on a message lasts unless renewed (every third of it):
+    # a dead process's messages are taken up by the others this long after its last renewal.
+    lease: float = 60.0
+    # PostgreSQL connections per node process (one per processing slot and a few more).
+    connections: int = 12
+
+    def url_for(self, data_dir: Path) -> str:
+        return self.url or f"sqlite:///{data_dir / 'state.sqlite3'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +161,16 @@ class NodeConfig:
     accounts: tuple[AccountConfig, ...] = ()
     # KEP-DOMAIN.md: the default keeps receiving when full; a provider may refuse instead.
     refuse_when_full: bool = False
-    sqlite_synchronous: str = "FULL"
+    store: StoreConfig = field(default_factory=StoreConfig)
+    # This node's name, unique among the provider's nodes (default: the host's name); its
+    # processes claim work as "name/1", "name/2", … (relay.store.messages).
+    name: str = field(default_factory=socket.gethostname)
+    # Node processes on this machine, sharing the listeners (SO_REUSEPORT) and the store.
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url_for(self.data_dir)
 
     def peer(self, provider_id: str) -> PeerConfig | None:
         for peer in self.peers:
@@ -249,6 +275,12 @@ def _path(value: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def own_message_limit(provider_id: str) -> int:
+    """The default limit on a message between two users of ``provider_id``: hs01's own is
+    larger (KEP-DOMAIN.md), every other provider's is the cross-provider one (profile §2)."""
+    return KNOWN_OWN_LIMITS.get(provider_id, DEFAULT_LIMITS.cross_provider_message)
+
+
 def embedded_default(data_dir: Path = Path("var")) -> NodeConfig:
     """No file: hs01 on loopback, data under ./var, a dev PKI made on first run."""
     return NodeConfig(
@@ -259,7 +291,7 @@ def embedded_default(data_dir: Path = Path("var")) -> NodeConfig:
         submission_listener=Listener("127.0.0.1", 2587, require_tls=False),
         monitoring_listener=Listener("127.0.0.1", 9465, require_tls=False),
         dev_pki=data_dir / "pki",
-        limits=Limits(own_message_limit=100 * MiB),
+        limits=Limits(own_message_limit=own_message_limit("hs01")),
     )
 
 
@@ -293,10 +325,16 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
     data_dir = _path(node.get("data_dir", str, "var"), base)
     dev_pki = node.get("dev_pki", str)
     refuse_when_full = node.get("refuse_when_full", bool, False)
-    synchronous = node.get("sqlite_synchronous", str, "FULL").upper()
-    if synchronous not in ("FULL", "EXTRA", "NORMAL"):
-        raise ConfigurationError(f"{node.where('sqlite_synchronous')}: FULL, EXTRA or NORMAL")
+    name = node.get("name", str, socket.gethostname())
+    if not _NODE_NAME.match(name):
+        raise ConfigurationError(f"{node.where('name')}: letters, digits, '.', '-', '_' only")
+    processes = node.get("processes", int, os.cpu_count() or 1)
+    if not 1 <= processes <= MAX_PROCESSES:
+        raise ConfigurationError(f"{node.where('processes')}: 1 to {MAX_PROCESSES}")
+    # The older place of [store] sqlite_synchronous.
+    old_synchronous = node.get("sqlite_synchronous", str, "FULL")
     node.done()
+    store = _store(_Section(source, "store", top.get("store", dict, {})), old_synchronous, base)
 
     listen = _Section(source, "listen", top.get("listen", dict, {}))
     peer_l = _Section(source, "listen.peer", listen.get("peer", dict, {}))
@@ -360,7 +398,9 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         mx_port = section.get("mx_port", int, 465)
         if not 0 < mx_port < 65536:
             raise ConfigurationError(f"{section.where('mx_port')}: not a port number")
-        limit = section.get("message_limit_mib", (int, float), 25)
+        limit = section.get(
+            "message_limit_mib", (int, float), DEFAULT_LIMITS.cross_provider_message / MiB
+        )
         peer_domain = section.get("domain", str, "")
         peers.append(
             PeerConfig(
@@ -393,7 +433,12 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         )
 
     limits_s = _Section(source, "limits", top.get("limits", dict, {}))
-    base_limits = Limits(own_message_limit=(100 if provider.id == "hs01" else 25) * MiB)
+    if "crypto_workers" in limits_s.table:  # an older release's way to use the cores
+        raise ConfigurationError(
+            f"{limits_s.where('crypto_workers')}: no longer used; remove it: each of the "
+            "[node] processes (default: one per core) verifies and signs for itself"
+        )
+    base_limits = Limits(own_message_limit=own_message_limit(provider.id))
     limits = Limits(
         max_connections=limits_s.get("max_connections", int, base_limits.max_connections),
         max_connections_per_peer=limits_s.get(
@@ -405,7 +450,6 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
             * MiB
         ),
         default_quota=int(limits_s.get("default_quota_mib", (int, float), 100) * MiB),
-        crypto_workers=limits_s.get("crypto_workers", int, base_limits.crypto_workers),
         min_transfer_rate=limits_s.get("min_transfer_rate", int, base_limits.min_transfer_rate),
         max_junk_commands=limits_s.get("max_junk_commands", int, base_limits.max_junk_commands),
         max_processing_attempts=limits_s.get(
@@ -413,10 +457,6 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         ),
     )
     limits_s.done()
-    if not 0 <= limits.crypto_workers <= MAX_WORKERS:
-        raise ConfigurationError(
-            f"{source}: limits.crypto_workers: 0 (in the node's process) to {MAX_WORKERS}"
-        )
     if limits.max_recipients > DEFAULT_LIMITS.recipients:
         # Evidence lists every recipient and refuses more than interop's limit (§5).
         raise ConfigurationError(
@@ -495,5 +535,26 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         tsa=tsa,
         accounts=tuple(accounts),
         refuse_when_full=refuse_when_full,
-        sqlite_synchronous=synchronous,
+        store=store,
+        name=name,
+        processes=processes,
     )
+
+
+def _store(section: _Section, synchronous: str, base: Path) -> StoreConfig:
+    url = section.get("url", str)
+    if url is not None and url.startswith("sqlite:///"):  # a relative file: beside the config
+        url = f"sqlite:///{_path(url.removeprefix('sqlite:///'), base)}"
+    elif url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError(f"{section.where('url')}: sqlite:///… or postgresql://…")
+    synchronous = section.get("sqlite_synchronous", str, synchronous).upper()
+    if synchronous not in ("FULL", "EXTRA", "NORMAL"):
+        raise ConfigurationError(f"{section.where('sqlite_synchronous')}: FULL, EXTRA or NORMAL")
+    lease = duration(section.get("lease", (str, int, float), 60.0), section.where("lease"))
+    if lease < 5:
+        raise ConfigurationError(f"{section.where('lease')}: at least 5s")
+    connections = section.get("connections", int, 12)
+    if not 2 <= connections <= 200:
+        raise ConfigurationError(f"{section.where('connections')}: 2 to 200")
+    section.done()
+    return StoreConfig(url, synchronous, lease, connections)

@@ -1,6 +1,6 @@
 """Everything a running node holds, built once from its configuration.
 
-Keys and certificates are read here through ``relay.pkidir`` (the one module that reads
+Keys and certificates are read here through ``relay.keys`` (the one module that reads
 private keys); stages get ready values: the signer, the verifiers, TLS contexts, routes,
 mailboxes, the spool and the store.
 """
@@ -31,15 +31,15 @@ from relay.crypto import (
     dev_verifiers,
     local_crypto,
 )
-from relay.mailbox import Account, AccountState, AccountType, Mailboxes
-from relay.metrics import Metrics
-from relay.pkidir import (
+from relay.keys import (
     DEV_WARNING,
     ensure_dev_pki,
     read_pki,
 )
+from relay.mailbox import Account, AccountState, AccountType, Mailboxes
+from relay.metrics import Metrics
 from relay.spool import Spool
-from relay.store import Store
+from relay.store import Store, open_database
 from relay.tsa import Stamping
 
 Clock = Callable[[], dt.datetime]
@@ -66,10 +66,12 @@ class NodeContext:
     mailboxes: Mailboxes
     spool: Spool
     store: Store
-    # Verifying and signing (relay/crypto.py): in this process until the node starts workers.
+    # Verifying and signing (relay/crypto.py), in this process.
     crypto: Crypto
     clock: Clock = utc_now
     metrics: Metrics = field(default_factory=Metrics)
+    # The name this node process claims work under (relay.store.messages): "node/index".
+    owner: str = "node/1"
     _validation: list[tuple[str, bytes]] | None = field(default=None, repr=False)
 
     def server_tls(self) -> ssl.SSLContext:
@@ -115,17 +117,25 @@ class NodeContext:
             self._validation = [(kind, der) for der, kind in material.items()]
         return self._validation
 
+    def claim_lost(self, kind: str, queue_id: str) -> None:
+        """This process stalled past its lease and another took the message over: its late
+        write was refused (``Superseded``), so nothing is done twice; count and say so."""
+        self.metrics.claims_lost.labels(kind).inc()
+        log.warning("claim_lost", queue_id=queue_id, kind=kind)
+
     def stamp_function(self) -> Callable[[bytes], bytes] | None:
         """Stamps a signature value now; raises ``TsaUnavailable`` when no token can be had."""
         return self.stamping.function(self.clock())
 
 
-def build_context(config: NodeConfig, clock: Clock = utc_now) -> NodeContext:
+def build_context(config: NodeConfig, clock: Clock = utc_now, index: int = 1) -> NodeContext:
+    """The context of node process ``index`` (1…``config.processes``)."""
     data = config.data_dir
     data.mkdir(parents=True, exist_ok=True)
+    owner = f"{config.name}/{index}"
     if config.dev_pki is not None:
-        return _dev_context(config, clock)
-    return _configured_context(config, clock)
+        return _dev_context(config, clock, owner)
+    return _configured_context(config, clock, owner)
 
 
 def _accounts_from_config(config: NodeConfig) -> list[Account]:
@@ -174,7 +184,7 @@ def _with_dev_signers(accounts: list[Account], pki: DevPki) -> list[Account]:
     return [filled(a) for a in accounts]
 
 
-def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
+def _dev_context(config: NodeConfig, clock: Clock, owner: str) -> NodeContext:
     assert config.dev_pki is not None
     folder = config.dev_pki
     # Every built-in provider, so other nodes' configurations can share this folder.
@@ -198,6 +208,7 @@ def _dev_context(config: NodeConfig, clock: Clock) -> NodeContext:
             folder / "providers" / config.provider.id / "tls.key",
             folder / "ca" / "tls-ca.crt",
         ),
+        owner=owner,
     )
 
 
@@ -208,22 +219,26 @@ def verifiers_for(config: NodeConfig) -> Verifiers:
     return Verifiers(*configured_trust(config))
 
 
-def _configured_context(config: NodeConfig, clock: Clock) -> NodeContext:
+def _configured_context(config: NodeConfig, clock: Clock, owner: str) -> NodeContext:
     identity = config.identity
     assert identity is not None
     crypto = local_crypto(config, instance=os.getpid())
     run = config.data_dir / "run"
     run.mkdir(parents=True, exist_ok=True)
     cafile = run / "tls-cas.pem"
-    cafile.write_bytes(
+    # Written aside and renamed: the node's other processes may be reading it.
+    aside = run / f"tls-cas.pem.{os.getpid()}"
+    aside.write_bytes(
         b"".join(c.public_bytes(Encoding.PEM) for e in crypto.verifiers.trust for c in e.tls_cas)
     )
+    aside.replace(cafile)
     return _node_context(
         config,
         clock,
         crypto,
         _accounts_from_config(config),
         tls=(identity.tls_cert, identity.tls_key, cafile),
+        owner=owner,
     )
 
 
@@ -234,10 +249,15 @@ def _node_context(
     accounts: list[Account],
     *,
     tls: tuple[Path, Path, Path],  # certificate, key, CA bundle of the peers' TLS CAs
+    owner: str,
 ) -> NodeContext:
     store = Store(
-        config.data_dir / "state.sqlite3",
-        config.sqlite_synchronous,
+        open_database(
+            config.store_url,
+            synchronous=config.store.sqlite_synchronous,
+            connections=config.store.connections,
+            retry_for=30.0,
+        ),
         clock=lambda: clock().timestamp(),
     )
     return NodeContext(
@@ -253,8 +273,9 @@ def _node_context(
         mailboxes=Mailboxes(
             config.data_dir / "mail", accounts, store, clock=lambda: clock().timestamp()
         ),
-        spool=Spool(config.data_dir / "spool"),
+        spool=Spool(config.data_dir / "spool", owner),
         store=store,
         crypto=crypto,
         clock=clock,
+        owner=owner,
     )

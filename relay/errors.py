@@ -31,10 +31,10 @@ from trouble in it, so processing retries the first without counting it against 
 from __future__ import annotations
 
 import errno
-import sqlite3
 
 from interop.errors import KepError, SmtpReply
 from interop.reasons import Reason
+from relay.store.database import is_database_error, is_database_trouble
 
 # errno values that describe the machine, not the message: they pass when an operator acts.
 _ENVIRONMENTAL_ERRNO = frozenset(
@@ -165,7 +165,7 @@ def as_relay_error(exc: BaseException) -> RelayError:
         )
         error.code, error.enhanced, error.reason = reply.code, reply.enhanced, exc.reason
         return error
-    if isinstance(exc, OSError | sqlite3.Error):
+    if isinstance(exc, OSError) or is_database_error(exc):
         return StorageTrouble(_describe(exc))
     return LocalTrouble(_describe(exc))
 
@@ -181,8 +181,8 @@ def is_environmental(exc: BaseException) -> bool:
         return True
     if isinstance(exc, KepError):
         return not exc.permanent and exc.reason is Reason.TechnicalMalfunction
-    if isinstance(exc, sqlite3.OperationalError):
-        return True  # locked, busy, disk full, I/O error
+    if is_database_trouble(exc):
+        return True
     if isinstance(exc, OSError):
         return exc.errno in _ENVIRONMENTAL_ERRNO
     return False

@@ -26,7 +26,6 @@ import email.parser
 import email.policy
 import hashlib
 import os
-import sqlite3
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from relay.export_format import (
 from relay.export_report import render_report
 from relay.export_verify import ExportVerification, record_hash, verify_export
 from relay.spool import fsync_dir
+from relay.store import Row
 
 # The header block of a filed Evidence message read to match it (Limits.header_block).
 _HEADER_BYTES = DEFAULT_LIMITS.header_block
@@ -147,7 +147,7 @@ class _Bundle:
 
     def evidence(
         self,
-        row: sqlite3.Row,
+        row: Row,
         signed: Evidence | None,
         index: int,
         width: int,
@@ -265,7 +265,7 @@ def _ledger_proof(context: NodeContext, first: int, last: int) -> LedgerProof:
     return LedgerProof(before.hex(), tuple(records))
 
 
-def _in_time_order(rows: Sequence[sqlite3.Row]) -> list[tuple[sqlite3.Row, Evidence | None]]:
+def _in_time_order(rows: Sequence[Row]) -> list[tuple[Row, Evidence | None]]:
     """Each evidence with its content, in the order things happened: by EventTime (whole
     seconds), then by the step (a relay acceptance and the delivery after it often share a
     second), then by ledger record. The timeline a reader expects; the ledger order is kept
@@ -279,7 +279,7 @@ def _in_time_order(rows: Sequence[sqlite3.Row]) -> list[tuple[sqlite3.Row, Evide
         parsed.append((row, signed))
     never = dt.datetime.max.replace(tzinfo=dt.UTC)
 
-    def key(item: tuple[sqlite3.Row, Evidence | None]) -> tuple[dt.datetime, int, int]:
+    def key(item: tuple[Row, Evidence | None]) -> tuple[dt.datetime, int, int]:
         row, signed = item
         when = signed.event_time if signed else never
         return when, _STEPS.get(str(row["type"]), len(_STEPS)), int(row["seq"])
@@ -287,9 +287,7 @@ def _in_time_order(rows: Sequence[sqlite3.Row]) -> list[tuple[sqlite3.Row, Evide
     return sorted(parsed, key=key)
 
 
-def _filed_messages(
-    context: NodeContext, remmd_id: str, rows: Sequence[sqlite3.Row]
-) -> dict[str, bytes]:
+def _filed_messages(context: NodeContext, remmd_id: str, rows: Sequence[Row]) -> dict[str, bytes]:
     """Evidence id → the Evidence message carrying it, as filed in the Delil folder of the
     original sender when that is an account here (matched by its header fields)."""
     wanted = {str(r["id"]) for r in rows}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -44,7 +43,7 @@ from interop.pathval import CertificateValidator
 from interop.revocation import RevocationData
 from interop.verifiers import Verifiers
 from relay.context import NodeContext
-from relay.store import GENESIS, Store
+from relay.store import GENESIS, Row, Store
 
 log = structlog.get_logger("kep.ledger")
 
@@ -73,14 +72,16 @@ def _document(context: NodeContext, records: int, head: bytes) -> bytes:
     ).encode()
 
 
-def take(context: NodeContext) -> Checkpoint:
-    """Sign the chain head now and store the checkpoint.
+def take(context: NodeContext) -> Checkpoint | None:
+    """Sign the chain head now and store the checkpoint (None: another node process of the
+    provider stored one meanwhile, and this one is dropped).
 
     Signed and time-stamped outside any transaction (a TSA over the network may take seconds,
     and the store's lock serves every stage): records appended meanwhile are simply not
     covered by this checkpoint but by the next. ``TsaUnavailable`` when no token can be had:
     the checkpoint is taken at the next pass.
     """
+    after = context.store.last_checkpoint_time()
     records, head = context.store.ledger_head()
     document = _document(context, records, head)
     signature = sign_digest(
@@ -90,7 +91,9 @@ def take(context: NodeContext) -> Checkpoint:
         timestamp=context.stamp_function(),
     )
     created = context.now()
-    context.store.add_checkpoint(records, head, document, signature, created)
+    if not context.store.add_checkpoint(records, head, document, signature, created, after=after):
+        log.info("checkpoint_taken_elsewhere", records=records)
+        return None
     log.info("checkpoint_taken", records=records, head=head.hex())
     if context.stamping.configured:
         archive(context)
@@ -109,18 +112,20 @@ def stamped_data(records: int, head: bytes, checkpoint_digest: bytes, previous: 
     return ARCHIVE_FORMAT + records.to_bytes(8, "big") + head + checkpoint_digest + previous
 
 
-def archive(context: NodeContext) -> None:
-    """Time-stamp the ledger's head, the newest checkpoint and the archive chain so far."""
+def archive(context: NodeContext) -> bool:
+    """Time-stamp the ledger's head, the newest checkpoint and the archive chain so far; False
+    when no TSA is configured, or another node process extended the chain meanwhile (its
+    stamp covers as much)."""
     stamp = context.stamp_function()
     if stamp is None:
-        return
+        return False
     records, head = context.store.ledger_head()
     checkpoint = context.store.last_checkpoint()
     stamps = context.store.archive_stamps()
     previous = hashlib.sha256(bytes(stamps[-1]["token"])).digest() if stamps else NO_HASH
     data = archive_data(records, head, checkpoint[1] if checkpoint else b"", previous)
     token = stamp(data)
-    context.store.add_archive_stamp(
+    appended = context.store.add_archive_stamp(
         records=records,
         head=head,
         checkpoint=checkpoint[0] if checkpoint else None,
@@ -129,7 +134,11 @@ def archive(context: NodeContext) -> None:
         validation=context.validation_material(),
         created=context.now(),
     )
+    if not appended:
+        log.info("archive_stamped_elsewhere", records=records)
+        return False
     log.info("ledger_archived", records=records, head=head.hex())
+    return True
 
 
 def last_time(context: NodeContext) -> float | None:
@@ -161,7 +170,7 @@ def archive_stamps(store: Store) -> list[ArchiveStamp]:
     return [_stamp_of(store, row) for row in store.archive_stamps()]
 
 
-def _stamp_of(store: Store, row: sqlite3.Row) -> ArchiveStamp:
+def _stamp_of(store: Store, row: Row) -> ArchiveStamp:
     checkpoint = row["checkpoint"]
     signature = store.checkpoint_signature(checkpoint) if checkpoint else None
     return ArchiveStamp(

@@ -13,6 +13,12 @@ A message is one envelope the node received or made, with its spool file (INTERO
 * ``EVIDENCE_IN``: an Evidence message from a peer (§4 S-GW, on an Evidence);
 * ``DISPATCH_OUT``: a Dispatch this node made for a peer (§4 Relay);
 * ``EVIDENCE_OUT``: an Evidence message this node made for a peer (§4 R-GW 4).
+
+Work on a message is claimed: a node process holds a ``received`` message while it processes
+it and a ``sending`` one while it is on the wire, under a lease it renews and a fencing token
+(``relay.store.messages``). A move made under a claim that is no longer current raises
+``Superseded`` and changes nothing, so a process that stalled past its lease cannot undo what
+the node that took over did.
 """
 
 from __future__ import annotations
@@ -27,11 +33,6 @@ class Kind(enum.StrEnum):
     EVIDENCE_IN = "evidence-in"
     DISPATCH_OUT = "dispatch-out"
     EVIDENCE_OUT = "evidence-out"
-
-    @property
-    def inbound(self) -> bool:
-        """Received, to be processed (the others are made here, to be sent)."""
-        return self in RECEIVED_KINDS
 
     @property
     def label(self) -> str:
@@ -101,8 +102,9 @@ CONTENT_DONE: Mapping[Kind, tuple[State, ...]] = {
     Kind.EVIDENCE_OUT: (State.SENT, State.FAILED, State.EXPIRED),
 }
 
-# A node that stopped (a crash, kill -9) finds these where they were; at start they go back
-# to where they can be taken up again (§2: a crash after 250 loses nothing).
+# A node process that stopped (a crash, kill -9) leaves its claimed messages where they were;
+# when its lease runs out, or it starts again under the same name, they go back to where
+# any node can take them up (§2: a crash after 250 loses nothing).
 RECOVERY: Mapping[State, State] = {State.SENDING: State.QUEUED}
 
 
@@ -117,3 +119,8 @@ def allowed(kind: Kind, source: State, to: State) -> bool:
 
 class IllegalMove(RuntimeError):
     """A move the table does not have: a bug, never a peer's doing."""
+
+
+class Superseded(RuntimeError):
+    """The node process's claim on a message ended (its lease ran out) and another took the
+    message over: this one's work on it is void, and its transaction changes nothing."""

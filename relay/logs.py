@@ -27,7 +27,9 @@ def configure(fmt: str | None = None) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # One write per line (message and newline together): node processes share stderr,
+        # and with PYTHONUNBUFFERED two writes could interleave with another process's line.
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         cache_logger_on_first_use=True,
     )

@@ -12,7 +12,6 @@ import enum
 import os
 import re
 import socket
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import BinaryIO, Protocol
 
 from interop.limits import STREAM_CHUNK
 from relay.spool import fsync_dir
+from relay.store.database import Row
 
 FOLDERS = {"INBOX": "", "Sent": ".Sent", "Delil": ".Delil"}
 _SIZE_FIELD = re.compile(r",S=(\d{1,15})(?=,|$)")
@@ -87,7 +87,7 @@ class Account:
 
 
 class AccountSource(Protocol):
-    def account_row(self, address: str) -> sqlite3.Row | None: ...
+    def account_row(self, address: str) -> Row | None: ...
 
     def signers_at(self, address: str, at: float) -> dict[str, str]: ...
 
@@ -173,7 +173,7 @@ class Mailboxes:
             return f"the mailbox of {address} is full; it may receive but not send"
         return None
 
-    def deliver(self, address: str, folder: str, key: str, source: BinaryIO | bytes) -> Path:
+    def put(self, address: str, folder: str, key: str, source: BinaryIO | bytes) -> Path:
         """File a message; idempotent for the same ``key``. Returns the file's path."""
         base = self.folder(address, folder)
         for sub in ("tmp", "new", "cur"):

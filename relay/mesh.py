@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -32,7 +31,8 @@ from interop.errors import ConfigurationError
 from interop.pki.devpki import DevPki, generate
 from interop.providers import BUILTIN_DIRECTORY
 from relay.config import Listener
-from relay.pkidir import MANIFEST, read_pki, write_pki
+from relay.keys import MANIFEST, read_pki, write_pki
+from relay.store.database import is_database_error
 from relay.store.reader import StoreReader
 from relay.submission import submit
 
@@ -62,8 +62,9 @@ class Mesh:
     def pidfile(self, provider: str) -> Path:
         return self.folder / f"{provider}.pid"
 
-    def database(self, provider: str) -> Path:
-        return self.folder / provider / "state.sqlite3"
+    def database(self, provider: str) -> str:
+        """The URL of ``provider``'s store (each mesh node keeps SQLite in its data folder)."""
+        return f"sqlite:///{self.folder / provider / 'state.sqlite3'}"
 
     def node(self, provider: str) -> MeshNode:
         for node in self.nodes:
@@ -97,12 +98,17 @@ def load(folder: Path) -> Mesh:
 
 
 TIMERS = {"retry_initial": "2s", "retry_max": "30s", "queue_poll": "0.2s"}
-# Eight nodes share one machine's cores: one crypto worker each (about 45 MiB) is plenty.
-LIMITS = "[limits]\ncrypto_workers = 1\n"
 
 
+# Eight nodes share one machine's cores: one node process each is plenty.
 def node_toml(
-    mesh: Mesh, node: MeshNode, *, timers: dict[str, str] | None = None, extra: str = ""
+    mesh: Mesh,
+    node: MeshNode,
+    *,
+    timers: dict[str, str] | None = None,
+    extra: str = "",
+    processes: int = 1,
+    name: str | None = None,
 ) -> str:
     """The configuration of one node: dev PKI, loopback listeners, routes to every other.
 
@@ -115,9 +121,11 @@ def node_toml(
         for other in mesh.nodes
         if other.provider != node.provider
     )
+    named = f'name = "{name}"\n' if name else ""
     return (
         f"# {node.provider} in a kep-relay mesh (relay/mesh.py); development PKI only.\n"
-        f'[node]\nprovider = "{node.provider}"\ndata_dir = "{node.provider}"\ndev_pki = "pki"\n\n'
+        f'[node]\nprovider = "{node.provider}"\ndata_dir = "{node.provider}"\ndev_pki = "pki"\n'
+        f"processes = {processes}\n{named}\n"
         f'[listen.peer]\naddress = "127.0.0.1:{node.peer_port}"\n\n'
         f'[listen.submission]\naddress = "127.0.0.1:{node.submission_port}"\n\n'
         f'[listen.monitoring]\naddress = "127.0.0.1:{node.monitoring_port}"\n'
@@ -157,7 +165,7 @@ def write(mesh: Mesh, now: dt.datetime | None = None) -> DevPki:
         pki = generate((now or dt.datetime.now(dt.UTC)) - dt.timedelta(minutes=5), providers)
         write_pki(pki, pki_folder)
     for node in mesh.nodes:
-        mesh.config(node.provider).write_text(node_toml(mesh, node, extra=LIMITS), encoding="utf-8")
+        mesh.config(node.provider).write_text(node_toml(mesh, node), encoding="utf-8")
     (mesh.folder / "prometheus.yml").write_text(prometheus_yml(mesh), encoding="utf-8")
     (mesh.folder / LAYOUT).write_text(
         json.dumps({"nodes": [asdict(n) for n in mesh.nodes]}, indent=2) + "\n", encoding="utf-8"
@@ -270,8 +278,10 @@ def delivered(mesh: Mesh, sent: Sent) -> bool:
     try:
         with StoreReader(mesh.database(sent.sender_provider)) as store:
             return store.delivered(sent.remmd_id, sent.recipient)
-    except sqlite3.Error:
-        return False
+    except Exception as exc:  # a store being made, or locked: not yet
+        if is_database_error(exc):
+            return False
+        raise
 
 
 def send_all(mesh: Mesh, pki: DevPki) -> list[Sent]:

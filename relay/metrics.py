@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from prometheus_client import (
@@ -40,11 +41,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from interop.errors import SmtpReply
 from interop.reasons import Reason
 from interop.trust import TrustList
 from relay.lifecycle import HELD, PENDING, Kind, State
 from relay.store.reader import StoreReader
 from relay.tsa import TsaUnavailable, tsa_certificate
+
+if TYPE_CHECKING:
+    from relay.context import NodeContext
 
 # 1 ms to 2 days: an SMTP reply and an evidence a peer returns the next day fit one scale.
 LATENCY_BUCKETS = (
@@ -58,10 +63,9 @@ SIZE_BUCKETS = (
 )  # fmt: skip
 
 
-def code_class(reply: str) -> str:
-    """``2xx``, ``4xx`` or ``5xx`` from an SMTP reply; ``none`` when no reply came."""
-    head = reply[:1]
-    return f"{head}xx" if head in ("2", "4", "5") and reply[:3].isdigit() else "none"
+def code_class(code: int) -> str:
+    """``2xx``, ``4xx`` or ``5xx`` of an SMTP reply code; ``none`` (0) when no reply came."""
+    return f"{code // 100}xx" if 200 <= code < 600 else "none"
 
 
 # Refusals are labelled by their RFC 3463 enhanced status code, turned into a word here: the
@@ -81,12 +85,10 @@ _REFUSAL_REASONS = {
 }
 
 
-def refusal_reason(reply: str) -> str:
-    parts = reply.split(maxsplit=2)
-    enhanced = parts[1] if len(parts) > 1 else ""
-    if enhanced in _REFUSAL_REASONS:
-        return _REFUSAL_REASONS[enhanced]
-    return "protocol" if enhanced.startswith("5.5.") or reply[:2] == "50" else "other"
+def refusal_reason(reply: SmtpReply) -> str:
+    if reply.enhanced in _REFUSAL_REASONS:
+        return _REFUSAL_REASONS[reply.enhanced]
+    return "protocol" if reply.enhanced.startswith("5.5.") or 500 <= reply.code < 510 else "other"
 
 
 class Metrics:
@@ -115,18 +117,34 @@ class Metrics:
             ["peer", "kind", "result", "code_class"],
             registry=r,
         )
+        # With several node processes (relay.processes) a gauge's value is combined over them
+        # as multiprocess_mode says; alone, the mode changes nothing.
         self.peer_up = Gauge(
             "kep_peer_up",
             "1 when the last delivery attempt to the peer got an SMTP answer, 0 when it could"
             " not connect",
             ["peer"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.peer_last_contact = Gauge(
             "kep_peer_last_contact_timestamp_seconds",
             "When the peer last answered a delivery attempt",
             ["peer"],
             registry=r,
+            multiprocess_mode="max",
+        )
+        self.connections_open = Gauge(
+            "kep_smtp_connections_open",
+            "SMTP connections open on the peer and submission listeners",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.draining = Gauge(
+            "kep_node_draining",
+            "1 while the node drains after SIGTERM",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.verifications = Counter(
             "kep_verifications",
@@ -202,9 +220,16 @@ class Metrics:
             ["why"],
             registry=r,
         )
-        self.crypto_workers_lost = Counter(
-            "kep_crypto_workers_lost",
-            "Times a crypto worker process died and the workers were started again",
+        self.claims_lost = Counter(
+            "kep_claims_lost",
+            "Messages a node process was working on when its lease ran out and another took"
+            " them over (its work on them void), by kind: a process stalled past [store] lease",
+            ["kind"],
+            registry=r,
+        )
+        self.claims_recovered = Counter(
+            "kep_claims_recovered",
+            "Messages taken up from node processes whose leases ran out (a process died)",
             registry=r,
         )
 
@@ -223,6 +248,28 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # rate() needs no *_created
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+
+
+def register_state(registry: CollectorRegistry, context: NodeContext) -> None:
+    """What is read from the store and the certificates at scrape time (``StateCollector``):
+    once per machine, by the node or by the supervisor of its node processes."""
+    certificates = [
+        ("process", context.process.certificate),
+        ("tls", x509.load_pem_x509_certificate(context.tls_cert.read_bytes())),
+    ]
+    if context.stamping.local is not None:
+        certificates.append(("tsa", context.stamping.local.signer.certificate))
+    trust = context.verifiers.trust
+    registry.register(
+        StateCollector(
+            provider=context.provider.id,
+            store_url=context.store.url,
+            data_dir=context.config.data_dir,
+            peers=[e.id for e in trust if e.id != context.provider.id],
+            certificates=certificates_of(context.provider.id, certificates, trust),
+            clock=context.now,
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +326,7 @@ class StateCollector(Collector):
         self,
         *,
         provider: str,
-        database: Path,
+        store_url: str,
         data_dir: Path,
         peers: Iterable[str],
         certificates: Iterable[CertificateInfo],
@@ -287,7 +334,7 @@ class StateCollector(Collector):
     ) -> None:
         self.provider = provider
         self.clock = clock
-        self.database = database
+        self.store_url = store_url
         self.data_dir = data_dir
         self.peers = sorted(set(peers))
         self.certificates = list(certificates)
@@ -297,7 +344,7 @@ class StateCollector(Collector):
             self._tally.last_seq = db.ledger_length()
 
     def _connect(self) -> StoreReader:
-        return StoreReader(self.database)
+        return StoreReader(self.store_url)
 
     def collect(self) -> Iterator[Metric]:
         now = self.clock()

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -28,6 +28,9 @@ from relay.store.reader import writable
 
 Check = Callable[[], str | None]  # None when fine, else what is wrong
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+# Probe files are named for the machine and process too: the data folder may be shared.
+_HOST = socket.gethostname()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +50,13 @@ def run_checks(checks: dict[str, Check]) -> tuple[bool, dict[str, str]]:
     return all(v == "ok" for v in results.values()), results
 
 
-def storage_writable(data_dir: os.PathLike[str], database: Path) -> Check:
+def storage_writable(data_dir: os.PathLike[str], store_url: str) -> Check:
     """A file can be written and synced in the data folder, and the store takes a write lock."""
 
     def check() -> str | None:
-        probe = os.path.join(data_dir, f".ready-probe-{threading.get_ident()}")
+        probe = os.path.join(
+            data_dir, f".ready-probe-{_HOST}-{os.getpid()}-{threading.get_ident()}"
+        )
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -62,7 +67,7 @@ def storage_writable(data_dir: os.PathLike[str], database: Path) -> Check:
                 os.unlink(probe)
         except OSError as exc:
             return f"data folder not writable: {exc.strerror}"
-        problem = writable(database)
+        problem = writable(store_url)
         if problem is not None:
             return problem
         return None

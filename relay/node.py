@@ -1,10 +1,10 @@
-"""The running node: listeners, processing, the queue manager, crypto workers, and draining.
+"""A running node process: listeners, processing, the queue manager, claims, and draining.
 
 Start-up recovers: temporaries of unacknowledged transactions are removed, spool files no row
 points at are swept, and rows a crash left ``sending`` go back to ``queued``. Processing is
 replayed from the store, so a message acknowledged before a crash is finished exactly once.
 SIGTERM drains: listeners close, transactions in flight finish, processing stops between
-messages (those begun finish), then the crypto workers (``relay.crypto``) are shut down.
+messages (those begun finish), and the process exits.
 The monitoring listener (``relay.monitoring``) answers until the end, reporting not ready
 while the node drains.
 """
@@ -14,24 +14,26 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import signal
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
 
 import structlog
 from cryptography import x509
-from prometheus_client import Gauge
 
 from interop.errors import KepError
 from relay import ledger
-from relay.config import Listener, NodeConfig
-from relay.context import NodeContext, build_context
-from relay.crypto import PooledCrypto
+from relay.config import Listener
+from relay.context import NodeContext
 from relay.errors import is_environmental
 from relay.handshakes import count_failures
-from relay.lifecycle import Kind
-from relay.metrics import StateCollector, certificates_of
+from relay.lifecycle import Kind, Superseded
+from relay.metrics import register_state
 from relay.monitoring import MonitoringListener, Probes, heartbeat_check, storage_writable
 from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP, SessionLimits
 from relay.stages import evidence_in, outbound, quarantine, retention, rgw, sgw
@@ -47,16 +49,18 @@ PROCESSORS: dict[Kind, Callable[[NodeContext, MessageRow], None]] = {
     Kind.EVIDENCE_IN: evidence_in.process_evidence,
     Kind.SUBMISSION: sgw.process_submission,
 }
+PROCESSING_AT_ONCE = 2  # received messages one node process works on at the same time
 DRAIN_GRACE = 30.0  # seconds transactions in flight get to finish on SIGTERM
 
 
 def recover(context: NodeContext) -> None:
-    removed = context.spool.clean_temporaries()
-    swept = context.spool.sweep(context.store.spool_ids())
-    reset = context.store.recover()
+    """At start: what this node process left behind when it last stopped (under its name)."""
+    removed = context.spool.clean_temporaries(context.now())
+    swept = context.spool.sweep(context.store.known_ids, context.now())
+    reset = context.store.recover(context.owner)
     retention.sweep(context)  # copies whose obligations were met before a crash (§7)
     if removed or swept or reset:
-        log.info("recovered", temporaries=removed, orphans=swept, requeued=reset)
+        log.info("recovered", temporaries=removed, orphans=swept, reclaimed=reset)
 
 
 def processing_failed(context: NodeContext, row: MessageRow, exc: BaseException) -> None:
@@ -77,7 +81,7 @@ def processing_failed(context: NodeContext, row: MessageRow, exc: BaseException)
     )
     try:
         attempts = context.store.processing_failed(
-            row.id,
+            row,
             counted=not environmental,
             retry_at=context.now() + outbound.backoff(context, row.attempts + 1),
             detail=f"{type(exc).__name__}: {exc}",
@@ -85,15 +89,34 @@ def processing_failed(context: NodeContext, row: MessageRow, exc: BaseException)
         # Input known to be malformed cannot pass on a later try: no need to wait for it.
         malformed = isinstance(exc, KepError) and exc.permanent
         spent = attempts >= context.config.limits.max_processing_attempts
-        if not environmental and (malformed or spent):
+        if attempts and not environmental and (malformed or spent):
             quarantine.put_aside(context, row, exc)
     except Exception:  # the store is in trouble too: the row stays received, tried again
         log.exception("processing_failure_not_recorded", queue_id=row.id, kind=row.kind)
 
 
+@dataclass(frozen=True)
+class Sibling:
+    """What a node process shares with its supervisor: its number among ``count``, a flag it
+    sets while it serves (readiness) and its event loop's last beat (liveness)."""
+
+    index: int
+    count: int
+    ready: Event
+    beat: Synchronized[float]
+    supervisor: int  # its pid: a node process whose supervisor is gone stops
+
+
 class Node:
-    def __init__(self, context: NodeContext, transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        context: NodeContext,
+        transport: Transport | None = None,
+        sibling: Sibling | None = None,
+    ) -> None:
         self.context = context
+        # One of several node processes of this machine (relay.processes), or alone.
+        self.sibling = sibling
         self.transport = transport or SmtpTransport(context)
         self.work = asyncio.Event()
         self.outgoing = asyncio.Event()
@@ -136,7 +159,13 @@ class Node:
             )
 
         server = await asyncio.get_running_loop().create_server(
-            factory, listener.host, listener.port, ssl=tls
+            factory,
+            listener.host,
+            listener.port,
+            ssl=tls,
+            # The machine's node processes share the port; alone, a second node on it is an
+            # operator's mistake and fails to start.
+            reuse_port=self.sibling is not None,
         )
         self.servers.append(server)
         log.info(
@@ -146,12 +175,6 @@ class Node:
     async def start(self) -> None:
         recover(self.context)
         config = self.context.config
-        if config.limits.crypto_workers > 0:
-            self.context.crypto = PooledCrypto(
-                config,
-                config.limits.crypto_workers,
-                on_lost=self.context.metrics.crypto_workers_lost.inc,
-            )
         self.start_monitoring()
         await self._listen(
             "peer",
@@ -168,40 +191,18 @@ class Node:
         self.wake()
 
     def start_monitoring(self) -> None:
-        """Metrics of state read at scrape time, and the monitoring listener if configured."""
+        """Metrics of state read at scrape time, and the monitoring listener if configured;
+        a node process under a supervisor leaves both to it (``relay.processes``)."""
         context, config = self.context, self.context.config
-        metrics = context.metrics
-        metrics.register_process()
-        own = [("process", context.process.certificate)]
-        own.append(("tls", self.tls_certificate))
-        if context.stamping.local is not None:
-            own.append(("tsa", context.stamping.local.signer.certificate))
-        trust = context.verifiers.trust
-        metrics.registry.register(
-            StateCollector(
-                provider=context.provider.id,
-                database=context.store.path,
-                data_dir=config.data_dir,
-                peers=[e.id for e in trust if e.id != context.provider.id],
-                certificates=certificates_of(context.provider.id, own, trust),
-                clock=context.now,
-            )
-        )
-        Gauge(
-            "kep_smtp_connections_open",
-            "SMTP connections open on the peer and submission listeners",
-            registry=metrics.registry,
-        ).set_function(lambda: len(self.limiter.open))
-        Gauge(
-            "kep_node_draining",
-            "1 while the node drains after SIGTERM",
-            registry=metrics.registry,
-        ).set_function(lambda: 1 if self.stopping.is_set() else 0)
+        if self.sibling is not None:
+            return
+        context.metrics.register_process()
+        register_state(context.metrics.registry, context)
         listener = config.monitoring_listener
         if listener is None:
             return
         self.monitoring = MonitoringListener(
-            listener.host, listener.port, metrics.registry, self.probes()
+            listener.host, listener.port, context.metrics.registry, self.probes()
         )
         self.monitoring.start()
         log.info("listening", listener="monitoring", host=listener.host, port=self.monitoring.port)
@@ -223,67 +224,75 @@ class Node:
         def draining() -> str | None:
             return "draining after SIGTERM" if self.stopping.is_set() else None
 
-        def crypto() -> str | None:
-            return context.crypto.health()  # looked up now: start() may have replaced it
-
         return Probes(
             alive={"event_loop": heartbeat_check(lambda: self.beat)},
             ready={
-                "storage": storage_writable(context.config.data_dir, context.store.path),
+                "storage": storage_writable(context.config.data_dir, context.store.url),
                 "pki": pki,
                 "listeners": listening,
-                "crypto": crypto,
                 "draining": draining,
             },
         )
 
     async def heartbeat(self) -> None:
+        """Every second: the event loop's beat (liveness) and the gauges of this process."""
+        metrics = self.context.metrics
         while True:
             self.beat = time.monotonic()
+            metrics.connections_open.set(len(self.limiter.open))
+            metrics.draining.set(1 if self.stopping.is_set() else 0)
+            if self.sibling is not None:
+                self.sibling.beat.value = self.beat
+                if os.getppid() != self.sibling.supervisor and not self.stopping.is_set():
+                    log.error("supervisor_gone")  # killed: drain, and leave the port
+                    self.stopping.set()
             await asyncio.sleep(1.0)
 
     async def process_loop(self) -> None:
-        """Process received messages, several at once so the crypto workers stay busy.
-
-        A message is processed by one task at a time (``busy``); each commits its own
-        transaction, so the order they finish in does not matter.
-        """
-        slots = asyncio.Semaphore(self.processing_slots())
-        busy: set[str] = set()
+        """Claim received messages and process them, several at once so both the event loop
+        and the crypto work stay busy; never more claimed than there are free slots, so what
+        this process cannot start now stays for the node's other processes. Each message
+        commits its own transaction, so the order they finish in does not matter."""
+        free = self.processing_slots()
+        room = asyncio.Event()
         tasks: set[asyncio.Task[None]] = set()
+        context, lease = self.context, self.context.config.store.lease
         while not self.stopping.is_set():
-            try:
-                due = await asyncio.to_thread(self.context.store.received_due, self.context.now())
-            except Exception:  # the store in trouble (disk, locks): look again later
-                log.exception("processing_loop_failed")
-                await asyncio.sleep(self.context.config.timers.queue_poll)
+            if free == 0:
+                room.clear()
+                await room.wait()
                 continue
-            rows = [r for r in due if r.kind in PROCESSORS and r.id not in busy]
-            for row in rows:
-                await slots.acquire()
-                if self.stopping.is_set():
-                    slots.release()
-                    break
-                busy.add(row.id)
+            try:
+                rows = await asyncio.to_thread(
+                    context.store.claim_received, context.owner, context.now(), lease, free
+                )
+            except Exception as exc:  # the store in trouble (disk, locks): look again later
+                context.metrics.failed(exc)
+                log.exception("processing_loop_failed")
+                await asyncio.sleep(context.config.timers.queue_poll)
+                continue
+            for row in (r for r in rows if r.kind in PROCESSORS):
+                free -= 1
                 task = asyncio.create_task(self.process_one(row))
                 tasks.add(task)
 
-                def finished(done: asyncio.Task[None], row_id: str = row.id) -> None:
+                def finished(done: asyncio.Task[None]) -> None:
+                    nonlocal free
                     tasks.discard(done)
-                    busy.discard(row_id)
-                    slots.release()
+                    free += 1
+                    room.set()
 
                 task.add_done_callback(finished)
             if not rows:
                 self.work.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.work.wait(), self.context.config.timers.queue_poll)
+                    await asyncio.wait_for(self.work.wait(), context.config.timers.queue_poll)
         await asyncio.gather(*tasks, return_exceptions=True)  # draining: let them finish
 
     def processing_slots(self) -> int:
-        # Four per worker: while one is verified or signed, the others write, deliver and
-        # commit (measured: more than two per worker keeps both cores busier).
-        return max(2, 4 * self.context.config.limits.crypto_workers)
+        # While one is verified or signed (holding the interpreter), the other writes,
+        # delivers and commits; more only queue behind the one interpreter lock.
+        return PROCESSING_AT_ONCE
 
     async def process_one(self, row: MessageRow) -> None:
         try:
@@ -293,10 +302,29 @@ class Node:
                 peer=row.peer or self.context.provider.id,
             ):
                 await asyncio.to_thread(PROCESSORS[row.kind], self.context, row)
+        except Superseded:  # this process stalled past its lease; another finished the work
+            self.context.claim_lost(row.kind, row.id)
         except Exception as exc:  # one bad message must not stop the node
             await asyncio.to_thread(processing_failed, self.context, row, exc)
-            await asyncio.sleep(1)  # the row stays busy a moment, even if nothing was recorded
         self.outgoing.set()
+
+    async def keep_claims(self) -> None:
+        """Renew this process's leases (three times a lease), and take up the work of node
+        processes whose leases ran out (a process that died; ``Store.recover``)."""
+        context, lease = self.context, self.context.config.store.lease
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await asyncio.to_thread(context.store.renew, context.owner, context.now(), lease)
+                taken = await asyncio.to_thread(context.store.recover)
+            except Exception as exc:  # the store in trouble: the next pass tries again
+                context.metrics.failed(exc)
+                log.exception("lease_renewal_failed")
+                continue
+            if taken:
+                context.metrics.claims_recovered.inc(taken)
+                log.warning("claims_recovered", count=taken)
+                self.wake()
 
     async def send_loop(self) -> None:
         while not self.stopping.is_set():
@@ -316,23 +344,31 @@ class Node:
                         self.outgoing.wait(), self.context.config.timers.queue_poll
                     )
 
-    async def run(self) -> None:
+    async def run(
+        self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+    ) -> None:
         loop = asyncio.get_running_loop()
         # Threads for processing, intake checks, commits and spool reads (all of them block).
         loop.set_default_executor(
             concurrent.futures.ThreadPoolExecutor(max_workers=self.processing_slots() + 8)
         )
         await self.start()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.add_signal_handler(sig, self.stopping.set)
+        if self.sibling is not None:
+            self.sibling.ready.set()
         beat = asyncio.create_task(self.heartbeat())
+        claims = asyncio.create_task(self.keep_claims())
         workers = [asyncio.create_task(self.process_loop()), asyncio.create_task(self.send_loop())]
         await self.stopping.wait()
         await self.drain(workers)
         beat.cancel()
+        claims.cancel()
 
     async def drain(self, workers: list[asyncio.Task[None]]) -> None:
         log.info("draining")
+        if self.sibling is not None:
+            self.sibling.ready.clear()
         for server in self.servers:
             server.close()  # stop accepting
         deadline = asyncio.get_running_loop().time() + DRAIN_GRACE
@@ -350,8 +386,3 @@ class Node:
             self.monitoring.stop()
         self.context.store.close()
         log.info("stopped")
-
-
-def serve(config: NodeConfig) -> None:
-    context = build_context(config)
-    asyncio.run(Node(context).run())

@@ -1,8 +1,15 @@
 """The spool: message files on stable storage (STYLE.md "Durability", Postfix mail_stream.c).
 
-A file is written under ``incoming/`` with a temporary name, fsync'd, renamed into place and
+A file is written under ``tmp/`` with a temporary name, fsync'd, renamed into ``msg/`` and
 its directory fsync'd. Only then does anyone point at it (the store row), and only after that
-is 250 said. Leftover temporaries are removed at start-up; files no row points at are swept.
+is 250 said.
+
+The node's processes share the spool (and, with PostgreSQL, the node's machines do: it is a
+folder they all mount). A temporary's name starts with the process that writes it: at start a
+process removes its own leftovers; anyone's left untouched for ``STALE`` go too (a live
+transaction writes at least every ``timers.data_timeout``). A file in ``msg/`` that no store row
+points at (written, then a crash before the commit) is swept once it is ``STALE`` old, never
+sooner: another process may be about to commit it.
 """
 
 from __future__ import annotations
@@ -11,10 +18,14 @@ import contextlib
 import hashlib
 import os
 import secrets
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 from interop.limits import STREAM_CHUNK
+
+STALE = 3600.0  # seconds: longer than any transaction's silence (timers.data_timeout)
 
 
 def fsync_dir(path: Path) -> None:
@@ -36,7 +47,7 @@ class SpoolWriter:
     def __init__(self, spool: Spool, queue_id: str) -> None:
         self.spool = spool
         self.queue_id = queue_id
-        self.tmp = spool.tmp_dir / f"{queue_id}.tmp"
+        self.tmp = spool.tmp_dir / f"{spool.writer_prefix}{queue_id}.tmp"
         self._file: BinaryIO | None = self.tmp.open("wb")
         self.size = 0
         self.sha256 = hashlib.sha256()
@@ -78,8 +89,9 @@ class SpoolWriter:
 
 
 class Spool:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, owner: str = "node/1") -> None:
         self.root = root
+        self.writer_prefix = _file_prefix(owner)
         self.tmp_dir = root / "tmp"
         self.msg_dir = root / "msg"
         for folder in (self.tmp_dir, self.msg_dir):
@@ -105,25 +117,42 @@ class Spool:
             writer.discard()
             raise
 
-    def clean_temporaries(self) -> int:
-        """Remove temporaries of transactions a crash interrupted (never acknowledged)."""
+    def clean_temporaries(self, now: float | None = None) -> int:
+        """Remove temporaries of transactions a crash interrupted (never acknowledged): this
+        process's own, and any left untouched for ``STALE``."""
+        cutoff = (time.time() if now is None else now) - STALE
         removed = 0
         for leftover in self.tmp_dir.glob("*.tmp"):
-            leftover.unlink(missing_ok=True)
-            removed += 1
-        return removed
-
-    def sweep(self, referenced: set[str]) -> int:
-        """Remove committed files no store row refers to (written, then a crash before commit)."""
-        removed = 0
-        for path in self.msg_dir.glob("*.eml"):
-            if path.stem not in referenced:
-                path.unlink(missing_ok=True)
+            if leftover.name.startswith(self.writer_prefix) or _older(leftover, cutoff):
+                leftover.unlink(missing_ok=True)
                 removed += 1
         return removed
 
+    def sweep(self, known: Callable[[list[str]], Iterable[str]], now: float | None = None) -> int:
+        """Remove committed files ``STALE`` old that no store row refers to (written, then a
+        crash before the commit); ``known`` says which of some ids the store has."""
+        cutoff = (time.time() if now is None else now) - STALE
+        old = {p.stem: p for p in self.msg_dir.glob("*.eml") if _older(p, cutoff)}
+        if not old:
+            return 0
+        orphans = set(old) - set(known(list(old)))
+        for queue_id in orphans:
+            old[queue_id].unlink(missing_ok=True)
+        return len(orphans)
+
     def remove(self, queue_id: str) -> None:
         self.path(queue_id).unlink(missing_ok=True)
+
+
+def _file_prefix(owner: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in owner) + "."
+
+
+def _older(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False
 
 
 class SpanReader:

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from interop.pki.devpki import DevPki, generate
 from interop.verifiers import Verifiers
-from relay.pkidir import verifiers_from_pki, write_pki
-from tests.helpers import NOW
+from relay.keys import verifiers_from_pki, write_pki
+from tests.helpers import NOW, postgres_database
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +36,13 @@ def pki_dir(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("pki")
     write_pki(pki, folder)
     return folder
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new store's URL on each database the relay supports ([store] url)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/state.sqlite3"
+        return
+    with postgres_database() as url:
+        yield url

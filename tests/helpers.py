@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import os
 import shutil
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -21,7 +25,7 @@ from interop.evidence.xades import sign_evidence
 from interop.pki.devpki import DevPki
 from interop.providers import BUILTIN_DIRECTORY
 from interop.verifiers import Verifiers
-from relay.pkidir import verifiers_from_pki
+from relay.keys import verifiers_from_pki
 
 # Frozen clock: every PKI in the tests is made at NOW and checked a little later.
 NOW = dt.datetime(2026, 11, 24, 12, 0, 0, tzinfo=dt.UTC)
@@ -50,6 +54,35 @@ def need_privilege(what: str, works: bool) -> None:
     if os.environ.get("KEP_REQUIRE_TOOLS") == "1":
         pytest.fail(f"{message}, and KEP_REQUIRE_TOOLS=1 says it must")
     pytest.skip(message)
+
+
+# The PostgreSQL the store tests use: the service on this machine unless KEP_TEST_POSTGRES
+# names another (a role that may create databases). Each test gets a database of its own.
+POSTGRES_ADMIN = os.environ.get(
+    "KEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards; skip when no server
+    answers, but fail where CI starts one (KEP_REQUIRE_TOOLS=1)."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        message = f"no PostgreSQL at {POSTGRES_ADMIN} ({str(exc).strip()[:120]})"
+        if os.environ.get("KEP_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"{message}, and KEP_REQUIRE_TOOLS=1 says there must be")
+        pytest.skip(message)
+    name = f"kep_test_{uuid.uuid4().hex[:16]}"
+    with admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield urlunsplit(urlsplit(POSTGRES_ADMIN)._replace(path=f"/{name}"))
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @dataclass

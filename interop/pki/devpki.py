@@ -25,7 +25,6 @@ from interop.pki.signer import Signer, SigningKey
 from interop.providers import BUILTIN_PROVIDERS, KEP_ROOT_DOMAIN
 
 ALGORITHMS = ("ec", "rsa")
-USER_STATES = ("valid", "expired", "revoked")
 # Local parts of the dev users each provider gets, and the state of each one's certificate.
 DEV_USERS: tuple[tuple[str, str], ...] = (
     ("ali.yilmaz", "valid"),

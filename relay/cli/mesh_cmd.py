@@ -15,7 +15,7 @@ from typing import Any
 
 from interop.providers import BUILTIN_PROVIDERS
 from relay import mesh
-from relay.pkidir import DEV_WARNING, read_pki
+from relay.keys import DEV_WARNING, read_pki
 
 DEFAULT_DIR = Path("var/mesh")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from interop.pki.devpki import ALGORITHMS, generate
 from interop.providers import BUILTIN_PROVIDERS
-from relay.pkidir import DEV_WARNING, MANIFEST, write_pki
+from relay.keys import DEV_WARNING, MANIFEST, write_pki
 
 
 def register(commands: Any) -> None:

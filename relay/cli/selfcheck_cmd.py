@@ -23,7 +23,7 @@ from interop.envelope.verify import verify_envelope
 from interop.evidence.codes import Event, EvidenceType
 from interop.evidence.issue import follow_up, submission_evidence
 from interop.evidence.xades import sign_evidence
-from relay.pkidir import read_pki, verifiers_from_pki
+from relay.keys import read_pki, verifiers_from_pki
 
 
 def register(commands: Any) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import embedded_default, load
-from relay.pkidir import read_pki
+from relay.keys import read_pki
 from relay.submission import submit
 
 

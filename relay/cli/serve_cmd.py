@@ -8,7 +8,7 @@ from typing import Any
 
 from relay import logs
 from relay.config import embedded_default, load
-from relay.node import serve
+from relay.processes import serve
 
 
 def register(commands: Any) -> None:
@@ -28,5 +28,4 @@ def run_serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_format)
     if config.dev_pki is not None:
         logs.warn_development(config)
-    serve(config)
-    return 0
+    return serve(config, args.log_format)

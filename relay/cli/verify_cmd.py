@@ -39,7 +39,7 @@ from relay.context import build_context, verifiers_for
 from relay.export import export_message
 from relay.export_format import ZIP_MAGIC
 from relay.export_verify import ExportVerification, TrustFor, trust_from_roots, verify_file
-from relay.pkidir import load_certificates, load_crls, read_pki, verifiers_from_pki
+from relay.keys import load_certificates, load_crls, read_pki, verifiers_from_pki
 from relay.xsd import load_schema
 
 

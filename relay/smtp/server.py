@@ -87,7 +87,7 @@ class Intake(Protocol):
     async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> SmtpReply:
         """The reply after the final dot; may raise (the server answers with ``reply_for``)."""
 
-    def refused(self, connection: Connection, reply: str) -> None:
+    def refused(self, connection: Connection, reply: SmtpReply) -> None:
         """Told of every 4xx and 5xx reply given on the connection (for metrics)."""
 
     def transaction_done(self, connection: Connection, reply: SmtpReply, seconds: float) -> None:
@@ -162,14 +162,14 @@ class KepSMTP(SMTP):
         refusal = self.limiter.admit(self) if self.limiter is not None else None
         if refusal is not None:
             # RFC 5321 §3.1: 421 instead of the greeting, then close.
-            self.intake.refused(self.connection, refusal)
+            self.intake.refused(self.connection, SmtpReply.parse(refusal))
             transport.write(refusal.encode() + b"\r\n")  # type: ignore[attr-defined]
             transport.close()
 
     async def push(self, status: AnyStr) -> None:
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
-        if text[:1] in ("4", "5"):
-            self.intake.refused(self.connection, text)
+        if text[:1] in ("4", "5"):  # ours and the SMTP library's own, as they go out
+            self.intake.refused(self.connection, SmtpReply.parse(text))
         await super().push(status)
 
     @property

@@ -2,7 +2,7 @@
 
 Used by the R-GW for Dispatches from peers and by the S-GW for its own local recipients.
 For each recipient: RelayREMMDAcceptanceRejection, then, when accepted, delivery into the
-mailbox and DeliveryNonDeliveryToRecipient. Delivery is idempotent (``Mailboxes.deliver``
+mailbox and DeliveryNonDeliveryToRecipient. Delivery is idempotent (``Mailboxes.put``
 with a key derived from the message and the recipient), so a replay after a crash files
 nothing twice.
 """
@@ -102,7 +102,7 @@ def decide_and_deliver(
             continue
         path, span = original
         with SpanReader(path, span.start, span.end) as source:
-            context.mailboxes.deliver(recipient, "INBOX", f"{key}-{index}", source)  # type: ignore[arg-type]
+            context.mailboxes.put(recipient, "INBOX", f"{key}-{index}", source)  # type: ignore[arg-type]
         context.metrics.delivery_seconds.labels(sending_provider).observe(
             max(0.0, context.now() - accepted_at)
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 from aiosmtpd.smtp import Envelope
@@ -44,6 +45,7 @@ from relay.metrics import code_class, refusal_reason
 from relay.smtp.server import Connection, Sink
 from relay.spool import SpoolWriter
 from relay.stages.sgw import remmd_id_for
+from relay.store import is_duplicate
 
 log = structlog.get_logger("kep.intake")
 
@@ -76,15 +78,18 @@ class _Base:
     def _identify(self, connection: Connection, peer_cert: bytes | None) -> None:
         raise NotImplementedError
 
-    def refused(self, connection: Connection, reply: str) -> None:
+    def refused(self, connection: Connection, reply: SmtpReply) -> None:
         self.metrics.refusals.labels(
-            self.listener, self.peer_label(connection), refusal_reason(reply), code_class(reply)
+            self.listener,
+            self.peer_label(connection),
+            refusal_reason(reply),
+            code_class(reply.code),
         ).inc()
 
     def transaction_done(self, connection: Connection, reply: SmtpReply, seconds: float) -> None:
-        cls = code_class(str(reply))
+        cls = code_class(reply.code)
         if cls == "2xx":
-            result = "repeated" if reply.text.startswith(ALREADY_ACCEPTED) else "accepted"
+            result = "repeated" if isinstance(reply, Repeated) else "accepted"
             self.metrics.acceptance_seconds.labels(self.listener).observe(seconds)
         else:
             result = "deferred" if cls == "4xx" else "rejected"
@@ -152,6 +157,13 @@ class _Base:
             self.context.spool.remove(writer.queue_id)
             return self._repeated(already.queue_id, peer or "", remmd_id or "")
         except Exception as exc:
+            if dedupe and is_duplicate(exc):
+                # Another node stored the same Dispatch between our look and our insert (the
+                # database's unique key on it decided): the same message, §2.
+                earlier = store.find(kind, peer or "", remmd_id or "")
+                if earlier is not None:
+                    self.context.spool.remove(writer.queue_id)
+                    return self._repeated(earlier.id, peer or "", remmd_id or "")
             writer.discard()
             stored = self._row_exists(writer.queue_id) if committed_file else False
             if stored is False:
@@ -188,7 +200,12 @@ class _Base:
         """§2: the same Dispatch again: no second copy; evidence already issued goes again."""
         self.context.store.resend_evidence_of(earlier_id)
         log.info("dispatch_repeated", queue_id=earlier_id, peer=peer, remmd_id=remmd_id)
-        return SmtpReply(250, "2.0.0", f"{ALREADY_ACCEPTED} {earlier_id}")
+        return Repeated(250, "2.0.0", f"{ALREADY_ACCEPTED} {earlier_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class Repeated(SmtpReply):
+    """The 250 for a Dispatch accepted before (§2): counted as repeated, not accepted."""
 
 
 class _AlreadyAccepted(Exception):

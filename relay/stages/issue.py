@@ -6,19 +6,18 @@ rows into their own transaction, so evidence, ledger and queue change together o
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from interop.envelope.parse import parse_envelope
 from interop.evidence import xmlio
 from interop.evidence.model import Evidence
 from interop.evidence.xades import EvidenceResult
 from relay.context import NodeContext
 from relay.lifecycle import Kind, State
-from relay.spool import new_id
-from relay.store import MessageRow
+from relay.store import MessageRow, Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +72,25 @@ def file_evidence(
     key: str,
     *,
     ileti_tip: str = "standart",
-) -> str:
+) -> Issued:
     """File an Evidence message about ``issued`` in the Delil folder of ``address`` (one of
-    this provider's own users), under ``key``: a replay after a crash finds it there instead of
-    filing it twice. Returns the message's id, for the evidence's ``envelope_id``."""
+    this provider's own users), under ``key``, and return the evidence filed: the one to
+    record, with ``key`` as its ``envelope_id``.
+
+    A replay after a crash (or a node process taking over one that died) finds the message
+    filed there already: it is not filed twice, and the evidence returned is the one in it,
+    the one the user holds, so the ledger never records a second EvidenceIdentifier for it.
+    """
+    filed = context.mailboxes.find(address, "Delil", key)
+    if filed is not None:
+        with filed.open("rb") as stream:
+            xml = parse_envelope(stream).evidence_xml
+        return Issued(xmlio.parse(xml), xml)
     message = context.crypto.evidence_message(
         issued.evidence, issued.xml, context.clock(), ileti_tip=ileti_tip
     )
-    context.mailboxes.deliver(address, "Delil", key, message)
-    return new_id()
+    context.mailboxes.put(address, "Delil", key, message)
+    return issued
 
 
 def write_messages(
@@ -162,7 +171,7 @@ def material_of(result: EvidenceResult) -> list[tuple[str, bytes]]:
 
 def record(
     context: NodeContext,
-    db: sqlite3.Connection,
+    db: Tx,
     issued: Issued,
     *,
     direction: str,
@@ -172,8 +181,11 @@ def record(
 ) -> None:
     """Record evidence in the ledger with what verifying it later needs (§7): for evidence
     this node issued, its own chain and CRLs (``NodeContext.validation_material``); for
-    received evidence, what its verification used (``validation``)."""
+    received evidence, what its verification used (``validation``). Evidence recorded already
+    (a replay finding what it filed before) is not recorded twice."""
     e = issued.evidence
+    if context.store.has_evidence(db, e.identifier):
+        return
     if validation is None and direction == "issued":
         validation = context.validation_material()
     context.store.add_evidence(
@@ -193,7 +205,7 @@ def record(
     )
 
 
-def queue(context: NodeContext, db: sqlite3.Connection, outgoing: Outgoing, parent: str) -> None:
+def queue(context: NodeContext, db: Tx, outgoing: Outgoing, parent: str) -> None:
     e = outgoing.issued.evidence
     context.store.add_message(
         db,

@@ -1,7 +1,7 @@
 """The queue manager: Dispatches and Evidence messages to peers (INTEROP-PROFILE.md §4 "Relay").
 
 Takes: ``dispatch-out`` and ``evidence-out`` rows in state ``queued``. Promises: each goes
-through the one way out (``Transport.deliver``); a 250 makes it ``sent`` (a Dispatch then waits
+through the one way out (``Transport.send``); a 250 makes it ``sent`` (a Dispatch then waits
 for its evidence under ``evidence_timeout``); 4xx and connection trouble retry with back-off
 from ``retry_initial`` doubling to ``retry_max``; a 5xx on a Dispatch, or ``relay_timeout``
 without a 250, ends the relay with RelayREMMDFailure filed for the sender, and so does
@@ -21,10 +21,10 @@ from interop.evidence.issue import follow_up
 from interop.evidence.model import EventReason
 from interop.reasons import Reason
 from relay.context import NodeContext
-from relay.lifecycle import Kind, State
+from relay.lifecycle import Kind, State, Superseded
 from relay.metrics import code_class
 from relay.stages.issue import file_evidence, record, remake_message, sign
-from relay.store import MessageRow
+from relay.store import MessageRow, Row
 from relay.transport.base import Entry, Outcome, Result, Transport
 
 log = structlog.get_logger("kep.outbound")
@@ -44,8 +44,9 @@ async def send_due(context: NodeContext, transport: Transport) -> int:
 
 
 def _claim_due(context: NodeContext) -> list[MessageRow]:
-    """Rows due now, moved to ``sending`` in one transaction so no second pass sends them."""
-    return context.store.claim_due(context.now())
+    """Rows due now, moved to ``sending`` and claimed for this node process in one
+    transaction, so no other pass or process sends them."""
+    return context.store.claim_due(context.owner, context.now(), context.config.store.lease)
 
 
 async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> None:
@@ -56,7 +57,7 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
             await asyncio.to_thread(remake_message, context, row)
         size = (await asyncio.to_thread(path.stat)).st_size
         entry = Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, size)
-        result = await transport.deliver(entry)
+        result = await transport.send(entry)
     except Exception as exc:  # a transport bug must not stop the queue: try again later
         context.metrics.failed(exc)
         log.exception("transport_failed", queue_id=row.id, peer=row.peer, kind=row.kind)
@@ -65,6 +66,8 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
     # Commits (and for a refused Dispatch, signing its failure evidence) block: not on the loop.
     try:
         await asyncio.to_thread(_settle, context, row, result)
+    except Superseded:  # stalled past the lease: another process sends it (§2: the same message)
+        context.claim_lost(row.kind, row.id)
     except Exception as exc:
         # Not recorded (the store, the disk or the TSA in trouble). Back to the queue, so it
         # goes again later: a peer that took it already says so (§2: the same message).
@@ -174,7 +177,7 @@ def _give_up(context: NodeContext, row: MessageRow, attempts: int, reply: str) -
 
 
 def _count(context: NodeContext, row: MessageRow, result: Result) -> None:
-    metrics, peer, cls = context.metrics, row.peer or "", code_class(result.reply)
+    metrics, peer, cls = context.metrics, row.peer or "", code_class(result.code)
     outcome = {
         Outcome.DELIVERED: "sent",
         Outcome.TEMPORARY: "deferred",
@@ -219,16 +222,10 @@ def relay_failure(
         ),
     )
     # Filed under a key derived from the Dispatch, so a replay finds it (idempotent).
-    envelope_id = file_evidence(context, issued, dispatch.mail_from, f"{dispatch.id}-failure")
+    key = f"{dispatch.id}-failure"
+    issued = file_evidence(context, issued, dispatch.mail_from, key)
     with store.transaction() as db:
-        record(
-            context,
-            db,
-            issued,
-            direction="issued",
-            message_id=dispatch.id,
-            envelope_id=envelope_id,
-        )
+        record(context, db, issued, direction="issued", message_id=dispatch.id, envelope_id=key)
         store.stop_timer(db, dispatch.remmd_id or "", dispatch.peer or "")
         store.move(db, dispatch, state, last_reply=details[:500])
     if state is State.EXPIRED:
@@ -243,36 +240,44 @@ def relay_failure(
 
 
 def check_timers(context: NodeContext) -> int:
+    """Fire the relay and evidence timers that ran out. Each Dispatch is claimed first and its
+    timer read again under the claim, so one node process fires it, once; a Dispatch being
+    sent now is left for the next pass."""
     now = context.now()
     fired = 0
-    for timer in context.store.expired_timers(now):
-        dispatch = context.store.message(timer["dispatch_id"])
+    for expired in context.store.expired_timers(now):
+        dispatch = context.store.take(
+            expired["dispatch_id"], context.owner, now, context.config.store.lease
+        )
         if dispatch is None:
             continue
-        if (
-            dispatch.state is State.QUEUED
-            and timer["relay_deadline"] is not None
-            and timer["relay_deadline"] <= now
-        ):
-            relay_failure(
-                context,
-                dispatch,
-                Reason.R_REMMD_Unreachable,
-                f"{dispatch.peer} did not accept the Dispatch within the relay timeout",
-                state=State.EXPIRED,
-            )
-            fired += 1
-        elif (
-            dispatch.state is State.SENT
-            and timer["evidence_deadline"] is not None
-            and timer["evidence_deadline"] <= now
-        ):
-            relay_failure(
-                context,
-                dispatch,
-                Reason.S_REMMD_ReceivedNoDeliveryInfoFromR_REMMD,
-                f"no delivery evidence from {dispatch.peer} within the evidence timeout",
-                state=State.SENT,
-            )
-            fired += 1
+        try:
+            timer = context.store.timer(dispatch.id)  # another process may have fired it
+            if timer is not None and not timer["done"] and _fire(context, dispatch, timer, now):
+                fired += 1
+        finally:
+            context.store.release(dispatch)  # when it did not move (a move ends the claim)
     return fired
+
+
+def _fire(context: NodeContext, dispatch: MessageRow, timer: Row, now: float) -> bool:
+    relay_deadline, evidence_deadline = timer["relay_deadline"], timer["evidence_deadline"]
+    if dispatch.state is State.QUEUED and relay_deadline is not None and relay_deadline <= now:
+        relay_failure(
+            context,
+            dispatch,
+            Reason.R_REMMD_Unreachable,
+            f"{dispatch.peer} did not accept the Dispatch within the relay timeout",
+            state=State.EXPIRED,
+        )
+        return True
+    if dispatch.state is State.SENT and evidence_deadline is not None and evidence_deadline <= now:
+        relay_failure(
+            context,
+            dispatch,
+            Reason.S_REMMD_ReceivedNoDeliveryInfoFromR_REMMD,
+            f"no delivery evidence from {dispatch.peer} within the evidence timeout",
+            state=State.SENT,
+        )
+        return True
+    return False

@@ -110,7 +110,8 @@ def _refuse_submission(context: NodeContext, row: MessageRow, why: EventReason) 
                 reasons=[why],
             ),
         )
-    envelope_id = file_evidence(context, issued, row.mail_from, f"{row.id}-quarantined")
+    key = f"{row.id}-quarantined"
+    issued = file_evidence(context, issued, row.mail_from, key)
     with context.store.transaction() as db:
-        record(context, db, issued, direction="issued", message_id=row.id, envelope_id=envelope_id)
+        record(context, db, issued, direction="issued", message_id=row.id, envelope_id=key)
         context.store.move(db, row, State.QUARANTINED, last_reply=why.details[:500])

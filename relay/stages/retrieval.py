@@ -22,7 +22,7 @@ log = structlog.get_logger("kep.retrieval")
 
 
 def key_of(path: Path) -> tuple[str, int] | None:
-    """(queue id, recipient index) from a delivered file's name (``Mailboxes.deliver``)."""
+    """(queue id, recipient index) from a delivered file's name (``Mailboxes.put``)."""
     parts = path.name.split(".")
     if len(parts) < 3 or "-" not in parts[1]:
         return None
@@ -64,11 +64,10 @@ def retrieve(context: NodeContext, recipient: str, path: Path) -> Issued | None:
     local = row.kind is Kind.SUBMISSION
     peer = context.provider.id if local else (row.peer or "")
     if local:  # filed under a key of its own, so a replay does not file it twice
-        envelope_id = file_evidence(context, issued, row.mail_from, f"{key[0]}-{key[1]}-read")
+        filed_as = f"{key[0]}-{key[1]}-read"
+        issued = file_evidence(context, issued, row.mail_from, filed_as)
         with context.store.transaction() as db:
-            record(
-                context, db, issued, direction="issued", message_id=row.id, envelope_id=envelope_id
-            )
+            record(context, db, issued, direction="issued", message_id=row.id, envelope_id=filed_as)
     else:
         note = write_message(context, issued, peer)
         with context.store.transaction() as db:

@@ -93,6 +93,9 @@ def _checks(
         context.provider.id,
         by_provider,
         {context.provider.id: context.config.limits.own_message_limit},
+        # The limit each recipient's provider is held to ([peers] message_limit_mib), so the
+        # S-GW never sends what that provider's R-GW, configured alike, would refuse (§2).
+        peer_limits={e.id: e.message_limit for e in context.verifiers.trust},
     )
     if row.size > limit:
         reasons.append(
@@ -184,7 +187,11 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
                 reasons=reasons,
             ),
         )
-    notices = [submission]
+    # Filed at once: a replay after a crash takes the evidence filed then, whose identifier
+    # the sender holds, and issues the rest about it.
+    tip = ileti_tip.value
+    submission = file_evidence(context, submission, row.mail_from, f"{row.id}-n0", ileti_tip=tip)
+    filed = [(submission, f"{row.id}-n0")]
     dispatches: list[tuple[str, str, list[str], Issued, int, str]] = []
     if not reasons:
         for pid, addresses in by_provider.items():
@@ -200,23 +207,17 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
                     key=row.id,
                     accepted_at=row.created,
                 )
-                notices += [sign(context, evidence) for evidence in decided]
+                for evidence in decided:
+                    key = f"{row.id}-n{len(filed)}"
+                    issued = sign(context, evidence)
+                    filed.append(
+                        (file_evidence(context, issued, row.mail_from, key, ileti_tip=tip), key)
+                    )
                 continue
             dispatches.append(_dispatch(context, row, submission, pid, addresses))
-    # Filed before the transaction, under keys derived from the submission, so a replay after
-    # a crash finds them instead of filing again. Evidence issued here is not sent anywhere.
-    filed = [
-        (
-            issued,
-            file_evidence(
-                context, issued, row.mail_from, f"{row.id}-n{number}", ileti_tip=ileti_tip.value
-            ),
-        )
-        for number, issued in enumerate(notices)
-    ]
     if not reasons:  # only a message the provider accepted is the user's sent message (quota)
         with path.open("rb") as source:
-            context.mailboxes.deliver(row.mail_from, "Sent", row.id, source)
+            context.mailboxes.put(row.mail_from, "Sent", row.id, source)
     with context.store.transaction() as db:
         for issued, note_id in filed:
             record(context, db, issued, direction="issued", message_id=row.id, envelope_id=note_id)

@@ -1,5 +1,5 @@
-"""The node's durable state in SQLite (WAL, synchronous=FULL by default): the only part of the
-relay that speaks SQL.
+"""The node's durable state, in SQLite (the embedded default: WAL, synchronous=FULL) or in
+PostgreSQL (``relay.store.database``): the only part of the relay that speaks SQL.
 
 Tables (``schema.py``): ``messages`` (every envelope received or made, in its state of
 ``relay.lifecycle``), ``evidence`` (every evidence issued or received, with what verifying it
@@ -8,20 +8,34 @@ needs), ``ledger`` (the hash chain of profile §7 over the evidence, append-only
 ``account_signers``, and ``timers`` (relay and evidence deadlines). Each stage changes state in
 one transaction, so a crash leaves every message in exactly one state and replaying a stage is
 safe. The queries live by concern: ``messages.py``, ``evidence.py``, ``accounts.py``,
-``timers.py``, ``export.py``; ``base.py`` holds the connection, its lock and the clock.
+``timers.py``, ``export.py``; ``base.py`` holds the database and the clock, ``database.py``
+what differs between the two databases, ``schema.py`` the tables and their migrations, and
+``reader.py`` the read-only view of metrics and operator tools.
 """
 
 from __future__ import annotations
 
 from relay.store.accounts import AccountQueries
 from relay.store.base import GENESIS, MessageRow, blob, ledger_hash
+from relay.store.database import Database, Row, Tx, is_duplicate, open_database
 from relay.store.evidence import EvidenceQueries
 from relay.store.export import ExportQueries
 from relay.store.messages import MessageQueries
 from relay.store.timers import TimerQueries
 
-__all__ = ["GENESIS", "MessageRow", "Store", "blob", "ledger_hash"]
+__all__ = [
+    "GENESIS",
+    "Database",
+    "MessageRow",
+    "Row",
+    "Store",
+    "Tx",
+    "blob",
+    "is_duplicate",
+    "ledger_hash",
+    "open_database",
+]
 
 
 class Store(MessageQueries, EvidenceQueries, AccountQueries, TimerQueries, ExportQueries):
-    """Every query of the node, by concern, on one connection under one lock."""
+    """Every query of the node, by concern, on one database."""

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from relay.store.base import StoreBase
+from relay.store.database import Row
 
 
 class AccountQueries(StoreBase):
-    def account_row(self, address: str) -> sqlite3.Row | None:
-        with self._lock:
-            row: sqlite3.Row | None = self.db.execute(
+    def account_row(self, address: str) -> Row | None:
+        with self.database.read() as db:
+            row: Row | None = db.execute(
                 "SELECT * FROM accounts WHERE address = ?", (address.lower(),)
             ).fetchone()
             return row
 
-    def account_rows(self) -> list[sqlite3.Row]:
-        with self._lock:
-            return list(self.db.execute("SELECT * FROM accounts ORDER BY address"))
+    def account_rows(self) -> list[Row]:
+        with self.database.read() as db:
+            return list(db.execute("SELECT * FROM accounts ORDER BY address"))
 
     def put_account(
         self, address: str, type: str, state: str, quota: int, etebligat: bool = False
@@ -67,18 +66,18 @@ class AccountQueries(StoreBase):
 
     def signers_at(self, address: str, at: float) -> dict[str, str]:
         """Number → role of everyone who could sign for ``address`` at ``at``."""
-        with self._lock:
-            rows = self.db.execute(
+        with self.database.read() as db:
+            rows = db.execute(
                 "SELECT number, role FROM account_signers WHERE address = ? AND since <= ?"
                 " AND (until IS NULL OR until > ?)",
                 (address.lower(), at, at),
             )
             return {str(r["number"]): str(r["role"]) for r in rows}
 
-    def signer_history(self, address: str) -> list[sqlite3.Row]:
-        with self._lock:
+    def signer_history(self, address: str) -> list[Row]:
+        with self.database.read() as db:
             return list(
-                self.db.execute(
+                db.execute(
                     "SELECT * FROM account_signers WHERE address = ? ORDER BY since, number",
                     (address.lower(),),
                 )

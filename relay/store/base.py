@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relay.lifecycle import Kind, State
-from relay.store.schema import SCHEMA, migrate
+from relay.store.database import (
+    Database,
+    PostgresDatabase,
+    Row,
+    SqliteDatabase,
+    Tx,
+    open_database,
+)
+from relay.store.schema import migrate
 
 GENESIS = b"\x00" * 32
 
@@ -36,9 +42,11 @@ class MessageRow:
     last_reply: str | None
     parent: str | None
     headers: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    # The claim it was read under (relay.store.messages): a move checks it is still current.
+    fence: int = 0
 
 
-def message_row(r: sqlite3.Row) -> MessageRow:
+def message_row(r: Row) -> MessageRow:
     return MessageRow(
         r["id"],
         Kind(r["kind"]),
@@ -55,6 +63,7 @@ def message_row(r: sqlite3.Row) -> MessageRow:
         r["last_reply"],
         r["parent"],
         json.loads(r["headers"]) if r["headers"] else {},
+        int(r["fence"]),
     )
 
 
@@ -74,39 +83,40 @@ def ledger_hash(prev: bytes, evidence_id: str, xml: bytes) -> bytes:
 
 
 class StoreBase:
-    """One SQLite connection shared by the node's threads.
+    """The store on one database (``relay.store.database``): SQLite by default, PostgreSQL
+    for many machines.
 
-    Every use holds one lock: a transaction from ``transaction()`` to its commit, a read for
-    its query. So no thread reads another's uncommitted changes, and a thread inside its own
-    transaction (the lock is re-entrant) reads its own. ``clock`` (seconds since the epoch) is
+    ``transaction()`` is one write transaction; ``database.read()`` a read that, on the thread
+    of a transaction, sees that transaction's writes. ``clock`` (seconds since the epoch) is
     the node's one clock: the store reads no other.
     """
 
     def __init__(
-        self, path: Path, synchronous: str = "FULL", clock: Callable[[], float] = time.time
+        self,
+        database: Database | Path | str,
+        synchronous: str = "FULL",
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        if isinstance(database, Path):
+            database = SqliteDatabase(database, synchronous)
+        elif isinstance(database, str):
+            database = open_database(database, synchronous=synchronous)
+        self.database = database
         self.clock = clock
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
-        migrate(self.db)
-        self._lock = threading.RLock()
+        migrate(database)
+
+    @property
+    def url(self) -> str:
+        """Where the store is, for a reader of its own (``relay.store.reader``)."""
+        if isinstance(self.database, SqliteDatabase):
+            return f"sqlite:///{self.database.path}"
+        assert isinstance(self.database, PostgresDatabase)
+        return self.database.url
 
     def close(self) -> None:
-        self.db.close()
+        self.database.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+    def transaction(self) -> Iterator[Tx]:
+        with self.database.transaction() as tx:
+            yield tx

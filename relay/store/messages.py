@@ -4,12 +4,20 @@ A message changes state only through ``move``, which checks the move against
 ``relay.lifecycle.MOVES`` in the same statement that makes it (``WHERE state IN`` the allowed
 sources): a move the table does not have, or one from a state the message is no longer in, is
 refused with ``IllegalMove`` and nothing changes.
+
+Claims (many node processes, on one machine or many): ``claim_received`` and ``claim_due``
+take waiting messages for one process (``owner``) until ``lease_until``, adding one to the
+message's ``fence``; on PostgreSQL with ``FOR UPDATE SKIP LOCKED``, so processes claiming at
+once take different messages. The holder renews its leases (``renew``); a move checks the
+fence it was claimed under and clears the claim, so a holder whose lease ran out, and whose
+message another process took, gets ``Superseded`` and its transaction changes nothing. A
+message waits with the time it is due (``next_attempt``): one waiting for a retry is never on
+the ready path of the index ``messages_due``.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 
 from relay.lifecycle import (
@@ -20,10 +28,12 @@ from relay.lifecycle import (
     IllegalMove,
     Kind,
     State,
+    Superseded,
     allowed,
     sources,
 )
 from relay.store.base import MessageRow, StoreBase, message_row
+from relay.store.database import Tx
 
 
 def _marks(values: Iterable[object]) -> tuple[str, tuple[str, ...]]:
@@ -35,7 +45,7 @@ def _marks(values: Iterable[object]) -> tuple[str, tuple[str, ...]]:
 class MessageQueries(StoreBase):
     def add_message(
         self,
-        db: sqlite3.Connection,
+        db: Tx,
         *,
         id: str,
         kind: Kind,
@@ -51,6 +61,8 @@ class MessageQueries(StoreBase):
         headers: Mapping[str, str | None] | None = None,
     ) -> None:
         now = self.clock()
+        if next_attempt is None and state in (State.RECEIVED, State.QUEUED):
+            next_attempt = now  # due at once: on the ready path
         db.execute(
             "INSERT INTO messages (id, kind, peer, remmd_id, mail_from, rcpt_to, size, sha256,"
             " state, created, updated, next_attempt, parent, headers)"
@@ -73,34 +85,41 @@ class MessageQueries(StoreBase):
             ),
         )
 
-    def move(self, db: sqlite3.Connection, row: MessageRow, to: State, **fields: object) -> None:
+    def move(self, db: Tx, row: MessageRow, to: State, **fields: object) -> None:
         """Move ``row`` to ``to`` (and set ``fields``) in the caller's transaction, along the
-        lifecycle table only; ``IllegalMove`` when the move is not in it or the message is no
-        longer where a move to ``to`` may start."""
+        lifecycle table only, and end the claim it was read under; ``IllegalMove`` when the
+        move is not in the table or the message is no longer where a move to ``to`` may start,
+        ``Superseded`` when another process claimed it since."""
         if not any(allowed(row.kind, source, to) for source in State):
             raise IllegalMove(f"a {row.kind} message never moves to {to}")
         marks, froms = _marks(sources(row.kind, to))
-        assignments = ", ".join(["state = ?", "updated = ?", *(f"{k} = ?" for k in fields)])
+        assignments = ", ".join(
+            ["state = ?", "updated = ?", "owner = NULL", "lease_until = NULL"]
+            + [f"{k} = ?" for k in fields]
+        )
         changed = db.execute(
-            f"UPDATE messages SET {assignments} WHERE id = ? AND state IN ({marks})",  # noqa: S608 (names are ours)
-            (str(to), self.clock(), *fields.values(), row.id, *froms),
+            f"UPDATE messages SET {assignments} WHERE id = ? AND fence = ?"  # noqa: S608 (names are ours)
+            f" AND state IN ({marks})",
+            (str(to), self.clock(), *fields.values(), row.id, row.fence, *froms),
         ).rowcount
         if changed != 1:
-            now = db.execute("SELECT state FROM messages WHERE id = ?", (row.id,)).fetchone()
+            now = db.execute("SELECT state, fence FROM messages WHERE id = ?", (row.id,)).fetchone()
+            if now is not None and int(now[1]) != row.fence:
+                raise Superseded(f"{row.kind} {row.id} was taken over by another node process")
             raise IllegalMove(
                 f"{row.kind} {row.id} cannot move to {to} from "
                 f"{now[0] if now else 'nowhere (no such message)'}"
             )
 
     def message(self, message_id: str) -> MessageRow | None:
-        with self._lock:
-            r = self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        with self.database.read() as db:
+            r = db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
             return message_row(r) if r else None
 
     def find(self, kind: Kind, peer: str, remmd_id: str) -> MessageRow | None:
         """The first message of ``kind`` exchanged with ``peer`` about ``remmd_id`` (indexed)."""
-        with self._lock:
-            r = self.db.execute(
+        with self.database.read() as db:
+            r = db.execute(
                 "SELECT * FROM messages WHERE remmd_id = ? AND peer = ? AND kind = ?"
                 " ORDER BY created LIMIT 1",
                 (remmd_id, peer, str(kind)),
@@ -114,18 +133,19 @@ class MessageQueries(StoreBase):
         ended = [s for s in sources(Kind.EVIDENCE_OUT, State.QUEUED) if s is not State.SENDING]
         marks, froms = _marks(ended)
         query = (
-            "UPDATE messages SET state = ?, next_attempt = NULL, attempts = 0, updated = ?"  # noqa: S608
+            "UPDATE messages SET state = ?, next_attempt = ?, attempts = 0, updated = ?"  # noqa: S608
             f" WHERE parent = ? AND kind = ? AND state IN ({marks})"
         )
+        now = self.clock()
         with self.transaction() as db:
             count: int = db.execute(
                 query,
-                (str(State.QUEUED), self.clock(), message_id, str(Kind.EVIDENCE_OUT), *froms),
+                (str(State.QUEUED), now, now, message_id, str(Kind.EVIDENCE_OUT), *froms),
             ).rowcount
             return count
 
     def messages(self, *, kind: Kind | None = None, state: State | None = None) -> list[MessageRow]:
-        with self._lock:
+        with self.database.read() as db:
             query, args = "SELECT * FROM messages WHERE 1=1", []
             if kind:
                 query += " AND kind = ?"
@@ -133,68 +153,146 @@ class MessageQueries(StoreBase):
             if state:
                 query += " AND state = ?"
                 args.append(str(state))
-            return [message_row(r) for r in self.db.execute(query + " ORDER BY created", args)]
+            return [message_row(r) for r in db.execute(query + " ORDER BY created", args)]
 
-    def received_due(self, now: float) -> list[MessageRow]:
-        """Received messages to process now (one whose processing failed waits its back-off)."""
+    def claim_received(
+        self, owner: str, now: float, lease: float, limit: int = 100
+    ) -> list[MessageRow]:
+        """Received messages due now that no live claim holds, claimed for ``owner`` until
+        ``now + lease`` (one whose processing failed waits its back-off)."""
         marks, kinds = _marks(sorted(RECEIVED_KINDS))
-        with self._lock:
-            rows = self.db.execute(
-                f"SELECT * FROM messages WHERE state = ? AND kind IN ({marks})"  # noqa: S608
-                " AND (next_attempt IS NULL OR next_attempt <= ?) ORDER BY created",
-                (str(State.RECEIVED), *kinds, now),
-            )
-            return [message_row(r) for r in rows]
+        return self._claim(
+            f"state = ? AND kind IN ({marks})",
+            (str(State.RECEIVED), *kinds),
+            owner=owner,
+            now=now,
+            lease=lease,
+            limit=limit,
+        )
 
-    def processing_failed(
-        self, message_id: str, *, counted: bool, retry_at: float, detail: str
-    ) -> int:
-        """Record a failed processing run; returns the runs counted against the message."""
+    def claim_due(self, owner: str, now: float, lease: float, limit: int = 100) -> list[MessageRow]:
+        """Messages to send now, moved to ``sending`` and claimed for ``owner`` in one
+        transaction, so no other pass or process sends them (§4 Relay)."""
+        marks, kinds = _marks(sorted(SENT_KINDS))
+        assert all(allowed(k, State.QUEUED, State.SENDING) for k in SENT_KINDS)
+        return self._claim(
+            f"state = ? AND kind IN ({marks})",
+            (str(State.QUEUED), *kinds),
+            owner=owner,
+            now=now,
+            lease=lease,
+            limit=limit,
+            to=State.SENDING,
+        )
+
+    def _claim(
+        self,
+        where: str,
+        args: Sequence[object],
+        *,
+        owner: str,
+        now: float,
+        lease: float,
+        limit: int,
+        to: State | None = None,
+    ) -> list[MessageRow]:
+        move = ", state = ?" if to is not None else ""
+        query = (
+            f"UPDATE messages SET owner = ?, lease_until = ?, fence = fence + 1{move}"  # noqa: S608
+            " WHERE id IN (SELECT id FROM messages"
+            f" WHERE {where} AND next_attempt <= ? AND (lease_until IS NULL OR lease_until < ?)"
+            f" ORDER BY next_attempt LIMIT ?{self.database.skip_locked}) RETURNING *"
+        )
+        values = (owner, now + lease, *((str(to),) if to else ()), *args, now, now, limit)
+        with self.transaction() as db:
+            rows = [message_row(r) for r in db.execute(query, values).fetchall()]
+        return sorted(rows, key=lambda r: (r.next_attempt or 0.0, r.created))
+
+    def take(self, message_id: str, owner: str, now: float, lease: float) -> MessageRow | None:
+        """Claim one message for ``owner`` (a timer's work on it) unless a live claim holds it."""
+        with self.transaction() as db:
+            r = db.execute(
+                "UPDATE messages SET owner = ?, lease_until = ?, fence = fence + 1"
+                " WHERE id = ? AND (lease_until IS NULL OR lease_until < ?) RETURNING *",
+                (owner, now + lease, message_id, now),
+            ).fetchone()
+        return message_row(r) if r is not None else None
+
+    def renew(self, owner: str, now: float, lease: float) -> int:
+        """Extend every claim ``owner`` holds to ``now + lease``; returns how many it holds."""
+        with self.transaction() as db:
+            count: int = db.execute(
+                "UPDATE messages SET lease_until = ? WHERE owner = ?", (now + lease, owner)
+            ).rowcount
+            return count
+
+    def release(self, row: MessageRow) -> None:
+        """End a claim without a move (the work was not done; the message waits as it was)."""
         with self.transaction() as db:
             db.execute(
+                "UPDATE messages SET owner = NULL, lease_until = NULL WHERE id = ? AND fence = ?",
+                (row.id, row.fence),
+            )
+
+    def processing_failed(
+        self, row: MessageRow, *, counted: bool, retry_at: float, detail: str
+    ) -> int:
+        """Record a failed processing run and end its claim; returns the runs counted against
+        the message (0 when another process took it over meanwhile: nothing is recorded)."""
+        with self.transaction() as db:
+            changed = db.execute(
                 "UPDATE messages SET attempts = attempts + ?, next_attempt = ?, last_reply = ?,"
-                " updated = ? WHERE id = ? AND state = ?",
+                " updated = ?, owner = NULL, lease_until = NULL"
+                " WHERE id = ? AND state = ? AND fence = ?",
                 (
                     1 if counted else 0,
                     retry_at,
                     detail[:500],
                     self.clock(),
-                    message_id,
+                    row.id,
                     str(State.RECEIVED),
+                    row.fence,
                 ),
-            )
-            row = db.execute("SELECT attempts FROM messages WHERE id = ?", (message_id,)).fetchone()
-            return int(row[0]) if row else 0
+            ).rowcount
+            if changed != 1:
+                return 0
+            found = db.execute("SELECT attempts FROM messages WHERE id = ?", (row.id,)).fetchone()
+            return int(found[0]) if found else 0
 
-    def claim_due(self, now: float, limit: int = 100) -> list[MessageRow]:
-        """Messages to send now, moved to ``sending`` in one transaction, so no second pass
-        takes them (§4 Relay)."""
-        marks, kinds = _marks(sorted(SENT_KINDS))
-        with self.transaction() as db:
-            rows = [
-                message_row(r)
-                for r in db.execute(
-                    f"SELECT * FROM messages WHERE state = ? AND kind IN ({marks})"  # noqa: S608
-                    " AND (next_attempt IS NULL OR next_attempt <= ?)"
-                    " ORDER BY next_attempt LIMIT ?",
-                    (str(State.QUEUED), *kinds, now, limit),
-                )
-            ]
-            for row in rows:
-                self.move(db, row, State.SENDING)
-            return rows
-
-    def recover(self) -> int:
-        """At start: messages a stopped node left half-way go back where they can be taken up
-        (``relay.lifecycle.RECOVERY``); returns how many."""
+    def recover(self, owner: str | None = None) -> int:
+        """Claims whose holder is gone: those of ``owner`` (a node process starting again
+        under its name), and any whose lease has run out. Messages held half-way go back where
+        any process can take them up (``relay.lifecycle.RECOVERY``); the fence moves on, so a
+        holder that was only slow changes nothing any more. Returns how many."""
+        now = self.clock()
         moved = 0
         with self.transaction() as db:
+            self.database.serialise(db, "recovery")  # every process looks, one at a time
             for source, target in RECOVERY.items():
                 moved += db.execute(
-                    "UPDATE messages SET state = ?, updated = ? WHERE state = ?",
-                    (str(target), self.clock(), str(source)),
+                    "UPDATE messages SET state = ?, updated = ?, next_attempt = ?, owner = NULL,"
+                    " lease_until = NULL, fence = fence + 1"
+                    # No owner: left by a release before claims were recorded.
+                    " WHERE state = ? AND (owner IS NULL OR owner = ? OR lease_until < ?)",
+                    (str(target), now, now, str(source), owner, now),
+                ).rowcount
+            if owner is not None:  # received ones wait as they were, due at once
+                moved += db.execute(
+                    "UPDATE messages SET owner = NULL, lease_until = NULL, fence = fence + 1"
+                    " WHERE owner = ?",
+                    (owner,),
                 ).rowcount
         return moved
+
+    def holders(self) -> dict[str, int]:
+        """Claims held now, by node process."""
+        with self.database.read() as db:
+            return {
+                str(r[0]): int(r[1])
+                for r in db.execute(
+                    "SELECT owner, COUNT(*) FROM messages WHERE owner IS NOT NULL GROUP BY owner"
+                )
+            }
 
     def content_done(self, before: float, limit: int = 1000) -> list[str]:
         """Messages whose every obligation was met before ``before`` and whose spool file is
@@ -205,8 +303,8 @@ class MessageQueries(StoreBase):
             marks, texts = _marks(states)
             clauses.append(f"(kind = ? AND state IN ({marks}))")
             args += [str(kind), *texts]
-        with self._lock:
-            rows = self.db.execute(
+        with self.database.read() as db:
+            rows = db.execute(
                 "SELECT id FROM messages WHERE content_gone = 0 AND updated <= ?"  # noqa: S608
                 f" AND ({' OR '.join(clauses)}) LIMIT ?",
                 (before, *args, limit),
@@ -215,7 +313,12 @@ class MessageQueries(StoreBase):
 
     def content_removed(self, ids: Sequence[str]) -> None:
         with self.transaction() as db:
-            db.executemany("UPDATE messages SET content_gone = 1 WHERE id = ?", [(i,) for i in ids])
+            # Node processes sweeping at once would lock the same rows in different orders
+            # (a deadlock on PostgreSQL): one sweep at a time, rows in one order.
+            self.database.serialise(db, "retention")
+            db.executemany(
+                "UPDATE messages SET content_gone = 1 WHERE id = ?", [(i,) for i in sorted(ids)]
+            )
 
     def content_restored(self, message_id: str, size: int, sha256: str) -> None:
         """An Evidence message made again for a resend (its first copy went after sending)."""
@@ -225,6 +328,15 @@ class MessageQueries(StoreBase):
                 (size, sha256, message_id),
             )
 
-    def spool_ids(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self.db.execute("SELECT id FROM messages")}
+    def known_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are messages of the store."""
+        found: set[str] = set()
+        with self.database.read() as db:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                found.update(
+                    str(r[0])
+                    for r in db.execute(f"SELECT id FROM messages WHERE id IN ({marks})", chunk)  # noqa: S608
+                )
+        return found

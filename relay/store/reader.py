@@ -1,28 +1,54 @@
 """Reading a node's store from elsewhere: a short-lived read-only connection of its own.
 
 The monitoring listener reads state at scrape time on its own threads, and the operator tools
-read other nodes' stores (``kep-relay mesh``); neither may touch the connection the stages use
-nor wait for its lock. SQLite's WAL lets a reader see the last committed state alongside.
+read other nodes' stores (``kep-relay mesh``); neither may touch the connections the stages use
+nor wait for their locks. SQLite's WAL lets a reader see the last committed state alongside;
+PostgreSQL's readers never wait for writers.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import psycopg
 
 from interop.evidence.codes import Event, EvidenceType
 from relay.lifecycle import HELD, PENDING, Kind, State
 from relay.store.base import blob
+from relay.store.database import Tx, psycopg_sql, sqlite_path
+
+
+class _Postgres:
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self.connection.execute(psycopg_sql(sql), params or None)
+
+
+def _connect(url: str, timeout: float) -> tuple[Tx, Any]:
+    """A read-only session on the store at ``url``, and what closes it."""
+    if url.startswith("sqlite:///"):
+        db = sqlite3.connect(f"file:{sqlite_path(url)}?mode=ro", uri=True, timeout=timeout)
+        return db, db
+    connection = psycopg.connect(
+        url,
+        autocommit=True,
+        connect_timeout=max(1, int(timeout)),
+        options="-c default_transaction_read_only=on",
+    )
+    return _Postgres(connection), connection  # type: ignore[return-value]
 
 
 class StoreReader:
-    def __init__(self, path: Path, timeout: float = 5.0) -> None:
-        self.path = path
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url
         self.timeout = timeout
 
     def __enter__(self) -> StoreReader:
-        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.timeout)
+        self.db, self._connection = _connect(self.url, self.timeout)
         return self
 
     def __exit__(
@@ -31,7 +57,7 @@ class StoreReader:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.db.close()
+        self._connection.close()
 
     def ledger_length(self) -> int:
         row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()
@@ -115,15 +141,26 @@ class StoreReader:
         return row is not None
 
 
-def writable(path: Path, timeout: float = 2.0) -> str | None:
-    """Why the store cannot take a write lock now, or None (the readiness probe)."""
-    try:
-        db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+def writable(url: str, timeout: float = 2.0) -> str | None:
+    """Why the store cannot take a write now, or None (the readiness probe)."""
+    if url.startswith("sqlite:///"):
         try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("ROLLBACK")
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        return f"store not writable: {exc}"
+            db = sqlite3.connect(sqlite_path(url), timeout=timeout, isolation_level=None)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            return f"store not writable: {exc}"
+        return None
+    try:
+        with psycopg.connect(
+            url, autocommit=True, connect_timeout=max(1, int(timeout))
+        ) as connection:
+            row = connection.execute("SELECT pg_is_in_recovery()").fetchone()
+    except psycopg.Error as exc:
+        return f"store not reachable: {str(exc).strip()[:200]}"
+    if row is not None and row[0]:
+        return "store is a read-only replica"
     return None

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from relay.store.base import StoreBase
+from relay.store.database import Row, Tx
 
 
 class TimerQueries(StoreBase):
     def set_timer(
         self,
-        db: sqlite3.Connection,
+        db: Tx,
         dispatch_id: str,
         remmd_id: str,
         peer: str,
@@ -26,13 +25,20 @@ class TimerQueries(StoreBase):
             (dispatch_id, remmd_id, peer, relay_deadline, evidence_deadline),
         )
 
-    def stop_timer(self, db: sqlite3.Connection, remmd_id: str, peer: str) -> None:
+    def stop_timer(self, db: Tx, remmd_id: str, peer: str) -> None:
         db.execute("UPDATE timers SET done = 1 WHERE remmd_id = ? AND peer = ?", (remmd_id, peer))
 
-    def expired_timers(self, now: float) -> list[sqlite3.Row]:
-        with self._lock:
+    def timer(self, dispatch_id: str) -> Row | None:
+        with self.database.read() as db:
+            row: Row | None = db.execute(
+                "SELECT * FROM timers WHERE dispatch_id = ?", (dispatch_id,)
+            ).fetchone()
+            return row
+
+    def expired_timers(self, now: float) -> list[Row]:
+        with self.database.read() as db:
             return list(
-                self.db.execute(
+                db.execute(
                     "SELECT * FROM timers WHERE done = 0 AND ((relay_deadline IS NOT NULL AND"
                     " relay_deadline <= ?) OR (evidence_deadline IS NOT NULL AND"
                     " evidence_deadline <= ?))",

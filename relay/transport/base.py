@@ -1,4 +1,4 @@
-"""One way out (STYLE.md): the queue hands an entry to ``deliver`` and gets a result back."""
+"""One way out (STYLE.md): the queue hands an entry to ``send`` and gets a result back."""
 
 from __future__ import annotations
 
@@ -27,10 +27,11 @@ class Entry:
 @dataclass(frozen=True, slots=True)
 class Result:
     outcome: Outcome
-    reply: str
+    reply: str  # the peer's reply as it came, or what went wrong when none came
+    code: int = 0  # the peer's reply code; 0 when no reply came (connection, TLS, DNS)
 
 
 class Transport(Protocol):
-    async def deliver(self, entry: Entry) -> Result: ...
+    async def send(self, entry: Entry) -> Result: ...
 
     async def close(self) -> None: ...

@@ -138,7 +138,7 @@ class SmtpTransport:
             client.transport.set_write_buffer_limits(high=self.chunk)
         return client
 
-    async def deliver(self, entry: Entry) -> Result:
+    async def send(self, entry: Entry) -> Result:
         async with self._slots[entry.peer]:
             client = None
             try:
@@ -149,19 +149,19 @@ class SmtpTransport:
                 if refused:
                     first = refused[0]
                     outcome = Outcome.PERMANENT if first.code >= 500 else Outcome.TEMPORARY
-                    return Result(outcome, f"{first.code} {first.message}")
+                    return Result(outcome, f"{first.code} {first.message}", first.code)
                 # Only a connection that finished its transaction with a 250 goes back: one that
                 # failed anywhere (mid-DATA above all) is closed below.
                 self._idle[entry.peer].append(client)
                 client = None
-                return Result(Outcome.DELIVERED, f"250 {reply.message}")
+                return Result(Outcome.DELIVERED, f"250 {reply.message}", 250)
             except aiosmtplib.SMTPResponseException as exc:
                 outcome = Outcome.PERMANENT if exc.code >= 500 else Outcome.TEMPORARY
-                return Result(outcome, f"{exc.code} {exc.message}")
+                return Result(outcome, f"{exc.code} {exc.message}", exc.code)
             except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient: the first says
                 first = exc.recipients[0]
                 outcome = Outcome.PERMANENT if first.code >= 500 else Outcome.TEMPORARY
-                return Result(outcome, f"{first.code} {first.message}")
+                return Result(outcome, f"{first.code} {first.message}", first.code)
             except (aiosmtplib.SMTPException, OSError, ConnectionError, ssl.SSLError) as exc:
                 return Result(Outcome.TEMPORARY, f"{type(exc).__name__}: {exc}")
             except RouteTrouble as exc:  # DNS could not answer: the next attempt may

@@ -64,3 +64,9 @@ def test_message_limits() -> None:
     assert message_limit("hs02", ["hs02"], KNOWN_OWN_LIMITS) == 25 * MiB
     assert message_limit("hs02", ["hs02"], {"hs02": 50 * MiB}) == 50 * MiB
     assert message_limit("hs03", ["hs01"], KNOWN_OWN_LIMITS) == 25 * MiB
+    # A peer configured for more or less: the smallest limit of the recipients' providers.
+    peers = {"hs02": 30 * MiB, "hs03": 20 * MiB}
+    assert message_limit("hs01", ["hs02"], KNOWN_OWN_LIMITS, peer_limits=peers) == 30 * MiB
+    assert message_limit("hs01", ["hs02", "hs03"], {}, peer_limits=peers) == 20 * MiB
+    assert message_limit("hs01", ["hs01", "hs02"], KNOWN_OWN_LIMITS, peer_limits=peers) == 30 * MiB
+    assert message_limit("hs01", ["hs01"], KNOWN_OWN_LIMITS, peer_limits=peers) == 100 * MiB

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import email
@@ -25,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from interop.pki.devpki import DevPki, generate
 from relay import mesh
-from relay.pkidir import write_pki
+from relay.keys import write_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,13 +60,16 @@ class Gateway:
     monitoring_port: int
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
+    # One of several nodes of the provider ([node] name), and their shared store's URL.
+    name: str | None = None
+    store_url: str | None = None
 
     def __post_init__(self) -> None:
-        self.log = self.root / f"{self.provider}.log"
+        self.log = self.root / f"{self.name or self.provider}.log"
 
     @property
     def config(self) -> Path:
-        return self.root / f"{self.provider}.toml"
+        return self.root / f"{self.name or self.provider}.toml"
 
     @property
     def data(self) -> Path:
@@ -113,8 +118,27 @@ class Gateway:
         return sqlite3.connect(self.data / "state.sqlite3", timeout=10)
 
     def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        if self.store_url is not None:
+            with psycopg.connect(self.store_url, autocommit=True) as connection:
+                return list(connection.execute(sql.replace("?", "%s"), args or None))
         with self.db() as db:
             return list(db.execute(sql, args))
+
+    def node_processes(self) -> list[int]:
+        """The pids of the node processes under this gateway's supervisor ([node] processes)."""
+        assert self.process is not None
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue  # ended meanwhile
+            if int(fields[1]) != self.process.pid or fields[0] == "Z":
+                continue
+            with contextlib.suppress(OSError):  # not multiprocessing's resource tracker
+                if b"spawn_main" in (stat.parent / "cmdline").read_bytes():
+                    found.append(int(stat.parent.name))
+        return sorted(found)
 
     def mail(self, address: str, folder: str = "INBOX") -> list[Path]:
         base = (
@@ -141,6 +165,8 @@ class Mesh:
     root: Path
     pki: DevPki
     gateways: dict[str, Gateway]
+    layout: mesh.Mesh
+    timers: dict[str, str]
 
     def __getitem__(self, provider: str) -> Gateway:
         return self.gateways[provider]
@@ -155,9 +181,10 @@ def make_mesh(
     root: Path,
     providers: list[str],
     *,
-    accounts: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None,
     timers: dict[str, str] | None = None,
     dead_routes: tuple[str, ...] = (),
+    processes: dict[str, int] | None = None,
 ) -> Mesh:
     """Configurations for ``providers`` on loopback (``relay.mesh``'s, on free ports);
     ``dead_routes`` point at closed ports."""
@@ -178,13 +205,17 @@ def make_mesh(
     for node in layout.nodes:
         layout.config(node.provider).write_text(
             mesh.node_toml(
-                routes, node, timers=quick, extra=(accounts or {}).get(node.provider, "")
+                routes,
+                node,
+                timers=quick,
+                extra=(extra or {}).get(node.provider, ""),
+                processes=(processes or {}).get(node.provider, 1),
             )
         )
         gateways[node.provider] = Gateway(
             node.provider, root, node.peer_port, node.submission_port, node.monitoring_port
         )
-    return Mesh(root, pki, gateways)
+    return Mesh(root, pki, gateways, routes, quick)
 
 
 def peer_client(
@@ -300,3 +331,38 @@ def wait_evidence(
 
 def subject() -> str:
     return f"Konu {uuid.uuid4().hex[:8]} ğüş"
+
+
+def add_nodes(
+    mesh_: Mesh, provider: str, names: list[str], store_url: str, *, lease: str = "5s"
+) -> list[Gateway]:
+    """Nodes of ``provider`` as on separate machines: their own ports and names, one
+    PostgreSQL store and one shared data folder (spool, mailboxes, PKI). The provider's
+    gateway in the mesh becomes the first of them, the one the other providers route to."""
+    first = next(n for n in mesh_.layout.nodes if n.provider == provider)
+    nodes = []
+    for i, name in enumerate(names):
+        # The first keeps the ports the other providers' routes point at.
+        node = first if i == 0 else mesh.MeshNode(provider, free_port(), free_port(), free_port())
+        toml = mesh.node_toml(
+            mesh_.layout,
+            node,
+            timers=mesh_.timers,
+            name=name,
+            extra=f'[store]\nurl = "{store_url}"\nlease = "{lease}"\n',
+        )
+        gateway = Gateway(
+            provider,
+            mesh_.root,
+            node.peer_port,
+            node.submission_port,
+            node.monitoring_port,
+            name=name,
+            store_url=store_url,
+        )
+        gateway.config.write_text(toml)
+        nodes.append(gateway)
+    mesh_.gateways[provider] = nodes[0]
+    for extra in nodes[1:]:
+        mesh_.gateways[extra.name or extra.provider] = extra
+    return nodes

@@ -12,7 +12,7 @@ import pytest
 
 from interop.pki.devpki import DevPki
 from relay.cli import main
-from relay.pkidir import read_pki
+from relay.keys import read_pki
 from tests.helpers import LATER, XSD_DIR, make_dispatch, make_evidence_message
 
 

@@ -14,7 +14,7 @@ from interop.errors import ConfigurationError
 from interop.pki.devpki import DevPki, tls_host
 from relay.config import embedded_default, from_mapping, load
 from relay.context import build_context, verifiers_for
-from relay.pkidir import write_pki
+from relay.keys import write_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,8 +72,9 @@ def test_example_configurations_load(name: str) -> None:
             "accounts[0].type: send-receive or receive-only",
         ),
         (
-            {"node": {"provider": "hs01", "dev_pki": "p"}, "limits": {"crypto_workers": -1}},
-            "limits.crypto_workers: 0 (in the node's process) to 32",
+            # An older release's key: a clear word instead of "unknown key".
+            {"node": {"provider": "hs01", "dev_pki": "p"}, "limits": {"crypto_workers": 2}},
+            "limits.crypto_workers: no longer used; remove it",
         ),
         (
             # Evidence names every recipient and holds at most interop's limit of them.
@@ -106,12 +107,28 @@ def test_bad_configuration_names_file_key_and_problem(raw: dict[str, object], me
     assert message in caught.value.detail
 
 
-def test_crypto_workers_default_to_the_cpus_and_zero_keeps_them_in_process() -> None:
+def test_node_processes_default_to_the_cpus_each_signing_for_itself() -> None:
     node = {"provider": "hs01", "dev_pki": "p"}
     default = from_mapping({"node": node}, "x.toml", Path("/tmp"))
-    assert default.limits.crypto_workers == min(os.cpu_count() or 1, 32)
-    none = from_mapping({"node": node, "limits": {"crypto_workers": 0}}, "x.toml", Path("/tmp"))
-    assert none.limits.crypto_workers == 0
+    assert default.processes == (os.cpu_count() or 1)
+    assert default.store.url is None and default.store.lease == 60.0
+    assert default.store_url == f"sqlite:///{Path('/tmp/var/state.sqlite3')}"
+    for bad in ({"processes": 0}, {"processes": 65}, {"name": "a b"}):
+        with pytest.raises(ConfigurationError, match=f"node.{next(iter(bad))}"):
+            from_mapping({"node": {**node, **bad}}, "x.toml", Path("/tmp"))
+    for store, why in (
+        ({"url": "mysql://x"}, "store.url"),
+        ({"lease": "2s"}, "store.lease"),
+        ({"connections": 1}, "store.connections"),
+    ):
+        with pytest.raises(ConfigurationError, match=why):
+            from_mapping({"node": node, "store": store}, "x.toml", Path("/tmp"))
+    shared = from_mapping(
+        {"node": node, "store": {"url": "postgresql://kep@db/kep", "lease": "30s"}},
+        "x.toml",
+        Path("/tmp"),
+    )
+    assert shared.store_url == "postgresql://kep@db/kep" and shared.store.lease == 30.0
 
 
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from lxml import etree
 
 from relay.export_format import ExportLimits, Unreadable, read_members
 from relay.export_verify import record_hash, trust_from_roots, verify_export
-from relay.pkidir import load_certificates
+from relay.keys import load_certificates
 from relay.store import GENESIS, ledger_hash
 from tests.relay.gateways import (
     Mesh,

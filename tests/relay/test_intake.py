@@ -14,8 +14,8 @@ from interop.errors import SmtpReply
 from interop.pki.devpki import DevPki
 from relay.config import from_mapping
 from relay.context import build_context
+from relay.keys import write_pki
 from relay.lifecycle import Kind
-from relay.pkidir import write_pki
 from relay.stages.intake import ALREADY_ACCEPTED, PeerIntake
 from tests.helpers import make_dispatch
 

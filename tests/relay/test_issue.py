@@ -13,7 +13,7 @@ from interop.providers import BUILTIN_DIRECTORY
 from relay import spool
 from relay.config import from_mapping
 from relay.context import build_context
-from relay.pkidir import write_pki
+from relay.keys import write_pki
 from relay.stages.issue import write_messages
 from tests.helpers import NOW, make_dispatch
 

@@ -44,8 +44,8 @@ def test_every_kind_and_state_has_a_way_in_and_every_move_a_reason() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "state.sqlite3", clock=lambda: 1000.0)
+def store(store_url: str) -> Store:
+    return Store(store_url, clock=lambda: 1000.0)
 
 
 def _add(store: Store, kind: Kind, state: State) -> None:

@@ -33,7 +33,7 @@ from relay import ledger
 from relay.config import NodeConfig, from_mapping
 from relay.context import NodeContext, build_context
 from relay.export import export_message
-from relay.pkidir import write_pki
+from relay.keys import write_pki
 from relay.stages.issue import record, sign
 from tests.interop.crls import make_crl
 
@@ -74,14 +74,12 @@ def node(tmp_path: Path) -> tuple[DevPki, NodeConfig, Clock]:
     config = from_mapping(
         {
             "node": {"provider": "hs01", "dev_pki": "pki", "data_dir": "data"},
-            "limits": {"crypto_workers": 0},
         },
         str(tmp_path / "hs01.toml"),
         tmp_path,
     )
     (tmp_path / "hs01.toml").write_text(
         '[node]\nprovider = "hs01"\ndev_pki = "pki"\ndata_dir = "data"\n'
-        "[limits]\ncrypto_workers = 0\n"
     )
     return pki, config, Clock(T0 + dt.timedelta(hours=1))
 

@@ -13,10 +13,10 @@ def test_delivery_is_idempotent_and_usage_counts_every_folder(tmp_path: Path) ->
     root = tmp_path / "tmp" / "mail"
     account = Account("ali@hs01.kep.tr", AccountType.SEND_RECEIVE, AccountState.ACTIVE, 100)
     boxes = Mailboxes(root, [account])
-    first = boxes.deliver("ali@hs01.kep.tr", "INBOX", "q1-1", b"x" * 60)
-    again = boxes.deliver("ali@hs01.kep.tr", "INBOX", "q1-1", b"y" * 60)
+    first = boxes.put("ali@hs01.kep.tr", "INBOX", "q1-1", b"x" * 60)
+    again = boxes.put("ali@hs01.kep.tr", "INBOX", "q1-1", b"y" * 60)
     assert first == again and first.read_bytes() == b"x" * 60
-    boxes.deliver("ali@hs01.kep.tr", "Delil", "q1-n0", b"z" * 50)
+    boxes.put("ali@hs01.kep.tr", "Delil", "q1-n0", b"z" * 50)
     assert boxes.usage("ali@hs01.kep.tr") == 110
     assert boxes.is_full(account)
     assert boxes.why_cannot_send("ali@hs01.kep.tr") == (
@@ -48,7 +48,7 @@ def test_account_rules() -> None:
 
 def test_usage_reads_maildir_sizes_from_names_and_counts_every_folder(tmp_path: Path) -> None:
     boxes = Mailboxes(tmp_path, [])
-    filed = boxes.deliver("ali@hs01.kep.tr", "Sent", "q2", b"s" * 70)
+    filed = boxes.put("ali@hs01.kep.tr", "Sent", "q2", b"s" * 70)
     assert filed.name.endswith(",S=70")  # Maildir++ size field, as Dovecot writes it
     account = tmp_path / "ali@hs01.kep.tr"
     # Filed by an IMAP server: a folder of its own, a size field before the flags, and one

@@ -20,6 +20,7 @@ from interop.errors import ConfigurationError
 from interop.providers import BUILTIN_PROVIDERS
 from relay import mesh
 from relay.config import load
+from relay.store.database import sqlite_path
 from tests.relay.gateways import ROOT
 
 PROVIDERS = list(BUILTIN_PROVIDERS)  # hs01 ... hs08
@@ -78,8 +79,8 @@ def test_eight_providers_exchange_with_each_other(tmp_path: Path) -> None:
             assert expected <= got, (sender, expected - got)
             delil = folder / sender / "mail" / f"ali.yilmaz@{sender}.kep.tr" / ".Delil" / "new"
             assert len(list(delil.iterdir())) >= 2 * len(PROVIDERS), sender
-        # Each node runs one crypto worker (eight nodes share the machine's cores).
-        assert all(load(layout.config(p)).limits.crypto_workers == 1 for p in PROVIDERS)
+        # Each node runs one node process (eight nodes share the machine's cores).
+        assert all(load(layout.config(p)).processes == 1 for p in PROVIDERS)
         # Each gateway's log is clean: no errors or failed processing.
         for provider in PROVIDERS:
             log = layout.log(provider).read_text()
@@ -93,8 +94,8 @@ def test_eight_providers_exchange_with_each_other(tmp_path: Path) -> None:
     assert cli("status", "--dir", str(folder)).returncode == 1  # nothing ready now
 
 
-def _query(db: Path, sql: str) -> set[str]:
-    with sqlite3.connect(db) as connection:
+def _query(url: str, sql: str) -> set[str]:
+    with sqlite3.connect(sqlite_path(url)) as connection:
         return {str(row[0]) for row in connection.execute(sql)}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from interop.errors import ConfigurationError
+from interop.errors import ConfigurationError, SmtpReply
 from relay.config import embedded_default, from_mapping
 from relay.context import build_context
 from relay.lifecycle import Kind, State
@@ -41,8 +42,17 @@ ROOT = Path(__file__).resolve().parents[2]
     ],
 )
 def test_refusals_map_to_bounded_labels(reply: str, reason: str, cls: str) -> None:
-    assert refusal_reason(reply) == reason
-    assert code_class(reply) == cls
+    parsed = SmtpReply.parse(reply)
+    assert refusal_reason(parsed) == reason
+    assert code_class(parsed.code) == cls
+
+
+def test_replies_parse_as_they_went_on_the_wire() -> None:
+    assert SmtpReply.parse("552 5.3.4 Too big\r\n") == SmtpReply(552, "5.3.4", "Too big")
+    assert SmtpReply.parse("500 Error: bad syntax") == SmtpReply(500, "", "Error: bad syntax")
+    assert SmtpReply.parse("421 4.3.2 Busy") == SmtpReply(421, "4.3.2", "Busy")
+    assert SmtpReply.parse("garbage") == SmtpReply(0, "", "")
+    assert str(SmtpReply(451, "4.3.0", "x")) == "451 4.3.0 x"
 
 
 def test_latency_buckets_reach_from_a_millisecond_to_two_days() -> None:
@@ -65,7 +75,7 @@ def test_state_collector_reads_queue_evidence_and_ledger(tmp_path: Path) -> None
     store = Store(tmp_path / "state.sqlite3")
     collector = StateCollector(
         provider="hs01",
-        database=store.path,
+        store_url=store.url,
         data_dir=tmp_path,
         peers=["hs02"],
         certificates=[],
@@ -122,7 +132,7 @@ def test_evidence_counts_start_at_the_ledger_length_when_the_node_starts(tmp_pat
             message_id=None,
         )  # fmt: skip
     collector = StateCollector(
-        provider="hs01", database=store.path, data_dir=tmp_path, peers=[], certificates=[]
+        provider="hs01", store_url=store.url, data_dir=tmp_path, peers=[], certificates=[]
     )
     assert not [k for k in _scrape(collector) if k[0] == "kep_evidence_total"]
 
@@ -141,7 +151,7 @@ def test_readiness_reports_draining_and_storage(tmp_path: Path) -> None:
     assert run_checks(probes.alive) == (True, {"event_loop": "ok"})
     node.beat -= 60  # an event loop silent for a minute
     assert not run_checks(probes.alive)[0]
-    broken = storage_writable(tmp_path / "gone", tmp_path / "gone" / "state.sqlite3")
+    broken = storage_writable(tmp_path / "gone", f"sqlite:///{tmp_path}/gone/state.sqlite3")
     assert "data folder not writable" in (broken() or "")
 
 
@@ -211,3 +221,27 @@ def test_log_formats(fmt: str) -> None:
     else:
         plain = re.sub(r"\x1b\[[0-9;]*m", "", line)  # without the colours
         assert not plain.startswith("{") and "listening" in plain and "port=2525" in plain
+
+
+def test_node_processes_sharing_stderr_write_whole_lines(tmp_path: Path) -> None:
+    """Node processes share one stderr; unbuffered (as under systemd with PYTHONUNBUFFERED),
+    a line written in two pieces could take another process's line between them (a
+    regression: the benchmark's log held lines of two records)."""
+    code = (
+        "import structlog, threading; from relay import logs; logs.configure('json');"
+        "log = structlog.get_logger('kep.node');"
+        "work = lambda: [log.info('message_accepted', n=i, pad='x' * 200) for i in range(1500)];"
+        "threads = [threading.Thread(target=work) for _ in range(2)];"
+        "[t.start() for t in threads]; [t.join() for t in threads]"
+    )
+    out = tmp_path / "stderr.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    with out.open("wb") as shared:
+        writers = [
+            subprocess.Popen([sys.executable, "-c", code], stderr=shared, env=env, cwd=ROOT)
+            for _ in range(3)
+        ]
+        assert [w.wait(timeout=120) for w in writers] == [0, 0, 0]
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3 * 2 * 1500
+    assert all(json.loads(line)["event"] == "message_accepted" for line in lines)

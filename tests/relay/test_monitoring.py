@@ -204,7 +204,7 @@ def test_health_probes(mesh: Mesh) -> None:
     assert status == 200 and json.loads(body)["checks"] == {"event_loop": "ok"}
     status, body = get(hs01, "/readyz")
     assert status == 200, body
-    assert set(json.loads(body)["checks"]) == {"storage", "pki", "listeners", "crypto", "draining"}
+    assert set(json.loads(body)["checks"]) == {"storage", "pki", "listeners", "draining"}
     assert get(hs01, "/nothing")[0] == 404
 
 

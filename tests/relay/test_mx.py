@@ -79,7 +79,7 @@ def test_delivery_over_an_mx_route_skips_dead_hosts(tmp_path: Path) -> None:
                 path,
                 len(exchange.dispatch),
             )
-            result = await transport.deliver(entry)
+            result = await transport.send(entry)
             await transport.close()
             return result.outcome
 
@@ -168,7 +168,7 @@ def test_delivery_waits_when_dns_fails(tmp_path: Path) -> None:
     async def go() -> tuple[Outcome, str]:
         transport = SmtpTransport(context, resolver=failing, timeout=5)
         entry = Entry("q1", "hs02", "a@hs01.kep.tr", ("b@hs02.kep.tr",), tmp_path / "none", 1)
-        result = await transport.deliver(entry)
+        result = await transport.send(entry)
         await transport.close()
         return result.outcome, result.reply
 

@@ -19,9 +19,9 @@ from interop.pki.devpki import DevPki
 from interop.reasons import Reason
 from relay.config import from_mapping
 from relay.context import NodeContext, build_context
+from relay.keys import write_pki
 from relay.lifecycle import Kind, State
 from relay.node import processing_failed
-from relay.pkidir import write_pki
 from relay.store import MessageRow
 from tests.helpers import make_dispatch
 
@@ -34,7 +34,7 @@ def context(pki: DevPki, tmp_path: Path) -> Iterator[NodeContext]:
     config = from_mapping(
         {
             "node": {"provider": "hs02", "dev_pki": "pki", "data_dir": "data"},
-            "limits": {"max_processing_attempts": MAX, "crypto_workers": 0},
+            "limits": {"max_processing_attempts": MAX},
             "timers": {"retry_initial": "1s", "retry_max": "1s"},
         },
         "t",
@@ -75,6 +75,14 @@ def _fail(context: NodeContext, row: MessageRow, exc: Exception, times: int) -> 
     return final
 
 
+def _due(context: NodeContext, at: float) -> list[MessageRow]:
+    """What a node would claim for processing at ``at`` (claimed, then released)."""
+    claimed = context.store.claim_received("test/1", at, lease=60)
+    for claim in claimed:
+        context.store.release(claim)
+    return claimed
+
+
 def _metric(context: NodeContext, **labels: str) -> float:
     value = context.metrics.registry.get_sample_value("kep_messages_quarantined_total", labels)
     return value or 0.0
@@ -88,10 +96,10 @@ def test_a_dispatch_that_keeps_failing_is_put_aside_with_rejection_evidence(
     bug = KeyError("a reader bug")
     assert _fail(context, row, bug, MAX - 1).state is State.RECEIVED
     # Not retried at once: it waits its back-off.
-    assert row.id not in {r.id for r in context.store.received_due(context.now())}
-    assert row.id in {r.id for r in context.store.received_due(context.now() + 5)}
+    assert row.id not in {r.id for r in _due(context, context.now())}
+    assert row.id in {r.id for r in _due(context, context.now() + 5)}
     assert _fail(context, row, bug, 1).state is State.QUARANTINED
-    assert row.id not in {r.id for r in context.store.received_due(context.now() + 3600)}
+    assert row.id not in {r.id for r in _due(context, context.now() + 3600)}
     # The S-GW hears: Rejection for its recipient, queued back to hs01, in the ledger.
     out = context.store.messages(kind=Kind.EVIDENCE_OUT)
     assert [(m.peer, m.state, m.parent) for m in out] == [("hs01", State.QUEUED, row.id)]
@@ -145,7 +153,7 @@ def test_a_submission_that_keeps_failing_gets_rejection_in_delil(
     config = from_mapping(
         {
             "node": {"provider": "hs01", "dev_pki": "pki", "data_dir": "data"},
-            "limits": {"max_processing_attempts": 1, "crypto_workers": 0},
+            "limits": {"max_processing_attempts": 1},
         },
         "t",
         tmp_path,

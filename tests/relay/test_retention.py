@@ -35,7 +35,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     built = make_mesh(
         tmp_path_factory.mktemp("retention"),
         ["hs01", "hs02"],
-        accounts={"hs02": "[retention]\nkeep_content_days = 30\n"},
+        extra={"hs02": "[retention]\nkeep_content_days = 30\n"},
     )
     built["hs01"].start()
     built["hs02"].start()

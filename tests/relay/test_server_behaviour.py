@@ -21,7 +21,7 @@ def node(tmp_path: Path) -> Iterator[Mesh]:
     mesh = make_mesh(
         tmp_path,
         ["hs01", "hs02"],
-        accounts={"hs01": ""},
+        extra={"hs01": ""},
         timers={"command_timeout": "2s", "slow_transfer_limit": "2s"},
     )
     config = mesh["hs01"].config

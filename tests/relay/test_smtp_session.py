@@ -77,7 +77,7 @@ class Intake:
             raise self.finish_raises
         return SmtpReply(250, "2.0.0", "Queued as test")
 
-    def refused(self, connection: Connection, reply: str) -> None:
+    def refused(self, connection: Connection, reply: SmtpReply) -> None:
         pass
 
     def transaction_done(self, connection: Connection, reply: SmtpReply, seconds: float) -> None:

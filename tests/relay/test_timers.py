@@ -13,8 +13,8 @@ from interop.evidence.teblig import deemed_service_time
 from interop.pki.devpki import DevPki
 from relay.config import from_mapping
 from relay.context import build_context
+from relay.keys import write_pki
 from relay.lifecycle import Kind, State
-from relay.pkidir import write_pki
 from relay.stages import outbound
 from relay.stages.issue import record, sign
 from tests.helpers import make_dispatch
@@ -153,7 +153,6 @@ def test_the_relay_timeout_runs_on_the_node_clock(pki: DevPki, tmp_path: Path) -
     config = from_mapping(
         {
             "node": {"provider": "hs01", "dev_pki": "pki", "data_dir": "data"},
-            "limits": {"crypto_workers": 0},
             "timers": {"relay_timeout": "10m"},
         },
         "t",

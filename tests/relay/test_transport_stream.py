@@ -177,7 +177,7 @@ def _deliver_all(
         context = _hs01(mesh, port)
         transport = SmtpTransport(context, timeout=10, **options)
         try:
-            return [await transport.deliver(_entry(path)) for path in paths]
+            return [await transport.send(_entry(path)) for path in paths]
         finally:
             await transport.close()
             server.close()
@@ -206,7 +206,7 @@ def test_the_wire_carries_stuff_of_the_file(mesh: Mesh, tmp_path: Path, chunk: i
         paths[-1].write_bytes(message)
     peer = _Peer(mesh)
     results, sizes = _deliver_all(mesh, peer, paths, chunk=chunk)
-    assert results == [Result(Outcome.DELIVERED, "250 2.0.0 Ok: queued as 1")] * len(_TRICKY)
+    assert results == [Result(Outcome.DELIVERED, "250 2.0.0 Ok: queued as 1", 250)] * len(_TRICKY)
     assert peer.data == [stuff(message) for message in _TRICKY]
     assert sizes == [str(len(message)).encode() for message in _TRICKY]
     # Every message went over the one pooled connection: after a streamed DATA, aiosmtplib's
@@ -224,7 +224,7 @@ def test_the_reply_to_the_data_is_the_result(
     path = tmp_path / "m.eml"
     path.write_bytes(b"Subject: x\r\n\r\nMerhaba\r\n")
     results, _ = _deliver_all(mesh, _Peer(mesh, reply), [path])
-    assert results == [Result(outcome, reply.decode())]
+    assert results == [Result(outcome, reply.decode(), int(reply[:3]))]
 
 
 @pytest.mark.parametrize("broken", ["cut", "stall"])
@@ -242,7 +242,7 @@ def test_a_connection_broken_in_data_is_not_pooled(mesh: Mesh, tmp_path: Path, b
         context = _hs01(mesh, port)
         transport = SmtpTransport(context, timeout=1)
         try:
-            return [await transport.deliver(_entry(path)) for path in (big, small)]
+            return [await transport.send(_entry(path)) for path in (big, small)]
         finally:
             await transport.close()
             server.close()
@@ -335,7 +335,7 @@ def test_a_large_dispatch_reaches_the_peer_byte_for_byte(
             context = _hs01(mesh, hs02.peer_port)
             transport = SmtpTransport(context, timeout=30, chunk=chunk)
             try:
-                return await transport.deliver(_entry(path))
+                return await transport.send(_entry(path))
             finally:
                 await transport.close()
                 context.store.close()

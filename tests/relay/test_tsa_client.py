@@ -21,7 +21,7 @@ from interop.errors import ConfigurationError
 from interop.pki.devpki import DevPki, generate
 from interop.verifiers import Verifiers
 from relay.errors import TemporaryTrouble, is_environmental
-from relay.pkidir import verifiers_from_pki
+from relay.keys import verifiers_from_pki
 from relay.tsa import (
     MAX_REPLY,
     HttpStamper,

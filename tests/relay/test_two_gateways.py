@@ -69,7 +69,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     built = make_mesh(
         root,
         ["hs01", "hs02", "hs03"],
-        accounts=ACCOUNTS,
+        extra=ACCOUNTS,
         timers={"relay_timeout": "8s", "evidence_timeout": "1h"},
         dead_routes=("hs03",),
     )
@@ -268,7 +268,7 @@ def test_data_over_the_limit_is_refused_and_not_stored(mesh: Mesh) -> None:
 def test_untrusted_or_missing_client_certificate(mesh: Mesh, tmp_path: Path) -> None:
     hs01 = mesh["hs01"]
     stranger = generate(mesh.pki.created, ["hs02"])
-    from relay.pkidir import write_pki
+    from relay.keys import write_pki
 
     write_pki(stranger, tmp_path / "stranger")
     refused = (ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)

@@ -30,6 +30,7 @@ NODE_METRICS = {
     "kep_data_disk_size_bytes", "kep_smtp_connections_open", "kep_node_draining",
     "kep_smtp_sessions_cut_total", "kep_messages_quarantined_total", "kep_messages_expired_total",
     "kep_tsa_failures_total", "kep_ledger_archive_tsa_expiry_timestamp_seconds",
+    "kep_claims_lost_total", "kep_claims_recovered_total", "kep_node_processes",
 }  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from interop.cms.timestamp import DEV_TSA_POLICY, LocalTsa, verify_token
 from interop.cms.tsp import TimeStampRequest, respond
 from interop.pki.devpki import DevPki, generate
 from interop.verifiers import Verifiers
-from relay.pkidir import verifiers_from_pki
+from relay.keys import verifiers_from_pki
 from relay.tsa import HttpStamper, TsaClientConfig, TsaUnavailable
 from tests.helpers import LATER, NOW
 from tests.tools.tsa_front import OPENSSL_POLICY, Front, openssl, serving, tsa_folder

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from interop.envelope.verify import verify_envelope
-from relay.pkidir import verifiers_from_pki
+from relay.keys import verifiers_from_pki
 from tests.relay.gateways import (
     Mesh,
     free_port,
@@ -38,7 +38,7 @@ def mesh(tmp_path: Path) -> Iterator[tuple[Mesh, Path, int]]:
         f'[tsa]\nurl = "http://127.0.0.1:{port}/tsa"\npolicy = "{OPENSSL_POLICY}"\n'
         "timeout = 2\nretries = 0\n"
     )
-    built = make_mesh(tmp_path, ["hs01", "hs02"], accounts={"hs01": tsa})
+    built = make_mesh(tmp_path, ["hs01", "hs02"], extra={"hs01": tsa})
     folder = tsa_folder(built.pki, tmp_path / "openssl-tsa")
     yield built, folder, port
     built.stop()

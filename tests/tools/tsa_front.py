@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from interop.pki.devpki import DevPki
-from relay.pkidir import write_pki
+from relay.keys import write_pki
 from relay.tsa import MAX_REPLY
 from tests.helpers import need_tool
 

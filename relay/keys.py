@@ -1,4 +1,6 @@
-"""The development PKI on disk (layout in certs/README.md), and the trust it implies.
+"""Keys, certificates and CRLs from files: the production identity and trust of
+``[identity]`` and ``[trust]``, and the development PKI's folder (layout in certs/README.md)
+with the trust it implies.
 
 This is the only module that reads private keys from files.
 """

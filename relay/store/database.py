@@ -1,0 +1,302 @@
+"""The two databases a store can live in, behind one small interface.
+
+``sqlite:///path`` (the embedded default: one file on one machine, shared by that machine's
+node processes through SQLite's own locking) and ``postgresql://…`` (every node of a provider,
+on any machine). The store's queries are written once, in the SQL both speak, with ``?``
+placeholders; what differs is said here and nowhere else:
+
+* a write transaction: SQLite's ``BEGIN IMMEDIATE`` takes the database's one write lock, so
+  writers are serialised across processes; PostgreSQL runs them side by side and the store
+  serialises what must be (``serialise``: the ledger's hash chain) with a transaction-scoped
+  advisory lock;
+* claiming work: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (``skip_locked``), nothing on SQLite,
+  whose writers never overlap;
+* placeholders (``%s`` for psycopg) and column types (``schema.py``).
+
+Inside a thread's transaction, reads on that thread see the transaction's own writes on both,
+as one SQLite connection under a re-entrant lock always did.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from interop.errors import ConfigurationError
+
+Params = Sequence[Any] | Mapping[str, Any]
+
+
+class Row(Sequence[Any]):
+    """One result row: values by position or by column name (like ``sqlite3.Row``)."""
+
+    __slots__ = ("_names", "_values")
+
+    def __init__(self, names: Mapping[str, int], values: Sequence[Any]) -> None:
+        self._names = names
+        self._values = tuple(values)
+
+    def __getitem__(self, key: int | str) -> Any:  # type: ignore[override]
+        if isinstance(key, str):
+            return self._values[self._names[key]]
+        return self._values[key]
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self._names, self._values, strict=True))!r})"
+
+
+@functools.lru_cache(maxsize=512)
+def _columns(names: tuple[str, ...]) -> Mapping[str, int]:
+    return {name: i for i, name in enumerate(names)}
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Tx(Protocol):
+    """A transaction (or, from ``Database.read``, a reading session) the store's queries run in."""
+
+    def execute(self, sql: str, params: Params = ()) -> Cursor: ...
+    def executemany(self, sql: str, rows: Sequence[Params]) -> Cursor: ...
+
+
+def is_database_error(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error | psycopg.Error)
+
+
+def is_duplicate(exc: BaseException) -> bool:
+    """A row whose unique key another transaction committed first."""
+    return isinstance(exc, sqlite3.IntegrityError | psycopg.errors.UniqueViolation)
+
+
+def is_database_trouble(exc: BaseException) -> bool:
+    """The database in temporary trouble (busy, locked, unreachable, a serialisation conflict,
+    a disk that is full): the work is tried again, never given up."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return True  # locked, busy, disk full, I/O error
+    return isinstance(
+        exc,
+        psycopg.OperationalError  # connection lost, server shutting down, admin shutdown
+        | psycopg.errors.SerializationFailure
+        | psycopg.errors.DeadlockDetected
+        | psycopg.errors.LockNotAvailable
+        | psycopg.errors.QueryCanceled
+        | psycopg.errors.InsufficientResources
+        | psycopg.errors.ReadOnlySqlTransaction,  # a replica promoted, a failover under way
+    )  # the pool's PoolTimeout is an OperationalError too
+
+
+class Database:
+    """What the store needs of a database; ``open_database`` picks the kind from the URL."""
+
+    dialect: str
+    skip_locked: str  # appended to a claim's inner SELECT
+    where: str  # the database, for logs and metrics, without a password
+
+    def transaction(self) -> Any:  # a context manager yielding Tx
+        raise NotImplementedError
+
+    def read(self) -> Any:  # a context manager yielding Tx
+        raise NotImplementedError
+
+    def serialise(self, tx: Tx, what: str) -> None:
+        """Hold ``what`` (a name) exclusively until ``tx`` ends: one writer at a time."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+def _sqlite_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
+    return Row(_columns(tuple(d[0] for d in cursor.description)), values)
+
+
+class SqliteDatabase(Database):
+    """One connection per process, under one re-entrant lock; WAL, so readers of other
+    processes (metrics, the operator tools) see the last commit alongside; ``busy`` seconds of
+    waiting for another process's write lock before a write gives up (and the caller retries,
+    4xx)."""
+
+    dialect = "sqlite"
+    skip_locked = ""
+
+    def __init__(self, path: Path, synchronous: str = "FULL", busy: float = 10.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.where = str(path)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy)
+        self.db.row_factory = _sqlite_row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        with self._lock:
+            yield self.db
+
+    def serialise(self, tx: Tx, what: str) -> None:
+        """Nothing to do: ``BEGIN IMMEDIATE`` holds the whole database."""
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@functools.lru_cache(maxsize=1024)
+def psycopg_sql(sql: str) -> str:
+    """The same query with psycopg's placeholders (no query of ours has ``?`` in a literal)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PostgresTx:
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, params: Params = ()) -> Cursor:
+        cursor: Cursor = self.connection.execute(psycopg_sql(sql), params or None)
+        return cursor
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> Cursor:
+        cursor = self.connection.cursor()
+        cursor.executemany(psycopg_sql(sql), rows)
+        return cursor  # type: ignore[no-any-return]
+
+
+def _postgres_rows(cursor: Any) -> Callable[[Sequence[Any]], Row]:
+    names = _columns(tuple(c.name for c in cursor.description or ()))
+    return lambda values: Row(names, values)
+
+
+class PostgresDatabase(Database):
+    """A pool of connections (psycopg 3): each transaction and each read takes one.
+
+    A thread inside a transaction reads through that transaction's connection, so it sees its
+    own writes; every other read sees the last commit (READ COMMITTED).
+    """
+
+    dialect = "postgresql"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str, connections: int = 8, timeout: float = 10.0) -> None:
+        self.url = url
+        self.where = redact(url)
+        self.pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(2, connections),
+            timeout=timeout,
+            kwargs={"autocommit": True, "row_factory": _postgres_rows},
+            open=False,
+            name="kep-store",
+        )
+        self.pool.open(wait=True, timeout=timeout)
+        self._current = threading.local()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        if getattr(self._current, "tx", None) is not None:
+            raise RuntimeError("a store transaction inside another one")
+        with self.pool.connection() as connection, connection.transaction():
+            tx = _PostgresTx(connection)
+            self._current.tx = tx
+            try:
+                yield tx
+            finally:
+                self._current.tx = None
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        current = getattr(self._current, "tx", None)
+        if current is not None:
+            yield current
+            return
+        with self.pool.connection() as connection:
+            yield _PostgresTx(connection)
+
+    def serialise(self, tx: Tx, what: str) -> None:
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(what),))
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _lock_key(name: str) -> int:
+    """A stable 64-bit advisory lock key for ``name`` (the same on every node)."""
+    return (0x4B45_5000 << 32) | zlib.crc32(name.encode())
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a ``sqlite:///…`` URL (``sqlite:///rel/path`` is relative, as in SQLAlchemy;
+    ``sqlite:////abs/path`` absolute)."""
+    path = url.removeprefix("sqlite:///")
+    if not path:
+        raise ConfigurationError(f"{url!r}: no database file named")
+    return Path(path)
+
+
+def open_database(
+    url: str, *, synchronous: str = "FULL", connections: int = 8, retry_for: float = 0.0
+) -> Database:
+    """The database at ``url``; ``retry_for`` seconds of waiting for a PostgreSQL server that
+    is not there yet (a node started with its database)."""
+    if url.startswith("sqlite:///"):
+        return SqliteDatabase(sqlite_path(url), synchronous)
+    if url.startswith(("postgresql://", "postgres://")):
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                return PostgresDatabase(url, connections)
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1.0)
+    raise ConfigurationError(
+        f"[store] url: {redact(url)!r} is neither sqlite:///… nor postgresql://…"
+    )

@@ -1,0 +1,258 @@
+"""Many node processes on one store (issue: many nodes, one provider): claims are disjoint,
+a lease that runs out hands the work to another process, the fencing token refuses a stale
+holder's late write, delayed retries stay off the ready path, and the ledger stays one chain
+with concurrent writers. Each test runs on SQLite and on a real PostgreSQL (``store_url``)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from relay.lifecycle import Kind, State, Superseded
+from relay.store import MessageRow, Store, is_duplicate
+
+LEASE = 60.0
+
+
+class Clock:
+    """The stores' one clock, moved by the test (seconds since the epoch)."""
+
+    def __init__(self) -> None:
+        self.now = 2_000_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def stores(store_url: str, clock: Clock) -> Iterator[tuple[Store, Store]]:
+    """Two node processes' stores on one database."""
+    a, b = Store(store_url, clock=clock), Store(store_url, clock=clock)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _add(store: Store, count: int, kind: Kind, state: State, prefix: str = "m") -> list[str]:
+    ids = [f"{prefix}{i:04d}" for i in range(count)]
+    with store.transaction() as db:
+        for i in ids:
+            store.add_message(
+                db, id=i, kind=kind, peer="hs02", remmd_id=f"{i}@hs02.kep.tr",
+                mail_from="a@hs02.kep.tr", rcpt_to=["b@hs01.kep.tr"], size=1, sha256="00",
+                state=state,
+            )  # fmt: skip
+    return ids
+
+
+def _move(store: Store, row: MessageRow, to: State) -> None:
+    with store.transaction() as db:
+        store.move(db, row, to)
+
+
+def _in_threads(work: list[Callable[[], None]]) -> None:
+    failures: list[BaseException] = []
+
+    def run(job: Callable[[], None]) -> None:
+        try:
+            job()
+        except BaseException as exc:  # reported below, on the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in work]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures, failures
+
+
+def test_processes_claiming_together_never_share_a_message(
+    stores: tuple[Store, Store], clock: Clock
+) -> None:
+    a, b = stores
+    ids = _add(a, 120, Kind.DISPATCH_IN, State.RECEIVED)
+    taken: dict[str, list[str]] = {}
+
+    def worker(store: Store, owner: str) -> Callable[[], None]:
+        def work() -> None:
+            mine = taken.setdefault(owner, [])
+            while rows := store.claim_received(owner, clock(), LEASE, limit=7):
+                for row in rows:
+                    mine.append(row.id)
+                    _move(store, row, State.PROCESSED)
+
+        return work
+
+    _in_threads([worker(s, f"node/{i}") for i, s in enumerate((a, b, a, b))])
+    everything = [i for claimed in taken.values() for i in claimed]
+    assert sorted(everything) == ids  # each exactly once
+    assert {r.state for r in a.messages(kind=Kind.DISPATCH_IN)} == {State.PROCESSED}
+    assert a.holders() == {}
+
+
+def test_a_lease_that_runs_out_hands_the_work_over_and_fences_the_late_writer(
+    stores: tuple[Store, Store], clock: Clock
+) -> None:
+    a, b = stores
+    _add(a, 1, Kind.DISPATCH_IN, State.RECEIVED)
+    [stale] = a.claim_received("node-a/1", clock(), LEASE)
+    assert b.claim_received("node-b/1", clock(), LEASE) == []  # held: not claimable
+    clock.now += LEASE + 1  # node a stalls past its lease (a GC pause, a frozen VM, death)
+    [fresh] = b.claim_received("node-b/1", clock(), LEASE)
+    assert fresh.fence > stale.fence
+    # Node a wakes up and finishes: its write is refused, nothing is done twice.
+    with pytest.raises(Superseded):
+        _move(a, stale, State.PROCESSED)
+    assert a.processing_failed(stale, counted=True, retry_at=clock(), detail="late") == 0
+    a.release(stale)  # changes nothing either
+    assert a.holders() == {"node-b/1": 1}
+    _move(b, fresh, State.PROCESSED)
+    done = b.message(fresh.id)
+    assert done is not None and done.state is State.PROCESSED and done.attempts == 0
+
+
+def test_what_a_dead_process_was_sending_goes_back_to_the_queue_for_the_others(
+    stores: tuple[Store, Store], clock: Clock
+) -> None:
+    a, b = stores
+    _add(a, 3, Kind.DISPATCH_OUT, State.QUEUED)
+    claimed = a.claim_due("node-a/1", clock(), LEASE)
+    assert [r.state for r in claimed] == [State.SENDING] * 3
+    clock.now += LEASE / 2
+    assert b.recover() == 0  # alive: its claims stand
+    clock.now += LEASE
+    assert b.recover() == 3  # node a stopped renewing: back to the queue, fenced
+    again = b.claim_due("node-b/1", clock(), LEASE)
+    assert sorted(r.id for r in again) == sorted(r.id for r in claimed)
+    with pytest.raises(Superseded):
+        _move(a, claimed[0], State.SENT)
+    for row in again:
+        _move(b, row, State.SENT)
+    assert {r.state for r in b.messages(kind=Kind.DISPATCH_OUT)} == {State.SENT}
+
+
+def test_a_renewed_lease_keeps_the_claim(stores: tuple[Store, Store], clock: Clock) -> None:
+    a, b = stores
+    _add(a, 2, Kind.EVIDENCE_OUT, State.QUEUED)
+    a.claim_due("node-a/1", clock(), LEASE)
+    for _ in range(5):  # renewed every third of a lease, for well over a lease
+        clock.now += LEASE / 3
+        assert a.renew("node-a/1", clock(), LEASE) == 2
+        assert b.recover() == 0
+        assert b.claim_due("node-b/1", clock(), LEASE) == []
+
+
+def test_a_process_starting_again_under_its_name_takes_back_its_own_claims(
+    stores: tuple[Store, Store], clock: Clock
+) -> None:
+    a, b = stores
+    _add(a, 1, Kind.DISPATCH_OUT, State.QUEUED, "out")
+    _add(a, 1, Kind.SUBMISSION, State.RECEIVED, "sub")
+    a.claim_due("node-a/1", clock(), LEASE)
+    a.claim_received("node-a/1", clock(), LEASE)
+    # Restarted at once (systemd): no need to wait out its own leases.
+    assert b.recover("node-a/1") == 2
+    assert a.holders() == {}
+    assert [r.state for r in a.messages(kind=Kind.DISPATCH_OUT)] == [State.QUEUED]
+    assert len(b.claim_received("node-b/1", clock(), LEASE)) == 1
+
+
+def test_a_delayed_retry_stays_off_the_ready_path(
+    stores: tuple[Store, Store], clock: Clock
+) -> None:
+    a, b = stores
+    _add(a, 1, Kind.DISPATCH_IN, State.RECEIVED)
+    [row] = a.claim_received("node-a/1", clock(), LEASE)
+    assert a.processing_failed(row, counted=True, retry_at=clock() + 30, detail="x") == 1
+    assert b.claim_received("node-b/1", clock(), LEASE) == []
+    clock.now += 31
+    [again] = b.claim_received("node-b/1", clock(), LEASE)
+    assert again.attempts == 1 and again.last_reply == "x"
+
+
+def test_the_ledger_stays_one_chain_with_concurrent_writers(
+    stores: tuple[Store, Store], clock: Clock
+) -> None:
+    a, b = stores
+
+    def writer(store: Store, name: str) -> Callable[[], None]:
+        def work() -> None:
+            for i in range(15):
+                with store.transaction() as db:
+                    store.add_evidence(
+                        db, id=f"{name}-{i}", direction="issued", remmd_id=f"r{i}",
+                        type="RelayREMMDAcceptanceRejection", event="Acceptance",
+                        recipient=None, sender="a@hs01.kep.tr", issuer="hs01",
+                        xml=f"<e>{name}-{i}</e>".encode(), message_id=None,
+                    )  # fmt: skip
+
+        return work
+
+    _in_threads([writer(s, f"w{i}") for i, s in enumerate((a, b, a, b))])
+    assert a.verify_ledger() == (60, None)
+    assert b.ledger_head()[0] == 60
+    # Record N is the N-th link: numbered without gaps (ledger proofs count on it).
+    assert a.ledger_hash_at(60) == a.ledger_hashes()[-1]
+    assert a.ledger_hash_at(61) is None
+
+
+def test_migrations_run_once_when_processes_start_together(store_url: str) -> None:
+    opened: list[Store] = []
+    lock = threading.Lock()
+
+    def start() -> None:
+        store = Store(store_url)
+        with lock:
+            opened.append(store)
+
+    _in_threads([start for _ in range(4)])
+    with opened[0].database.read() as db:
+        versions = [int(r[0]) for r in db.execute("SELECT version FROM schema_version")]
+    assert versions == sorted(set(versions)) and versions[-1] >= 2
+    for store in opened:
+        store.close()
+
+
+def test_the_same_dispatch_stored_by_two_nodes_at_once_is_one_message(
+    stores: tuple[Store, Store],
+) -> None:
+    """Two nodes storing one Dispatch at once: the database's unique key refuses the second,
+    and intake (relay/stages/intake.py) answers it as the repeat it is (§2)."""
+    a, b = stores
+    _add(a, 1, Kind.DISPATCH_IN, State.RECEIVED, "first")
+    # Each database raises its own class of error: what matters is that it is a duplicate.
+    with pytest.raises(Exception) as refused, b.transaction() as db:
+        b.add_message(
+            db, id="second", kind=Kind.DISPATCH_IN, peer="hs02",
+            remmd_id="first0000@hs02.kep.tr", mail_from="a@hs02.kep.tr",
+            rcpt_to=["b@hs01.kep.tr"], size=1, sha256="00", state=State.RECEIVED,
+        )  # fmt: skip
+    assert is_duplicate(refused.value)
+    assert [m.id for m in b.messages(kind=Kind.DISPATCH_IN)] == ["first0000"]
+
+
+def test_node_processes_sweeping_at_once_do_not_deadlock(stores: tuple[Store, Store]) -> None:
+    """Every node process's retention pass marks the same finished messages at once, each in
+    its own order (a regression: PostgreSQL found a deadlock and the pass failed)."""
+    a, b = stores
+    ids = _add(a, 60, Kind.DISPATCH_IN, State.RECEIVED)
+
+    def sweeper(store: Store, seed: int) -> Callable[[], None]:
+        order = random.Random(seed).sample(ids, len(ids))  # noqa: S311 (an order, not a secret)
+
+        def sweep() -> None:
+            for _ in range(10):
+                store.content_removed(order)
+
+        return sweep
+
+    _in_threads([sweeper(s, i) for i, s in enumerate((a, b, a, b))])
