@@ -14,8 +14,8 @@ import structlog
 from interop.errors import KepError
 from interop.evidence.codes import EvidenceType
 from relay.context import NodeContext
+from relay.issuing import Issued, material_of, record
 from relay.lifecycle import Kind, State
-from relay.stages.issue import Issued, material_of, record
 from relay.store import MessageRow
 
 log = structlog.get_logger("kep.evidence_in")

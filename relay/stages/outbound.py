@@ -21,9 +21,9 @@ from interop.evidence.issue import follow_up
 from interop.evidence.model import EventReason
 from interop.reasons import Reason
 from relay.context import NodeContext
+from relay.issuing import file_evidence, record, remake_message, sign
 from relay.lifecycle import Kind, State, Superseded
 from relay.metrics import code_class
-from relay.stages.issue import file_evidence, record, remake_message, sign
 from relay.store import MessageRow, Row
 from relay.transport.base import Entry, Outcome, Result, Transport
 

@@ -25,8 +25,8 @@ from interop.evidence.issue import follow_up, submission_evidence
 from interop.evidence.model import EventReason
 from interop.reasons import Reason
 from relay.context import NodeContext
+from relay.issuing import file_evidence, record, sign
 from relay.lifecycle import Kind, State
-from relay.stages.issue import file_evidence, record, sign
 from relay.stages.rgw import recipient_indices, send_back
 from relay.stages.sgw import remmd_id_for
 from relay.store import MessageRow

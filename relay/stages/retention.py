@@ -10,7 +10,7 @@ evidence, with the SHA-256 of the original, and the users' mailboxes. Messages h
 operator (invalid, unmatched, quarantined) are kept. On failure: nothing is lost; a file not
 removed (a crash between "met" and "removed", a busy disk) goes at the next sweep, which also
 runs at start-up. An Evidence message needed again for a resend is made again from its
-evidence (``relay.stages.issue.remake_message``).
+evidence (``relay.issuing.remake_message``).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from interop.evidence import xmlio
 from interop.evidence.codes import Event, EvidenceType
 from interop.evidence.issue import follow_up
 from relay.context import NodeContext
+from relay.issuing import Issued, file_evidence, queue, record, sign, write_message
 from relay.lifecycle import Kind
-from relay.stages.issue import Issued, file_evidence, queue, record, sign, write_message
 
 log = structlog.get_logger("kep.retrieval")
 

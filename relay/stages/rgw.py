@@ -21,9 +21,9 @@ from interop.evidence import xmlio
 from interop.evidence.model import Evidence
 from interop.reasons import Reason
 from relay.context import NodeContext
+from relay.issuing import queue, record, write_messages
 from relay.lifecycle import State
 from relay.stages.deliver import decide_and_deliver
-from relay.stages.issue import queue, record, write_messages
 from relay.store import MessageRow
 
 log = structlog.get_logger("kep.rgw")

@@ -32,9 +32,9 @@ from interop.pathval import subject_text
 from interop.providers import ETEBLIGAT_PROVIDER
 from interop.reasons import Reason
 from relay.context import NodeContext
+from relay.issuing import Issued, file_evidence, record, sign
 from relay.lifecycle import Kind, State
 from relay.stages.deliver import decide_and_deliver
-from relay.stages.issue import Issued, file_evidence, record, sign
 from relay.store import MessageRow
 
 log = structlog.get_logger("kep.sgw")

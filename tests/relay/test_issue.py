@@ -1,4 +1,4 @@
-"""Issuing Evidence messages (relay/stages/issue.py): written durably, the directory once."""
+"""Issuing Evidence messages (relay/issuing.py): written durably, the directory once."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from interop.providers import BUILTIN_DIRECTORY
 from relay import spool
 from relay.config import from_mapping
 from relay.context import build_context
+from relay.issuing import write_messages
 from relay.keys import write_pki
-from relay.stages.issue import write_messages
 from tests.helpers import NOW, make_dispatch
 
 

@@ -33,8 +33,8 @@ from relay import ledger
 from relay.config import NodeConfig, from_mapping
 from relay.context import NodeContext, build_context
 from relay.export import export_message
+from relay.issuing import record, sign
 from relay.keys import write_pki
-from relay.stages.issue import record, sign
 from tests.interop.crls import make_crl
 
 ROOT = Path(__file__).resolve().parents[2]

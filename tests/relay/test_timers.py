@@ -13,10 +13,10 @@ from interop.evidence.teblig import deemed_service_time
 from interop.pki.devpki import DevPki
 from relay.config import from_mapping
 from relay.context import build_context
+from relay.issuing import record, sign
 from relay.keys import write_pki
 from relay.lifecycle import Kind, State
 from relay.stages import outbound
-from relay.stages.issue import record, sign
 from tests.helpers import make_dispatch
 from tests.relay.gateways import (
     Mesh,

@@ -1,7 +1,8 @@
-"""Issuing evidence: sign it, wrap it in an Evidence message on the spool, record it.
+"""Issuing evidence, for every stage that issues it: sign it, wrap it in an Evidence message on
+the spool, record it; file it in a user's Delil folder. Not a stage itself.
 
-Used by every stage that issues evidence. Nothing here commits: callers put the returned
-rows into their own transaction, so evidence, ledger and queue change together or not at all.
+Nothing here commits: callers put the returned rows into their own transaction, so evidence,
+ledger and queue change together or not at all.
 """
 
 from __future__ import annotations
