@@ -45,8 +45,8 @@ log = structlog.get_logger("kep.node")
 # back-off (doubling up to RESTART_BACKOFF_MAX), so a node that cannot start does not spin.
 RESTART_QUICK_DEATH = 10.0
 RESTART_BACKOFF_MAX = 60.0
-# A node process whose event loop has not turned for this long is hung (a deadlock, a
-# frozen VM page, SIGSTOP): killed and started again, as systemd's watchdog would. Until then
+# A serving node process whose event loop has not turned for this long is hung (a deadlock,
+# a frozen VM page, SIGSTOP): killed and started again, as systemd's watchdog would. Until then
 # it still takes its share of new connections, which wait; its claims pass to the others
 # when its lease runs out ([store] lease).
 WATCHDOG = 30.0
@@ -223,7 +223,12 @@ class Supervisor:
         for index, child in list(self.children.items()):
             if not self.stopping and child.restart_at is not None and child.restart_at <= now:
                 self.start(index)
-            elif child.restart_at is None and now - child.sibling.beat.value > WATCHDOG:
+            elif (
+                child.restart_at is None
+                # Serving: a start that takes long (a database not there yet) is not a hang.
+                and child.sibling.ready.is_set()
+                and now - child.sibling.beat.value > WATCHDOG
+            ):
                 log.error("node_process_hung", process=index, silent=now - child.sibling.beat.value)
                 child.process.kill()  # its end is seen, and it is started again, next turn
 

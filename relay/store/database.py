@@ -190,7 +190,8 @@ class _PostgresTx:
         self.connection = connection
 
     def execute(self, sql: str, params: Params = ()) -> Cursor:
-        cursor: Cursor = self.connection.execute(psycopg_sql(sql), params or None)
+        # Always with parameters (even none): psycopg_sql doubled every "%" for them.
+        cursor: Cursor = self.connection.execute(psycopg_sql(sql), params)
         return cursor
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> Cursor:

@@ -25,7 +25,7 @@ class _Postgres:
         self.connection = connection
 
     def execute(self, sql: str, params: Any = ()) -> Any:
-        return self.connection.execute(psycopg_sql(sql), params or None)
+        return self.connection.execute(psycopg_sql(sql), params)  # "%" doubled: always params
 
 
 def _connect(url: str, timeout: float) -> tuple[Tx, Any]:

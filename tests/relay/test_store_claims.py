@@ -256,3 +256,12 @@ def test_node_processes_sweeping_at_once_do_not_deadlock(stores: tuple[Store, St
         return sweep
 
     _in_threads([sweeper(s, i) for i, s in enumerate((a, b, a, b))])
+
+
+def test_a_percent_sign_in_a_query_means_itself(stores: tuple[Store, Store]) -> None:
+    """Queries are written with ``?``; psycopg's ``%`` is escaped for them, with or without
+    parameters (a query without any must not keep a doubled ``%``)."""
+    a, _ = stores
+    with a.database.read() as db:
+        assert db.execute("SELECT '100%'").fetchone()[0] == "100%"
+        assert db.execute("SELECT '5%' || ?", ("x",)).fetchone()[0] == "5%x"
