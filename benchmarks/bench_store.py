@@ -37,6 +37,7 @@ from typing import Any
 import psycopg
 
 from benchmarks.pgtemp import fresh_database, is_postgres, postmaster_pid, server_cpu_seconds
+from benchmarks.procstat import machine_busy_seconds
 from relay.lifecycle import IllegalMove, Kind, State, Superseded
 from relay.store import GENESIS, Store, blob, ledger_hash
 
@@ -187,7 +188,18 @@ def _claimer(
     results.put(worked)
 
 
-def _run_processes(target: Callable[..., None], args_for: list[tuple[Any, ...]]) -> list[Worked]:
+@dataclass
+class Started:
+    """The machine's busy CPU, the server's CPU and the time when the processes were told go."""
+
+    machine: float = 0.0
+    server: float = 0.0
+    at: float = 0.0
+
+
+def _run_processes(
+    target: Callable[..., None], args_for: list[tuple[Any, ...]], server: ServerCpu
+) -> tuple[list[Worked], Started]:
     """Start one process per argument tuple (each gets ready, go, results after them), start
     them together once all are ready, and collect what each did."""
     spawn = multiprocessing.get_context("spawn")
@@ -197,6 +209,7 @@ def _run_processes(target: Callable[..., None], args_for: list[tuple[Any, ...]])
         process.start()
     for _ in processes:
         ready.get(timeout=120)
+    started = Started(machine_busy_seconds(), server.now(), time.perf_counter())
     go.set()
     worked: list[Worked] = []
     while len(worked) < len(processes):
@@ -208,7 +221,16 @@ def _run_processes(target: Callable[..., None], args_for: list[tuple[Any, ...]])
                 raise SystemExit(f"a benchmark process died: exit {dead[0].exitcode}") from None
     for process in processes:
         process.join()
-    return worked
+    return worked, started
+
+
+def _spent(started: Started, server: ServerCpu, worked: list[Worked]) -> tuple[float, float]:
+    """The server's CPU since go, and the cores busy meanwhile with work not of this
+    measurement (other work on the machine; the processes' own exit counts, a little)."""
+    server_cpu = server.now() - started.server
+    wall = time.perf_counter() - started.at
+    ours = server_cpu + sum(w.cpu for w in worked)
+    return server_cpu, max(0.0, machine_busy_seconds() - started.machine - ours) / wall
 
 
 def _count_in(url: str, state: State) -> int:
@@ -237,11 +259,12 @@ def bench_claims(
     with fresh_store(kind, postgres) as url:
         populate(url, added_kind, added_state, count, "m", analyze)
         server = ServerCpu(url)
-        worked = _run_processes(
+        worked, started = _run_processes(
             _claimer,
             [(url, f"bench/{i + 1}", path, batch, seconds) for i in range(claimers)],
+            server,
         )
-        server_cpu = server.spent()
+        server_cpu, others = _spent(started, server, worked)
         moved = _count_in(url, target)
     done = sum(w.done for w in worked)
     elapsed = max(w.elapsed for w in worked)
@@ -259,6 +282,7 @@ def bench_claims(
         "moved_in_store": moved,
         "done": done,
         "added": count,
+        "others": others,
     }
     return rate, figures
 
@@ -337,8 +361,10 @@ def bench_ledger(kind: str, postgres: str, writers: int, seconds: float) -> dict
     with fresh_store(kind, postgres) as url:
         Store(url).close()  # the tables, before the writers race to make them
         server = ServerCpu(url)
-        worked = _run_processes(_appender, [(url, i + 1, seconds) for i in range(writers)])
-        server_cpu = server.spent()
+        worked, started = _run_processes(
+            _appender, [(url, i + 1, seconds) for i in range(writers)], server
+        )
+        server_cpu, others = _spent(started, server, worked)
         broken = check_chain(url)
         records = _count(url, "ledger")
     done = sum(w.done for w in worked)
@@ -351,6 +377,7 @@ def bench_ledger(kind: str, postgres: str, writers: int, seconds: float) -> dict
         "records": records,
         "done": done,
         "chain": broken or "whole",
+        "others": others,
     }
 
 
@@ -524,7 +551,8 @@ def claim_figures(args: argparse.Namespace, kinds: list[str], batches: list[int]
                         f"    {kind:10} {path:36} batch {batch:2} claimers {claimers}:"
                         f" {f['claims_per_s']:7.0f} claims/s, {f['ms_per_claim_move']:5.2f} ms"
                         f" per claim+move in a claimer; CPU {f['client_cpu_ms']:.2f} ms client"
-                        f" + {f['server_cpu_ms']:.2f} ms server; renew {f['renew_ms']:.2f} ms"
+                        f" + {f['server_cpu_ms']:.2f} ms server; renew {f['renew_ms']:.2f} ms;"
+                        f" others {f['others']:.2f} cores"
                         + (f"  [{'; '.join(notes)}]" if notes else "")
                     )
 
@@ -538,7 +566,7 @@ def ledger_figures(args: argparse.Namespace, kinds: list[str]) -> None:
                 f"    {kind:10} writers {writers}: {f['appends_per_s']:7.0f} appends/s,"
                 f" {f['ms_per_append']:5.2f} ms per append in a writer;"
                 f" CPU {f['client_cpu_ms']:.2f} ms client + {f['server_cpu_ms']:.2f} ms server;"
-                f" {f['records']} records, chain {f['chain']}"
+                f" {f['records']} records, chain {f['chain']}; others {f['others']:.2f} cores"
                 + (f", {f['busy']} busy" if f["busy"] else "")
             )
 
