@@ -13,6 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from relay.config import embedded_default
+from relay.node import Sibling
+from relay.processes import WATCHDOG, Supervisor, _Child
 from tests.helpers import postgres_database
 from tests.relay.gateways import Gateway, add_nodes, get, make_mesh, scrape, value, wait_for
 from tests.relay.traffic import assert_exactly_once, killer, submit, wait_delivered
@@ -131,3 +134,26 @@ def test_node_processes_leave_when_their_supervisor_is_killed(tmp_path: Path) ->
     hs02.start()
     wait_for(lambda: get(hs02, "/readyz")[0] == 200, what="hs02 ready again")
     mesh.stop()
+
+
+def test_the_watchdog_kills_a_hung_node_process_but_not_one_still_starting() -> None:
+    """A node process still starting (a database not there yet, retried for 30 s) has not
+    beaten yet; only one that serves and then falls silent is hung (a regression: the watchdog
+    watched from the spawn, so a slow start was killed and started again for ever)."""
+    supervisor = Supervisor(embedded_default())
+    spawn = supervisor.spawn
+    silent_since = time.monotonic() - 2 * WATCHDOG
+    sibling = Sibling(1, 1, spawn.Event(), spawn.Value("d", silent_since), os.getpid())
+    process = spawn.Process(target=time.sleep, args=(120,))
+    process.start()
+    try:
+        supervisor.children[1] = _Child(sibling, process, silent_since)
+        supervisor._watch()
+        assert process.is_alive()  # starting: left alone
+        sibling.ready.set()  # serving, and silent for twice the watchdog's limit
+        supervisor._watch()
+        process.join(10)
+        assert not process.is_alive()
+    finally:
+        process.kill()
+        process.join()
