@@ -15,7 +15,8 @@ Prints both rates, the ratio (target >= 0.5 with P-256 certificates) and the RSS
 The hs02 node runs as configured by ``--processes`` (``[node] processes``: a supervisor and
 that many node processes; 1: the node alone, no supervisor), ``--crypto-workers``
 (``[limits] crypto_workers``: a pool of verifying and signing processes under each node
-process) and ``--store`` (``[store] url``; a ``postgresql://`` URL names a server on which
+process; only for a release that still has the pool, written to the configuration only when
+not 0) and ``--store`` (``[store] url``; a ``postgresql://`` URL names a server on which
 each hs02 of the run gets a fresh database, ``kep_bench_<random>``, dropped afterwards).
 
 CPU per Dispatch, for the node, is that of its whole process tree (supervisor, node
@@ -25,10 +26,14 @@ reaped children used), at the start and at the end of the window (``benchmarks.p
 so a process that exits during the window (a worker pool made anew, a node process started
 again) is still counted through its parent. After a clean shutdown the tree's whole life
 (start-up, run and drain) is read with wait4() as a cross-check. With PostgreSQL the server's
-CPU (all its processes, less the benchmark's own polling backend) is printed apart.
+CPU (all its processes, less the benchmark's own polling backend) is printed apart, with
+the database's commits and rows written per Dispatch. On a server whose autovacuum is off (a
+CI server), ``--vacuum-every S`` runs VACUUM (ANALYZE) every S seconds in its place: the
+store's claims are planned from statistics, as on a production server.
 
 Run:  .venv/bin/python -m benchmarks.bench_relay [--messages N] [--connections N]
-          [--processes N] [--crypto-workers N] [--store URL] [--skip-postfix] [--skip-large]
+          [--processes N] [--crypto-workers N] [--store URL] [--vacuum-every S]
+          [--skip-postfix] [--skip-large] [--log-dir DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -57,7 +62,14 @@ import aiosmtplib
 import psycopg
 from aiosmtpd.controller import Controller
 
-from benchmarks.pgtemp import backend_pid, fresh_database, is_postgres, postmaster_pid
+from benchmarks.pgtemp import (
+    Vacuumer,
+    autovacuum_on,
+    backend_pid,
+    fresh_database,
+    is_postgres,
+    postmaster_pid,
+)
 from benchmarks.procstat import (
     Proc,
     Snapshot,
@@ -90,9 +102,14 @@ class Setup:
     crypto_workers: int = 0
     store: str | None = None  # None: the SQLite default (data_dir/state.sqlite3)
     log_dir: Path | None = None  # keep each hs02's log there
+    # PostgreSQL: VACUUM (ANALYZE) every this many seconds during the run (0: never), for a
+    # server whose autovacuum is off.
+    vacuum_every: float = 0.0
 
     def describe(self) -> str:
         store = "PostgreSQL" if is_postgres(self.store) else "SQLite"
+        if is_postgres(self.store) and self.vacuum_every:
+            store += f" (VACUUM ANALYZE every {self.vacuum_every:g} s)"
         return f"processes={self.processes} crypto_workers={self.crypto_workers} store={store}"
 
 
@@ -291,6 +308,7 @@ class StoreProbe:
         self.backend: int | None = None
         self.postmaster: int | None = None
         self.queries = 0  # statements (each a transaction of its own) since last reset
+        self.url = url
         if is_postgres(url):
             self.pg = psycopg.connect(url, autocommit=True)
             self.backend = backend_pid(self.pg)
@@ -322,7 +340,18 @@ class StoreProbe:
         ).fetchone()
         assert row is not None
         names = ("commits", "rollbacks", "rows inserted", "rows updated", "rows deleted")
-        return {name: int(v) for name, v in zip((*names, "deadlocks"), row, strict=True)}
+        stats = {name: int(v) for name, v in zip((*names, "deadlocks"), row, strict=True)}
+        # Whether autovacuum analysed the messages table meanwhile (the claims' plans
+        # depend on its statistics).
+        table = self.pg.execute(
+            "SELECT autoanalyze_count, autovacuum_count FROM pg_stat_user_tables"
+            " WHERE relname = 'messages'"
+        ).fetchone()
+        self.queries += 1
+        if table is not None:
+            stats["autoanalyze runs on messages"] = int(table[0])
+            stats["autovacuum runs on messages"] = int(table[1])
+        return stats
 
     def states(self) -> dict[str, int]:
         return {f"{kind} {state}": int(n) for kind, state, n in self.rows(STATES)}
@@ -500,6 +529,7 @@ class GatewayRun:
     log_copy: str | None = None
     latencies: dict[str, float] = field(default_factory=dict)
     database_per_dispatch: dict[str, float] = field(default_factory=dict)
+    vacuum_runs: int | None = None  # the stand-in for autovacuum, when asked for
     busy_cores: float = 0.0  # the machine's busy CPU over the window, in cores
     others_cores: float = 0.0  # of which not this benchmark's (other work on the machine)
 
@@ -568,6 +598,16 @@ def bench_gateway(count: int, connections: int, setup: Setup) -> GatewayRun:
         hs02.probe.queries = 0
         polled = read_proc(poller) if poller else None
         poll_before = polled.own if polled else 0.0
+        vacuumer = None
+        if hs02.probe.pg is not None:
+            if setup.vacuum_every:
+                vacuumer = Vacuumer(hs02.probe.url, setup.vacuum_every)
+                vacuumer.start()
+            elif not autovacuum_on(hs02.probe.url):
+                print(
+                    "    NOTE: autovacuum is off on this PostgreSQL server and --vacuum-every"
+                    " is not given: the store's tables are never analysed or vacuumed"
+                )
         ours = os.times()
         machine = machine_busy_seconds()
         start = time.perf_counter()
@@ -615,6 +655,8 @@ def bench_gateway(count: int, connections: int, setup: Setup) -> GatewayRun:
             run.latencies = hs02.latencies()
         print(f"    timed window done in {elapsed:.1f} s; checking every message …", flush=True)
         run.states = _settle(hs02, count)
+        if vacuumer is not None:
+            run.vacuum_runs = vacuumer.stop()
         if stats_before:
             # All the work of the run (the window and what settling waited for); idle
             # backends report their counters within 10 s (PostgreSQL 15).
@@ -622,7 +664,9 @@ def bench_gateway(count: int, connections: int, setup: Setup) -> GatewayRun:
             stats_after = hs02.probe.database_stats()
             stats = {k: stats_after[k] - stats_before[k] for k in stats_after}
             stats["commits"] -= hs02.probe.queries  # the benchmark's own
-            run.database_per_dispatch = {k: v / count for k, v in stats.items()}
+            run.database_per_dispatch = {
+                k: v if k.startswith("auto") else v / count for k, v in stats.items()
+            }
         run.sink_count = hs02.sink.count
     run.life_cpu_s, run.exit_code = hs02.life_cpu, hs02.exit_code
     run.problems = _check(run, run.states, count)
@@ -681,7 +725,9 @@ def report_gateway(run: GatewayRun) -> None:
         )
     if run.database_per_dispatch:
         figures = ", ".join(f"{v:.1f} {k}" for k, v in run.database_per_dispatch.items())
-        print(f"      PostgreSQL per Dispatch: {figures}")
+        print(f"      PostgreSQL per Dispatch (autovacuum: during the run): {figures}")
+    if run.vacuum_runs is not None:
+        print(f"      VACUUM (ANALYZE) by the benchmark: {run.vacuum_runs} times")
     print(f"      store afterwards: {run.states}; evidence sink received {run.sink_count}")
     for problem in run.problems:
         print(f"      PROBLEM: {problem}")
@@ -815,12 +861,19 @@ def main() -> None:
         help="hs02's [store] url (default: SQLite in its data folder); for postgresql://…"
         " each hs02 gets a fresh database kep_bench_<random> on that server, dropped after",
     )
+    parser.add_argument(
+        "--vacuum-every",
+        type=float,
+        default=0.0,
+        help="PostgreSQL: VACUUM (ANALYZE) the store every this many seconds, standing in for"
+        " autovacuum on a server where it is off (0: never)",
+    )
     parser.add_argument("--skip-postfix", action="store_true", help="no Postfix half")
     parser.add_argument("--skip-large", action="store_true", help="no 100 MiB RSS part")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep hs02's logs here")
     parser.add_argument("--json", type=Path, default=None, help="append the figures here")
     args = parser.parse_args()
-    setup = Setup(args.processes, args.crypto_workers, args.store, args.log_dir)
+    setup = Setup(args.processes, args.crypto_workers, args.store, args.log_dir, args.vacuum_every)
     print(
         f"(1) {args.messages} Dispatches of 4 KiB over {args.connections} mutual-TLS connections"
         " to hs02, until every Delivery evidence has left hs02"
@@ -846,6 +899,7 @@ def main() -> None:
         "log": run.log_counts,
         "processes_seen": run.processes_seen,
         "latencies_ms": {k: round(v, 1) for k, v in run.latencies.items()},
+        "vacuum_runs": run.vacuum_runs,
         "database_per_dispatch": {k: round(v, 2) for k, v in run.database_per_dispatch.items()},
         "busy_cores": round(run.busy_cores, 2),
         "others_cores": round(run.others_cores, 2),

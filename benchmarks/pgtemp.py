@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,3 +62,41 @@ def backend_pid(connection: psycopg.Connection[tuple[object, ...]]) -> int:
 
 def server_cpu_seconds(postmaster: int) -> float:
     return tree_cpu_seconds(postmaster)
+
+
+def autovacuum_on(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute("SHOW autovacuum").fetchone()
+        return row is not None and str(row[0]) == "on"
+
+
+class Vacuumer:
+    """Stands in for autovacuum on a server where it is off (``autovacuum = off``, as on a CI
+    server): ``VACUUM (ANALYZE)`` of the whole database every ``every`` seconds, on a
+    connection of its own, so the planner has statistics and dead rows are reclaimed as on a
+    production server. Its work is the server's CPU, counted with it."""
+
+    def __init__(self, url: str, every: float) -> None:
+        self.url = url
+        self.every = every
+        self.runs = 0
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vacuumer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            while not self._stop.wait(self.every):
+                began = time.perf_counter()
+                connection.execute("VACUUM (ANALYZE)")
+                self.seconds += time.perf_counter() - began
+                self.runs += 1
+
+    def stop(self) -> int:
+        """Stop; returns how many times it ran."""
+        self._stop.set()
+        self._thread.join()
+        return self.runs
