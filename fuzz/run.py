@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # imported for real only inside _targets, after instrumentati
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORK = ROOT / "fuzz" / "work"
 # Packages whose code paths guide the fuzzer: ours, and the parsers ours hands bytes to.
-INSTRUMENTED = ("interop", "asn1crypto", "email", "signxml")
+INSTRUMENTED = ("interop", "asn1crypto", "email")
 # One input taking longer than this is a finding: each parse is bounded (interop.limits), and
 # the slowest seed takes well under a second even instrumented.
 DEFAULT_TIMEOUT = 10

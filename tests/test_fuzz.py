@@ -23,7 +23,7 @@ from fuzz.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS = 2  # per target
-# Only our own code guides the short runs: instrumenting asn1crypto, email and signxml as well
+# Only our own code guides the short runs: instrumenting asn1crypto and email as well
 # (what campaigns do) costs two seconds of start-up per target.
 PARALLEL = 2  # processes at once (CI machines have two cores)
 _SHOWN = 600  # bytes of a reproducer printed inline

@@ -29,8 +29,8 @@ C14N_11 = "http://www.w3.org/2006/12/xml-c14n11"
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 # Method → (exclusive, with comments). C14N 1.1 differs from 1.0 only in the xml:id and
 # xml:base attributes inherited from ancestors, which no evidence signature carries; lxml has
-# no 1.1, and signxml canonicalizes 1.1 as 1.0 too. A document that needs the difference
-# fails to verify: closed, not open.
+# no 1.1, so a time-stamp's 1.1 is computed as 1.0. A document that needs the difference fails
+# to verify: closed, not open.
 _METHODS = {
     C14N_10: (False, False),
     C14N_10 + "#WithComments": (False, True),
@@ -39,6 +39,7 @@ _METHODS = {
     EXC_C14N: (True, False),
     EXC_C14N + "WithComments": (True, True),
 }
+CANONICALIZATION_METHODS = frozenset(_METHODS)
 # XAdES 1.3.2 §7.1.4.1 EncapsulatedPKIDataType: DER unless the Encoding attribute says otherwise.
 _DER = "http://uri.etsi.org/01903/v1.2.2#DER"
 
@@ -64,7 +65,7 @@ def canonical(element: etree._Element, method: str) -> bytes:
 def add_signature_timestamp(
     signature: etree._Element, timestamp: Callable[[bytes], bytes]
 ) -> etree._Element:
-    """Add a ``SignatureTimeStamp`` to a XAdES ``signature`` made by signxml; returns it.
+    """Add a ``SignatureTimeStamp`` to the XAdES ``signature``; returns it.
 
     ``timestamp`` gets the bytes to imprint (the canonical ``ds:SignatureValue``) and returns
     a DER TimeStampToken; it is called once.

@@ -5,11 +5,9 @@ import dataclasses
 import datetime as dt
 import hashlib
 import io
-from typing import Any
 
 import pytest
 from lxml import etree
-from signxml import methods
 
 from interop.errors import EvidenceFormatError
 from interop.evidence import xades, xmlio
@@ -18,7 +16,6 @@ from interop.evidence.issue import submission_evidence
 from interop.evidence.model import EventReason, Evidence, MessageDetails
 from interop.evidence.xades import sign_evidence, verify_evidence
 from interop.pki.devpki import DevPki, generate
-from interop.pki.signer import Signer
 from interop.providers import BUILTIN_DIRECTORY
 from interop.reasons import Reason
 from interop.verifiers import Verifiers
@@ -243,20 +240,10 @@ def test_issuer_certificate_must_be_the_signing_one(pki: DevPki, verifiers: Veri
 
     forged = dataclasses.replace(evidence(), issuer_certificate=other.public_bytes(Encoding.DER))
     signer = pki.providers["hs02"].process
-    from signxml import methods
-
-    from interop.evidence import xades
-
     # Sign the forged element directly (sign_evidence would correct the certificate).
     element = xmlio.to_element(forged)
-    data = etree.tostring(
-        xades._XAdESSigner(
-            NOW,
-            method=methods.enveloped,
-            signature_algorithm="ecdsa-sha256",
-            digest_algorithm="sha256",
-        ).sign(element, key=signer.key, cert=list(signer.certificates))
-    )
+    xades._sign_element(element, signer, "2026-11-24T12:00:00Z")
+    data = etree.tostring(element)
     result = verify_evidence(data, LATER, verifiers.process("hs02"))
     assert result.intact and not result.ok
     assert "other than the one that signed" in result.detail
@@ -286,8 +273,8 @@ def test_times_out_of_range_in_utc_are_evidence_format_errors(
 def test_expired_process_certificate_is_a_policy_violation(
     pki: DevPki, verifiers: Verifiers
 ) -> None:
-    """signxml judged the dates first (InvalidCertificate: InvalidMessageFormat); the profile
-    says an expired provider certificate is PolicyViolation (docs/profile-choices.md)."""
+    """The XML-signature library does only the mathematics; the profile says an expired
+    provider certificate is PolicyViolation (docs/profile-choices.md)."""
     signer = pki.providers["hs02"].process
     data = sign_evidence(evidence(), signer, NOW)
     after = signer.certificate.not_valid_after_utc + dt.timedelta(days=1)
@@ -299,25 +286,12 @@ def test_expired_process_certificate_is_a_policy_violation(
     assert "expired on" in result.detail
 
 
-def _sign_with(signer_class: type[xades._XAdESSigner], signer: Signer, element: Any) -> bytes:
-    xml = signer_class(
-        NOW, method=methods.enveloped, signature_algorithm="ecdsa-sha256", digest_algorithm="sha256"
-    ).sign(element, key=signer.key, cert=list(signer.certificates))
-    return bytes(etree.tostring(xml))
-
-
-class _UnreadableSigningTime(xades._XAdESSigner):
-    def add_signing_time(
-        self, signed_signature_properties: Any, sig_root: Any, signing_settings: Any
-    ) -> None:
-        node = etree.SubElement(signed_signature_properties, f"{{{xades._XADES_NS}}}SigningTime")
-        node.text = "yesterday"
-
-
 def test_unreadable_signing_time_is_a_failed_signature(pki: DevPki, verifiers: Verifiers) -> None:
     """fromisoformat's ValueError on the (signed) SigningTime escaped verify_evidence."""
     signer = pki.providers["hs02"].process
-    data = _sign_with(_UnreadableSigningTime, signer, xmlio.to_element(evidence()))
+    element = xmlio.to_element(evidence())
+    xades._sign_element(element, signer, "yesterday")
+    data = etree.tostring(element)
     result = verify_evidence(data, LATER, verifiers.process("hs02"))
     assert not result.ok and result.reason is Reason.InvalidMessageFormat
     assert "SigningTime" in result.detail
