@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import os
 import secrets
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -117,10 +116,11 @@ class Spool:
             writer.discard()
             raise
 
-    def clean_temporaries(self, now: float | None = None) -> int:
+    def clean_temporaries(self, now: float) -> int:
         """Remove temporaries of transactions a crash interrupted (never acknowledged): this
-        process's own, and any left untouched for ``STALE``."""
-        cutoff = (time.time() if now is None else now) - STALE
+        process's own, and any left untouched for ``STALE`` before ``now`` (the node's clock,
+        seconds since the epoch)."""
+        cutoff = now - STALE
         removed = 0
         for leftover in self.tmp_dir.glob("*.tmp"):
             if leftover.name.startswith(self.writer_prefix) or _older(leftover, cutoff):
@@ -128,10 +128,10 @@ class Spool:
                 removed += 1
         return removed
 
-    def sweep(self, known: Callable[[list[str]], Iterable[str]], now: float | None = None) -> int:
-        """Remove committed files ``STALE`` old that no store row refers to (written, then a
-        crash before the commit); ``known`` says which of some ids the store has."""
-        cutoff = (time.time() if now is None else now) - STALE
+    def sweep(self, known: Callable[[list[str]], Iterable[str]], now: float) -> int:
+        """Remove committed files ``STALE`` old at ``now`` that no store row refers to (written,
+        then a crash before the commit); ``known`` says which of some ids the store has."""
+        cutoff = now - STALE
         old = {p.stem: p for p in self.msg_dir.glob("*.eml") if _older(p, cutoff)}
         if not old:
             return 0
