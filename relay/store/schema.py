@@ -194,10 +194,26 @@ def _leases(tx: Tx, database: Database) -> None:
         tx.execute(statement)
 
 
+FIRST_CLAIMS = """
+-- A stage holding a message's first claim (fence 1) files into mailboxes without searching
+-- them for an earlier attempt's copy (relay/mailbox.py). A received message waiting now may
+-- have been half done by a release before fencing, whose claims left no token: its next
+-- claim must not be taken for a first one.
+UPDATE messages SET fence = 1 WHERE state = 'received' AND fence = 0;
+"""
+
+
+def _first_claims(tx: Tx, database: Database) -> None:
+    """Messages waiting at the upgrade count as claimed once: their filing searches."""
+    for statement in _statements(database, FIRST_CLAIMS):
+        tx.execute(statement)
+
+
 # Each step brings a store from the version before it to its own; append only.
 MIGRATIONS: list[tuple[int, str, Callable[[Tx, Database], None]]] = [
     (1, "the tables of the first releases", _first_release),
     (2, "leases and fencing tokens for many node processes", _leases),
+    (3, "received messages waiting at the upgrade count as claimed once", _first_claims),
 ]
 VERSION = MIGRATIONS[-1][0]
 

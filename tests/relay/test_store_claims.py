@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from relay.lifecycle import Kind, State, Superseded
-from relay.store import MessageRow, Store, is_duplicate
+from relay.store import MessageRow, Store, is_duplicate, schema
 
 LEASE = 60.0
 
@@ -265,3 +265,58 @@ def test_a_percent_sign_in_a_query_means_itself(stores: tuple[Store, Store]) -> 
     with a.database.read() as db:
         assert db.execute("SELECT '100%'").fetchone()[0] == "100%"
         assert db.execute("SELECT '5%' || ?", ("x",)).fetchone()[0] == "5%x"
+
+
+def test_only_the_first_claim_of_a_message_may_file_without_searching(
+    stores: tuple[Store, Store], clock: Clock
+) -> None:
+    """A stage files into mailboxes without searching them only under a message's first claim
+    (relay/mailbox.py): after a failed run, a takeover or a restart, the next attempt searches
+    for what the one before may have filed."""
+    a, b = stores
+    ids = _add(a, 3, Kind.DISPATCH_IN, State.RECEIVED)
+    first = a.claim_received("node-a/1", clock(), LEASE)
+    assert [r.first_claim_until("node-a/1", LEASE) for r in first] == [clock() + LEASE / 2] * 3
+    assert first[0].first_claim_until("node-b/1", LEASE) is None  # not b's claim
+    # A failed run: the next claim is not the first.
+    a.processing_failed(first[0], counted=True, retry_at=clock(), detail="x")
+    # A process starting again under its name.
+    assert b.recover("node-a/1") == 2
+    # A takeover of a claim whose lease ran out (node b stalled or died).
+    [held] = b.claim_received("node-b/1", clock(), LEASE, limit=1)
+    clock.now += LEASE + 1
+    again = a.claim_received("node-a/1", clock(), LEASE)
+    assert sorted(r.id for r in again) == ids
+    assert [r.first_claim_until("node-a/1", LEASE) for r in again] == [None] * 3
+    assert held.first_claim_until("node-b/1", LEASE) is None  # after the failed run
+
+
+def test_the_upgrade_to_first_claims(
+    store_url: str, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    """Migration 3 on a store of the release before: a received message waiting then (perhaps
+    half done by a release without fencing tokens) is not taken for a first claim, one claimed
+    under a token keeps it."""
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
+    monkeypatch.setattr(schema, "VERSION", 2)
+    old = Store(store_url, clock=clock)
+    [waiting, claimed] = _add(old, 2, Kind.SUBMISSION, State.RECEIVED)
+    with old.transaction() as db:
+        db.execute("UPDATE messages SET fence = 0 WHERE id = ?", (waiting,))
+        db.execute(
+            "UPDATE messages SET fence = 1, owner = 'node-a/1', lease_until = ? WHERE id = ?",
+            (clock() + LEASE, claimed),
+        )
+    old.close()
+    monkeypatch.undo()
+    new = Store(store_url, clock=clock)
+    try:
+        fences = {m.id: m.fence for m in new.messages()}
+        assert fences == {waiting: 1, claimed: 1}
+        [row] = new.claim_received("node-b/1", clock(), LEASE)
+        assert row.id == waiting and row.first_claim_until("node-b/1", LEASE) is None
+        with new.database.read() as db:
+            versions = [int(r[0]) for r in db.execute("SELECT version FROM schema_version")]
+        assert versions == [1, 2, 3]
+    finally:
+        new.close()
