@@ -39,7 +39,7 @@ from relay.keys import (
 from relay.mailbox import Account, AccountState, AccountType, Mailboxes
 from relay.metrics import Metrics
 from relay.spool import Spool
-from relay.store import Store, open_database
+from relay.store import MessageRow, Store, open_database
 from relay.tsa import Stamping
 
 Clock = Callable[[], dt.datetime]
@@ -116,6 +116,11 @@ class NodeContext:
                     material[crl.public_bytes(Encoding.DER)] = "crl"
             self._validation = [(kind, der) for der, kind in material.items()]
         return self._validation
+
+    def fresh_until(self, row: MessageRow) -> float | None:
+        """Until when files written for ``row`` (claimed by this process) need no search for
+        an earlier attempt's copy (``MessageRow.first_claim_until``); None: search."""
+        return row.first_claim_until(self.owner, self.config.store.lease)
 
     def claim_lost(self, kind: str, queue_id: str) -> None:
         """This process stalled past its lease and another took the message over: its late

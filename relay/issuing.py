@@ -73,6 +73,7 @@ def file_evidence(
     key: str,
     *,
     ileti_tip: str = "standart",
+    fresh_until: float | None = None,
 ) -> Issued:
     """File an Evidence message about ``issued`` in the Delil folder of ``address`` (one of
     this provider's own users), under ``key``, and return the evidence filed: the one to
@@ -81,8 +82,10 @@ def file_evidence(
     A replay after a crash (or a node process taking over one that died) finds the message
     filed there already: it is not filed twice, and the evidence returned is the one in it,
     the one the user holds, so the ledger never records a second EvidenceIdentifier for it.
+    The folder is searched only when there may have been an earlier attempt: not before
+    ``fresh_until`` (``NodeContext.fresh_until`` of the claim the caller works under).
     """
-    filed = context.mailboxes.find(address, "Delil", key)
+    filed = context.mailboxes.earlier(address, "Delil", key, fresh_until)
     if filed is not None:
         with filed.open("rb") as stream:
             xml = parse_envelope(stream).evidence_xml
@@ -90,7 +93,7 @@ def file_evidence(
     message = context.crypto.evidence_message(
         issued.evidence, issued.xml, context.clock(), ileti_tip=ileti_tip
     )
-    context.mailboxes.put(address, "Delil", key, message)
+    context.mailboxes.put(address, "Delil", key, message, fresh_until=fresh_until)
     return issued
 
 

@@ -37,10 +37,12 @@ def decide_and_deliver(
     key: str,
     accepted_at: float,
     refusal: tuple[Reason, str] | None = None,
+    fresh_until: float | None = None,
 ) -> list[Evidence]:
-    """Evidence for each recipient ``indices`` (1-based into ``about.recipients``), not yet
-    signed (callers sign it all at once); ``accepted_at`` is when the message was
-    acknowledged (for the delivery latency)."""
+    """Evidence for each recipient ``indices`` (1-based into ``about.recipients``; one named
+    twice, by a RCPT TO given twice, is one recipient), not yet signed (callers sign it all at
+    once); ``accepted_at`` is when the message was acknowledged (for the delivery latency);
+    ``fresh_until``: until when no earlier attempt can have delivered (``Mailboxes.put``)."""
     issued: list[Evidence] = []
 
     def issue(
@@ -68,7 +70,7 @@ def decide_and_deliver(
         EvidenceType.RelayREMMDAcceptanceRejection,
         EvidenceType.DeliveryNonDeliveryToRecipient,
     )
-    for index in indices:
+    for index in dict.fromkeys(indices):  # once each: a second put would not search
         recipient = about.recipients[index - 1]
         account = context.mailboxes.account(recipient)
         reason = refusal
@@ -102,7 +104,13 @@ def decide_and_deliver(
             continue
         path, span = original
         with SpanReader(path, span.start, span.end) as source:
-            context.mailboxes.put(recipient, "INBOX", f"{key}-{index}", source)  # type: ignore[arg-type]
+            context.mailboxes.put(
+                recipient,
+                "INBOX",
+                f"{key}-{index}",
+                source,  # type: ignore[arg-type]
+                fresh_until=fresh_until,
+            )
         context.metrics.delivery_seconds.labels(sending_provider).observe(
             max(0.0, context.now() - accepted_at)
         )

@@ -59,7 +59,10 @@ def process_evidence(context: NodeContext, row: MessageRow) -> None:
                 validation=material_of(result.evidence),
             )
             with path.open("rb") as source:
-                context.mailboxes.put(dispatch.mail_from, "Delil", row.id, source)
+                fresh = context.fresh_until(row)
+                context.mailboxes.put(
+                    dispatch.mail_from, "Delil", row.id, source, fresh_until=fresh
+                )
         got = store.delivery_recipients(db, dispatch.id)
         if {r.lower() for r in dispatch.rcpt_to} <= got:
             store.stop_timer(db, dispatch.remmd_id or "", row.peer or "")

@@ -68,6 +68,7 @@ def process_dispatch(context: NodeContext, row: MessageRow) -> None:
         key=row.id,
         accepted_at=row.created,
         refusal=refusal,
+        fresh_until=context.fresh_until(row),
     )
     send_back(context, row, envelope, issued, state=State.PROCESSED)
     log.info(

@@ -190,7 +190,10 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
     # Filed at once: a replay after a crash takes the evidence filed then, whose identifier
     # the sender holds, and issues the rest about it.
     tip = ileti_tip.value
-    submission = file_evidence(context, submission, row.mail_from, f"{row.id}-n0", ileti_tip=tip)
+    fresh = context.fresh_until(row)  # the first attempt files without searching the folders
+    submission = file_evidence(
+        context, submission, row.mail_from, f"{row.id}-n0", ileti_tip=tip, fresh_until=fresh
+    )
     filed = [(submission, f"{row.id}-n0")]
     dispatches: list[tuple[str, str, list[str], Issued, int, str]] = []
     if not reasons:
@@ -206,18 +209,20 @@ def process_submission(context: NodeContext, row: MessageRow) -> None:
                     original=(path, Span(0, row.size)),
                     key=row.id,
                     accepted_at=row.created,
+                    fresh_until=fresh,
                 )
                 for evidence in decided:
                     key = f"{row.id}-n{len(filed)}"
                     issued = sign(context, evidence)
-                    filed.append(
-                        (file_evidence(context, issued, row.mail_from, key, ileti_tip=tip), key)
+                    issued = file_evidence(
+                        context, issued, row.mail_from, key, ileti_tip=tip, fresh_until=fresh
                     )
+                    filed.append((issued, key))
                 continue
             dispatches.append(_dispatch(context, row, submission, pid, addresses))
     if not reasons:  # only a message the provider accepted is the user's sent message (quota)
         with path.open("rb") as source:
-            context.mailboxes.put(row.mail_from, "Sent", row.id, source)
+            context.mailboxes.put(row.mail_from, "Sent", row.id, source, fresh_until=fresh)
     with context.store.transaction() as db:
         for issued, note_id in filed:
             record(context, db, issued, direction="issued", message_id=row.id, envelope_id=note_id)

@@ -44,6 +44,21 @@ class MessageRow:
     headers: dict[str, str | None] = dataclasses.field(default_factory=dict)
     # The claim it was read under (relay.store.messages): a move checks it is still current.
     fence: int = 0
+    owner: str | None = None
+    lease_until: float | None = None
+
+    def first_claim_until(self, owner: str, lease: float) -> float | None:
+        """Until when ``owner``, holding this row as claimed, can be sure that no other attempt
+        at the message's work has begun or can begin: the row is ``owner``'s claim and the
+        message's first (``fence`` 1: every claim adds one, and so does a recovery of the
+        claim), and no one takes a claim over before its lease runs out. Half the lease
+        (``lease``) is kept back, the margin for a stall between asking and writing and for
+        clocks that differ a little. None when the row was not read under such a claim: an
+        attempt before this one may have written files, and they must be looked for
+        (``Mailboxes.put``)."""
+        if self.fence != 1 or self.owner != owner or self.lease_until is None:
+            return None
+        return self.lease_until - lease / 2
 
 
 def message_row(r: Row) -> MessageRow:
@@ -64,6 +79,8 @@ def message_row(r: Row) -> MessageRow:
         r["parent"],
         json.loads(r["headers"]) if r["headers"] else {},
         int(r["fence"]),
+        r["owner"],
+        r["lease_until"],
     )
 
 
