@@ -38,6 +38,7 @@ from relay.keys import (
 )
 from relay.mailbox import Account, AccountState, AccountType, Mailboxes
 from relay.metrics import Metrics
+from relay.readings import Readings
 from relay.spool import Spool
 from relay.store import MessageRow, Store, open_database
 from relay.tsa import Stamping
@@ -72,6 +73,8 @@ class NodeContext:
     metrics: Metrics = field(default_factory=Metrics)
     # The name this node process claims work under (relay.store.messages): "node/index".
     owner: str = "node/1"
+    # Intake's readings of the envelopes it accepted, for this process's verifier.
+    readings: Readings = field(default_factory=Readings)
     _validation: list[tuple[str, bytes]] | None = field(default=None, repr=False)
 
     def server_tls(self) -> ssl.SSLContext:

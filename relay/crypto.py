@@ -30,6 +30,7 @@ from interop.trust import ProviderTrust, TrustList
 from interop.verifiers import Verifiers
 from relay.config import NodeConfig
 from relay.keys import load_certificates, load_crls, load_signer, read_pki, trust_from_pki
+from relay.readings import Reading
 from relay.tsa import Stamping
 
 log = structlog.get_logger("kep.crypto")
@@ -47,11 +48,13 @@ class LocalCrypto:
         self.verifiers = verifiers
 
     def verify_envelope(
-        self, path: Path, now: dt.datetime, peer: str | None
+        self, path: Path, now: dt.datetime, peer: str | None, reading: Reading | None = None
     ) -> EnvelopeVerification:
-        """Raises ``KepError`` when the envelope cannot be read at all."""
+        """Raises ``KepError`` when the envelope cannot be read at all. ``reading``: intake's
+        reading of the file, used only when the file is still the one it was made from."""
         with path.open("rb") as stream:
-            return verify_envelope(stream, self.verifiers, now, peer=peer)
+            envelope = reading.envelope if reading and reading.describes(stream) else None
+            return verify_envelope(stream, self.verifiers, now, peer=peer, envelope=envelope)
 
     def sign_evidence(self, evidence: Evidence, now: dt.datetime) -> bytes:
         """XAdES-T when a TSA is configured (profile §5), else XAdES-BES."""

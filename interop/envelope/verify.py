@@ -2,7 +2,9 @@
 Dispatch the original's digest and the user's S/MIME signature (INTEROP-PROFILE.md §3, §4).
 
 The stream is read twice at most: once to find the structure, once to hash every span that a
-signature or digest covers, in a single pass.
+signature or digest covers, in a single pass. A caller that read the structure already (the
+relay's intake, before acknowledging the message) hands it in and the stream is read once:
+what the signatures and digests cover is hashed from the stream all the same.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def verify_envelope(
     allow_sha1: bool = False,
     tsa_validator: CertificateValidator | None = None,
     tsa_valid_at: dt.datetime | None = None,
+    envelope: ParsedEnvelope | None = None,
 ) -> EnvelopeVerification:
     """Verify everything in an envelope. ``peer`` is the provider authenticated by TLS, if any.
 
@@ -84,11 +87,20 @@ def verify_envelope(
     ``tsa_valid_at`` (``now`` when None); each signature whose time-stamp verifies has its
     signer judged at the time-stamp's time (``proven_time`` of its result, profile §1).
 
+    ``envelope`` is ``parse_envelope``'s reading of these very bytes, when the caller has it
+    (read with the same ``limits``); the structure is then not read again. Only the caller can
+    vouch that the bytes are still those it read: the spans that signatures and digests cover
+    are hashed from ``stream`` either way, so a signed part changed since fails its check, but
+    the unsigned header fields are taken from ``envelope``. Hand a parse in once: verifying
+    leaves asn1crypto's values in it touched, and a second verification of the same parse,
+    while giving the same result, re-encodes the time-stamp tokens (about three times the work).
+
     Raises ``MalformedInput`` subclasses (and ``LimitExceeded``) only when the envelope cannot
     be read; every verification outcome is in the result.
     """
     tsa = tsa_validator if tsa_validator is not None else verifiers.tsa
-    envelope = parse_envelope(stream, limits)
+    if envelope is None:
+        envelope = parse_envelope(stream, limits)
     checks = _Checks()
     issuer = xmlio.issuer_of(xmlio.safe_parse(envelope.evidence_xml, limits))
     issuer_domain = issuer.rsplit("@", 1)[-1].lower()

@@ -26,8 +26,9 @@ _FINAL = {EvidenceType.DeliveryNonDeliveryToRecipient.value}
 def process_evidence(context: NodeContext, row: MessageRow) -> None:
     path = context.spool.path(row.id)
     store = context.store
+    reading = context.readings.take(row.id, context.now())  # intake's, if made in this process
     try:
-        result = context.crypto.verify_envelope(path, context.clock(), row.peer)
+        result = context.crypto.verify_envelope(path, context.clock(), row.peer, reading)
     except KepError as exc:
         context.metrics.verified("evidence", False, exc.reason)
         _keep(context, row, State.INVALID, exc.detail)

@@ -42,6 +42,7 @@ from relay.errors import (
 )
 from relay.lifecycle import Kind, State
 from relay.metrics import code_class, refusal_reason
+from relay.readings import FileIdentity, Reading
 from relay.smtp.server import Connection, Sink
 from relay.spool import SpoolWriter
 from relay.stages.sgw import remmd_id_for
@@ -279,28 +280,38 @@ class PeerIntake(_Base):
     async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> SmtpReply:
         assert isinstance(sink, SpoolWriter) and connection.provider is not None
         sink.flush()
-        inspected = await asyncio.to_thread(self._inspect, connection, envelope, sink)
-        if isinstance(inspected, RelayError):
+        # Reading the envelope back and committing it both block, and nothing between them
+        # needs the event loop: one hand-off to a thread.
+        reply = await asyncio.to_thread(self._accept, connection, envelope, sink)
+        if reply.code == 250:
+            self.wake()
+        return reply
+
+    def _accept(self, connection: Connection, envelope: Envelope, sink: SpoolWriter) -> SmtpReply:
+        """Inspect, then commit (blocking); the reading of an envelope accepted is kept for
+        this process's verifier (``relay.readings``), which then need not read it again."""
+        reading = self._inspect(connection, envelope, sink)
+        if isinstance(reading, RelayError):
             sink.discard()
-            return inspected.reply
-        msg_type, remmd_id = inspected
-        kind = Kind.DISPATCH_IN if msg_type is MsgType.Dispatch else Kind.EVIDENCE_IN
-        reply = await asyncio.to_thread(
-            self._commit,
+            return reading.reply
+        parsed = reading.envelope
+        kind = Kind.DISPATCH_IN if parsed.msg_type is MsgType.Dispatch else Kind.EVIDENCE_IN
+        reply = self._commit(
             sink,
             kind=kind,
             peer=connection.provider,
-            remmd_id=remmd_id,
+            remmd_id=parsed.message_identifier,
             envelope=envelope,
         )
-        self.wake()
+        if reply.code == 250 and not isinstance(reply, Repeated):
+            self.context.readings.keep(sink.queue_id, reading, self.context.now())
         return reply
 
     def _inspect(
         self, connection: Connection, envelope: Envelope, sink: SpoolWriter
-    ) -> RelayError | tuple[MsgType, str]:
+    ) -> RelayError | Reading:
         """Read the envelope's structure before acknowledging it (it is on disk, not yet ours):
-        the refusal, or the message type and REMMD id."""
+        the refusal, or the reading."""
         try:
             sink_file = sink.tmp.open("rb")
         except OSError as exc:
@@ -314,6 +325,7 @@ class PeerIntake(_Base):
                 if error.temporary:
                     log.exception("envelope_unreadable", peer=connection.provider)
                 return error
+            file = FileIdentity.of(sink_file)  # renamed into place as it is, then only read
         entry = self.context.verifiers.trust[connection.provider or ""]
         if parsed.original is not None and parsed.original.size > entry.message_limit:
             return TooBig(
@@ -332,7 +344,7 @@ class PeerIntake(_Base):
                     text=f"RCPT TO <{strangers[0]}> is not a recipient of this Dispatch "
                     "(not in delil.xml RecipientsDetails)"
                 )
-        return parsed.msg_type, parsed.message_identifier
+        return Reading(parsed, file)
 
 
 class SubmissionIntake(_Base):

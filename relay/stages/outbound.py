@@ -50,13 +50,8 @@ def _claim_due(context: NodeContext) -> list[MessageRow]:
 
 
 async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> None:
-    path = context.spool.path(row.id)
     try:
-        if row.kind is Kind.EVIDENCE_OUT and not await asyncio.to_thread(path.exists):
-            # Sent before and removed (§7); a repeated Dispatch asks for it again (§2).
-            await asyncio.to_thread(remake_message, context, row)
-        size = (await asyncio.to_thread(path.stat)).st_size
-        entry = Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, size)
+        entry = await asyncio.to_thread(_entry, context, row)
         result = await transport.send(entry)
     except Exception as exc:  # a transport bug must not stop the queue: try again later
         context.metrics.failed(exc)
@@ -75,6 +70,20 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
         log.exception("send_not_recorded", queue_id=row.id, peer=row.peer, kind=row.kind)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(_requeue, context, row)
+
+
+def _entry(context: NodeContext, row: MessageRow) -> Entry:
+    """What the transport sends for ``row`` (blocking: one hand-off to a thread for all of it)."""
+    path = context.spool.path(row.id)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        if row.kind is not Kind.EVIDENCE_OUT:
+            raise
+        # Sent before and removed (§7); a repeated Dispatch asks for it again (§2).
+        remake_message(context, row)
+        size = path.stat().st_size
+    return Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, size)
 
 
 def _requeue(context: NodeContext, row: MessageRow) -> None:

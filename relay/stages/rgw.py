@@ -32,8 +32,9 @@ log = structlog.get_logger("kep.rgw")
 def process_dispatch(context: NodeContext, row: MessageRow) -> None:
     path = context.spool.path(row.id)
     peer = row.peer or ""
+    reading = context.readings.take(row.id, context.now())  # intake's, if made in this process
     try:
-        result = context.crypto.verify_envelope(path, context.clock(), peer)
+        result = context.crypto.verify_envelope(path, context.clock(), peer, reading)
     except KepError as exc:
         context.metrics.verified("dispatch", False, exc.reason)
         raise

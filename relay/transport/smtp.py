@@ -194,11 +194,13 @@ class SmtpTransport:
                     refused.append(exc)
             if len(refused) == len(entry.rcpt_to):
                 raise aiosmtplib.SMTPRecipientsRefused(refused)
-            return refused, await self._data(client, stream)
+            return refused, await self._data(client, stream, size)
         finally:
             stream.close()
 
-    async def _data(self, client: aiosmtplib.SMTP, stream: BinaryIO) -> aiosmtplib.SMTPResponse:
+    async def _data(
+        self, client: aiosmtplib.SMTP, stream: BinaryIO, size: int
+    ) -> aiosmtplib.SMTPResponse:
         """DATA, the message stuffed chunk by chunk, the end mark, and the peer's reply.
 
         The command and the replies go through aiosmtplib (``execute_command``, the protocol's
@@ -206,7 +208,9 @@ class SmtpTransport:
         drain after each chunk, so at most a chunk and the transport's buffers are held. Chunks
         are read on a worker thread: a spool on a slow or busy disk must not stall the event
         loop, which serves every other connection; one read at a time keeps memory bounded
-        (the network, not the page cache, is what a large message waits for).
+        (the network, not the page cache, is what a large message waits for). Reading stops
+        at ``size``, the file's size (spool files are written once): a message of one chunk
+        is one read, not one and another to find the end.
         """
         start = await client.execute_command(b"DATA")
         if start.code != aiosmtplib.SMTPStatus.start_input:
@@ -215,7 +219,9 @@ class SmtpTransport:
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         stuffer = DotStuffer()
-        while chunk := await asyncio.to_thread(stream.read, self.chunk):
+        left = size
+        while left > 0 and (chunk := await asyncio.to_thread(stream.read, self.chunk)):
+            left -= len(chunk)
             protocol.write(stuffer.feed(chunk))
             try:
                 async with asyncio.timeout(self.timeout):

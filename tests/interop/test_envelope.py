@@ -538,3 +538,91 @@ def test_evidence_message_with_xades_t_after_expiry(pki: DevPki, verifiers: Veri
     assert result.ok, result.detail
     assert result.evidence is not None and result.evidence.proven_time == NOW
     assert any("time-stamped at" in c.detail for c in result.checks if c.name.startswith("evid"))
+
+
+# -- a parse handed in (the relay's intake read the envelope before it said 250) -------------
+
+
+def _outcome(result: Any) -> tuple[Any, ...]:
+    envelope = result.envelope
+    return (
+        result.ok,
+        result.reason,
+        result.detail,
+        result.checks,
+        result.issuer_id,
+        result.original_digest,
+        envelope.headers,
+        envelope.signed,
+        envelope.original,
+        envelope.evidence_xml,
+        envelope.signature.signed_attrs_der,
+        envelope.signature.certificates,
+    )
+
+
+def _case(pki: DevPki, case: str) -> tuple[bytes, str]:
+    """An envelope and the peer it comes from: valid ones, and each kind of failure."""
+    if case == "evidence message":
+        return make_evidence_message(pki, make_dispatch(pki).submission)[1], "hs02"
+    if case == "wrong signer":
+        return make_dispatch(pki, envelope_signer="hs02").dispatch, "hs01"
+    if case == "unsigned original":
+        unsigned = b"From: ali.yilmaz@hs01.kep.tr\r\nSubject: x\r\n\r\nMerhaba.\r\n"
+        return make_dispatch(pki, original=unsigned).dispatch, "hs01"
+    exchange = make_dispatch(pki, body="Ödenecek tutar: 100 TL\n")
+    data = exchange.dispatch
+    if case == "original changed":
+        position = data.index(exchange.original) + len(exchange.original) // 2
+        data = data[:position] + bytes([data[position] ^ 1]) + data[position + 1 :]
+    elif case == "header fields changed":
+        data = _mangle(data, b"X-REM-Event: Acceptance", b"X-REM-Event: Rejection")
+    return data, "hs03" if case == "peer mismatch" else "hs01"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "dispatch",
+        "evidence message",
+        "original changed",
+        "header fields changed",
+        "peer mismatch",
+        "wrong signer",
+        "unsigned original",
+    ],
+)
+def test_a_parse_handed_in_verifies_as_a_parse_anew(
+    pki: DevPki, verifiers: Verifiers, case: str
+) -> None:
+    data, peer = _case(pki, case)
+    parsed = parse_envelope(io.BytesIO(data))
+    anew = verify_envelope(io.BytesIO(data), verifiers, LATER, peer=peer)
+    given = verify_envelope(io.BytesIO(data), verifiers, LATER, peer=peer, envelope=parsed)
+    assert _outcome(given) == _outcome(anew)
+    assert given.envelope is parsed
+    assert anew.ok is (case in ("dispatch", "evidence message"))
+
+
+@pytest.mark.parametrize("where", ["original", "delil.xml"])
+def test_signed_bytes_changed_after_the_parse_still_fail(
+    pki: DevPki, verifiers: Verifiers, where: str
+) -> None:
+    # The structure comes from the parse, but what the signatures cover is hashed from the
+    # stream: bytes changed since the parse fail as they would have before it.
+    exchange = make_dispatch(pki, body="Ödenecek tutar: 100 TL\n")
+    data = exchange.dispatch
+    parsed = parse_envelope(io.BytesIO(data))
+    assert parsed.original is not None
+    if where == "original":
+        position = parsed.original.start + parsed.original.size // 2
+    else:
+        part = data.index(b'filename="delil.xml"')
+        position = data.index(b"\r\n\r\n", part) + 14  # a letter of its base64, made another
+    changed = data[:position] + bytes([data[position] ^ 1]) + data[position + 1 :]
+    result = verify_envelope(io.BytesIO(changed), verifiers, LATER, peer="hs01", envelope=parsed)
+    assert not result.ok
+    failed = {c.name for c in result.checks if not c.ok}
+    assert "envelope signature" in failed
+    if where == "original":
+        assert "original digest" in failed

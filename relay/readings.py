@@ -1,0 +1,120 @@
+"""Intake's reading of an envelope, kept for the verifier in the same node process.
+
+Intake reads each envelope's structure (``interop.envelope.parse``) before it says 250, and
+the R-GW or the evidence intake verifies the envelope moments later, usually in the same node
+process: the reading is kept here so the structure is read once per message, not twice.
+
+Nothing depends on it being here. The verifier takes a reading only for the very file it was
+made from (same device, inode, size and modification time: the spool file is written once,
+then only read) and reads the file again otherwise: after a restart, in another node process
+(one of N claims the message the kernel gave this one about once in N), after the file was
+changed, or when the reading was dropped. Whatever it takes, the bytes that signatures and
+digests cover are hashed from the file itself, so a signed part changed since intake still
+fails verification.
+
+Bounded (STYLE.md "Every limit has a name"): ``KEPT_BYTES`` of envelopes, and readings go
+``KEPT_FOR`` after they were made.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from interop.envelope.parse import ParsedEnvelope
+
+MiB = 1024 * 1024
+# The envelope bytes besides the original (headers, delil.xml, smime.p7s: what a reading holds;
+# the original is only an offset) that readings may hold in all. A reading takes about 1.6
+# times as much memory (a 4 KiB Dispatch with time-stamps: 20 KB of such bytes, 32 KB held),
+# so this is some 13 MiB for about 400 such Dispatches waiting: a node's usual backlog.
+KEPT_BYTES = 8 * MiB
+# Seconds a reading is kept: a message waits seconds for its claim, not minutes; a reading
+# older than this is most likely of a message another node process claimed.
+KEPT_FOR = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """Which file, as it was: a file changed or replaced since has another identity."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, stream: BinaryIO) -> FileIdentity:
+        st = os.fstat(stream.fileno())
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    envelope: ParsedEnvelope
+    file: FileIdentity
+
+    @property
+    def weight(self) -> int:
+        """Envelope bytes the reading stands for, besides the original (only an offset)."""
+        original = self.envelope.original
+        return self.envelope.size - (original.size if original else 0)
+
+    def describes(self, stream: BinaryIO) -> bool:
+        """Whether this is a reading of the file open as ``stream``, unchanged since."""
+        try:
+            return FileIdentity.of(stream) == self.file
+        except (OSError, ValueError):  # not a file with a descriptor: read it again
+            return False
+
+
+class Readings:
+    """Readings by queue id; intake's threads keep them, the processing threads take them."""
+
+    def __init__(self, kept_bytes: int = KEPT_BYTES, kept_for: float = KEPT_FOR) -> None:
+        self.kept_bytes = kept_bytes
+        self.kept_for = kept_for
+        self._readings: OrderedDict[str, tuple[float, Reading]] = OrderedDict()
+        self._weight = 0
+        self._lock = threading.Lock()
+
+    def keep(self, queue_id: str, reading: Reading, now: float) -> bool:
+        """Keep ``reading`` of the message ``queue_id`` if there is room; whether it is kept.
+
+        Readings that outlived ``kept_for`` make room; younger ones are never pushed out for a
+        newer one: messages are claimed oldest first, so the oldest readings are the next to
+        be used.
+        """
+        with self._lock:
+            self._expire(now)
+            if self._weight + reading.weight > self.kept_bytes:
+                return False
+            self._readings[queue_id] = (now, reading)
+            self._weight += reading.weight
+            return True
+
+    def take(self, queue_id: str, now: float) -> Reading | None:
+        """The reading of ``queue_id``, if one is kept and young enough; it is kept no longer
+        (a retry after a failure reads the file again)."""
+        with self._lock:
+            kept = self._readings.pop(queue_id, None)
+            if kept is not None:
+                self._weight -= kept[1].weight
+            self._expire(now)
+        if kept is None or now - kept[0] > self.kept_for:
+            return None
+        return kept[1]
+
+    def __len__(self) -> int:
+        return len(self._readings)
+
+    def _expire(self, now: float) -> None:
+        while self._readings:
+            made, reading = next(iter(self._readings.values()))
+            if now - made <= self.kept_for:
+                return
+            self._readings.popitem(last=False)
+            self._weight -= reading.weight

@@ -1,0 +1,218 @@
+"""Intake's reading of an envelope, taken by the verifier of the same process: the envelope is
+read once per message when that is sound, and again when it is not (a restart, a file changed
+since intake); either way the outcome is the same. Readings are bounded in bytes and in age."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.smtp import Envelope
+
+import interop.envelope.verify
+from interop.envelope.parse import parse_envelope
+from interop.evidence import xmlio
+from interop.evidence.codes import Event, EvidenceType
+from interop.pki.devpki import DevPki
+from relay.config import from_mapping
+from relay.context import NodeContext, build_context
+from relay.keys import write_pki
+from relay.lifecycle import Kind, State
+from relay.readings import FileIdentity, Reading, Readings
+from relay.smtp.server import Connection
+from relay.stages.intake import PeerIntake
+from relay.stages.rgw import process_dispatch
+from relay.store import MessageRow
+from tests.helpers import make_dispatch
+
+RECIPIENT = "ayse.demir@hs02.kep.tr"
+
+
+@pytest.fixture
+def node(pki: DevPki, tmp_path: Path) -> Iterator[NodeContext]:
+    write_pki(pki, tmp_path / "pki")
+    context = _context(pki, tmp_path)
+    yield context
+    context.store.close()
+
+
+def _context(pki: DevPki, root: Path) -> NodeContext:
+    config = from_mapping(
+        {"node": {"provider": "hs02", "dev_pki": "pki", "data_dir": "data"}}, "t", root
+    )
+    return build_context(config, clock=lambda: pki.created)
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the verifier's own reads of an envelope's structure."""
+    count: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> object:
+        count.append(1)
+        return parse_envelope(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(interop.envelope.verify, "parse_envelope", counted)
+    return count
+
+
+def _accept(context: NodeContext, data: bytes) -> str:
+    """A Dispatch from hs01 through intake, as the peer listener takes it; its queue id."""
+    connection = Connection(("127.0.0.1", 2525), provider="hs01")
+    envelope = Envelope()
+    envelope.mail_from = "ali.yilmaz@hs01.kep.tr"
+    envelope.rcpt_tos = [RECIPIENT]
+    writer = context.spool.writer()
+    writer.write(data)
+    writer.flush()
+    reply = PeerIntake(context, lambda: None)._accept(connection, envelope, writer)
+    assert reply.code == 250, str(reply)
+    return writer.queue_id
+
+
+def _process(context: NodeContext, queue_id: str) -> tuple[MessageRow, list[tuple[str, str]]]:
+    """Claim and process the Dispatch; its row and the (type, event) of what was issued."""
+    [row] = context.store.claim_received(context.owner, context.now(), 60)
+    assert row.id == queue_id
+    process_dispatch(context, row)
+    done = context.store.message(queue_id)
+    assert done is not None
+    issued = []
+    for out in context.store.messages(kind=Kind.EVIDENCE_OUT):
+        with context.spool.path(out.id).open("rb") as stream:
+            evidence = xmlio.parse(parse_envelope(stream).evidence_xml)
+        issued.append((evidence.type.value, evidence.event.value))
+    return done, sorted(issued)
+
+
+ACCEPTED = sorted(
+    [
+        (EvidenceType.RelayREMMDAcceptanceRejection.value, Event.Acceptance.value),
+        (EvidenceType.DeliveryNonDeliveryToRecipient.value, Event.Delivery.value),
+    ]
+)
+REJECTED = [(EvidenceType.RelayREMMDAcceptanceRejection.value, Event.Rejection.value)]
+
+
+def test_the_verifier_takes_intakes_reading_in_the_same_process(
+    pki: DevPki, node: NodeContext, parses: list[int]
+) -> None:
+    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch)
+    assert len(node.readings) == 1
+    row, issued = _process(node, queue_id)
+    assert parses == []  # read once, by intake
+    assert row.state is State.PROCESSED and issued == ACCEPTED
+    assert len(node.readings) == 0  # taken, not kept for ever
+
+
+def test_after_a_restart_the_envelope_is_read_again_to_the_same_outcome(
+    pki: DevPki, node: NodeContext, parses: list[int], tmp_path: Path
+) -> None:
+    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch)
+    node.store.close()
+    restarted = _context(pki, tmp_path)  # a new process: the reading died with the old one
+    try:
+        row, issued = _process(restarted, queue_id)
+    finally:
+        restarted.store.close()
+    assert parses == [1]
+    assert row.state is State.PROCESSED and issued == ACCEPTED
+
+
+def _flip_in_original(context: NodeContext, queue_id: str, *, in_place: bool = False) -> None:
+    """Change a byte of the original in the spool file: in place, or (as an editor does) in
+    a new file renamed over it."""
+    path = context.spool.path(queue_id)
+    data = bytearray(path.read_bytes())
+    original = parse_envelope(io.BytesIO(bytes(data))).original
+    assert original is not None
+    data[original.start + original.size // 2] ^= 0x01
+    if in_place:
+        with path.open("r+b") as file:
+            file.write(data)
+    else:
+        aside = path.with_suffix(".new")
+        aside.write_bytes(bytes(data))
+        aside.replace(path)
+
+
+def test_a_file_changed_since_intake_is_read_again_and_refused(
+    pki: DevPki, node: NodeContext, parses: list[int]
+) -> None:
+    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch)
+    _flip_in_original(node, queue_id)
+    row, issued = _process(node, queue_id)
+    assert parses == [1]  # not the file intake read: read anew
+    assert row.state is State.PROCESSED and issued == REJECTED
+
+
+def test_a_change_that_hides_from_the_identity_still_fails_the_signatures(
+    pki: DevPki, node: NodeContext, parses: list[int]
+) -> None:
+    # Someone with the disk changes the file and puts its modification time back: the reading
+    # is used, but the signed bytes are hashed from the file, so the Dispatch is refused.
+    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch)
+    path = node.spool.path(queue_id)
+    before = path.stat()
+    _flip_in_original(node, queue_id, in_place=True)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with path.open("rb") as stream:  # the same file, as far as its identity tells
+        assert FileIdentity.of(stream) == FileIdentity(
+            before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns
+        )
+    row, issued = _process(node, queue_id)
+    assert parses == []
+    assert row.state is State.PROCESSED and issued == REJECTED
+
+
+# -- the bounds ------------------------------------------------------------------------------
+
+
+def _reading(pki: DevPki, tmp_path: Path) -> Reading:
+    path = tmp_path / "d.eml"
+    path.write_bytes(make_dispatch(pki).dispatch)
+    with path.open("rb") as stream:
+        return Reading(parse_envelope(stream), FileIdentity.of(stream))
+
+
+def test_readings_hold_at_most_their_bytes_and_never_push_out_a_younger_one(
+    pki: DevPki, tmp_path: Path
+) -> None:
+    reading = _reading(pki, tmp_path)
+    readings = Readings(kept_bytes=2 * reading.weight, kept_for=60)
+    assert readings.keep("a", reading, now=0)
+    assert readings.keep("b", reading, now=1)
+    assert not readings.keep("c", reading, now=2)  # full: a and b are claimed first
+    assert readings.take("c", now=3) is None
+    assert readings.take("a", now=3) is reading
+    assert readings.take("a", now=3) is None  # taken once
+    assert readings.keep("c", reading, now=4)
+
+
+def test_readings_go_when_they_are_old(pki: DevPki, tmp_path: Path) -> None:
+    reading = _reading(pki, tmp_path)
+    readings = Readings(kept_bytes=2 * reading.weight, kept_for=60)
+    readings.keep("a", reading, now=0)  # say, of a message another node process claimed
+    readings.keep("b", reading, now=30)
+    assert readings.take("b", now=91) is None  # too old to trust it was made moments ago
+    assert readings.keep("c", reading, now=100)  # a went to make room
+    assert len(readings) == 1
+
+
+def test_a_reading_describes_only_its_own_file_unchanged(pki: DevPki, tmp_path: Path) -> None:
+    reading = _reading(pki, tmp_path)
+    path = tmp_path / "d.eml"
+    with path.open("rb") as stream:
+        assert reading.describes(stream)
+    other = tmp_path / "copy.eml"
+    other.write_bytes(path.read_bytes())
+    with other.open("rb") as stream:
+        assert not reading.describes(stream)  # the same bytes, another file
+    with path.open("ab") as grow:
+        grow.write(b"\r\n")
+    with path.open("rb") as stream:
+        assert not reading.describes(stream)
+    assert not reading.describes(io.BytesIO(path.read_bytes()))  # not a file at all
