@@ -22,7 +22,7 @@ from interop.envelope.smime import SignedMessage, locate_signed_message
 from interop.errors import CmsFormatError, EnvelopeFormatError, LimitExceeded
 from interop.evidence import xmlio
 from interop.evidence.codes import Event, EvidenceType
-from interop.evidence.xades import EvidenceResult, verify_evidence
+from interop.evidence.xades import EvidenceResult, verify_evidence_tree
 from interop.limits import DEFAULT_LIMITS, Limits
 from interop.pathval import CertificateValidator, subject_text
 from interop.reasons import Reason
@@ -102,7 +102,8 @@ def verify_envelope(
     if envelope is None:
         envelope = parse_envelope(stream, limits)
     checks = _Checks()
-    issuer = xmlio.issuer_of(xmlio.safe_parse(envelope.evidence_xml, limits))
+    evidence_root = xmlio.safe_parse(envelope.evidence_xml, limits)  # parsed once, read twice
+    issuer = xmlio.issuer_of(evidence_root)
     issuer_domain = issuer.rsplit("@", 1)[-1].lower()
     entry = verifiers.trust.owner_of(issuer_domain)
     issuer_id = entry.id if entry is not None else None
@@ -159,8 +160,8 @@ def verify_envelope(
             + ("" if envelope_signature.ok else f": {envelope_signature.detail}"),
             envelope_signature.reason,
         )
-        evidence = verify_evidence(
-            envelope.evidence_xml,
+        evidence = verify_evidence_tree(
+            evidence_root,
             now,
             verifiers.process(entry.id),
             tsa_validator=tsa,

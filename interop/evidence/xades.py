@@ -401,6 +401,30 @@ def verify_evidence(
     limits: Limits = DEFAULT_LIMITS,
 ) -> EvidenceResult:
     """Verify signed evidence bytes; raises ``EvidenceFormatError`` only for unreadable XML.
+    See ``verify_evidence_tree``."""
+    return verify_evidence_tree(
+        safe_parse(data, limits),
+        now,
+        validator,
+        tsa_validator=tsa_validator,
+        tsa_valid_at=tsa_valid_at,
+        expected_issuer_domain=expected_issuer_domain,
+        limits=limits,
+    )
+
+
+def verify_evidence_tree(
+    root: etree._Element,
+    now: dt.datetime,
+    validator: CertificateValidator,
+    *,
+    tsa_validator: CertificateValidator | None = None,
+    tsa_valid_at: dt.datetime | None = None,
+    expected_issuer_domain: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> EvidenceResult:
+    """``verify_evidence`` of evidence parsed already with ``xmlio.safe_parse`` (the tree is
+    read, not changed); raises ``EvidenceFormatError`` only for an unreadable evidence root.
 
     Signature time-stamps are verified with ``tsa_validator`` (the TSA's chain judged at
     ``tsa_valid_at``, or at ``now`` when None; see ``verify_token``). With a valid one the
@@ -412,7 +436,6 @@ def verify_evidence(
     The certificates' dates are judged by ``validator`` alone (an expired provider certificate
     is PolicyViolation, docs/profile-choices.md); libxmlsec1 does only the mathematics.
     """
-    root = safe_parse(data, limits)
     evidence_type_of(root)
 
     def refuse(reason: Reason, detail: str, **found: Any) -> EvidenceResult:
