@@ -143,6 +143,7 @@ def test_written_form_follows_the_profile() -> None:
             "DTD",
         ),
         (b"<x>&ext;</x>", "not well-formed"),
+        (b"<x><y><?pi inside?></y></x>", "processing instructions"),
         (b"<x", "not well-formed"),
         (b"", "not well-formed"),
         (b"<x>" + b" " * (1024 * 1024) + b"</x>", "larger than"),
