@@ -5,14 +5,18 @@
     RSA-2048 certificates. Targets: >= 1,000/s (P-256), >= 500/s (RSA-2048).
 (b) Verify a Dispatch carrying a 100 MiB original in a fresh process, from a file.
     Targets: >= 400 MB/s, peak RSS growth <= 64 MiB.
+(c) What the CMS and RFC 3161 parts of (a) cost alone, per call (wall and CPU time): signing a
+    digest, making a time-stamp token, writing and signing the 4 KiB Dispatch's envelope,
+    verifying a token, a CAdES-T signature and the whole envelope (no target; issue 13).
 
-Run:  .venv/bin/python -m benchmarks.bench_interop [--seconds N] [--size-mib N]
+Run:  .venv/bin/python -m benchmarks.bench_interop [--seconds N] [--size-mib N] [--parts-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -24,9 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from asn1crypto import cms
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from interop.cms.timestamp import LocalTsa
+from interop.cms.parse import ParsedSignedData
+from interop.cms.sign import sign_digest
+from interop.cms.timestamp import LocalTsa, token_for_imprint, verify_token
+from interop.cms.verify import verify_parsed
 from interop.envelope.build import write_dispatch
 from interop.envelope.parse import parse_envelope
 from interop.envelope.smime import build_signed_message
@@ -163,6 +171,91 @@ def xades_alone_ms(data: bytes, verifiers: Verifiers, signer: Signer, seconds: f
     return (time.perf_counter() - start) / count * 1000
 
 
+def per_call(function: Callable[[], object], seconds: float) -> tuple[float, float]:
+    """(wall ms, CPU ms) per call of ``function``, run for about ``seconds`` after a warm-up."""
+    for _ in range(20):
+        function()
+    count, start, cpu = 0, time.perf_counter(), time.process_time()
+    while count < 200 or time.perf_counter() - start < seconds:
+        function()
+        count += 1
+    wall = time.perf_counter() - start
+    return wall / count * 1000, (time.process_time() - cpu) / count * 1000
+
+
+def bench_parts(algorithm: str, seconds: float) -> dict[str, tuple[float, float]]:
+    """(c) The CMS and time-stamp parts of (a), each alone, as a node does them."""
+    pki = generate(NOW - dt.timedelta(minutes=1), ["hs01", "hs02"], algorithm)
+    verifiers: Verifiers = verifiers_from_pki(pki)
+    tsa_validator = verifiers.tsa
+    assert tsa_validator is not None
+    buffer = io.BytesIO()
+    make_dispatch(pki, 4096, buffer)
+    data = buffer.getvalue()
+    envelope = parse_envelope(io.BytesIO(data))
+    assert envelope.original is not None
+    original = data[envelope.original.start : envelope.original.end]
+    result = verify_envelope(io.BytesIO(data), verifiers, NOW, peer="hs01")
+    assert result.ok and result.evidence is not None and result.evidence.evidence is not None
+    evidence = result.evidence.evidence
+    signer = pki.providers["hs01"].process
+    stamp = stamper(pki)
+    tsa = LocalTsa(pki.tsa)
+    digest = hashlib.sha256(original).digest()
+    signature = sign_digest(signer, digest, NOW, timestamp=stamp)
+    stamped = b"a signature value"
+    token = tsa.stamp(stamped, NOW)
+
+    def write_envelope() -> None:
+        write_dispatch(
+            io.BytesIO(),
+            io.BytesIO(original),
+            evidence,
+            envelope.evidence_xml,
+            signer,
+            NOW,
+            message_id="<bench@hs01.kep.tr>",
+            timestamp=stamp,
+        )
+
+    def verify_one_token() -> None:
+        if not verify_token(cms.ContentInfo.load(token), stamped, NOW, tsa_validator).ok:
+            raise SystemExit("benchmark token did not verify")
+
+    def verify_signature() -> None:
+        parsed = ParsedSignedData.parse(signature)
+        checked = verify_parsed(
+            parsed,
+            digest,
+            NOW,
+            verifiers.process("hs01"),
+            expected_names=["hs01.kep.tr"],
+            tsa_validator=tsa_validator,
+        )
+        if not checked.ok:
+            raise SystemExit(f"benchmark signature did not verify: {checked.detail}")
+
+    def verify_whole_envelope() -> None:
+        if not verify_envelope(io.BytesIO(data), verifiers, NOW, peer="hs01").ok:
+            raise SystemExit("benchmark envelope did not verify")
+
+    each = seconds / 8
+    return {
+        "sign_digest (CAdES-BES)": per_call(lambda: sign_digest(signer, digest, NOW), each),
+        "token_for_imprint": per_call(
+            lambda: token_for_imprint(pki.tsa, "sha256", digest, NOW, 1234, nonce=5678), each
+        ),
+        "LocalTsa.stamp": per_call(lambda: tsa.stamp(stamped, NOW), each),
+        "sign_digest + token (CAdES-T)": per_call(
+            lambda: sign_digest(signer, digest, NOW, timestamp=stamp), each
+        ),
+        "write_dispatch 4 KiB (CAdES-T)": per_call(write_envelope, each),
+        "verify_token": per_call(verify_one_token, each),
+        "parse + verify_parsed (CAdES-T)": per_call(verify_signature, each),
+        "verify_envelope 4 KiB": per_call(verify_whole_envelope, each),
+    }
+
+
 def _rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -234,10 +327,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--size-mib", type=int, default=100)
     parser.add_argument("--child", nargs=2, metavar=("PKI", "FILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--parts-only", action="store_true", help="run only (c)")
     args = parser.parse_args()
     if args.child:
         child_verify_large(*args.child)
         return
+    if not args.parts_only:
+        bench_targets(args)
+    print("(c) the CMS and time-stamp parts alone, per call, one core (wall ms / CPU ms)")
+    for algorithm in ("ec", "rsa"):
+        label = "P-256" if algorithm == "ec" else "RSA-2048"
+        for part, (wall, cpu) in bench_parts(algorithm, args.seconds).items():
+            print(f"    {label:9} {part:34} {wall:7.3f} / {cpu:7.3f}")
+
+
+def bench_targets(args: argparse.Namespace) -> None:
     print("(a) verify a 4 KiB Dispatch completely + build and sign one evidence, one core")
     for algorithm, target in (("ec", 1000), ("rsa", 500)):
         r = bench_small(algorithm, args.seconds)

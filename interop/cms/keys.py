@@ -23,16 +23,24 @@ def hash_algorithm(name: str) -> hashes.HashAlgorithm:
     return _HASHES[name]()
 
 
-def signature_algorithm(key: SigningKey, digest: str) -> algos.SignedDigestAlgorithm:
+def signature_algorithm_der(key: SigningKey, digest: str) -> bytes:
+    """DER AlgorithmIdentifier of the signature ``key`` makes over a ``digest`` digest."""
     # RFC 5754 §3.2 / §3.3: sha256WithRSAEncryption and ecdsa-with-SHA256 identifiers.
     kind = "rsa" if isinstance(key, rsa.RSAPrivateKey) else "ecdsa"
-    return algos.SignedDigestAlgorithm.load(_signature_algorithm_der(f"{digest}_{kind}"))
+    return _signature_algorithm_der(f"{digest}_{kind}")
 
 
+# Encoded once each: asn1crypto re-encodes a value it built each time it is embedded.
 @functools.lru_cache(maxsize=16)
 def _signature_algorithm_der(name: str) -> bytes:
-    # Encoded once: asn1crypto re-encodes a value it built each time it is embedded.
     der: bytes = algos.SignedDigestAlgorithm({"algorithm": name}).dump()
+    return der
+
+
+@functools.lru_cache(maxsize=8)
+def digest_algorithm_der(digest: str) -> bytes:
+    """DER AlgorithmIdentifier of a digest, as asn1crypto encodes it (with NULL parameters)."""
+    der: bytes = algos.DigestAlgorithm({"algorithm": digest}).dump()
     return der
 
 

@@ -8,6 +8,7 @@ so ``interop.cms.signer_info.check_signer`` is the second half of this boundary.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,23 @@ from interop.errors import CmsFormatError, translated
 from interop.limits import DEFAULT_LIMITS, Limits
 
 _UNREADABLE = "the signature is not readable DER CMS"
+
+# Certificates kept read, by their DER. A gateway sees the same ones again and again (each
+# provider's process and TSA certificates and their CAs in every signature and token, a user's
+# in each of her messages); a few hundred cover a busy hour, and 1,024 of a few KiB each stay
+# within a few MiB.
+CERTIFICATES_KEPT = 1024
+
+
+@functools.lru_cache(maxsize=CERTIFICATES_KEPT)
+def load_certificate(der: bytes) -> x509.Certificate:
+    """The certificate encoded in ``der``: one object, read once, for the same bytes.
+
+    What cryptography reads from bytes depends on nothing else, so every check made on the
+    object gives the answer it gives on a fresh one; a certificate it cannot read raises each
+    time (``lru_cache`` keeps no exception). The objects are immutable and shared by threads.
+    """
+    return x509.load_der_x509_certificate(der)
 
 
 def aware_time(value: Any, what: str) -> dt.datetime:
@@ -36,6 +54,7 @@ class ParsedSignedData:
     signed_data: cms.SignedData
     signer_info: cms.SignerInfo
     certificates: tuple[x509.Certificate, ...]
+    certificate_ders: tuple[bytes, ...]  # each certificate exactly as received, same order
     digest_algorithm: str
     content_type: str
     encapsulated: bytes | None  # eContent when the content travels inside (time-stamp tokens)
@@ -76,18 +95,21 @@ class ParsedSignedData:
             raise CmsFormatError(
                 f"the signature carries more than {limits.certificates_per_signature} certificates"
             )
-        certificates = []
-        for choice in raw_certs:
-            if choice.name != "certificate":
-                continue  # attribute/other certificates play no part in KEP
-            certificates.append(x509.load_der_x509_certificate(choice.chosen.dump()))
+        ders = tuple(
+            choice.chosen.dump()
+            for choice in raw_certs
+            # attribute/other certificates play no part in KEP
+            if choice.name == "certificate"
+        )
+        certificates = tuple(load_certificate(der) for der in ders)
         encap = signed_data["encap_content_info"]
         content = encap["content"]
         encapsulated = None if isinstance(content, core.Void) else bytes(content.contents)
         return cls(
             signed_data,
             signer_info,
-            tuple(certificates),
+            certificates,
+            ders,
             signer_info["digest_algorithm"]["algorithm"].native,
             encap["content_type"].native,
             encapsulated,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -11,10 +12,9 @@ from typing import Any
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from interop.cms import keys
-from interop.cms.parse import ParsedSignedData, aware_time
+from interop.cms.parse import CERTIFICATES_KEPT, ParsedSignedData, aware_time, load_certificate
 from interop.errors import CmsFormatError, translated
 
 
@@ -30,24 +30,39 @@ class SignerCheck:
     signature: bytes = b""
 
 
-def _find_signer(parsed: ParsedSignedData) -> x509.Certificate | None:
+@functools.lru_cache(maxsize=CERTIFICATES_KEPT)
+def _issuer(der: bytes) -> bytes:
+    """The issuer name of the certificate encoded in ``der``, as cryptography encodes it.
+
+    Kept, like the certificate itself (``load_certificate``): building the name and encoding
+    it again costs more than the rest of finding the signer. Raises for a name cryptography
+    cannot read, each time.
+    """
+    return load_certificate(der).issuer.public_bytes()
+
+
+def _find_signer(parsed: ParsedSignedData) -> int | None:
+    """The index in ``parsed.certificates`` of the one ``sid`` names, or None."""
     sid = parsed.signer_info["sid"]
-    for cert in parsed.certificates:
-        if sid.name == "issuer_and_serial_number":
-            wanted = sid.chosen
+    if sid.name == "issuer_and_serial_number":
+        wanted = sid.chosen
+        serial = wanted["serial_number"].native
+        for i, cert in enumerate(parsed.certificates):
             # Byte equality first; RFC 5280 §7.1 name comparison only when the encodings differ.
-            if cert.serial_number == wanted["serial_number"].native and (
-                cert.issuer.public_bytes() == wanted["issuer"].dump()
-                or asn1_x509.Name.load(cert.issuer.public_bytes()) == wanted["issuer"]
-            ):
-                return cert
-        else:
-            try:
-                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-            except x509.ExtensionNotFound:
-                continue
-            if ski.value.digest == sid.chosen.native:
-                return cert
+            if cert.serial_number == serial:
+                issuer = _issuer(parsed.certificate_ders[i])
+                if issuer == wanted["issuer"].dump() or (
+                    asn1_x509.Name.load(issuer) == wanted["issuer"]
+                ):
+                    return i
+        return None
+    for i, cert in enumerate(parsed.certificates):
+        try:
+            ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        except x509.ExtensionNotFound:
+            continue
+        if ski.value.digest == sid.chosen.native:
+            return i
     return None
 
 
@@ -65,10 +80,11 @@ def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck
 
 def _check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck:
     info = parsed.signer_info
-    signer = _find_signer(parsed)
+    found = _find_signer(parsed)
     signature = bytes(info["signature"].contents)
-    if signer is None:
+    if found is None:
         return SignerCheck(False, None, None, False, "the signer's certificate is not included")
+    signer = parsed.certificates[found]
     attrs = info["signed_attrs"]
     if parsed.signed_attrs_der is None or len(attrs) == 0:
         # Without signed attributes neither CAdES nor our streaming hashing applies.
@@ -102,7 +118,7 @@ def _check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerChec
     cades = False
     if values.get("signing_certificate_v2"):
         cert_ids = values["signing_certificate_v2"][0]["certs"]
-        der = signer.public_bytes(Encoding.DER)
+        der = parsed.certificate_ders[found]  # as received: the hash is over these bytes
         first = cert_ids[0]
         algorithm = first["hash_algorithm"]["algorithm"].native
         if algorithm not in ("sha256", "sha384", "sha512") or not hmac.compare_digest(

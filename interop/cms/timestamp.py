@@ -13,15 +13,17 @@ certificate, and a signing-certificate-v2 attribute (ESSCertIDv2, SHA-256) namin
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from asn1crypto import cms, tsp
+from asn1crypto import cms, core, tsp
 from cryptography import x509
 
+from interop.cms import der, keys
 from interop.cms.hashing import digest_bytes
 from interop.cms.parse import ParsedSignedData, aware_time
 from interop.cms.sign import sign_digest
@@ -84,16 +86,17 @@ def token_for_imprint(
 
     ``nonce`` is echoed when the request had one (RFC 3161 §2.4.2: it MUST then be there).
     """
-    fields: dict[str, object] = {
-        "version": "v1",
-        "policy": policy,
-        "message_imprint": {"hash_algorithm": {"algorithm": digest}, "hashed_message": hashed},
-        "serial_number": serial,
-        "gen_time": now.astimezone(dt.UTC),
-    }
+    # RFC 3161 §2.4.2 TSTInfo, its fields in order; what is the same for every token under
+    # one policy and digest is encoded once (see interop.cms.der).
+    fields = [
+        _version_and_policy(policy),
+        der.sequence(keys.digest_algorithm_der(digest), core.OctetString(hashed).dump()),
+        core.Integer(serial).dump(),
+        core.GeneralizedTime(now.astimezone(dt.UTC)).dump(),
+    ]
     if nonce is not None:
-        fields["nonce"] = nonce
-    tst_info = tsp.TSTInfo(fields).dump()
+        fields.append(core.Integer(nonce).dump())
+    tst_info = der.sequence(*fields)
     return sign_digest(
         tsa,
         hashlib.sha256(tst_info).digest(),
@@ -101,6 +104,12 @@ def token_for_imprint(
         content_type="tst_info",
         encapsulated=tst_info,
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _version_and_policy(policy: str) -> bytes:
+    encoded: bytes = tsp.Version("v1").dump() + core.ObjectIdentifier(policy).dump()
+    return encoded
 
 
 class LocalTsa:

@@ -341,3 +341,55 @@ def test_openssl_verifies_the_xades_t_token_over_the_signature_value(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Verification: OK" in done.stdout
+
+
+def _openssl_reads_token(pki: DevPki, tmp_path: Path, name: str, token: bytes) -> str:
+    """``openssl ts -verify`` of ``token`` over DATA_STAMPED, then its TSTInfo as text."""
+    path = tmp_path / f"{name}.der"
+    path.write_bytes(token)
+    (tmp_path / "stamped").write_bytes(DATA_STAMPED)
+    done = _openssl(
+        "ts",
+        "-verify",
+        "-data",
+        tmp_path / "stamped",
+        "-in",
+        path,
+        "-token_in",
+        "-CAfile",
+        _ca(pki, tmp_path, "process"),
+        "-attime",
+        str(int(LATER.timestamp())),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Verification: OK" in done.stdout
+    text = _openssl("ts", "-reply", "-in", path, "-token_in", "-text")
+    assert text.returncode == 0, text.stderr
+    return text.stdout
+
+
+DATA_STAMPED = b"a signature value"
+
+
+@pytest.mark.parametrize("algorithm", ["ec", "rsa"])
+def test_token_from_cached_parts_means_what_the_plain_one_does(
+    algorithm: str, pki: DevPki, rsa_pki: DevPki, tmp_path: Path
+) -> None:
+    """A token made from the TSA's cached DER parts and one built from Python values with
+    nothing cached (tests/interop/reference_cms.py): OpenSSL verifies both and reads the
+    same TSTInfo from them."""
+    from interop.cms import sign
+    from interop.cms.timestamp import token_for_imprint
+    from tests.interop import reference_cms
+
+    chosen = pki if algorithm == "ec" else rsa_pki
+    hashed = hashlib.sha256(DATA_STAMPED).digest()
+    sign._parts.cache_clear()
+    tokens = [token_for_imprint(chosen.tsa, "sha256", hashed, NOW, 4242, nonce=7) for _ in range(2)]
+    plain = reference_cms.time_stamp_token(chosen.tsa, "sha256", hashed, NOW, 4242, nonce=7)
+    texts = {
+        _openssl_reads_token(chosen, tmp_path, name, token)
+        for name, token in (("first", tokens[0]), ("cached", tokens[1]), ("plain", plain))
+    }
+    assert len(texts) == 1, texts
+    assert "Nonce: 0x07" in texts.pop()
