@@ -332,7 +332,12 @@ def _verify_mathematics(
         context.enable_reference_transform(transform)
     for transform in (*_CANONICALIZATIONS, *_SIGNATURE_ALGORITHMS):
         context.enable_signature_transform(transform)
-    context.key = _public_key(leaf_der)
+    try:
+        context.key = _public_key(leaf_der)
+    except xmlsec.Error as exc:  # a certificate that parses, with a key that does not
+        raise _Refused(
+            f"the evidence signer's certificate holds no usable key: {cause_text(exc)}"
+        ) from exc
     for element in named:
         context.register_id(element, "Id")
     try:

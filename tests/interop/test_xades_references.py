@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from lxml import etree
 from signxml import methods
 from signxml.xades.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
@@ -163,3 +163,23 @@ def test_changed_signed_properties_fail(pki: DevPki, verifiers: Verifiers) -> No
     time.text = "2020-01-01T00:00:00Z"
     result = _verify(root, verifiers)
     assert not result.ok and "does not verify" in result.detail
+
+
+def test_a_signer_certificate_whose_key_cannot_be_loaded_is_a_failed_signature(
+    pki: DevPki, verifiers: Verifiers
+) -> None:
+    """Found by fuzzing (fuzz/targets.py evidence_verify): a certificate that parses, with a
+    public key that is not a point of its curve, raised libxmlsec1's error out of
+    verify_evidence."""
+    root = _signed_root(pki)
+    leaf = pki.providers["hs02"].process.certificate
+    der = leaf.public_bytes(Encoding.DER)
+    point = leaf.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    assert der.count(point) == 1
+    broken = der.replace(point, point[:-1] + bytes([point[-1] ^ 1]))
+    node = root.find(f"{_D}Signature/{_D}KeyInfo/{_D}X509Data/{_D}X509Certificate")
+    assert node is not None
+    node.text = base64.b64encode(broken).decode()
+    result = _verify(root, verifiers)
+    assert not result.ok and result.reason is Reason.InvalidMessageFormat
+    assert "no usable key" in result.detail

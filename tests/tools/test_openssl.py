@@ -320,7 +320,8 @@ def test_openssl_verifies_the_xades_t_token_over_the_signature_value(
         evidence(), pki.providers["hs02"].process, NOW, timestamp=lambda d: tsa.stamp(d, NOW)
     )
     root = etree.fromstring(data)
-    value = "".join((root.findtext(f".//{{{DS_NS}}}SignatureValue") or "").split())
+    # The text as it is: the line breaks of the base64 are character data, and canonical.
+    value = root.findtext(f".//{{{DS_NS}}}SignatureValue") or ""
     token = root.findtext(f".//{{{XADES_NS}}}EncapsulatedTimeStamp") or ""
     (tmp_path / "data").write_bytes(
         f'<ds:SignatureValue xmlns:ds="{DS_NS}">{value}</ds:SignatureValue>'.encode()
