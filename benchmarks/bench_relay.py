@@ -92,6 +92,7 @@ import aiosmtplib
 import psycopg
 from aiosmtpd.controller import Controller
 
+from benchmarks import profile
 from benchmarks.lean_peer import LeanPeer, lean_peer
 from benchmarks.pgtemp import (
     Vacuumer,
@@ -151,6 +152,9 @@ class Setup:
     # evidence rows in the store.
     prefill_mailbox: int = 0
     prefill_evidence: int = 0
+    # py-spy hs02's node processes for the first profile_seconds of the window (profile.py).
+    profile: Path | None = None
+    profile_seconds: float = 20.0
 
     def describe(self) -> str:
         store = "PostgreSQL" if is_postgres(self.store) else "SQLite"
@@ -653,6 +657,7 @@ class GatewayRun:
     vacuum_runs: int | None = None  # the stand-in for autovacuum, when asked for
     busy_cores: float = 0.0  # the machine's busy CPU over the window, in cores
     others_cores: float = 0.0  # of which not this benchmark's (other work on the machine)
+    profile_table: str | None = None  # where the node processes' CPU went (--profile)
     sender: str = "python"  # hs01: lean processes, Postfix or this process (--sender)
     loadgen_parts_ms: dict[str, float] = field(default_factory=dict)  # loadgen_ms by part
     inject_s: float = 0.0  # handing the Dispatches to hs01 (postfix, lean), before the window
@@ -713,6 +718,19 @@ def _log_summary(log: Path) -> tuple[dict[str, int], list[str]]:
     return dict(counts), other
 
 
+def _start_profile(setup: Setup, root: int) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each of hs02's node processes (benchmarks.profile), when asked for."""
+    if setup.profile is None:
+        return []
+    procs = tree(root)
+    nodes = [
+        pid for pid in procs if _role(procs, pid, root, setup.processes).startswith("node process")
+    ]
+    for old in setup.profile.glob("node-*.folded"):
+        old.unlink()
+    return profile.record(nodes, setup.profile_seconds, setup.profile)
+
+
 def bench_gateway(count: int, connections: int, setup: Setup, sender: str = "python") -> GatewayRun:
     with hs02_node(setup, label="gateway", sender=sender, connections=connections) as hs02:
         print(f"    building {count} signed Dispatches …", flush=True)
@@ -748,12 +766,16 @@ def bench_gateway(count: int, connections: int, setup: Setup, sender: str = "pyt
         loadgen_cpu = TreesCpu()
         loadgen_cpu.start(trees)
         machine = machine_busy_seconds()
+        spies = _start_profile(setup, root)
+        profiled: int | None = None  # Dispatches delivered when the profile ended
         start = time.perf_counter()
         if peer is not None:
             peer.release()
         else:
             asyncio.run(send_all(messages, hs02.peer_port, hs02.client_tls, connections))
-        while hs02.delivered() < count:
+        while (delivered := hs02.delivered()) < count:
+            if spies and profiled is None and all(spy.poll() is not None for spy in spies):
+                profiled = delivered
             if hs02.node.poll() is not None:
                 raise SystemExit(f"hs02 exited with {hs02.node.returncode}: see {hs02.log}")
             trouble = peer.failed() if peer is not None else None
@@ -761,6 +783,8 @@ def bench_gateway(count: int, connections: int, setup: Setup, sender: str = "pyt
                 raise SystemExit(f"{trouble}; hs02's log: {hs02.log}")
             time.sleep(0.2)
         elapsed = time.perf_counter() - start
+        if spies and profiled is None:  # the window was shorter than the profile
+            profiled = count if elapsed < setup.profile_seconds else None
         used = os.times()
         loadgen_cpu.stop(trees)
         machine = machine_busy_seconds() - machine
@@ -815,6 +839,19 @@ def bench_gateway(count: int, connections: int, setup: Setup, sender: str = "pyt
             run.node_ms + run.loadgen_ms + (run.polling_ms or 0.0) + (run.postgres_ms or 0.0)
         ) * (count / 1000)
         run.busy_cores = machine / elapsed
+        if spies:
+            for spy in spies:
+                spy.wait()
+            # Dispatches carried while sampling: counted when the profile ended, or estimated
+            # from the window's rate when it ended between two polls of the store.
+            carried = profiled or count * min(1.0, setup.profile_seconds / elapsed)
+            assert setup.profile is not None
+            run.profile_table = profile.per_dispatch(
+                profile.areas(sorted(setup.profile.glob("node-*.folded"))),
+                carried,
+                run.node_ms,
+                len(spies),
+            )
         run.others_cores = max(0.0, machine - ours_s) / elapsed
         with contextlib.suppress(OSError):
             run.latencies = hs02.latencies()
@@ -913,6 +950,9 @@ def report_gateway(run: GatewayRun) -> None:
     print(f"      CPU per Dispatch, node, all its processes together: {run.node_ms:.1f} ms")
     for name, ms in run.roles_ms.items():
         print(f"        {name}: {ms:.1f} ms")
+    if run.profile_table:
+        print("      where it went (py-spy samples; the run's rate suffers from the sampling):")
+        print("\n".join(f"        {line}" for line in run.profile_table.splitlines()))
     for what, pids in run.processes_seen.items():
         if pids:
             print(f"        processes that {what} during the window: {pids}")
@@ -1036,6 +1076,14 @@ def main() -> None:
         help="hs01: lean sender processes and evidence sink (the default, the cheapest), Postfix"
         " as its MTA and evidence sink, or the earlier Python clients and sink in this process",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy hs02's node processes into this folder and print where their CPU went"
+        " (pip install -e '.[bench]')",
+    )
+    parser.add_argument("--profile-seconds", type=float, default=20.0)
     parser.add_argument("--skip-postfix", action="store_true", help="no Postfix half")
     parser.add_argument("--skip-large", action="store_true", help="no 100 MiB RSS part")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep hs02's logs here")
@@ -1049,6 +1097,8 @@ def main() -> None:
         args.vacuum_every,
         args.prefill_mailbox,
         args.prefill_evidence,
+        args.profile,
+        args.profile_seconds,
     )
     sender = args.sender or "lean"
     if sender == "postfix" and not postfix_installed():

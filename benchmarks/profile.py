@@ -128,6 +128,34 @@ def areas(folded: Iterable[Path]) -> collections.Counter[str]:
     return counts
 
 
+def per_dispatch(
+    counts: collections.Counter[str], dispatches: float, cpu_ms: float, processes: int
+) -> str:
+    """Markdown: ms of GIL-held time per Dispatch in each area, from samples taken while
+    ``dispatches`` were carried; the rest of ``cpu_ms`` (the node's CPU per Dispatch from its
+    own counters) is what ran without the GIL."""
+    rows = []
+    held = 0.0
+    for area, n in counts.most_common():
+        ms = n / RATE * 1000 / dispatches
+        held += ms
+        rows.append(f"| {area} | {ms:.2f} |")
+    rows.append(
+        f"| without the GIL (SQLite, fsync, sockets and TLS records, thread switches, the"
+        f" kernel) | {max(0.0, cpu_ms - held):.2f} |"
+    )
+    return "\n".join(
+        [
+            "| area | ms of CPU per Dispatch |",
+            "|---|---|",
+            *rows,
+            f"| **all (the node's own counters)** | **{cpu_ms:.2f}** |",
+            f"\n{sum(counts.values())} samples of {processes} node process(es), py-spy --gil at"
+            f" {RATE}/s, over {dispatches:.0f} Dispatches",
+        ]
+    )
+
+
 def table(counts: collections.Counter[str], cpu_ms: float | None = None) -> str:
     """Markdown: each area's share of the samples, and of ``cpu_ms`` when given."""
     total = sum(counts.values()) or 1
