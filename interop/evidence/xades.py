@@ -304,14 +304,13 @@ def _checked_references(
         if reference.get("Type") == SIGNED_PROPERTIES_TYPE:
             signed_properties.append(target)
     where = (
-        [a.tag for a in itertools.islice(signed_properties[0].iterancestors(), 3)]
-        if signed_properties
-        else []
+        list(itertools.islice(signed_properties[0].iterancestors(), 3)) if signed_properties else []
     )
     if (
         len(signed_properties) != 1
         or signed_properties[0].tag != _X + "SignedProperties"
-        or where != [_X + "QualifyingProperties", _D + "Object", _SIGNATURE]
+        or [a.tag for a in where[:2]] != [_X + "QualifyingProperties", _D + "Object"]
+        or where[2:] != [signature]
     ):
         raise _Refused("the signature must reference its one xades:SignedProperties")
     return named, signed_properties[0]

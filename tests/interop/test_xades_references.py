@@ -183,3 +183,17 @@ def test_a_signer_certificate_whose_key_cannot_be_loaded_is_a_failed_signature(
     result = _verify(root, verifiers)
     assert not result.ok and result.reason is Reason.InvalidMessageFormat
     assert "no usable key" in result.detail
+
+
+def test_signed_properties_must_be_this_signatures_own(pki: DevPki, verifiers: Verifiers) -> None:
+    """The SignedProperties referenced must sit in this signature's ds:Object, not in another
+    ds:Signature carried inside it."""
+    root = _signed_root(pki)
+    signature = root[-1]
+    obj = signature.find(_D + "Object")
+    assert obj is not None
+    inner = etree.SubElement(etree.SubElement(signature, _D + "Object"), _D + "Signature")
+    signature.remove(obj)
+    inner.append(obj)
+    result = _verify(root, verifiers)
+    assert not result.ok and "its one xades:SignedProperties" in result.detail
