@@ -243,19 +243,16 @@ def test_openssl_signature_without_attributes_or_certificates(
         ParsedSignedData.parse(_openssl_sign(signer, tmp_path, "-nocerts"))
 
 
-def test_openssl_verifies_our_time_stamp_token(pki: DevPki, tmp_path: Path) -> None:
-    from interop.cms.timestamp import LocalTsa
-
-    data = b"the signature value being stamped"
-    (tmp_path / "data").write_bytes(data)
-    (tmp_path / "token.der").write_bytes(LocalTsa(pki.tsa).stamp(data, NOW))
+def _openssl_verifies_token(pki: DevPki, tmp_path: Path, data: Path, token: Path) -> None:
+    """``openssl ts -verify``: ``token`` (DER) stamps the bytes of ``data``, its TSA chains to
+    the development process CA, at LATER."""
     done = _openssl(
         "ts",
         "-verify",
         "-data",
-        tmp_path / "data",
+        data,
         "-in",
-        tmp_path / "token.der",
+        token,
         "-token_in",
         "-CAfile",
         _ca(pki, tmp_path, "process"),
@@ -264,6 +261,15 @@ def test_openssl_verifies_our_time_stamp_token(pki: DevPki, tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Verification: OK" in done.stdout
+
+
+def test_openssl_verifies_our_time_stamp_token(pki: DevPki, tmp_path: Path) -> None:
+    from interop.cms.timestamp import LocalTsa
+
+    data = b"the signature value being stamped"
+    (tmp_path / "data").write_bytes(data)
+    (tmp_path / "token.der").write_bytes(LocalTsa(pki.tsa).stamp(data, NOW))
+    _openssl_verifies_token(pki, tmp_path, tmp_path / "data", tmp_path / "token.der")
 
 
 def test_envelope_signature_covers_exactly_the_first_part(pki: DevPki, tmp_path: Path) -> None:
@@ -327,21 +333,7 @@ def test_openssl_verifies_the_xades_t_token_over_the_signature_value(
         f'<ds:SignatureValue xmlns:ds="{DS_NS}">{value}</ds:SignatureValue>'.encode()
     )
     (tmp_path / "token.der").write_bytes(base64.b64decode(token))
-    done = _openssl(
-        "ts",
-        "-verify",
-        "-data",
-        tmp_path / "data",
-        "-in",
-        tmp_path / "token.der",
-        "-token_in",
-        "-CAfile",
-        _ca(pki, tmp_path, "process"),
-        "-attime",
-        str(int(LATER.timestamp())),
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Verification: OK" in done.stdout
+    _openssl_verifies_token(pki, tmp_path, tmp_path / "data", tmp_path / "token.der")
 
 
 def _openssl_reads_token(pki: DevPki, tmp_path: Path, name: str, token: bytes) -> str:
@@ -349,21 +341,7 @@ def _openssl_reads_token(pki: DevPki, tmp_path: Path, name: str, token: bytes) -
     path = tmp_path / f"{name}.der"
     path.write_bytes(token)
     (tmp_path / "stamped").write_bytes(DATA_STAMPED)
-    done = _openssl(
-        "ts",
-        "-verify",
-        "-data",
-        tmp_path / "stamped",
-        "-in",
-        path,
-        "-token_in",
-        "-CAfile",
-        _ca(pki, tmp_path, "process"),
-        "-attime",
-        str(int(LATER.timestamp())),
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Verification: OK" in done.stdout
+    _openssl_verifies_token(pki, tmp_path, tmp_path / "stamped", path)
     text = _openssl("ts", "-reply", "-in", path, "-token_in", "-text")
     assert text.returncode == 0, text.stderr
     return text.stdout
