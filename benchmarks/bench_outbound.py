@@ -25,7 +25,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from benchmarks.bench_relay import RECIPIENTS, MiB, dispatch, hs02_node
+from benchmarks.hs02 import RECIPIENTS, MiB, dispatch, hs02_node
 from interop.pki.devpki import DevPki
 from relay.config import from_mapping
 from relay.context import build_context
