@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import sys
 from collections.abc import Sequence
 
 from interop.errors import ConfigurationError
+from relay import logs
 from relay.cli import (
     account_cmd,
     ledger_cmd,
@@ -22,6 +25,14 @@ from relay.errors import TemporaryTrouble
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_TRY_AGAIN = 75  # sysexits.h EX_TEMPFAIL: temporary trouble (a TSA down); nothing was done
+EXIT_PIPE_CLOSED = 141  # what a shell reports for a program ended by SIGPIPE (`… | head`)
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("kep-relay")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kep-relay",
         description="Interoperability gateway between KEP (registered e-mail) providers.",
     )
+    parser.add_argument("--version", action="version", version=f"kep-relay {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_cmd.register(commands)
     send_cmd.register(commands)
@@ -45,8 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Log lines go to stderr in every command, so what a command prints on stdout (a message
+    # saved with `mailbox show … > msg.eml`, a listing piped on) is only its output.
+    logs.configure(getattr(args, "log_format", None))
     try:
         code: int = args.run(args)
+    except BrokenPipeError:
+        # The reader went away (`kep-relay queue list | head`): stop quietly, and keep Python
+        # from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
     except ConfigurationError as exc:
         print(f"kep-relay: {exc.detail}", file=sys.stderr)
         return EXIT_USAGE

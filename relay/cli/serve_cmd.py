@@ -25,7 +25,6 @@ def register(commands: Any) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     config = load(args.config) if args.config else embedded_default()
-    logs.configure(args.log_format)
     if config.dev_pki is not None:
         logs.warn_development(config)
     return serve(config, args.log_format)
