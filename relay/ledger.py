@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -328,18 +328,25 @@ class LedgerReport:
         )
 
 
-def verify(context: NodeContext, at: dt.datetime) -> LedgerReport:
+def verify(
+    context: NodeContext,
+    at: dt.datetime,
+    progress: Callable[[int, int], None] | None = None,
+) -> LedgerReport:
     """The whole ledger as of ``at``: the hash chain, the archive chain, every evidence
     signature (judged as of its proven time, its TSA as of the archive stamp that covers it)
-    and every checkpoint."""
+    and every checkpoint. ``progress(done, records)`` is called after each evidence (a
+    signature takes milliseconds, so a large ledger takes minutes)."""
     count, chain_problem = context.store.verify_ledger()
     verifiers = offline_verifiers(context)
     proof = verify_archive(context, at, verifiers)
     problems = []
-    for seq, evidence_id, xml, _set in context.store.ledger_evidence():
+    for done, (seq, evidence_id, xml, _set) in enumerate(context.store.ledger_evidence(), 1):
         problem = _evidence_problem(context, verifiers, xml, at, proof.time_for_record(seq))
         if problem:
             problems.append(f"evidence {evidence_id}: {problem}")
+        if progress is not None:
+            progress(done, count)
     checked, checkpoint_problems = verify_checkpoints(context, at, verifiers, proof)
     return LedgerReport(
         count, chain_problem, tuple(problems), checked, tuple(checkpoint_problems), proof

@@ -262,22 +262,25 @@ class Mailboxes:
         return None
 
     def list(self, address: str, folder: str = "INBOX") -> list[tuple[Path, bool]]:
-        """(path, read) for each message, oldest first."""
+        """(path, read) for each message, in the order they were filed (each file is written
+        once, so its modification time is its filing time; names break ties). Names alone
+        are not that order: they begin with the second only, then a key."""
         base = self.folder(address, folder)
-        found = []
+        found: list[tuple[int, str, Path, bool]] = []
         for sub in ("new", "cur"):
-            directory = base / sub
-            if directory.is_dir():
-                for path in directory.iterdir():
-                    found.append(
-                        (
-                            path,
-                            sub == "cur"
-                            and ":2," in path.name
-                            and "S" in path.name.split(":2,")[-1],
-                        )
-                    )
-        return sorted(found, key=lambda item: item[0].name)
+            try:
+                with os.scandir(base / sub) as entries:
+                    for entry in entries:
+                        try:
+                            filed = entry.stat().st_mtime_ns
+                        except FileNotFoundError:  # a reader moved it meanwhile: in cur/
+                            continue
+                        flags = entry.name.split(":2,")[-1] if ":2," in entry.name else ""
+                        seen = sub == "cur" and "S" in flags
+                        found.append((filed, entry.name, Path(entry.path), seen))
+            except FileNotFoundError:
+                continue
+        return [(path, seen) for _, _, path, seen in sorted(found)]
 
     def mark_read(self, path: Path) -> Path:
         """Move to cur/ with the Seen flag (Maildir)."""

@@ -21,8 +21,8 @@ from interop.address import KepAddress
 from interop.errors import AddressError, IdentityNumberError
 from interop.identity import NationalId
 from interop.limits import MiB
-from relay.config import embedded_default, load
-from relay.context import NodeContext, build_context
+from relay.cli.target import open_node
+from relay.context import NodeContext
 from relay.mailbox import Account, AccountState, AccountType, SignerRole
 
 
@@ -70,7 +70,7 @@ def _number(text: str) -> str:
 
 
 def _context(args: argparse.Namespace) -> NodeContext:
-    return build_context(load(args.config) if args.config else embedded_default())
+    return open_node(args)
 
 
 def run_list(args: argparse.Namespace) -> int:

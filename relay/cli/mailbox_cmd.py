@@ -1,7 +1,9 @@
 """``kep-relay mailbox list|show|read``: an account's folders, from the node's data folder.
 
-``read`` opens a message as its recipient would, so it issues the Retrieval evidence; the
-running node sends it on its next pass over the queue.
+``list`` gives the messages in the order they were filed; ``show`` prints one decoded
+(headers, text, attachments listed; ``--raw`` for its bytes, to save or verify); ``read``
+opens a message as its recipient would, so it issues the Retrieval evidence; the running node
+sends it on its next pass over the queue.
 """
 
 from __future__ import annotations
@@ -10,12 +12,11 @@ import argparse
 import sys
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from pathlib import Path
 from typing import Any
 
 from interop.envelope.fields import MESSAGE_IDENTIFIER, decode_text
-from relay.config import embedded_default, load
-from relay.context import NodeContext, build_context
+from relay.cli import message_view
+from relay.cli.target import add_config, open_node
 from relay.stages.retrieval import retrieve
 
 
@@ -28,20 +29,17 @@ def register(commands: Any) -> None:
         ("read", "open a message as its recipient (issues Retrieval evidence)"),
     ):
         p = sub.add_parser(action, help=text)
-        p.add_argument("--config", type=Path)
+        add_config(p)
         p.add_argument("address")
         p.add_argument("--folder", choices=("INBOX", "Sent", "Delil"), default="INBOX")
         if action != "list":
             p.add_argument("number", type=int, help="the number `list` shows")
+            p.add_argument("--raw", action="store_true", help="the message's bytes, undecoded")
         p.set_defaults(run=run_mailbox, action=action)
 
 
-def _context(args: argparse.Namespace) -> NodeContext:
-    return build_context(load(args.config) if args.config else embedded_default())
-
-
 def run_mailbox(args: argparse.Namespace) -> int:
-    context = _context(args)
+    context = open_node(args)
     if context.mailboxes.account(args.address) is None:
         print(f"kep-relay: {args.address} has no account here", file=sys.stderr)
         return 2
@@ -65,7 +63,12 @@ def run_mailbox(args: argparse.Namespace) -> int:
         print(f"kep-relay: there is no message {args.number} in {args.folder}", file=sys.stderr)
         return 2
     path, _seen = messages[args.number - 1]
-    sys.stdout.buffer.write(path.read_bytes())
+    data = path.read_bytes()
+    if args.raw:
+        sys.stdout.buffer.write(data)
+    else:
+        sys.stdout.write(message_view.render(data))
+    sys.stdout.flush()
     if args.action == "read" and args.folder == "INBOX":
         issued = retrieve(context, args.address, path)
         if issued is not None:

@@ -2,7 +2,10 @@
 
 With a development PKI it signs for the user (their dev e-imza certificate), so a full round
 trip can be shown without any other software. It speaks SMTP to the node's submission
-listener with Python's smtplib.
+listener with Python's smtplib, then waits for the S-GW's answer (SubmissionAcceptanceRejection)
+in the node's store: exit 0 when the message was accepted, 1 with the reasons when it was
+refused, 75 when no answer came in time (``--no-wait`` skips the wait: exit 0 once the node
+has taken the message).
 """
 
 from __future__ import annotations
@@ -10,13 +13,25 @@ from __future__ import annotations
 import argparse
 import mimetypes
 import smtplib
+import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from relay.config import embedded_default, load
+import psycopg
+
+from interop.errors import KepError
+from interop.evidence import xmlio
+from relay.config import NodeConfig, embedded_default, load
 from relay.keys import read_pki
+from relay.lifecycle import State
+from relay.store.reader import StoreReader
 from relay.submission import submit
+
+EXIT_NO_ANSWER = 75  # sysexits.h EX_TEMPFAIL: taken, its outcome not known yet
+# How often the store is asked for the submission's outcome while waiting.
+POLL = 0.2
 
 
 def register(commands: Any) -> None:
@@ -28,6 +43,16 @@ def register(commands: Any) -> None:
     send.add_argument("--body", default="")
     send.add_argument("--attach", type=Path, action="append", default=[])
     send.add_argument("--etebligat", action="store_true", help="mark as eTebligat (hs01 only)")
+    send.add_argument(
+        "--no-wait", action="store_true", help="do not wait for the provider's acceptance"
+    )
+    send.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the acceptance or rejection (default 60)",
+    )
     send.set_defaults(run=run)
 
 
@@ -71,4 +96,50 @@ def run(args: argparse.Namespace) -> int:
         f"submitted to {listener.host}:{listener.port} as {queue_id}: {size} bytes, "
         f"{len(args.to)} recipient(s)"
     )
-    return 0
+    return 0 if args.no_wait else wait_for_outcome(config, queue_id, args.wait)
+
+
+def wait_for_outcome(config: NodeConfig, queue_id: str, timeout: float) -> int:
+    """Wait until the S-GW has accepted or refused ``queue_id``; print what it said."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with StoreReader(config.store_url) as reader:
+                outcome = reader.submission_outcome(queue_id)
+        except (sqlite3.Error, psycopg.Error) as exc:
+            print(
+                f"kep-relay: {queue_id} was taken; its outcome cannot be read here (the store of"
+                f" {config.source}: {str(exc).strip()[:200]}); --no-wait skips waiting",
+                file=sys.stderr,
+            )
+            return EXIT_NO_ANSWER
+        if outcome is not None and outcome[0] is not State.RECEIVED:
+            break
+        if time.monotonic() >= deadline:
+            print(
+                f"kep-relay: {queue_id} was taken but not yet accepted or refused after"
+                f" {timeout:g}s; its evidence will be filed in the sender's Delil folder",
+                file=sys.stderr,
+            )
+            return EXIT_NO_ANSWER
+        time.sleep(POLL)
+    state, xml = outcome
+    if state is State.PROCESSED:
+        print(f"accepted: {queue_id}@{config.provider.domain}")
+        return 0
+    reasons = _reasons(xml) if xml is not None else []
+    print(
+        f"kep-relay: refused ({state}): " + ("; ".join(reasons) or "see the sender's Delil"),
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _reasons(xml: bytes) -> list[str]:
+    try:
+        evidence = xmlio.parse(xml)
+    except KepError as exc:
+        return [f"(its evidence cannot be read: {exc.detail})"]
+    return [
+        f"{r.reason.name}: {r.details}" if r.details else r.reason.name for r in evidence.reasons
+    ]

@@ -34,8 +34,9 @@ from interop.reasons import Reason
 from interop.revocation import RevocationData
 from interop.trust import TrustList
 from interop.verifiers import Verifiers
-from relay.config import embedded_default, load
-from relay.context import build_context, verifiers_for
+from relay.cli.target import open_node
+from relay.config import load
+from relay.context import verifiers_for
 from relay.export import export_message
 from relay.export_format import ZIP_MAGIC
 from relay.export_verify import ExportVerification, TrustFor, trust_from_roots, verify_file
@@ -358,7 +359,7 @@ def _export_report(result: ExportVerification) -> dict[str, Any]:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    context = build_context(load(args.config) if args.config else embedded_default())
+    context = open_node(args)
     try:
         done = export_message(context, args.remmd_id, args.out)
     except LookupError as exc:

@@ -145,6 +145,18 @@ class StoreReader:
         ).fetchone()
         return row is not None
 
+    def submission_outcome(self, queue_id: str) -> tuple[State, bytes | None] | None:
+        """The state of the submission ``queue_id`` and the SubmissionAcceptanceRejection
+        the S-GW issued for it, once it has (None: no such message)."""
+        row = self.db.execute("SELECT state FROM messages WHERE id = ?", (queue_id,)).fetchone()
+        if row is None:
+            return None
+        evidence = self.db.execute(
+            "SELECT xml FROM evidence WHERE message_id = ? AND type = ? AND direction = ?",
+            (queue_id, EvidenceType.SubmissionAcceptanceRejection.value, "issued"),
+        ).fetchone()
+        return State(row[0]), blob(evidence[0]) if evidence else None
+
 
 def writable(url: str, timeout: float = 2.0) -> str | None:
     """Why the store cannot take a write now, or None (the readiness probe)."""
