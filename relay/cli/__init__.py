@@ -15,6 +15,7 @@ from relay.cli import (
     ledger_cmd,
     mailbox_cmd,
     mesh_cmd,
+    message_cmd,
     pki_cmd,
     selfcheck_cmd,
     send_cmd,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.register(commands)
     send_cmd.register(commands)
     mailbox_cmd.register(commands)
+    message_cmd.register(commands)
     account_cmd.register(commands)
     ledger_cmd.register(commands)
     pki_cmd.register(commands)

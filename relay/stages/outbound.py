@@ -5,7 +5,8 @@ through the one way out (``Transport.send``); a 250 makes it ``sent`` (a Dispatc
 for its evidence under ``evidence_timeout``); 4xx and connection trouble retry with back-off
 from ``retry_initial`` doubling to ``retry_max``; a 5xx on a Dispatch, or ``relay_timeout``
 without a 250, ends the relay with RelayREMMDFailure filed for the sender, and so does
-``evidence_timeout`` without Delivery evidence.
+``evidence_timeout`` without Delivery evidence. Each attempt goes into the attempts history
+(``relay.store.attempts``) in the transaction that records its outcome.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from relay.context import NodeContext
 from relay.issuing import file_evidence, record, remake_message, sign
 from relay.lifecycle import Kind, State, Superseded
 from relay.metrics import code_class
-from relay.store import MessageRow, Row
+from relay.store import MessageRow, Row, Tx
 from relay.transport.base import Entry, Outcome, Result, Transport
 
 log = structlog.get_logger("kep.outbound")
@@ -106,6 +107,7 @@ def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
                 last_reply=result.reply[:500],
                 sent_at=context.now(),
             )
+            _attempted(context, db, row, result)
             if row.kind is Kind.DISPATCH_OUT:
                 store.set_timer(
                     db,
@@ -124,7 +126,7 @@ def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
         )
         return
     if result.outcome is Outcome.TEMPORARY and _outlived(context, row):
-        _give_up(context, row, attempts, result.reply)
+        _give_up(context, row, attempts, result)
         return
     if result.outcome is Outcome.TEMPORARY:
         with store.transaction() as db:
@@ -136,6 +138,7 @@ def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
                 last_reply=result.reply[:500],
                 next_attempt=context.now() + backoff(context, attempts),
             )
+            _attempted(context, db, row, result)
         log.warning(
             "message_deferred",
             queue_id=row.id,
@@ -156,11 +159,16 @@ def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
     )
     if row.kind is Kind.DISPATCH_OUT:
         relay_failure(
-            context, row, Reason.R_REMMD_Malfunction, f"{row.peer} answered: {result.reply}"
+            context,
+            row,
+            Reason.R_REMMD_Malfunction,
+            f"{row.peer} answered: {result.reply}",
+            attempt=result,
         )
     else:
         with store.transaction() as db:
             store.move(db, row, State.FAILED, attempts=attempts, last_reply=result.reply[:500])
+            _attempted(context, db, row, result)
 
 
 def _outlived(context: NodeContext, row: MessageRow) -> bool:
@@ -169,11 +177,13 @@ def _outlived(context: NodeContext, row: MessageRow) -> bool:
     return row.kind is Kind.EVIDENCE_OUT and context.now() - row.created >= lifetime
 
 
-def _give_up(context: NodeContext, row: MessageRow, attempts: int, reply: str) -> None:
+def _give_up(context: NodeContext, row: MessageRow, attempts: int, result: Result) -> None:
     """The end of an Evidence message the peer never took: kept as ``expired`` and counted, so
     an operator sees it (alert KepEvidenceExpired); the evidence stays in the ledger."""
+    reply = result.reply
     with context.store.transaction() as db:
         context.store.move(db, row, State.EXPIRED, attempts=attempts, last_reply=reply[:500])
+        _attempted(context, db, row, result)
     context.metrics.expired.labels(row.peer or "", row.kind).inc()
     log.error(
         "evidence_expired",
@@ -185,13 +195,21 @@ def _give_up(context: NodeContext, row: MessageRow, attempts: int, reply: str) -
     )
 
 
+# What an attempt came to, in metrics and in the attempts history.
+OUTCOMES = {Outcome.DELIVERED: "sent", Outcome.TEMPORARY: "deferred", Outcome.PERMANENT: "failed"}
+
+
+def _attempted(context: NodeContext, db: Tx, row: MessageRow, result: Result) -> None:
+    """The attempt in the history (``kep-relay message status``), in the transaction that
+    records its outcome on the message."""
+    context.store.add_attempt(
+        db, row, outcome=OUTCOMES[result.outcome], reply=result.reply, host=result.host
+    )
+
+
 def _count(context: NodeContext, row: MessageRow, result: Result) -> None:
     metrics, peer, cls = context.metrics, row.peer or "", code_class(result.code)
-    outcome = {
-        Outcome.DELIVERED: "sent",
-        Outcome.TEMPORARY: "deferred",
-        Outcome.PERMANENT: "failed",
-    }[result.outcome]
+    outcome = OUTCOMES[result.outcome]
     metrics.relayed.labels(peer, row.kind.label, outcome, cls).inc()
     answered = cls != "none"  # any SMTP reply: the peer is there, whatever it said
     metrics.peer_up.labels(peer).set(1 if answered else 0)
@@ -206,8 +224,10 @@ def relay_failure(
     details: str,
     *,
     state: State = State.FAILED,
+    attempt: Result | None = None,
 ) -> None:
-    """RelayREMMDFailure for a Dispatch, filed in the sender's Delil folder; timers stop."""
+    """RelayREMMDFailure for a Dispatch, filed in the sender's Delil folder; timers stop.
+    ``attempt``: the send whose answer ended the relay, recorded with the failure."""
     store = context.store
     about_rows = [e for e in store.evidence_of_message(dispatch.id) if e["direction"] == "issued"]
     if not about_rows:
@@ -237,6 +257,8 @@ def relay_failure(
         record(context, db, issued, direction="issued", message_id=dispatch.id, envelope_id=key)
         store.stop_timer(db, dispatch.remmd_id or "", dispatch.peer or "")
         store.move(db, dispatch, state, last_reply=details[:500])
+        if attempt is not None:
+            _attempted(context, db, dispatch, attempt)
     if state is State.EXPIRED:
         context.metrics.expired.labels(dispatch.peer or "", dispatch.kind).inc()
     log.warning(

@@ -5,17 +5,20 @@ Tables (``schema.py``): ``messages`` (every envelope received or made, in its st
 ``relay.lifecycle``), ``evidence`` (every evidence issued or received, with what verifying it
 needs), ``ledger`` (the hash chain of profile §7 over the evidence, append-only),
 ``checkpoints`` and ``archive_stamps`` (its signatures and time-stamp chain), ``accounts`` and
-``account_signers``, and ``timers`` (relay and evidence deadlines). Each stage changes state in
-one transaction, so a crash leaves every message in exactly one state and replaying a stage is
-safe. The queries live by concern: ``messages.py``, ``evidence.py``, ``accounts.py``,
-``timers.py``, ``export.py``; ``base.py`` holds the database and the clock, ``database.py``
+``account_signers``, ``timers`` (relay and evidence deadlines) and ``attempts`` (the last sends
+of each message to a peer, with the replies). Each stage changes state in one transaction, so
+a crash leaves every message in exactly one state and replaying a stage is safe. The queries
+live by concern: ``messages.py``, ``evidence.py``, ``accounts.py``, ``timers.py``,
+``attempts.py``, ``export.py``; ``base.py`` holds the database and the clock, ``database.py``
 what differs between the two databases, ``schema.py`` the tables and their migrations, and
-``reader.py`` the read-only view of metrics and operator tools.
+``reader.py`` the read-only view of metrics and operator tools (with ``status.py``, the
+queries of one message's story).
 """
 
 from __future__ import annotations
 
 from relay.store.accounts import AccountQueries
+from relay.store.attempts import AttemptQueries
 from relay.store.base import GENESIS, MessageRow, blob, ledger_hash
 from relay.store.database import Database, Row, Tx, is_duplicate, open_database
 from relay.store.evidence import EvidenceQueries
@@ -37,5 +40,7 @@ __all__ = [
 ]
 
 
-class Store(MessageQueries, EvidenceQueries, AccountQueries, TimerQueries, ExportQueries):
+class Store(
+    MessageQueries, EvidenceQueries, AccountQueries, TimerQueries, AttemptQueries, ExportQueries
+):
     """Every query of the node, by concern, on one database."""

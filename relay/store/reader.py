@@ -3,12 +3,15 @@
 The monitoring listener reads state at scrape time on its own threads, and the operator tools
 read other nodes' stores (``kep-relay mesh``); neither may touch the connections the stages use
 nor wait for their locks. SQLite's WAL lets a reader see the last committed state alongside;
-PostgreSQL's readers never wait for writers.
+PostgreSQL's readers never wait for writers. ``snapshot`` makes several queries see one state
+(one message's story, ``relay.store.status``).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +21,7 @@ from interop.evidence.codes import Event, EvidenceType
 from relay.lifecycle import HELD, PENDING, Kind, State
 from relay.store.base import blob
 from relay.store.database import Tx, psycopg_sql, sqlite_path
+from relay.store.status import StatusQueries
 
 
 class _Postgres:
@@ -42,7 +46,7 @@ def _connect(url: str, timeout: float) -> tuple[Tx, Any]:
     return _Postgres(connection), connection  # type: ignore[return-value]
 
 
-class StoreReader:
+class StoreReader(StatusQueries):
     def __init__(self, url: str, timeout: float = 5.0) -> None:
         self.url = url
         self.timeout = timeout
@@ -58,6 +62,17 @@ class StoreReader:
         traceback: TracebackType | None,
     ) -> None:
         self._connection.close()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """The queries inside read one committed state (a read transaction: SQLite's WAL
+        snapshot, PostgreSQL's repeatable read), never writing and never waiting for a writer."""
+        sqlite = self.url.startswith("sqlite:///")
+        self.db.execute("BEGIN" if sqlite else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield
+        finally:
+            self.db.execute("ROLLBACK")
 
     def ledger_length(self) -> int:
         row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()

@@ -230,12 +230,37 @@ def _lookups(tx: Tx, database: Database) -> None:
         tx.execute(statement)
 
 
+ATTEMPTS = """
+-- Each send of a dispatch-out or evidence-out (kep-relay message status): when, to which
+-- host, what came of it and the peer's reply; written with the outcome's move. A message
+-- keeps its last relay.store.attempts.ATTEMPTS_KEPT: attempt number n lies in slot n modulo
+-- that, so a message retried for days overwrites its oldest in place.
+CREATE TABLE IF NOT EXISTS attempts (
+    message_id TEXT NOT NULL,     -- the messages row sent
+    slot INTEGER NOT NULL,        -- number modulo ATTEMPTS_KEPT
+    number INTEGER NOT NULL,      -- 1 for its first attempt, counting on across resends
+    attempted REAL NOT NULL,      -- when the outcome was recorded
+    host TEXT,                    -- host:port that answered, when one did
+    outcome TEXT NOT NULL,        -- sent (250), deferred (4xx, no answer), failed (5xx)
+    reply TEXT NOT NULL,          -- the peer's reply, or what went wrong (truncated)
+    PRIMARY KEY (message_id, slot)
+);
+"""
+
+
+def _attempts(tx: Tx, database: Database) -> None:
+    """The history of send attempts, beside the last reply ``messages`` keeps."""
+    for statement in _statements(database, ATTEMPTS):
+        tx.execute(statement)
+
+
 # Each step brings a store from the version before it to its own; append only.
 MIGRATIONS: list[tuple[int, str, Callable[[Tx, Database], None]]] = [
     (1, "the tables of the first releases", _first_release),
     (2, "leases and fencing tokens for many node processes", _leases),
     (3, "received messages waiting at the upgrade count as claimed once", _first_claims),
     (4, "indexes for lookups by message, envelope, parent and timer", _lookups),
+    (5, "the history of send attempts", _attempts),
 ]
 VERSION = MIGRATIONS[-1][0]
 

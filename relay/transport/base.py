@@ -29,6 +29,7 @@ class Result:
     outcome: Outcome
     reply: str  # the peer's reply as it came, or what went wrong when none came
     code: int = 0  # the peer's reply code; 0 when no reply came (connection, TLS, DNS)
+    host: str | None = None  # host:port of the peer's gateway that answered, when one did
 
 
 class Transport(Protocol):

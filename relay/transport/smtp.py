@@ -141,29 +141,31 @@ class SmtpTransport:
     async def send(self, entry: Entry) -> Result:
         async with self._slots[entry.peer]:
             client = None
+            host: str | None = None  # the gateway that answered, for the attempt's record
             try:
                 client = self._idle[entry.peer].pop() if self._idle[entry.peer] else None
                 if client is None or not client.is_connected:
                     client = await self._connect(entry.peer)
+                host = f"{client.hostname}:{client.port}"
                 refused, reply = await self._transaction(client, entry)
                 if refused:
                     first = refused[0]
                     outcome = Outcome.PERMANENT if first.code >= 500 else Outcome.TEMPORARY
-                    return Result(outcome, f"{first.code} {first.message}", first.code)
+                    return Result(outcome, f"{first.code} {first.message}", first.code, host=host)
                 # Only a connection that finished its transaction with a 250 goes back: one that
                 # failed anywhere (mid-DATA above all) is closed below.
                 self._idle[entry.peer].append(client)
                 client = None
-                return Result(Outcome.DELIVERED, f"250 {reply.message}", 250)
+                return Result(Outcome.DELIVERED, f"250 {reply.message}", 250, host=host)
             except aiosmtplib.SMTPResponseException as exc:
                 outcome = Outcome.PERMANENT if exc.code >= 500 else Outcome.TEMPORARY
-                return Result(outcome, f"{exc.code} {exc.message}", exc.code)
+                return Result(outcome, f"{exc.code} {exc.message}", exc.code, host=host)
             except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient: the first says
                 first = exc.recipients[0]
                 outcome = Outcome.PERMANENT if first.code >= 500 else Outcome.TEMPORARY
-                return Result(outcome, f"{first.code} {first.message}", first.code)
+                return Result(outcome, f"{first.code} {first.message}", first.code, host=host)
             except (aiosmtplib.SMTPException, OSError, ConnectionError, ssl.SSLError) as exc:
-                return Result(Outcome.TEMPORARY, f"{type(exc).__name__}: {exc}")
+                return Result(Outcome.TEMPORARY, f"{type(exc).__name__}: {exc}", host=host)
             except RouteTrouble as exc:  # DNS could not answer: the next attempt may
                 return Result(Outcome.TEMPORARY, exc.detail)
             finally:

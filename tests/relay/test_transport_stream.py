@@ -113,6 +113,7 @@ class _Peer:
         self.connections = 0
         self.mail: list[bytes] = []
         self.data: list[bytes] = []
+        self.address = ""  # host:port, once listening
 
     async def start(self) -> tuple[asyncio.Server, int]:
         sock = socket.socket()
@@ -121,6 +122,7 @@ class _Peer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         sock.bind(("127.0.0.1", 0))
         server = await asyncio.start_server(self._session, sock=sock, ssl=self.tls)
+        self.address = f"127.0.0.1:{sock.getsockname()[1]}"
         return server, int(sock.getsockname()[1])
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -206,7 +208,8 @@ def test_the_wire_carries_stuff_of_the_file(mesh: Mesh, tmp_path: Path, chunk: i
         paths[-1].write_bytes(message)
     peer = _Peer(mesh)
     results, sizes = _deliver_all(mesh, peer, paths, chunk=chunk)
-    assert results == [Result(Outcome.DELIVERED, "250 2.0.0 Ok: queued as 1", 250)] * len(_TRICKY)
+    sent = Result(Outcome.DELIVERED, "250 2.0.0 Ok: queued as 1", 250, host=peer.address)
+    assert results == [sent] * len(_TRICKY)
     assert peer.data == [stuff(message) for message in _TRICKY]
     assert sizes == [str(len(message)).encode() for message in _TRICKY]
     # Every message went over the one pooled connection: after a streamed DATA, aiosmtplib's
@@ -223,8 +226,10 @@ def test_the_reply_to_the_data_is_the_result(
 ) -> None:
     path = tmp_path / "m.eml"
     path.write_bytes(b"Subject: x\r\n\r\nMerhaba\r\n")
-    results, _ = _deliver_all(mesh, _Peer(mesh, reply), [path])
-    assert results == [Result(outcome, reply.decode(), int(reply[:3]))]
+    peer = _Peer(mesh, reply)
+    results, _ = _deliver_all(mesh, peer, [path])
+    # The result names the gateway that answered (the attempts history shows it).
+    assert results == [Result(outcome, reply.decode(), int(reply[:3]), host=peer.address)]
 
 
 @pytest.mark.parametrize("broken", ["cut", "stall"])
