@@ -19,7 +19,7 @@ from relay import config_check
 from relay.config import ConfigurationProblems, embedded_default, from_mapping, load
 from relay.context import build_context, verifiers_for
 from relay.keys import write_pki
-from tests.helpers import NOW
+from tests.helpers import NOW, production_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -306,32 +306,9 @@ def test_a_peer_beyond_hs01_hs08_with_its_domain_is_taken() -> None:
 def test_a_production_configuration_must_describe_its_own_provider(
     pki: DevPki, tmp_path: Path
 ) -> None:
-    path = _production(pki, tmp_path, peers=("hs02",))
+    path = production_config(pki, tmp_path, peers=("hs02",))
     with pytest.raises(ConfigurationError, match=r"\[peers\.hs01\]: missing"):
         load(path)
-
-
-def _production(pki: DevPki, tmp_path: Path, peers: tuple[str, ...] = ("hs01", "hs02")) -> Path:
-    """A production configuration ([identity], [trust], a [peers] table each) made of the
-    development PKI's files, with the PKI's TSA key in the node."""
-    write_pki(pki, tmp_path / "pki")
-    ca, own = tmp_path / "pki" / "ca", tmp_path / "pki" / "providers" / "hs01"
-    tables = "".join(
-        f'[peers.{p}]\nroute = "127.0.0.1:1"\nprocess_cas = ["{ca}/process-ca.crt"]\n'
-        f'tls_cas = ["{ca}/tls-ca.crt"]\ntls_names = ["{tls_host(p)}"]\n'
-        for p in peers
-    )
-    path = tmp_path / "hs01.toml"
-    path.write_text(
-        f'[node]\nprovider = "hs01"\ndata_dir = "data"\nprocesses = 1\n'
-        f'[identity]\nprocess_cert = "{own}/process.crt"\nprocess_key = "{own}/process.key"\n'
-        f'tls_cert = "{own}/tls.crt"\ntls_key = "{own}/tls.key"\n'
-        f'tsa_cert = "{tmp_path}/pki/tsa/tsa.crt"\ntsa_key = "{tmp_path}/pki/tsa/tsa.key"\n'
-        f'[trust]\nuser_cas = ["{ca}/user-ca.crt"]\ntsa_cas = ["{ca}/process-ca.crt"]\n'
-        f'crls = ["{ca}/process-ca.crl", "{ca}/tls-ca.crl", "{ca}/user-ca.crl"]\n'
-        f"{tables}"
-    )
-    return path
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -350,7 +327,7 @@ def _files(folder: Path) -> set[Path]:
 
 
 def test_config_check_passes_a_good_file_and_creates_nothing(pki: DevPki, tmp_path: Path) -> None:
-    path = _production(pki, tmp_path)
+    path = production_config(pki, tmp_path)
     before = _files(tmp_path)
     done = _cli("config", "check", "--config", str(path))
     assert (done.returncode, done.stdout) == (0, f"{path}: configuration valid\n"), done.stderr
@@ -358,7 +335,7 @@ def test_config_check_passes_a_good_file_and_creates_nothing(pki: DevPki, tmp_pa
 
 
 def test_config_check_names_every_problem_it_can_find_offline(pki: DevPki, tmp_path: Path) -> None:
-    path = _production(pki, tmp_path)
+    path = production_config(pki, tmp_path)
     own = tmp_path / "pki" / "providers" / "hs01"
     (tmp_path / "not-a-folder").write_text("")
     text = (
@@ -391,7 +368,7 @@ def test_config_check_names_every_problem_it_can_find_offline(pki: DevPki, tmp_p
 
 
 def test_config_check_judges_certificates_by_date(pki: DevPki, tmp_path: Path) -> None:
-    config = load(_production(pki, tmp_path))
+    config = load(production_config(pki, tmp_path))
     until = pki.providers["hs01"].process.certificate.not_valid_after_utc
     assert [f for f in config_check.check(config, NOW) if f.where.startswith("identity")] == []
     soon = config_check.check(config, until - dt.timedelta(days=10))
@@ -429,7 +406,7 @@ def _documented_keys() -> list[str]:
 
 
 def test_config_show_names_every_documented_key_and_loads_back(pki: DevPki, tmp_path: Path) -> None:
-    path = _production(pki, tmp_path)
+    path = production_config(pki, tmp_path)
     with path.open("a") as toml:
         toml.write(
             '[store]\nurl = "postgresql://kep@db/kep"\n'
