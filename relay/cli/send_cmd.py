@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from interop.errors import ConfigurationError
 from relay.config import embedded_default, load
 from relay.keys import read_pki
 from relay.submission import submit
@@ -32,6 +33,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    attachments = [_attachment(path) for path in args.attach]
     config = load(args.config) if args.config else embedded_default()
     if config.dev_pki is None:
         print(
@@ -44,10 +46,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyError:
         print(f"kep-relay: {args.sender} is not a user of the development PKI", file=sys.stderr)
         return 2
-    attachments = []
-    for path in args.attach:
-        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        attachments.append((path.name, kind, path.read_bytes()))
     extra = [("X-TR-REM-iletiTip", "eTebligat")] if args.etebligat else []
     listener = config.submission_listener
     try:
@@ -72,3 +70,13 @@ def run(args: argparse.Namespace) -> int:
         f"{len(args.to)} recipient(s)"
     )
     return 0
+
+
+def _attachment(path: Path) -> tuple[str, str, bytes]:
+    """``--attach``'s file as (name, MIME type, content); a file that cannot be read is a
+    usage error naming it, before anything is sent."""
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"--attach {path}: cannot be read: {exc.strerror or exc}") from exc
+    return path.name, mimetypes.guess_type(path.name)[0] or "application/octet-stream", content
