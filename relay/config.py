@@ -227,7 +227,7 @@ class _Section:
         self.used: set[str] = set()
 
     def where(self, key: str) -> str:
-        return f"{self.source}: {self.name}.{key}"
+        return f"{self.source}: {self.name}.{key}" if self.name else f"{self.source}: {key}"
 
     def problem(self, key: str, text: str) -> None:
         self.problems.append(f"{self.where(key)}: {text}")
@@ -237,7 +237,8 @@ class _Section:
         if key not in self.table:
             return default
         value = self.table[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             expected = (
                 kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             )
@@ -358,7 +359,7 @@ class _Reader:
     def __init__(self, raw: Mapping[str, Any], source: str, base: Path) -> None:
         self.raw, self.source, self.base = raw, source, base
         self.problems: list[str] = []
-        self.top = self.section("(top level)", raw)
+        self.top = self.section("", raw)
 
     def section(self, name: str, table: object) -> _Section:
         return _Section(self.problems, self.source, name, table)

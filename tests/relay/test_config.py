@@ -452,3 +452,16 @@ def test_config_show_redacts_secrets_and_shows_what_is_not_set(tmp_path: Path) -
     assert "# [identity]: not set" in shown and "# policy: not set" in shown
     assert "own_message_limit_mib = 25\n" in shown and 'relay_timeout = "24h"' in shown
     assert not (tmp_path / "var").exists() and not (tmp_path / "pki").exists()
+
+
+def test_a_boolean_is_not_a_number_and_unknown_top_level_keys_are_named_plainly() -> None:
+    with pytest.raises(ConfigurationProblems) as caught:
+        from_mapping(
+            {"node": DEV_NODE, "limits": {"default_quota_mib": True}, "nodes": {}},
+            "x.toml",
+            Path("/tmp"),
+        )
+    assert caught.value.problems == (
+        "x.toml: limits.default_quota_mib: expected int or float, got True",
+        "x.toml: nodes: unknown key",
+    )
