@@ -27,7 +27,7 @@ def value(item: object) -> str:
     if isinstance(item, bool):
         return "true" if item else "false"
     if isinstance(item, Path):
-        return value(str(item.absolute()))
+        return value(str(item.resolve()))  # absolute, without ".." (links followed)
     if isinstance(item, str):
         return json.dumps(item, ensure_ascii=False)  # JSON's escapes are TOML's
     if isinstance(item, int | float):
@@ -98,7 +98,7 @@ def show(config: NodeConfig) -> str:
     out.key(
         "url",
         value(redact(store.url)) if store.url else None,
-        f"the default, sqlite:///{(config.data_dir / 'state.sqlite3').absolute()}",
+        f"the default, sqlite:///{(config.data_dir / 'state.sqlite3').resolve()}",
     )
     out.key("lease", seconds(store.lease))
     out.key("connections", value(store.connections))
