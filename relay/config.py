@@ -299,7 +299,9 @@ def _near_builtin(provider_id: str) -> str:
     """`` (did you mean hs02?)`` for an id like ``hs2`` or ``HS02``, else nothing."""
     match = re.fullmatch(r"hs0*(\d+)", provider_id.strip().lower())
     guess = f"hs{int(match.group(1)):02d}" if match else ""
-    return f" (did you mean {guess}?)" if guess and BUILTIN_DIRECTORY.get(guess) else ""
+    if not guess or guess == provider_id.strip().lower():  # lower case is advised already
+        return ""
+    return f" (did you mean {guess}?)" if BUILTIN_DIRECTORY.get(guess) else ""
 
 
 def own_message_limit(provider_id: str) -> int:
@@ -455,7 +457,7 @@ class _Reader:
         """``node.provider`` (and ``node.domain``); hs01 stands in after a problem, so the
         rest of the file is still read."""
         provider_id = node.get("provider", str)
-        domain = node.get("domain", str)
+        domain = node.get("domain", str) or None
         if provider_id is None:
             node.problem("provider", 'required (like "hs01")')
             return BUILTIN_DIRECTORY["hs01"]

@@ -15,6 +15,7 @@ from cryptography import x509
 
 from interop.errors import ConfigurationError
 from interop.pki.devpki import DevPki, tls_host
+from interop.providers import BUILTIN_DIRECTORY, Provider
 from relay import config_check
 from relay.config import ConfigurationProblems, embedded_default, from_mapping, load
 from relay.context import build_context, verifiers_for
@@ -267,7 +268,7 @@ def test_serve_refuses_a_bad_file_with_every_problem_one_a_line(tmp_path: Path) 
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"kep-relay: {path}: node.provider: 'HS01' is not a provider id: write it in lower"
-        " case, 'hs01' (did you mean hs01?)",
+        " case, 'hs01'",
         f"kep-relay: {path}: store.lease: must be at least 5s, not 1s",
         f"kep-relay: {path}: peers.hs2: 'hs2' is not one of hs01-hs08 (did you mean hs02?);"
         " for another provider give peers.hs2.domain, its KEP domain",
@@ -465,3 +466,18 @@ def test_a_boolean_is_not_a_number_and_unknown_top_level_keys_are_named_plainly(
         "x.toml: limits.default_quota_mib: expected int or float, got True",
         "x.toml: nodes: unknown key",
     )
+
+
+def test_a_custom_provider_needs_its_domain_and_an_empty_domain_is_none() -> None:
+    def provider(node: dict[str, object]) -> object:
+        return from_mapping({"node": {**node, "dev_pki": "p"}}, "x.toml", Path("/tmp")).provider
+
+    assert provider({"provider": "hs01", "domain": ""}) == BUILTIN_DIRECTORY["hs01"]
+    assert provider({"provider": "hs01", "domain": "hs01.kep.tr"}) == BUILTIN_DIRECTORY["hs01"]
+    assert provider({"provider": "acme", "domain": "acme.kep.tr"}) == Provider(
+        "acme", "acme.kep.tr"
+    )
+    with pytest.raises(
+        ConfigurationError, match=r"node\.domain: provider acme: domain 'acme\.com'"
+    ):
+        provider({"provider": "acme", "domain": "acme.com"})
