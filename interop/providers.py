@@ -28,6 +28,20 @@ BUILTIN_PROVIDERS: Mapping[str, str] = {
 ETEBLIGAT_PROVIDER = "hs01"
 
 
+def provider_id_problem(provider_id: str) -> str | None:
+    """What is wrong with ``provider_id`` as a provider id, giving the valid form when there is
+    one (``'HS01'``: lower case, ``'hs01'``); None when it is a valid id."""
+    if _PROVIDER_ID.match(provider_id):
+        return None
+    lower = provider_id.strip().lower()
+    if _PROVIDER_ID.match(lower):
+        return f"{provider_id!r} is not a provider id: write it in lower case, {lower!r}"
+    return (
+        f"{provider_id!r} is not a provider id: 2 to 16 lower-case letters and digits,"
+        " beginning with a letter (like 'hs01')"
+    )
+
+
 def is_valid_domain(domain: str) -> bool:
     labels = domain.split(".")
     return len(domain) <= 255 and len(labels) >= 2 and all(_DOMAIN_LABEL.match(x) for x in labels)

@@ -46,6 +46,9 @@ from relay.tsa import Stamping
 Clock = Callable[[], dt.datetime]
 log = structlog.get_logger("kep.node")
 
+# Seconds a node waits at start for a PostgreSQL store that is not there yet (started with it).
+STORE_WAIT = 30.0
+
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -264,7 +267,7 @@ def _node_context(
             config.store_url,
             synchronous=config.store.sqlite_synchronous,
             connections=config.store.connections,
-            retry_for=30.0,
+            retry_for=STORE_WAIT,
         ),
         clock=lambda: clock().timestamp(),
     )

@@ -195,13 +195,25 @@ def ready(node: MeshNode) -> bool:
         return False
 
 
+class StartFailed(RuntimeError):
+    """A node of the mesh did not start (or not in time); the nodes this start had started
+    are stopped again. ``str()`` is one line: which, why, and what was stopped."""
+
+
 def start(mesh: Mesh, timeout: float = 120.0) -> list[str]:
-    """Start every node not running; wait until all are ready. Returns those started."""
+    """Start every node not running; wait until all are ready. Returns those started.
+
+    When one stops during start-up or is not ready in ``timeout`` seconds, the nodes started
+    here are stopped (those running before are left alone) and ``StartFailed`` says which
+    failed and why: the lines ``kep-relay:`` its log ends with, else its log's last line.
+    """
     started: dict[str, subprocess.Popen[bytes]] = {}
+    logged_from: dict[str, int] = {}
     for node in mesh.nodes:
         if running_pid(mesh, node.provider) is not None:
             continue
         with mesh.log(node.provider).open("ab") as log:
+            logged_from[node.provider] = log.tell()
             process = subprocess.Popen(  # the node outlives this command: its own session
                 [
                     sys.executable,
@@ -228,14 +240,48 @@ def start(mesh: Mesh, timeout: float = 120.0) -> list[str]:
             if ready(node):
                 waiting.remove(node)
             elif _exited(mesh, node.provider, started.get(node.provider)):
-                tail = mesh.log(node.provider).read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{node.provider} stopped during start-up:\n{tail}")
+                why = _why(mesh.log(node.provider), logged_from.get(node.provider, 0))
+                stopped = _stop_started(mesh, started)
+                raise StartFailed(
+                    f"{node.provider} did not start: {why}; stopped again:"
+                    f" {', '.join(stopped) or 'none'} (log: {mesh.log(node.provider)})"
+                )
         if waiting and time.monotonic() > deadline:
             names = ", ".join(n.provider for n in waiting)
-            raise RuntimeError(f"not ready after {timeout:.0f} s: {names}")
+            stopped = _stop_started(mesh, started)
+            raise StartFailed(
+                f"not ready after {timeout:.0f} s: {names}; stopped again:"
+                f" {', '.join(stopped) or 'none'} (logs: {mesh.folder}/<id>.log)"
+            )
         if waiting:
             time.sleep(0.2)
     return list(started)
+
+
+def _why(log: Path, offset: int) -> str:
+    """Why a node stopped, from what it logged since ``offset``: its ``kep-relay:`` lines
+    (what the command line says of a problem), else its last line."""
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        lines = [x.strip() for x in handle.read().decode(errors="replace").splitlines()]
+    said = [x.removeprefix("kep-relay: ") for x in lines if x.startswith("kep-relay: ")]
+    last = next((x for x in reversed(lines) if x), "it logged nothing")
+    return " / ".join(said) if said else last[:300]
+
+
+def _stop_started(mesh: Mesh, started: dict[str, subprocess.Popen[bytes]]) -> list[str]:
+    """SIGTERM the nodes this start began that still run, wait for them; their names."""
+    stopped = [p for p, process in started.items() if process.poll() is None]
+    for provider in stopped:
+        started[provider].terminate()
+    for provider, process in started.items():
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        mesh.pidfile(provider).unlink(missing_ok=True)
+    return stopped
 
 
 def _exited(mesh: Mesh, provider: str, child: subprocess.Popen[bytes] | None) -> bool:

@@ -32,7 +32,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from relay import logs
+from relay import logs, startup
 from relay.config import NodeConfig
 from relay.context import NodeContext, build_context
 from relay.metrics import register_state
@@ -68,6 +68,7 @@ class _Child:
 def serve(config: NodeConfig, log_format: str | None = None) -> int:
     """Run the node: in this process, or as ``[node] processes`` node processes under a
     supervisor. Returns the exit code."""
+    startup.check(config)  # what would stop every node process, said once (relay.startup)
     if config.processes > 1:
         return Supervisor(config, log_format).run()
     asyncio.run(Node(build_context(config)).run())

@@ -22,10 +22,10 @@ from interop.evidence.codes import Event, EvidenceType
 from interop.evidence.issue import follow_up, submission_evidence
 from interop.evidence.model import Evidence
 from interop.evidence.xades import sign_evidence
-from interop.pki.devpki import DevPki
+from interop.pki.devpki import DevPki, tls_host
 from interop.providers import BUILTIN_DIRECTORY
 from interop.verifiers import Verifiers
-from relay.keys import verifiers_from_pki
+from relay.keys import verifiers_from_pki, write_pki
 
 # Frozen clock: every PKI in the tests is made at NOW and checked a little later.
 NOW = dt.datetime(2026, 11, 24, 12, 0, 0, tzinfo=dt.UTC)
@@ -174,3 +174,29 @@ def make_evidence_message(
 
 def verifiers_for(pki: DevPki) -> Verifiers:
     return verifiers_from_pki(pki)
+
+
+def production_config(
+    pki: DevPki, folder: Path, peers: tuple[str, ...] = ("hs01", "hs02"), extra: str = ""
+) -> Path:
+    """``folder/hs01.toml``: hs01 configured for production ([identity] with a TSA key in the
+    node, [trust], a [peers] table each, one node process) from ``pki``'s files, written to
+    ``folder/pki``; ``extra`` is appended. Data in ``folder/data``."""
+    write_pki(pki, folder / "pki")
+    ca, own = folder / "pki" / "ca", folder / "pki" / "providers" / "hs01"
+    tables = "".join(
+        f'[peers.{p}]\nroute = "127.0.0.1:1"\nprocess_cas = ["{ca}/process-ca.crt"]\n'
+        f'tls_cas = ["{ca}/tls-ca.crt"]\ntls_names = ["{tls_host(p)}"]\n'
+        for p in peers
+    )
+    path = folder / "hs01.toml"
+    path.write_text(
+        f'[node]\nprovider = "hs01"\ndata_dir = "data"\nprocesses = 1\n'
+        f'[identity]\nprocess_cert = "{own}/process.crt"\nprocess_key = "{own}/process.key"\n'
+        f'tls_cert = "{own}/tls.crt"\ntls_key = "{own}/tls.key"\n'
+        f'tsa_cert = "{folder}/pki/tsa/tsa.crt"\ntsa_key = "{folder}/pki/tsa/tsa.key"\n'
+        f'[trust]\nuser_cas = ["{ca}/user-ca.crt"]\ntsa_cas = ["{ca}/process-ca.crt"]\n'
+        f'crls = ["{ca}/process-ca.crl", "{ca}/tls-ca.crl", "{ca}/user-ca.crl"]\n'
+        f"{tables}{extra}"
+    )
+    return path

@@ -12,6 +12,7 @@ from interop.errors import ConfigurationError
 from relay import logs
 from relay.cli import (
     account_cmd,
+    config_cmd,
     ledger_cmd,
     mailbox_cmd,
     mesh_cmd,
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kep-relay {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_cmd.register(commands)
+    config_cmd.register(commands)
     send_cmd.register(commands)
     mailbox_cmd.register(commands)
     message_cmd.register(commands)
@@ -70,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE_CLOSED
     except ConfigurationError as exc:
-        print(f"kep-relay: {exc.detail}", file=sys.stderr)
+        for line in exc.detail.splitlines():  # a configuration's problems: one line each
+            print(f"kep-relay: {line}", file=sys.stderr)
         return EXIT_USAGE
     except TemporaryTrouble as exc:
         print(f"kep-relay: {exc.detail}; try again later", file=sys.stderr)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from interop.address import KepAddress
-from interop.errors import AddressError, IdentityNumberError
+from interop.errors import AddressError, ConfigurationError, IdentityNumberError
 from interop.identity import NationalId
 from interop.limits import MiB
 from relay.cli.target import open_node
@@ -92,6 +93,12 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_put(args: argparse.Namespace) -> int:
+    if args.quota_mib is not None and not 0 < args.quota_mib < math.inf:
+        # 0 never meant "no limit": it was taken as "not given" and left the quota as it was.
+        raise ConfigurationError(
+            f"--quota-mib {args.quota_mib:g}: a quota is more than 0 MiB; leave --quota-mib"
+            " out to keep the account's quota (a new account gets limits.default_quota_mib)"
+        )
     context = _context(args)
     try:
         address = KepAddress.parse(args.address, context.verifiers.trust.directory)
@@ -108,12 +115,9 @@ def run_put(args: argparse.Namespace) -> int:
     if args.action == "set" and current is None:
         print(f"kep-relay: {address} has no account; use account add", file=sys.stderr)
         return 2
-    if args.quota_mib is not None and args.quota_mib <= 0:
-        print("kep-relay: --quota-mib must be more than 0", file=sys.stderr)
-        return 2
     quota = (
-        int(args.quota_mib * MiB)
-        if args.quota_mib
+        max(1, int(args.quota_mib * MiB))
+        if args.quota_mib is not None
         else (current.quota if current else context.config.limits.default_quota)
     )
     etebligat = (args.etebligat == "yes") if args.etebligat else bool(current and current.etebligat)

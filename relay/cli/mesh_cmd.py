@@ -62,7 +62,7 @@ def run_up(args: argparse.Namespace) -> int:
     mesh.write(layout)
     try:
         started = mesh.start(layout)
-    except RuntimeError as exc:
+    except mesh.StartFailed as exc:  # the nodes it had started are stopped again
         print(f"kep-relay: {exc}", file=sys.stderr)
         return 1
     print(f"mesh in {args.dir}: started {len(started)}, {len(layout.nodes)} ready")

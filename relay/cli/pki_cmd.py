@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from interop.errors import ConfigurationError
 from interop.pki.devpki import ALGORITHMS, generate
-from interop.providers import BUILTIN_PROVIDERS
+from interop.providers import BUILTIN_PROVIDERS, provider_id_problem
 from relay.keys import DEV_WARNING, MANIFEST, write_pki
 
 
@@ -36,6 +37,10 @@ def run_init(args: argparse.Namespace) -> int:
         print(f"kep-relay: {out} already holds a PKI (use --force to replace it)", file=sys.stderr)
         return 2
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    for provider in providers:
+        problem = provider_id_problem(provider)
+        if problem is not None:  # the id names the domain and every file of the provider
+            raise ConfigurationError(f"--providers: {problem}")
     pki = generate(dt.datetime.now(dt.UTC), providers, args.algorithm)
     written = write_pki(pki, out)
     print(

@@ -21,9 +21,10 @@ from typing import Any
 
 import psycopg
 
-from interop.errors import KepError
+from interop.errors import ConfigurationError, KepError
 from interop.evidence import xmlio
-from relay.config import NodeConfig, embedded_default, load
+from relay.cli.target import existing, node_config
+from relay.config import NodeConfig
 from relay.keys import read_pki
 from relay.lifecycle import State
 from relay.store.reader import StoreReader
@@ -57,7 +58,8 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load(args.config) if args.config else embedded_default()
+    attachments = [_attachment(path) for path in args.attach]
+    config = existing(node_config(args))
     if config.dev_pki is None:
         print(
             "kep-relay: send signs with development certificates; this node has no dev_pki",
@@ -69,10 +71,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyError:
         print(f"kep-relay: {args.sender} is not a user of the development PKI", file=sys.stderr)
         return 2
-    attachments = []
-    for path in args.attach:
-        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        attachments.append((path.name, kind, path.read_bytes()))
     extra = [("X-TR-REM-iletiTip", "eTebligat")] if args.etebligat else []
     listener = config.submission_listener
     try:
@@ -143,3 +141,13 @@ def _reasons(xml: bytes) -> list[str]:
     return [
         f"{r.reason.name}: {r.details}" if r.details else r.reason.name for r in evidence.reasons
     ]
+
+
+def _attachment(path: Path) -> tuple[str, str, bytes]:
+    """``--attach``'s file as (name, MIME type, content); a file that cannot be read is a
+    usage error naming it, before anything is sent."""
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"--attach {path}: cannot be read: {exc.strerror or exc}") from exc
+    return path.name, mimetypes.guess_type(path.name)[0] or "application/octet-stream", content

@@ -22,9 +22,10 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from lxml import etree
 
 from interop.envelope.verify import Check, verify_envelope
-from interop.errors import KepError
+from interop.errors import ConfigurationError, KepError
 from interop.evidence import xmlio
 from interop.evidence.model import Evidence
 from interop.evidence.schema import schema_errors
@@ -242,6 +243,7 @@ def run_evidence(args: argparse.Namespace) -> int:
     if isinstance(setup, int):
         return setup
     trust, now = setup
+    schema = _schema(args.xsd) if args.xsd else None
     with args.file.open("rb") as handle:  # one byte past the limit is enough to refuse it
         data = handle.read(DEFAULT_LIMITS.evidence_xml + 1)
     if data[:4] in ZIP_MAGIC:
@@ -249,8 +251,8 @@ def run_evidence(args: argparse.Namespace) -> int:
     checks: list[Check] = []
     try:
         unsigned = xmlio.parse(data)
-        if args.xsd:
-            errors = schema_errors(load_schema(args.xsd), data)
+        if schema is not None:
+            errors = schema_errors(schema, data)
             checks.append(Check("schema", not errors, "; ".join(errors) or "ETSI XSD accepts it"))
         domain = unsigned.issuer.rsplit("@", 1)[-1].lower()
         verifiers = trust.verifiers([domain]) if isinstance(trust, _Roots) else trust
@@ -300,6 +302,15 @@ def run_evidence(args: argparse.Namespace) -> int:
         "evidence": _evidence_summary(result.evidence or unsigned),
     }
     return _report(args, report, checks)
+
+
+def _schema(folder: Path) -> etree.XMLSchema:
+    """``--xsd``'s schema, loaded before anything is judged: a folder without it is a usage
+    error (exit 2), not a verdict of INVALID on the evidence."""
+    try:
+        return load_schema(folder)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"--xsd {exc.detail}") from exc
 
 
 def _run_export_verify(args: argparse.Namespace, trust: Verifiers | _Roots) -> int:

@@ -264,13 +264,21 @@ def _lock_key(name: str) -> int:
 
 
 def redact(url: str) -> str:
-    """``url`` without its password, for logs."""
+    """``url`` without its password (in the user part, or libpq's ``password=`` parameter),
+    for logs and ``kep-relay config show``."""
     parts = urlsplit(url)
-    if parts.password is None:
+    items = parts.query.split("&") if parts.query else []
+    hidden = [f"{i.partition('=')[0]}=***" if _is_password(i) else i for i in items]
+    if parts.password is None and hidden == items:
         return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+    if parts.password is not None:
+        user, _, host = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}")
+    return urlunsplit(parts._replace(query="&".join(hidden)))
+
+
+def _is_password(parameter: str) -> bool:
+    return parameter.partition("=")[0].strip().lower() == "password"
 
 
 def sqlite_path(url: str) -> Path:

@@ -203,3 +203,80 @@ def test_evidence_verify_with_roots_alone(pki: DevPki, pki_dir: Path, tmp_path: 
     (tmp_path / "empty.pem").write_text("")
     empty = _run("evidence", "verify", path, "--trust", tmp_path / "empty.pem")
     assert empty.returncode == 2 and "Traceback" not in empty.stderr, empty.stderr
+
+
+# -- inputs once taken silently, now refused with what to do (exit 2, one line, nothing made) ----
+
+
+def _refused(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_evidence_verify_with_a_wrong_xsd_folder_is_a_usage_error(
+    pki: DevPki, pki_dir: Path, tmp_path: Path
+) -> None:
+    """Not INVALID: the evidence was never judged; the line names the folder."""
+    from interop.evidence.xades import sign_evidence
+
+    evidence, _message = make_evidence_message(pki, make_dispatch(pki).submission)
+    path = tmp_path / "delil.xml"
+    path.write_bytes(sign_evidence(evidence, pki.providers["hs02"].process, LATER))
+    at = ("--pki", pki_dir, "--at", LATER.isoformat())
+    missing = tmp_path / "no-such-folder"
+    line = _refused(_run("evidence", "verify", path, *at, "--xsd", missing))
+    assert line == f"kep-relay: --xsd {missing}: no such folder"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = _refused(_run("evidence", "verify", path, *at, "--xsd", empty))
+    assert line.startswith(f"kep-relay: --xsd {empty}: no TS02640_v2.xsd there")
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("HS01", "'HS01' is not a provider id: write it in lower case, 'hs01'"),
+        ("hs01,h", "'h' is not a provider id: 2 to 16 lower-case letters and digits"),
+        ("hs01,hs-2", "'hs-2' is not a provider id"),
+    ],
+)
+def test_pki_init_refuses_a_provider_id_and_gives_the_valid_form(
+    tmp_path: Path, given: str, said: str
+) -> None:
+    out = tmp_path / "pki"
+    line = _refused(_run("pki", "init", "--out", out, "--providers", given))
+    assert line.startswith(f"kep-relay: --providers: {said}"), line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("quota", ["0", "-5", "nan"])
+def test_account_quota_of_zero_or_less_is_refused(tmp_path: Path, quota: str) -> None:
+    """0 used to be read as "not given" (the quota stayed as it was); -5 was stored."""
+    config = tmp_path / "n.toml"
+    config.write_text('[node]\nprovider = "hs01"\ndev_pki = "pki"\ndata_dir = "data"\n')
+    for action in ("add", "set"):
+        line = _refused(
+            _run("account", action, "a@hs01.kep.tr", "--config", config, "--quota-mib", quota)
+        )
+        assert line.startswith(f"kep-relay: --quota-mib {quota}: a quota is more than 0 MiB;")
+        assert "leave --quota-mib out to keep the account's quota" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.toml"]  # nothing made
+
+
+def test_send_with_an_attachment_that_is_not_there_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "sözleşme.pdf"
+    line = _refused(
+        _run(
+            "send",
+            "--from",
+            "ali.yilmaz@hs01.kep.tr",
+            "--to",
+            "ayse.demir@hs01.kep.tr",
+            "--attach",
+            missing,
+        )
+    )
+    assert line == f"kep-relay: --attach {missing}: cannot be read: No such file or directory"

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from subprocess import PIPE
 
@@ -12,9 +15,12 @@ from cryptography import x509
 
 from interop.errors import ConfigurationError
 from interop.pki.devpki import DevPki, tls_host
-from relay.config import embedded_default, from_mapping, load
+from interop.providers import BUILTIN_DIRECTORY, Provider
+from relay import config_check
+from relay.config import ConfigurationProblems, embedded_default, from_mapping, load
 from relay.context import build_context, verifiers_for
 from relay.keys import write_pki
+from tests.helpers import NOW, production_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,3 +218,266 @@ def test_a_configured_node_reads_its_identity_and_trust_once(pki: DevPki, tmp_pa
         assert [e.id for e in verifiers_for(config).trust] == ["hs01", "hs02"]
     finally:
         context.store.close()
+
+
+# -- every problem at once (issue: one error at a time), check and show --------------------------
+
+
+DEV_NODE = {"provider": "hs01", "dev_pki": "p"}
+
+
+def test_every_problem_of_a_file_is_named_at_once() -> None:
+    raw = {
+        "node": {**DEV_NODE, "colour": "red", "processes": 0},
+        "listen": {"peer": {"address": "127.0.0.1:2587"}},  # the submission listener's port
+        "peers": {"hs2": {"route": "127.0.0.1:1"}, "hs01": {"route": "x"}},
+        "timers": {"relay_timeout": "soon"},
+        "limits": {"max_connections": "many", "default_quota_mib": 0},
+        "accounts": [{"address": "a@hs01.kep.tr", "type": "vip", "quota_mib": -5}],
+    }
+    with pytest.raises(ConfigurationProblems) as caught:
+        from_mapping(raw, "x.toml", Path("/tmp"))
+    problems = caught.value.problems
+    assert caught.value.detail == "\n".join(problems)
+    expected = [
+        "x.toml: node.processes: must be from 1 to 64, not 0",
+        "x.toml: node.colour: unknown key",
+        "x.toml: listen.submission.address: port 2587 is listen.peer.address's too",
+        "x.toml: peers.hs2: 'hs2' is not one of hs01-hs08 (did you mean hs02?); for another"
+        " provider give peers.hs2.domain",
+        "x.toml: peers.hs01.route: 'x' is not host:port",
+        "x.toml: peers.hs01: this node's own provider",
+        "x.toml: timers.relay_timeout: 'soon' is not a duration",
+        "x.toml: limits.max_connections: expected int, got 'many'",
+        "x.toml: limits.default_quota_mib: must be more than 0 (MiB), not 0",
+        "x.toml: accounts[0].quota_mib: must be more than 0 (MiB), not -5",
+        "x.toml: accounts[0].type: send-receive or receive-only",
+    ]
+    assert len(problems) == len(expected), problems
+    for line, start in zip(problems, expected, strict=True):
+        assert line.startswith(start), (line, start)
+
+
+def test_serve_refuses_a_bad_file_with_every_problem_one_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[node]\nprovider = "HS01"\ndev_pki = "pki"\n[peers.hs2]\nroute = "127.0.0.1:1"\n'
+        '[store]\nlease = "1s"\n'
+    )
+    done = _cli("serve", "--config", str(path))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"kep-relay: {path}: node.provider: 'HS01' is not a provider id: write it in lower"
+        " case, 'hs01'",
+        f"kep-relay: {path}: store.lease: must be at least 5s, not 1s",
+        f"kep-relay: {path}: peers.hs2: 'hs2' is not one of hs01-hs08 (did you mean hs02?);"
+        " for another provider give peers.hs2.domain, its KEP domain",
+    ]
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize(
+    ("peers", "problem"),
+    [
+        ({"hs9": {}}, "peers.hs9: 'hs9' is not one of hs01-hs08; for another provider give"),
+        ({"HS02": {}}, "peers.HS02: 'HS02' is not a provider id: write it in lower case, 'hs02'"),
+        ({"acme": {"domain": "acme.example.com"}}, "peers.acme.domain: provider acme: domain"),
+        ({"hs01": {"route": "127.0.0.1:1"}}, "peers.hs01: this node's own provider"),
+    ],
+)
+def test_a_peer_must_be_a_known_provider_or_name_its_domain(
+    peers: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        from_mapping({"node": DEV_NODE, "peers": peers}, "x.toml", Path("/tmp"))
+    assert f"x.toml: {problem}" in caught.value.detail
+
+
+def test_a_peer_beyond_hs01_hs08_with_its_domain_is_taken() -> None:
+    config = from_mapping(
+        {"node": DEV_NODE, "peers": {"hs09": {"domain": "hs09.kep.tr", "route": "h:25"}}},
+        "x.toml",
+        Path("/tmp"),
+    )
+    assert config.peer("hs09") == dataclasses.replace(
+        config.peers[0], id="hs09", domain="hs09.kep.tr", route=("h", 25)
+    )
+
+
+def test_a_production_configuration_must_describe_its_own_provider(
+    pki: DevPki, tmp_path: Path
+) -> None:
+    path = production_config(pki, tmp_path, peers=("hs02",))
+    with pytest.raises(ConfigurationError, match=r"\[peers\.hs01\]: missing"):
+        load(path)
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def _files(folder: Path) -> set[Path]:
+    return set(folder.rglob("*"))
+
+
+def test_config_check_passes_a_good_file_and_creates_nothing(pki: DevPki, tmp_path: Path) -> None:
+    path = production_config(pki, tmp_path)
+    before = _files(tmp_path)
+    done = _cli("config", "check", "--config", str(path))
+    assert (done.returncode, done.stdout) == (0, f"{path}: configuration valid\n"), done.stderr
+    assert _files(tmp_path) == before  # not even the data folder
+
+
+def test_config_check_names_every_problem_it_can_find_offline(pki: DevPki, tmp_path: Path) -> None:
+    path = production_config(pki, tmp_path)
+    own = tmp_path / "pki" / "providers" / "hs01"
+    (tmp_path / "not-a-folder").write_text("")
+    text = (
+        path.read_text()
+        .replace(f"{own}/process.key", f"{own}/tls.key")  # another certificate's key
+        .replace(f"{own}/tls.crt", f"{own}/gone.crt")
+        .replace('data_dir = "data"', 'data_dir = "not-a-folder/data"')
+        .replace(
+            "[identity]", '[store]\nurl = "postgresql://kep:s3cret@db:notaport/kep"\n[identity]'
+        )
+    )
+    path.write_text(text)
+    before = _files(tmp_path)
+    done = _cli("config", "check", "--config", str(path))
+    assert done.returncode == 2, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(line.startswith(f"{path}: ") for line in lines), lines
+    wanted = [
+        "identity.process_key: the private key does not belong to certificate",
+        f"identity.tls_cert: {own}/gone.crt: no such file",
+        f"node.data_dir: {tmp_path}/not-a-folder/data cannot be made: {tmp_path}/not-a-folder"
+        " is a file, not a folder",
+        "store.url: postgresql://kep:***@db:notaport/kep: 'notaport' is not a port number",
+    ]
+    for want in wanted:
+        assert any(want in line for line in lines), (want, lines)
+    assert "s3cret" not in done.stdout
+    assert "configuration valid" not in done.stdout
+    assert _files(tmp_path) == before
+
+
+def test_config_check_judges_certificates_by_date(pki: DevPki, tmp_path: Path) -> None:
+    config = load(production_config(pki, tmp_path))
+    until = pki.providers["hs01"].process.certificate.not_valid_after_utc
+    assert [f for f in config_check.check(config, NOW) if f.where.startswith("identity")] == []
+    soon = config_check.check(config, until - dt.timedelta(days=10))
+    warned = [f for f in soon if f.where == "identity.process_cert"]
+    assert warned and all(f.warning for f in warned)
+    assert "expires on" in warned[0].text and "in 10 days; renew it" in warned[0].text
+    late = config_check.check(config, until + dt.timedelta(days=1))
+    expired = [f for f in late if f.where == "identity.process_cert" and not f.warning]
+    assert expired and "expired on" in expired[0].text
+
+
+def test_config_check_of_a_dev_pki_needs_every_peer_in_it(pki_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "n.toml"
+    path.write_text(
+        f'[node]\nprovider = "hs01"\ndev_pki = "{pki_dir}"\n[peers.hs08]\nroute = "127.0.0.1:1"\n'
+    )
+    done = _cli("config", "check", "--config", str(path))
+    assert done.returncode == 2
+    assert (
+        f"{path}: peers.hs08: the development PKI in {pki_dir} has no certificates" in done.stdout
+    )
+
+
+def _documented_keys() -> list[str]:
+    """Every key config/README.md documents: ``section.key`` from each section's table."""
+    keys, section = [], ""
+    for line in (ROOT / "config" / "README.md").read_text().splitlines():
+        if line.startswith("## `["):
+            section = line.split("`")[1].strip("[]").split("]")[0].removesuffix(".<id>")
+        elif line.startswith("| `") and section:
+            cell = line.split("|")[1]
+            for name in cell.replace("`", "").split(","):
+                keys.append(f"{section}:{name.strip().rpartition('.')[2]}")
+    return keys
+
+
+def test_config_show_names_every_documented_key_and_loads_back(pki: DevPki, tmp_path: Path) -> None:
+    path = production_config(pki, tmp_path)
+    with path.open("a") as toml:
+        toml.write(
+            '[store]\nurl = "postgresql://kep@db/kep"\n'
+            '[tsa]\nurl = "https://tsa.example.kep.tr/rfc3161"\n'
+            '[timers]\nqueue_poll = "0.25s"\n[limits]\ndefault_quota_mib = 0.5\n'
+            '[[accounts]]\naddress = "a@hs01.kep.tr"\nholder = "10000000146"\n'
+        )
+    config = load(path)
+    done = _cli("config", "show", "--config", str(path))
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout
+    # Keys by section (a table's name, or a section commented as not set), set or not.
+    sections: dict[str, set[str]] = {}
+    current = ""
+    for line in shown.splitlines():
+        table = re.match(r"^(?:# )?\[+([a-z0-9_.]+?)(?:\.<id>)?\]+", line)
+        named = re.match(r"^(?:# )?([a-z_]+)(?: =|: not set)", line)
+        if table:
+            current = re.sub(r"^(peers|listen)\..*", r"\1", table.group(1))
+        elif named:
+            sections.setdefault(current, set()).add(named.group(1))
+    for documented in _documented_keys():
+        section, key = documented.split(":")
+        section = "listen" if section.startswith("listen") else section
+        if (section, key) == ("node", "sqlite_synchronous"):
+            continue  # the older place of [store] sqlite_synchronous, shown there
+        assert key in sections.get(section, set()), (documented, sections.get(section))
+    back = from_mapping(tomllib.loads(shown), str(path), tmp_path / "elsewhere")
+    assert back == config
+
+
+def test_config_show_redacts_secrets_and_shows_what_is_not_set(tmp_path: Path) -> None:
+    path = tmp_path / "n.toml"
+    path.write_text(
+        '[node]\nprovider = "hs02"\ndev_pki = "pki"\n'
+        '[store]\nurl = "postgresql://kep:s3cret@db/kep?sslmode=require&password=other"\n'
+        '[tsa]\nurl = "https://user:pw@tsa.example.kep.tr/"\n'
+    )
+    shown = _cli("config", "show", "--config", str(path)).stdout
+    assert "s3cret" not in shown and "other" not in shown and ":pw@" not in shown
+    assert 'url = "postgresql://kep:***@db/kep?sslmode=require&password=***"' in shown
+    assert 'url = "https://user:***@tsa.example.kep.tr/"' in shown
+    assert "# [identity]: not set" in shown and "# policy: not set" in shown
+    assert "own_message_limit_mib = 25\n" in shown and 'relay_timeout = "24h"' in shown
+    assert not (tmp_path / "var").exists() and not (tmp_path / "pki").exists()
+
+
+def test_a_boolean_is_not_a_number_and_unknown_top_level_keys_are_named_plainly() -> None:
+    with pytest.raises(ConfigurationProblems) as caught:
+        from_mapping(
+            {"node": DEV_NODE, "limits": {"default_quota_mib": True}, "nodes": {}},
+            "x.toml",
+            Path("/tmp"),
+        )
+    assert caught.value.problems == (
+        "x.toml: limits.default_quota_mib: expected int or float, got True",
+        "x.toml: nodes: unknown key",
+    )
+
+
+def test_a_custom_provider_needs_its_domain_and_an_empty_domain_is_none() -> None:
+    def provider(node: dict[str, object]) -> object:
+        return from_mapping({"node": {**node, "dev_pki": "p"}}, "x.toml", Path("/tmp")).provider
+
+    assert provider({"provider": "hs01", "domain": ""}) == BUILTIN_DIRECTORY["hs01"]
+    assert provider({"provider": "hs01", "domain": "hs01.kep.tr"}) == BUILTIN_DIRECTORY["hs01"]
+    assert provider({"provider": "acme", "domain": "acme.kep.tr"}) == Provider(
+        "acme", "acme.kep.tr"
+    )
+    with pytest.raises(
+        ConfigurationError, match=r"node\.domain: provider acme: domain 'acme\.com'"
+    ):
+        provider({"provider": "acme", "domain": "acme.com"})

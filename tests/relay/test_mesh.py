@@ -115,3 +115,24 @@ def test_up_refuses_a_folder_holding_another_mesh(tmp_path: Path) -> None:
     done = cli("up", "--dir", str(tmp_path), "--providers", "hs01,hs03")
     assert done.returncode == 2
     assert "holds a mesh of hs01,hs02" in done.stderr
+
+
+def test_up_that_fails_stops_the_nodes_it_started_and_says_why(tmp_path: Path) -> None:
+    """hs02's monitoring port is taken: hs02 cannot start, so hs01 (started with it) is
+    stopped again, and the one line names hs02, the port, the key and the file."""
+    base = free_base()
+    folder = tmp_path / "mesh"
+    taken = base + 202
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        done = cli("up", "--dir", str(folder), "--providers", "hs01,hs02", "--base-port", str(base))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        f"kep-relay: hs02 did not start: cannot listen on 127.0.0.1:{taken}"
+        f" (listen.monitoring.address in {folder}/hs02.toml): address already in use; stop what"
+        f" uses it or change the port; stopped again: hs01 (log: {folder}/hs02.log)"
+    ]
+    layout = mesh.load(folder)
+    assert all(mesh.running_pid(layout, p) is None for p in ("hs01", "hs02"))
+    assert not any(layout.pidfile(p).exists() for p in ("hs01", "hs02"))
