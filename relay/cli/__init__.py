@@ -12,6 +12,7 @@ from interop.errors import ConfigurationError
 from relay import logs
 from relay.cli import (
     account_cmd,
+    conformance_cmd,
     ledger_cmd,
     mailbox_cmd,
     mesh_cmd,
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_cmd.register(commands)
     selfcheck_cmd.register(commands)
     mesh_cmd.register(commands)
+    conformance_cmd.register(commands)
     return parser
 
 
