@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from conformance.registry import Case, CaseFailed, CaseSkipped
 from conformance.session import Check, Record, Session
+from conformance.smtp import SmtpGone
 
 PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
 
@@ -55,6 +56,8 @@ async def run_case(case: Case, session: Session, timeout: float) -> CaseResult:
         verdict, detail = SKIP, str(exc)
     except TimeoutError:
         verdict, detail = FAIL, f"no conclusion within the case's {timeout:g} s"
+    except SmtpGone as exc:  # the target ended or refused a connection where it must not
+        verdict, detail = FAIL, f"the connection to the target failed: {exc}"
     except Exception as exc:
         verdict = ERROR
         detail = f"{type(exc).__name__}: {exc}"
