@@ -13,6 +13,7 @@ from relay import logs
 from relay.cli import (
     account_cmd,
     config_cmd,
+    conformance_cmd,
     ledger_cmd,
     mailbox_cmd,
     mesh_cmd,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_cmd.register(commands)
     selfcheck_cmd.register(commands)
     mesh_cmd.register(commands)
+    conformance_cmd.register(commands)
     return parser
 
 

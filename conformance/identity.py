@@ -1,0 +1,149 @@
+"""The PKI folder the suite plays its providers from (the layout ``kep-relay pki init``
+writes, docs/conformance.md), and what it implies: TLS contexts, signers and trust.
+
+Takes a folder path and provider ids; promises a ``Pki`` value with every file checked once
+(``ConfigurationError`` naming the file otherwise). It reads no file of the target: the
+target's certificates are judged against the CAs in this folder, which the target must use
+too (or trust, for the suite's providers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from interop.errors import ConfigurationError
+from interop.limits import DEFAULT_LIMITS
+from interop.pathval import ChainResult
+from interop.pki.devpki import DevPki, DevProvider, DevUser, tls_host
+from interop.pki.signer import Signer
+from interop.providers import BUILTIN_DIRECTORY, Provider
+from interop.revocation import RevocationData
+from interop.trust import ProviderTrust, TrustList
+from interop.verifiers import Verifiers
+
+MANIFEST = "pki.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Pki:
+    folder: Path
+    dev: DevPki
+    verifiers: Verifiers
+
+    @classmethod
+    def load(cls, folder: Path) -> Pki:
+        if not (folder / MANIFEST).is_file():
+            raise ConfigurationError(f"{folder}: not a PKI folder (no {MANIFEST}); see --pki")
+        files = {
+            str(path.relative_to(folder)): path.read_bytes()
+            for path in folder.rglob("*")
+            if path.is_file() and not path.name.endswith(".tmp")
+        }
+        dev = DevPki.from_files(files)
+        return cls(folder, dev, Verifiers(_trust(dev), RevocationData.of(dev.crls)))
+
+    def provider(self, provider_id: str) -> DevProvider:
+        try:
+            return self.dev.providers[provider_id]
+        except KeyError:
+            raise ConfigurationError(
+                f"{self.folder}: no certificates for provider {provider_id} "
+                f"(it holds {', '.join(sorted(self.dev.providers))})"
+            ) from None
+
+    def directory_entry(self, provider_id: str) -> Provider:
+        known = BUILTIN_DIRECTORY.get(provider_id)
+        return known if known else Provider(provider_id, self.provider(provider_id).domain)
+
+    def user(self, provider_id: str, state: str = "valid", index: int = 0) -> DevUser:
+        users = self.dev.users_of(provider_id, state)
+        if len(users) <= index:
+            raise ConfigurationError(
+                f"{self.folder}: provider {provider_id} has no {state} user number {index + 1}"
+            )
+        return users[index]
+
+    def process(self, provider_id: str) -> Signer:
+        return self.provider(provider_id).process
+
+    def tsa(self) -> Signer:
+        return self.dev.tsa
+
+    def pem(self, relative: str) -> Path:
+        path = self.folder / relative
+        if not path.is_file():
+            raise ConfigurationError(f"{path}: missing from the PKI folder")
+        return path
+
+    def client_tls(self, provider_id: str) -> ssl.SSLContext:
+        """Mutual TLS as ``provider_id``'s gateway (§2); the server's name is checked by
+        ``check_peer``, against the trust list, not against the address dialled."""
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(self.pem("ca/tls-ca.crt"))
+        )
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = False
+        self.provider(provider_id)
+        context.load_cert_chain(
+            str(self.pem(f"providers/{provider_id}/tls.crt")),
+            str(self.pem(f"providers/{provider_id}/tls.key")),
+        )
+        return context
+
+    def anonymous_tls(self) -> ssl.SSLContext:
+        """TLS with no client certificate (what §2 says must be refused)."""
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(self.pem("ca/tls-ca.crt"))
+        )
+        context.check_hostname = False
+        return context
+
+    def server_tls(self, provider_id: str) -> ssl.SSLContext:
+        """The suite's listener: a client certificate is required (§2)."""
+        context = ssl.create_default_context(
+            ssl.Purpose.CLIENT_AUTH, cafile=str(self.pem("ca/tls-ca.crt"))
+        )
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_cert_chain(
+            str(self.pem(f"providers/{provider_id}/tls.crt")),
+            str(self.pem(f"providers/{provider_id}/tls.key")),
+        )
+        return context
+
+    def check_peer(
+        self, provider_id: str, der: bytes | None, now: dt.datetime
+    ) -> ChainResult | str:
+        """Does the TLS certificate ``der`` map to ``provider_id`` (§1)? The chain result, or
+        why it could not be judged."""
+        if der is None:
+            return "no TLS certificate"
+        try:
+            certificate = x509.load_der_x509_certificate(der)
+        except ValueError as exc:
+            return f"unreadable TLS certificate: {exc}"
+        entry = self.verifiers.trust[provider_id]
+        return self.verifiers.tls(provider_id).validate(certificate, [], now, entry.tls_names)
+
+
+def _trust(dev: DevPki) -> TrustList:
+    """What a gateway of this PKI trusts: each provider's process and TLS CA, its gateway
+    name, the user and TSA roots (the same trust ``kep-relay`` derives from such a folder)."""
+    entries = []
+    for provider in dev.providers.values():
+        known = BUILTIN_DIRECTORY.get(provider.id)
+        entries.append(
+            ProviderTrust(
+                provider=known if known else Provider(provider.id, provider.domain),
+                process_cas=(dev.process_ca.certificate,),
+                tls_cas=(dev.tls_ca.certificate,),
+                tls_names=(tls_host(provider.id),),
+                message_limit=DEFAULT_LIMITS.cross_provider_message,
+            )
+        )
+    return TrustList.build(entries, [dev.user_ca.certificate], [dev.process_ca.certificate])
