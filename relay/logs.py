@@ -8,10 +8,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO, cast
 
 import structlog
 
 from relay.config import NodeConfig
+
+
+class _Stderr:
+    """Standard error as it is when a line is written, not as it was when logging was set up:
+    a command run in process (a test's ``main([...])``) may be given a stream that is closed
+    once it returns, and lines logged after it must still go somewhere."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def configure(fmt: str | None = None) -> None:
@@ -29,13 +42,13 @@ def configure(fmt: str | None = None) -> None:
         ],
         # One write per line (message and newline together): node processes share stderr,
         # and with PYTHONUNBUFFERED two writes could interleave with another process's line.
-        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(cast(TextIO, _Stderr())),
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         cache_logger_on_first_use=True,
     )
     # Libraries log through the standard library (aiosmtpd's "mail.log", asyncio): their
     # warnings and errors become lines of the same format, as event "library_message".
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(cast(TextIO, _Stderr()))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
