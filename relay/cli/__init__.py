@@ -16,6 +16,7 @@ from relay.cli import (
     mailbox_cmd,
     mesh_cmd,
     pki_cmd,
+    queue_cmd,
     selfcheck_cmd,
     send_cmd,
     serve_cmd,
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     send_cmd.register(commands)
     mailbox_cmd.register(commands)
     account_cmd.register(commands)
+    queue_cmd.register(commands)
     ledger_cmd.register(commands)
     pki_cmd.register(commands)
     verify_cmd.register(commands)

@@ -8,9 +8,10 @@ needs), ``ledger`` (the hash chain of profile §7 over the evidence, append-only
 ``account_signers``, and ``timers`` (relay and evidence deadlines). Each stage changes state in
 one transaction, so a crash leaves every message in exactly one state and replaying a stage is
 safe. The queries live by concern: ``messages.py``, ``evidence.py``, ``accounts.py``,
-``timers.py``, ``export.py``; ``base.py`` holds the database and the clock, ``database.py``
-what differs between the two databases, ``schema.py`` the tables and their migrations, and
-``reader.py`` the read-only view of metrics and operator tools.
+``timers.py``, ``export.py``, ``queue.py`` (an operator's moves); ``base.py`` holds the
+database and the clock, ``database.py`` what differs between the two databases, ``schema.py``
+the tables and their migrations, and ``reader.py`` the read-only view of metrics and operator
+tools.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from relay.store.database import Database, Row, Tx, is_duplicate, open_database
 from relay.store.evidence import EvidenceQueries
 from relay.store.export import ExportQueries
 from relay.store.messages import MessageQueries
+from relay.store.queue import QueueQueries
 from relay.store.timers import TimerQueries
 
 __all__ = [
@@ -37,5 +39,7 @@ __all__ = [
 ]
 
 
-class Store(MessageQueries, EvidenceQueries, AccountQueries, TimerQueries, ExportQueries):
+class Store(
+    MessageQueries, QueueQueries, EvidenceQueries, AccountQueries, TimerQueries, ExportQueries
+):
     """Every query of the node, by concern, on one database."""
