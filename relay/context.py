@@ -139,11 +139,15 @@ class NodeContext:
         return self.stamping.function(self.clock())
 
 
-def build_context(config: NodeConfig, clock: Clock = utc_now, index: int = 1) -> NodeContext:
-    """The context of node process ``index`` (1…``config.processes``)."""
+def build_context(
+    config: NodeConfig, clock: Clock = utc_now, index: int = 1, owner: str | None = None
+) -> NodeContext:
+    """The context of node process ``index`` (1…``config.processes``), claiming work as
+    ``owner`` (default ``name/index``; an operator's command claims under a name of its own,
+    so no node process takes its claim for one of its own)."""
     data = config.data_dir
     data.mkdir(parents=True, exist_ok=True)
-    owner = f"{config.name}/{index}"
+    owner = owner or f"{config.name}/{index}"
     if config.dev_pki is not None:
         return _dev_context(config, clock, owner)
     return _configured_context(config, clock, owner)

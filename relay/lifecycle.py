@@ -19,6 +19,11 @@ it and a ``sending`` one while it is on the wire, under a lease it renews and a 
 (``relay.store.messages``). A move made under a claim that is no longer current raises
 ``Superseded`` and changes nothing, so a process that stalled past its lease cannot undo what
 the node that took over did.
+
+An operator moves messages too (``kep-relay queue``, ``OPERATOR_MOVES``): holds, releases,
+retries now, ends them. Such a move never takes a message a live claim holds (``Claimed``);
+it ends a claim whose lease ran out and adds one to the fencing token, so that claim's late
+holder changes nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class State(enum.StrEnum):
     INVALID = "invalid"  # a peer's evidence that did not verify: held for an operator
     UNMATCHED = "unmatched"  # a peer's evidence about no Dispatch of ours: held
     QUARANTINED = "quarantined"  # its processing kept failing: held, its sender told
+    HOLD = "hold"  # held by an operator: never claimed, sent or removed until released
+    DELETED = "deleted"  # ended by an operator (``last_reply`` says who and why); kept as a row
 
 
 RECEIVED_KINDS = frozenset({Kind.SUBMISSION, Kind.DISPATCH_IN, Kind.EVIDENCE_IN})
@@ -59,10 +66,10 @@ SENT_KINDS = frozenset({Kind.DISPATCH_OUT, Kind.EVIDENCE_OUT})
 
 # Waiting in a stage, and held for an operator (what the queue gauges show).
 PENDING = (State.RECEIVED, State.QUEUED, State.SENDING)
-HELD = (State.INVALID, State.UNMATCHED, State.QUARANTINED)
+HELD = (State.INVALID, State.UNMATCHED, State.QUARANTINED, State.HOLD)
 
-# (kind, from, to): every move the store allows, with the profile section behind it.
-MOVES: Mapping[tuple[Kind, State, State], str] = {
+# (kind, from, to): every move the stages make, with the profile section behind it.
+STAGE_MOVES: Mapping[tuple[Kind, State, State], str] = {
     # A user's message at the S-GW (§4 "S-GW, on submission").
     (Kind.SUBMISSION, State.RECEIVED, State.PROCESSED): "§4 S-GW 2-3: accepted, Dispatches queued",
     (Kind.SUBMISSION, State.RECEIVED, State.REJECTED): "§4 S-GW 2: Rejection issued, stop here",
@@ -91,15 +98,56 @@ MOVES: Mapping[tuple[Kind, State, State], str] = {
     (Kind.EVIDENCE_OUT, State.SENT, State.QUEUED): "§2: a repeated Dispatch, sent again",
     (Kind.EVIDENCE_OUT, State.FAILED, State.QUEUED): "§2: a repeated Dispatch, sent again",
     (Kind.EVIDENCE_OUT, State.EXPIRED, State.QUEUED): "§2: a repeated Dispatch, sent again",
+    # A Dispatch an operator holds still has its relay timer: its sender is owed an answer.
+    (Kind.DISPATCH_OUT, State.HOLD, State.EXPIRED): "§4 Relay: relay_timeout while held, failure",
 }
 
+# What an operator does with ``kep-relay queue`` (relay/operator.py), never a stage. The
+# operator also requeues an Evidence message with the stages' own moves (sent, failed,
+# expired -> queued, as a repeated Dispatch does). A message an operator ends goes to
+# ``deleted`` and stays a row; a sender still owed an answer gets its evidence first.
+_RECEIVED, _SENT = sorted(RECEIVED_KINDS), sorted(SENT_KINDS)
+OPERATOR_MOVES: Mapping[tuple[Kind, State, State], str] = {
+    # retry: due now, not after its back-off.
+    **{(k, State.QUEUED, State.QUEUED): "operator retry: due now" for k in _SENT},
+    **{(k, State.RECEIVED, State.RECEIVED): "operator retry: due now" for k in _RECEIVED},
+    # hold: never claimed, sent or removed until released.
+    **{(k, State.QUEUED, State.HOLD): "operator hold" for k in _SENT},
+    **{(k, State.RECEIVED, State.HOLD): "operator hold" for k in _RECEIVED},
+    # release: back where it was, due now; what the node put aside, processed again.
+    **{(k, State.HOLD, State.QUEUED): "operator release: due now" for k in _SENT},
+    **{(k, State.HOLD, State.RECEIVED): "operator release: due now" for k in _RECEIVED},
+    (Kind.SUBMISSION, State.QUARANTINED, State.RECEIVED): "operator release: no evidence issued",
+    (Kind.DISPATCH_IN, State.QUARANTINED, State.RECEIVED): "operator release: no evidence issued",
+    (Kind.EVIDENCE_IN, State.QUARANTINED, State.RECEIVED): "operator release: processed again",
+    (Kind.EVIDENCE_IN, State.INVALID, State.RECEIVED): "operator release: verified again",
+    (Kind.EVIDENCE_IN, State.UNMATCHED, State.RECEIVED): "operator release: matched again",
+    # delete: ended for good.
+    (Kind.DISPATCH_OUT, State.QUEUED, State.DELETED): "operator delete: RelayREMMDFailure",
+    (Kind.DISPATCH_OUT, State.HOLD, State.DELETED): "operator delete: RelayREMMDFailure",
+    (Kind.EVIDENCE_OUT, State.QUEUED, State.DELETED): "operator delete: evidence in the ledger",
+    (Kind.EVIDENCE_OUT, State.HOLD, State.DELETED): "operator delete: evidence in the ledger",
+    (Kind.SUBMISSION, State.HOLD, State.DELETED): "operator delete: Rejection if owed",
+    (Kind.SUBMISSION, State.QUARANTINED, State.DELETED): "operator delete: Rejection if owed",
+    (Kind.DISPATCH_IN, State.HOLD, State.DELETED): "operator delete: Rejection if owed",
+    (Kind.DISPATCH_IN, State.QUARANTINED, State.DELETED): "operator delete: Rejection if owed",
+    (Kind.EVIDENCE_IN, State.HOLD, State.DELETED): "operator delete: kept as a row",
+    (Kind.EVIDENCE_IN, State.QUARANTINED, State.DELETED): "operator delete: kept as a row",
+    (Kind.EVIDENCE_IN, State.INVALID, State.DELETED): "operator delete: kept as a row",
+    (Kind.EVIDENCE_IN, State.UNMATCHED, State.DELETED): "operator delete: kept as a row",
+}
+
+# Every move the store allows.
+MOVES: Mapping[tuple[Kind, State, State], str] = {**STAGE_MOVES, **OPERATOR_MOVES}
+
 # The gateway's own copy of a message goes once every obligation on it is met (§7, 1.1).
+# One an operator ended (``deleted``) is done with too: it is never taken up again.
 CONTENT_DONE: Mapping[Kind, tuple[State, ...]] = {
-    Kind.SUBMISSION: (State.PROCESSED, State.REJECTED),
-    Kind.DISPATCH_IN: (State.PROCESSED,),
-    Kind.EVIDENCE_IN: (State.PROCESSED,),
-    Kind.DISPATCH_OUT: (State.SENT, State.FAILED, State.EXPIRED),
-    Kind.EVIDENCE_OUT: (State.SENT, State.FAILED, State.EXPIRED),
+    Kind.SUBMISSION: (State.PROCESSED, State.REJECTED, State.DELETED),
+    Kind.DISPATCH_IN: (State.PROCESSED, State.DELETED),
+    Kind.EVIDENCE_IN: (State.PROCESSED, State.DELETED),
+    Kind.DISPATCH_OUT: (State.SENT, State.FAILED, State.EXPIRED, State.DELETED),
+    Kind.EVIDENCE_OUT: (State.SENT, State.FAILED, State.EXPIRED, State.DELETED),
 }
 
 # A node process that stopped (a crash, kill -9) leaves its claimed messages where they were;
@@ -108,9 +156,11 @@ CONTENT_DONE: Mapping[Kind, tuple[State, ...]] = {
 RECOVERY: Mapping[State, State] = {State.SENDING: State.QUEUED}
 
 
-def sources(kind: Kind, to: State) -> tuple[State, ...]:
-    """The states a ``kind`` message may move to ``to`` from."""
-    return tuple(f for (k, f, t) in MOVES if k is kind and t is to)
+def sources(
+    kind: Kind, to: State, table: Mapping[tuple[Kind, State, State], str] = MOVES
+) -> tuple[State, ...]:
+    """The states a ``kind`` message may move to ``to`` from (along ``table``)."""
+    return tuple(f for (k, f, t) in table if k is kind and t is to)
 
 
 def allowed(kind: Kind, source: State, to: State) -> bool:
@@ -124,3 +174,13 @@ class IllegalMove(RuntimeError):
 class Superseded(RuntimeError):
     """The node process's claim on a message ended (its lease ran out) and another took the
     message over: this one's work on it is void, and its transaction changes nothing."""
+
+
+class Claimed(RuntimeError):
+    """A node process holds the message now (a live claim): an operator's move would take
+    it from under that process's work, so it is not made; ``owner`` names the process."""
+
+    def __init__(self, queue_id: str, owner: str) -> None:
+        super().__init__(f"{queue_id} is being processed by {owner}")
+        self.queue_id = queue_id
+        self.owner = owner

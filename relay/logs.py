@@ -16,8 +16,9 @@ from relay.config import NodeConfig
 
 
 class _Stderr:
-    """Whatever ``sys.stderr`` is when a line is written (a test's capture, a redirect made
-    after start), not the object it was when logging was configured."""
+    """Standard error as it is when a line is written, not as it was when logging was set up:
+    a command run in process (a test's ``main([...])``) may be given a stream that is closed
+    once it returns, and lines logged after it must still go somewhere."""
 
     def write(self, text: str) -> int:
         return sys.stderr.write(text)

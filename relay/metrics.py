@@ -360,7 +360,7 @@ class StateCollector(Collector):
         depth = GaugeMetricFamily(
             "kep_queue_messages",
             "Messages waiting in a stage (received, queued, sending) or held for an operator"
-            " (invalid, unmatched, quarantined), by kind and state",
+            " (invalid, unmatched, quarantined, hold), by kind and state",
             labels=["kind", "state"],
         )
         oldest = GaugeMetricFamily(

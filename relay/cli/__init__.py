@@ -19,6 +19,7 @@ from relay.cli import (
     mesh_cmd,
     message_cmd,
     pki_cmd,
+    queue_cmd,
     selfcheck_cmd,
     send_cmd,
     serve_cmd,
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     mailbox_cmd.register(commands)
     message_cmd.register(commands)
     account_cmd.register(commands)
+    queue_cmd.register(commands)
     ledger_cmd.register(commands)
     pki_cmd.register(commands)
     verify_cmd.register(commands)

@@ -17,7 +17,8 @@ from typing import Any
 from interop.errors import ConfigurationError
 from relay.config import NodeConfig, embedded_default, load
 from relay.context import NodeContext, build_context
-from relay.store.database import sqlite_path
+from relay.store import Store
+from relay.store.database import open_database, sqlite_path
 from relay.store.reader import StoreReader
 
 
@@ -61,9 +62,18 @@ def existing(config: NodeConfig) -> NodeConfig:
     return config
 
 
-def open_node(args: argparse.Namespace) -> NodeContext:
-    """The context of the existing node the command names (its signer, store, mailboxes)."""
-    return build_context(existing(node_config(args)))
+def open_node(args: argparse.Namespace, owner: str | None = None) -> NodeContext:
+    """The context of the existing node the command names (its signer, store, mailboxes),
+    claiming work as ``owner`` (default: as the node's first process would)."""
+    return build_context(existing(node_config(args)), owner=owner)
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    """The existing node's store, to write to, and nothing else of the node (no keys)."""
+    config = existing(node_config(args))
+    return Store(
+        open_database(config.store_url, synchronous=config.store.sqlite_synchronous, connections=2)
+    )
 
 
 def open_reader(args: argparse.Namespace) -> StoreReader:

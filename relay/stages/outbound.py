@@ -4,9 +4,10 @@ Takes: ``dispatch-out`` and ``evidence-out`` rows in state ``queued``. Promises:
 through the one way out (``Transport.send``); a 250 makes it ``sent`` (a Dispatch then waits
 for its evidence under ``evidence_timeout``); 4xx and connection trouble retry with back-off
 from ``retry_initial`` doubling to ``retry_max``; a 5xx on a Dispatch, or ``relay_timeout``
-without a 250, ends the relay with RelayREMMDFailure filed for the sender, and so does
-``evidence_timeout`` without Delivery evidence. Each attempt goes into the attempts history
-(``relay.store.attempts``) in the transaction that records its outcome.
+without a 250 (an operator's hold stops the sending, not the timer), ends the relay with
+RelayREMMDFailure filed for the sender, and so does ``evidence_timeout`` without Delivery
+evidence. Each attempt goes into the attempts history (``relay.store.attempts``) in the
+transaction that records its outcome.
 """
 
 from __future__ import annotations
@@ -225,9 +226,11 @@ def relay_failure(
     *,
     state: State = State.FAILED,
     attempt: Result | None = None,
+    last_reply: str | None = None,
 ) -> None:
-    """RelayREMMDFailure for a Dispatch, filed in the sender's Delil folder; timers stop.
-    ``attempt``: the send whose answer ended the relay, recorded with the failure."""
+    """RelayREMMDFailure for a Dispatch, filed in the sender's Delil folder; timers stop; the
+    Dispatch moves to ``state`` keeping ``last_reply`` (default: ``details``). ``attempt``:
+    the send whose answer ended the relay, recorded with the failure."""
     store = context.store
     about_rows = [e for e in store.evidence_of_message(dispatch.id) if e["direction"] == "issued"]
     if not about_rows:
@@ -256,7 +259,7 @@ def relay_failure(
     with store.transaction() as db:
         record(context, db, issued, direction="issued", message_id=dispatch.id, envelope_id=key)
         store.stop_timer(db, dispatch.remmd_id or "", dispatch.peer or "")
-        store.move(db, dispatch, state, last_reply=details[:500])
+        store.move(db, dispatch, state, last_reply=(last_reply or details)[:500])
         if attempt is not None:
             _attempted(context, db, dispatch, attempt)
     if state is State.EXPIRED:
@@ -293,7 +296,9 @@ def check_timers(context: NodeContext) -> int:
 
 def _fire(context: NodeContext, dispatch: MessageRow, timer: Row, now: float) -> bool:
     relay_deadline, evidence_deadline = timer["relay_deadline"], timer["evidence_deadline"]
-    if dispatch.state is State.QUEUED and relay_deadline is not None and relay_deadline <= now:
+    # One an operator holds too: holding it stops its sending, not the sender's answer (§4).
+    waiting = dispatch.state in (State.QUEUED, State.HOLD)
+    if waiting and relay_deadline is not None and relay_deadline <= now:
         relay_failure(
             context,
             dispatch,

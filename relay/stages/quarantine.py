@@ -9,8 +9,10 @@ Dispatch gets RelayREMMDAcceptanceRejection for each recipient, a local sender o
 gets SubmissionAcceptanceRejection in its Delil folder. The reason is the input's own
 (``InvalidMessageFormat`` for what cannot be read) or ``TechnicalMalfunction`` when the fault is
 ours. An Evidence message from a peer is only put aside: evidence is not answered with
-evidence. On failure: when not even the refusal can be made, the message is still put aside
-and the log says so (``quarantine_without_evidence``), so it is not retried for ever.
+evidence. ``refuse`` is the same answer for a message an operator ends before it was
+processed (``relay.operator``: state ``deleted``). On failure: when not even the refusal can
+be made, the message is still put aside and the log says so (``quarantine_without_evidence``),
+so it is not retried for ever.
 """
 
 from __future__ import annotations
@@ -47,12 +49,7 @@ def refusal_for(exc: BaseException) -> EventReason:
 def put_aside(context: NodeContext, row: MessageRow, exc: BaseException) -> None:
     why = refusal_for(exc)
     try:
-        if row.kind is Kind.DISPATCH_IN:
-            _refuse_dispatch(context, row, why)
-        elif row.kind is Kind.SUBMISSION:
-            _refuse_submission(context, row, why)
-        else:
-            _hold(context, row, why)
+        refuse(context, row, why, State.QUARANTINED)
     except Exception:
         log.exception(
             "quarantine_without_evidence", queue_id=row.id, remmd_id=row.remmd_id, kind=row.kind
@@ -70,12 +67,34 @@ def put_aside(context: NodeContext, row: MessageRow, exc: BaseException) -> None
     )
 
 
+def refuse(
+    context: NodeContext, row: MessageRow, why: EventReason, state: State, note: str | None = None
+) -> None:
+    """Answer the sender of ``row`` (claimed), a received message that will not be processed,
+    with Rejection for ``why``, and move it to ``state`` (``quarantined``; ``deleted`` when an
+    operator ends it), keeping ``note`` (default: the reason's details) as its last reply.
+    An Evidence message is only moved: evidence is not answered with evidence."""
+    note = (note if note is not None else why.details)[:500]
+    if row.kind is Kind.DISPATCH_IN:
+        _refuse_dispatch(context, row, why, state, note)
+    elif row.kind is Kind.SUBMISSION:
+        _refuse_submission(context, row, why, state, note)
+    else:
+        _move(context, row, state, note)
+
+
 def _hold(context: NodeContext, row: MessageRow, why: EventReason) -> None:
+    _move(context, row, State.QUARANTINED, why.details[:500])
+
+
+def _move(context: NodeContext, row: MessageRow, state: State, note: str) -> None:
     with context.store.transaction() as db:
-        context.store.move(db, row, State.QUARANTINED, last_reply=why.details[:500])
+        context.store.move(db, row, state, last_reply=note)
 
 
-def _refuse_dispatch(context: NodeContext, row: MessageRow, why: EventReason) -> None:
+def _refuse_dispatch(
+    context: NodeContext, row: MessageRow, why: EventReason, state: State, note: str
+) -> None:
     """Rejection to the S-GW for each recipient, queued back like any evidence (§4 R-GW 1)."""
     with context.spool.path(row.id).open("rb") as stream:
         envelope = parse_envelope(stream)
@@ -92,10 +111,12 @@ def _refuse_dispatch(context: NodeContext, row: MessageRow, why: EventReason) ->
         )
         for index in recipient_indices(about, row.rcpt_to)
     ]
-    send_back(context, row, envelope, evidence, state=State.QUARANTINED, detail=why.details[:500])
+    send_back(context, row, envelope, evidence, state=state, detail=note)
 
 
-def _refuse_submission(context: NodeContext, row: MessageRow, why: EventReason) -> None:
+def _refuse_submission(
+    context: NodeContext, row: MessageRow, why: EventReason, state: State, note: str
+) -> None:
     """SubmissionAcceptanceRejection filed for the sender (§4 S-GW 2); nothing is relayed."""
     with context.spool.path(row.id).open("rb") as stream:
         issued = sign(
@@ -110,8 +131,8 @@ def _refuse_submission(context: NodeContext, row: MessageRow, why: EventReason) 
                 reasons=[why],
             ),
         )
-    key = f"{row.id}-quarantined"
+    key = f"{row.id}-{state}"  # one filing per message and end: a replay finds it
     issued = file_evidence(context, issued, row.mail_from, key)
     with context.store.transaction() as db:
         record(context, db, issued, direction="issued", message_id=row.id, envelope_id=key)
-        context.store.move(db, row, State.QUARANTINED, last_reply=why.details[:500])
+        context.store.move(db, row, state, last_reply=note)

@@ -9,10 +9,10 @@ needs), ``ledger`` (the hash chain of profile §7 over the evidence, append-only
 of each message to a peer, with the replies). Each stage changes state in one transaction, so
 a crash leaves every message in exactly one state and replaying a stage is safe. The queries
 live by concern: ``messages.py``, ``evidence.py``, ``accounts.py``, ``timers.py``,
-``attempts.py``, ``export.py``; ``base.py`` holds the database and the clock, ``database.py``
-what differs between the two databases, ``schema.py`` the tables and their migrations, and
-``reader.py`` the read-only view of metrics and operator tools (with ``status.py``, the
-queries of one message's story).
+``attempts.py``, ``export.py``, ``queue.py`` (an operator's moves); ``base.py`` holds the
+database and the clock, ``database.py`` what differs between the two databases, ``schema.py``
+the tables and their migrations, and ``reader.py`` the read-only view of metrics and operator
+tools (with ``status.py``, the queries of one message's story).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from relay.store.database import Database, Row, Tx, is_duplicate, open_database
 from relay.store.evidence import EvidenceQueries
 from relay.store.export import ExportQueries
 from relay.store.messages import MessageQueries
+from relay.store.queue import QueueQueries
 from relay.store.timers import TimerQueries
 
 __all__ = [
@@ -41,6 +42,12 @@ __all__ = [
 
 
 class Store(
-    MessageQueries, EvidenceQueries, AccountQueries, TimerQueries, AttemptQueries, ExportQueries
+    MessageQueries,
+    QueueQueries,
+    EvidenceQueries,
+    AccountQueries,
+    TimerQueries,
+    AttemptQueries,
+    ExportQueries,
 ):
     """Every query of the node, by concern, on one database."""

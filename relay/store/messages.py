@@ -25,6 +25,7 @@ from relay.lifecycle import (
     RECEIVED_KINDS,
     RECOVERY,
     SENT_KINDS,
+    STAGE_MOVES,
     IllegalMove,
     Kind,
     State,
@@ -129,8 +130,12 @@ class MessageQueries(StoreBase):
     def resend_evidence_of(self, message_id: str) -> int:
         """Queue again every Evidence message made for ``message_id`` (a repeated Dispatch,
         INTEROP-PROFILE.md §2: the evidence already issued is returned again)."""
-        # Those on the wire (sending) go anyway.
-        ended = [s for s in sources(Kind.EVIDENCE_OUT, State.QUEUED) if s is not State.SENDING]
+        # Those on the wire (sending) go anyway; one an operator holds stays held.
+        ended = [
+            s
+            for s in sources(Kind.EVIDENCE_OUT, State.QUEUED, STAGE_MOVES)
+            if s is not State.SENDING
+        ]
         marks, froms = _marks(ended)
         query = (
             "UPDATE messages SET state = ?, next_attempt = ?, attempts = 0, updated = ?"  # noqa: S608
@@ -297,7 +302,7 @@ class MessageQueries(StoreBase):
     def content_done(self, before: float, limit: int = 1000) -> list[str]:
         """Messages whose every obligation was met before ``before`` and whose spool file is
         still there (INTEROP-PROFILE.md §7: the gateway's own copy goes then). Held messages
-        (invalid, unmatched, quarantined) and those still to be processed or sent stay."""
+        (invalid, unmatched, quarantined, hold) and those still to be processed or sent stay."""
         clauses, args = [], []
         for kind, states in CONTENT_DONE.items():
             marks, texts = _marks(states)

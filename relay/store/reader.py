@@ -10,8 +10,9 @@ PostgreSQL's readers never wait for writers. ``snapshot`` makes several queries 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -19,9 +20,61 @@ import psycopg
 
 from interop.evidence.codes import Event, EvidenceType
 from relay.lifecycle import HELD, PENDING, Kind, State
-from relay.store.base import blob
-from relay.store.database import Tx, psycopg_sql, sqlite_path
+from relay.store.base import MessageRow, blob, message_row
+from relay.store.database import Row, Tx, psycopg_sql, sqlite_path
 from relay.store.status import StatusQueries
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFilter:
+    """Which messages an operator's queue command means: in one of ``states``, of one of
+    ``kinds`` (any when empty), exchanged with ``peer`` (a submission's peer is ``local``,
+    the provider's own id), created before ``created_before`` and after ``created_after``."""
+
+    states: tuple[State, ...]
+    kinds: tuple[Kind, ...] = ()
+    peer: str | None = None
+    local: str = ""
+    created_before: float | None = None
+    created_after: float | None = None
+
+    def where(self) -> tuple[str, list[object]]:
+        """The ``WHERE`` clause and its values."""
+        clauses = [f"state IN ({', '.join('?' * len(self.states))})"]
+        values: list[object] = [str(s) for s in self.states]
+        if self.kinds:
+            clauses.append(f"kind IN ({', '.join('?' * len(self.kinds))})")
+            values += [str(k) for k in self.kinds]
+        if self.peer is not None:
+            clauses.append("COALESCE(peer, ?) = ?")
+            values += [self.local, self.peer]
+        if self.created_before is not None:
+            clauses.append("created <= ?")
+            values.append(self.created_before)
+        if self.created_after is not None:
+            clauses.append("created >= ?")
+            values.append(self.created_after)
+        return " AND ".join(clauses), values
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A message as the queue tools show it: its row, and what the row value leaves out."""
+
+    row: MessageRow
+    updated: float
+    sent_at: float | None
+    content_gone: bool  # its spool file was removed (profile §7)
+
+
+def _rows(cursor: Any) -> list[Row]:
+    """The cursor's rows with their column names (the reader's rows are plain tuples)."""
+    names = {d[0]: i for i, d in enumerate(cursor.description or ())}
+    return [Row(names, values) for values in cursor.fetchall()]
+
+
+def _entry(r: Row) -> QueueEntry:
+    return QueueEntry(message_row(r), float(r["updated"]), r["sent_at"], bool(r["content_gone"]))
 
 
 class _Postgres:
@@ -88,6 +141,71 @@ class StoreReader(StatusQueries):
                 "SELECT kind, state, COUNT(*), MIN(created) FROM messages"  # noqa: S608
                 f" WHERE state IN ({marks}) GROUP BY kind, state",
                 states,
+            )
+        ]
+
+    def entries(
+        self, which: QueueFilter, limit: int, after: tuple[float, str] | None = None
+    ) -> list[QueueEntry]:
+        """Up to ``limit`` messages ``which`` means, oldest first, from after ``after``
+        (created, id) of the last one a page before ended with."""
+        where, values = which.where()
+        if after is not None:
+            where += " AND (created > ? OR (created = ? AND id > ?))"
+            values += [after[0], after[0], after[1]]
+        cursor = self.db.execute(
+            f"SELECT * FROM messages WHERE {where} ORDER BY created, id LIMIT ?",  # noqa: S608
+            [*values, limit],
+        )
+        return [_entry(r) for r in _rows(cursor)]
+
+    def entry(self, queue_id: str) -> QueueEntry | None:
+        rows = _rows(self.db.execute("SELECT * FROM messages WHERE id = ?", (queue_id,)))
+        return _entry(rows[0]) if rows else None
+
+    def shape(self, which: QueueFilter, edges: Sequence[float], now: float) -> dict[str, list[int]]:
+        """Messages ``which`` means by peer and age: for each peer, how many are younger than
+        each of ``edges`` (seconds, ascending) and not younger than the one before, then how
+        many are older than the last (Postfix's qshape)."""
+        where, values = which.where()
+        buckets = " ".join(f"WHEN created > ? THEN {i}" for i in range(len(edges)))
+        counts: dict[str, list[int]] = {}
+        for peer, bucket, count in self.db.execute(
+            f"SELECT COALESCE(peer, ?), CASE {buckets} ELSE {len(edges)} END, COUNT(*)"  # noqa: S608
+            f" FROM messages WHERE {where} GROUP BY 1, 2",
+            [which.local, *(now - edge for edge in edges), *values],
+        ):
+            counts.setdefault(str(peer), [0] * (len(edges) + 1))[int(bucket)] += int(count)
+        return counts
+
+    def evidence_of_row(self, queue_id: str) -> list[tuple[str, str, str, str | None, float]]:
+        """(direction, type, event, recipient, recorded) of the evidence about a message, or
+        carried by it, oldest first."""
+        return [
+            (str(d), str(t), str(e), r, float(c))
+            for d, t, e, r, c in self.db.execute(
+                "SELECT direction, type, event, recipient, created FROM evidence"
+                " WHERE message_id = ? OR envelope_id = ? ORDER BY created",
+                (queue_id, queue_id),
+            )
+        ]
+
+    def timer_of(self, queue_id: str) -> tuple[float | None, float | None, bool] | None:
+        """(relay deadline, evidence deadline, stopped) of a Dispatch's timer."""
+        row = self.db.execute(
+            "SELECT relay_deadline, evidence_deadline, done FROM timers WHERE dispatch_id = ?",
+            (queue_id,),
+        ).fetchone()
+        return (row[0], row[1], bool(row[2])) if row else None
+
+    def made_from(self, queue_id: str) -> list[tuple[str, Kind, State, str | None]]:
+        """(id, kind, state, peer) of the messages made from a message (its Dispatches, the
+        Evidence messages answering it)."""
+        return [
+            (str(i), Kind(k), State(s), p)
+            for i, k, s, p in self.db.execute(
+                "SELECT id, kind, state, peer FROM messages WHERE parent = ? ORDER BY created",
+                (queue_id,),
             )
         ]
 

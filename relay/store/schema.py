@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS messages (
     size INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
     state TEXT NOT NULL,          -- received, processed, rejected, queued, sending, sent,
-                                  -- failed, expired, invalid, unmatched, quarantined
+                                  -- failed, expired, invalid, unmatched, quarantined, hold,
+                                  -- deleted (relay.lifecycle.State)
     created REAL NOT NULL,
     updated REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,  -- sending attempts; for received kinds, failed

@@ -191,7 +191,8 @@ def test_log_events_are_fixed_names_documented_once() -> None:
     events = _log_events()
     assert len(events) > 20
     text = (ROOT / "docs" / "operations.md").read_text()
-    section = text[text.index("## Logs") : text.index("## Alerts")]
+    start = text.index("## Logs")
+    section = text[start : text.index("\n## ", start)]
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M))
     for name, sites in events.items():
         assert re.fullmatch(r"[a-z]+(_[a-z]+)*", name), name
