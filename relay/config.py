@@ -19,11 +19,13 @@ from interop.errors import ConfigurationError, IdentityNumberError
 from interop.identity import NationalId
 from interop.limits import DEFAULT_LIMITS, KNOWN_OWN_LIMITS, MiB
 from interop.providers import BUILTIN_DIRECTORY, Provider
+from relay.crl_fetch import CrlSettings, check_url
 from relay.tsa import TsaClientConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 MAX_PROCESSES = 64
+LOG_LEVELS = ("debug", "info", "warning", "error")
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -45,6 +47,7 @@ class PeerConfig:
     tls_names: tuple[str, ...] = ()
     message_limit: int = DEFAULT_LIMITS.cross_provider_message
     domain: str = ""
+    crl_urls: tuple[str, ...] = ()  # where its CAs' CRLs are published (relay.crls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,11 @@ class NodeConfig:
     tsa_cas: tuple[Path, ...] = ()
     crls: tuple[Path, ...] = ()
     require_crl: bool = True
+    # Where the CRLs of user_cas and tsa_cas are published, and how CRLs are fetched.
+    crl_urls: tuple[str, ...] = ()
+    crl: CrlSettings = field(default_factory=CrlSettings)
+    # [log] level: debug, info, warning or error (relay.logs).
+    log_level: str = "info"
     peers: tuple[PeerConfig, ...] = ()
     timers: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
@@ -227,6 +235,10 @@ class _Section:
             raise ConfigurationError(f"{self.where(key)}: expected a list of file names")
         return tuple(_path(v, base) for v in values)
 
+    def urls(self, key: str) -> tuple[str, ...]:
+        values = self.get(key, list, [])
+        return tuple(check_url(v, self.where(key)) for v in values)
+
     def done(self) -> None:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
@@ -255,6 +267,31 @@ def _tsa(section: _Section, source: str) -> TsaClientConfig:
         raise ConfigurationError(f"{source}: {exc.detail}") from exc
     section.done()
     return config
+
+
+def _crl(section: _Section, source: str) -> CrlSettings:
+    """The [crl] table (relay/crl_fetch.py names and explains each limit)."""
+    defaults = CrlSettings()
+    number = (int, float)
+    try:
+        settings = CrlSettings(
+            timeout=float(section.get("timeout", number, defaults.timeout)),
+            max_size=section.get("max_size", int, defaults.max_size),
+            refresh_fraction=float(
+                section.get("refresh_fraction", number, defaults.refresh_fraction)
+            ),
+            **{
+                key: duration(
+                    section.get(key, (str, int, float), getattr(defaults, key)),
+                    section.where(key),
+                )
+                for key in ("min_interval", "max_interval", "retry_initial", "retry_max")
+            },
+        )
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{source}: {exc.detail}") from exc
+    section.done()
+    return settings
 
 
 def _identity_number(section: _Section, key: str) -> str | None:
@@ -388,7 +425,14 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         trust.paths("crls", base),
     )
     require_crl = trust.get("require_crl", bool, True)
+    crl_urls = trust.urls("crl_urls")
     trust.done()
+    crl = _crl(_Section(source, "crl", top.get("crl", dict, {})), source)
+    log_s = _Section(source, "log", top.get("log", dict, {}))
+    log_level = log_s.get("level", str, "info")
+    if log_level not in LOG_LEVELS:
+        raise ConfigurationError(f"{log_s.where('level')}: {', '.join(LOG_LEVELS)}")
+    log_s.done()
 
     peers = []
     for peer_id, table in top.get("peers", dict, {}).items():
@@ -412,6 +456,7 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
                 tls_names=tuple(section.get("tls_names", list, [])),
                 message_limit=int(limit * MiB),
                 domain=peer_domain,
+                crl_urls=section.urls("crl_urls"),
             )
         )
         section.done()
@@ -528,6 +573,9 @@ def from_mapping(raw: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
         tsa_cas=tsa_cas,
         crls=crls,
         require_crl=require_crl,
+        crl_urls=crl_urls,
+        crl=crl,
+        log_level=log_level,
         peers=tuple(peers),
         timers=timers,
         limits=limits,
