@@ -2,11 +2,13 @@
 
 Two questions, told apart by the caller (``check(..., proven=...)``):
 
-* **Now** (``proven=False``): the status at the verification time. It needs a CRL current at
-  that time (thisUpdate ≤ now < nextUpdate); the newest such CRL decides. Fail closed: a
-  certificate whose issuer's CRL is missing, badly signed, or past its ``nextUpdate`` has
-  unknown status, and unknown status fails verification unless the caller built
-  ``RevocationData(require=False)`` (the "unless configured otherwise" of §1).
+* **Now** (``proven=False``): the status at the verification time. The latest CRL of the
+  issuer issued by then decides, and it must be current (thisUpdate ≤ now < nextUpdate): an
+  earlier CRL still within its validity does not stand in for a later one that ran out, since
+  it misses what the later one revoked. Fail closed: a certificate whose issuer's CRL is
+  missing, badly signed, or past its ``nextUpdate`` has unknown status, and unknown status
+  fails verification unless the caller built ``RevocationData(require=False)`` (the "unless
+  configured otherwise" of §1).
 * **At a proven time T** (``proven=True``; T is a trusted time-stamp's genTime, profile §1
   "Signing time"), as ETSI EN 319 102-1 validates at a past time. A CRL of the issuer, signed
   by it, is evidence of the status at T when it was issued at or after T (thisUpdate ≥ T: it
@@ -23,6 +25,12 @@ Every answer says over which times it holds (``valid_from``/``valid_until``: bet
 consecutive thisUpdate, nextUpdate or revocation dates nothing changes), so path validation
 can cache it, and which CRLs it rests on (``crls``), so a gateway can keep them with the
 evidence for verification later (profile §7).
+
+CRLs a gateway fetches (``relay.crls``) pass three checks here before they are held:
+``read_crl`` (DER or PEM, every field readable now rather than at the first verification),
+``incomplete`` (every CRL held stands for its issuer's complete list: a delta CRL or a
+partitioned one would make a revoked certificate look good) and ``issued_by`` (the name and
+signature of one of the CAs it is fetched for). ``supersedes`` orders two CRLs of one issuer.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from interop.errors import MalformedInput, translated
 
 _SHA256 = hashes.SHA256()
 # ITU-T X.509 (10/2012) §8.5.2.12 id-ce-expiredCertsOnCRL: the CRL keeps revoked certificates
@@ -108,19 +118,22 @@ class RevocationData:
     def _now(
         self, cert: x509.Certificate, issuer: x509.Certificate, held: list[CRL], now: dt.datetime
     ) -> RevocationCheck:
-        candidates = [c for c in held if c.last_update_utc <= now and _before_next(c, now)]
-        if not candidates:
-            stale = self._by_issuer.get(issuer.subject)
-            why = (
-                "no current CRL (the ones held are outside their validity or badly signed)"
-                if stale
-                else "no CRL"
-            )
+        issued = [c for c in held if c.last_update_utc <= now]
+        crl = max(issued, key=_issue_order) if issued else None
+        if crl is None or not _before_next(crl, now):
+            if crl is not None:
+                why = (
+                    "no current CRL (the ones held are outside their validity: the latest, of "
+                    f"{crl.last_update_utc.isoformat()}, is past its nextUpdate)"
+                )
+            elif self._by_issuer.get(issuer.subject):
+                why = "no current CRL (the ones held are outside their validity or badly signed)"
+            else:
+                why = "no CRL"
             return RevocationCheck(
                 RevocationStatus.UNKNOWN,
                 f"revocation status unknown: {why} from {issuer.subject.rfc4514_string()}",
             )
-        crl = max(candidates, key=lambda c: c.last_update_utc)
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
         if entry is not None and entry.revocation_date_utc <= now:
             return _revoked(cert, entry, crl)
@@ -167,6 +180,12 @@ class RevocationData:
             )
             self._signature_ok[key] = ok
         return ok
+
+
+def _issue_order(crl: CRL) -> tuple[dt.datetime, int]:
+    """Later thisUpdate first; a higher cRLNumber among CRLs of the same second."""
+    number = crl_number(crl)
+    return crl.last_update_utc, -1 if number is None else number
 
 
 def _before_next(crl: CRL, at: dt.datetime) -> bool:
@@ -219,3 +238,100 @@ def _window(
     before = [e for e in events if e <= at]
     after = [e for e in events if e > at]
     return (max(before) if before else None, min(after) if after else None)
+
+
+# -- CRLs from outside (fetched by the caller) ------------------------------------------------
+
+
+def read_crl(data: bytes) -> CRL:
+    """A CRL from DER or PEM bytes. ``MalformedInput`` when it is not one, or when any field
+    (issuer, dates, extensions, each entry) cannot be read: cryptography parses lazily, so
+    everything a verification will touch is touched here, once."""
+    with translated(MalformedInput, "not a CRL"):
+        crl = (
+            x509.load_pem_x509_crl(data)
+            if data.lstrip().startswith(b"-----BEGIN")
+            else x509.load_der_x509_crl(data)
+        )
+        crl.issuer.rfc4514_string()
+        crl.last_update_utc  # noqa: B018  (read for its exception)
+        crl.next_update_utc  # noqa: B018
+        for extension in crl.extensions:
+            extension.value  # noqa: B018
+        for entry in crl:
+            entry.serial_number  # noqa: B018
+            entry.revocation_date_utc  # noqa: B018
+            for extension in entry.extensions:
+                extension.value  # noqa: B018
+    return crl
+
+
+def incomplete(crl: CRL) -> str | None:
+    """Why ``crl`` cannot stand for its issuer's complete CRL (None when it can).
+
+    ``RevocationData`` reads every CRL as the whole list of its issuer's revocations (RFC 5280
+    §5: a complete CRL for all certificates and reasons). A delta CRL (§5.2.4) lists only what
+    changed since a base CRL, and an issuing distribution point (§5.2.5) may narrow a CRL to
+    some reasons or to another issuer's certificates: held as complete, either would call a
+    revoked certificate good.
+    """
+    try:
+        crl.extensions.get_extension_for_class(x509.DeltaCRLIndicator)
+        return "a delta CRL (only changes since a base CRL)"
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        point = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return None
+    if point.indirect_crl:
+        return "an indirect CRL (it may list certificates of other issuers)"
+    if point.only_some_reasons is not None:
+        return "a CRL for some revocation reasons only"
+    if point.only_contains_attribute_certs:
+        return "a CRL of attribute certificates"
+    return None
+
+
+def issued_by(crl: CRL, cas: Iterable[x509.Certificate]) -> x509.Certificate | None:
+    """The CA among ``cas`` that issued ``crl``: its subject is the CRL's issuer and its key
+    verifies the CRL's signature. None when no CA does."""
+    for ca in cas:
+        if ca.subject != crl.issuer:
+            continue
+        public_key = ca.public_key()
+        if isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) and (
+            crl.is_signature_valid(public_key)
+        ):
+            return ca
+    return None
+
+
+def crl_number(crl: CRL) -> int | None:
+    """The CRL's cRLNumber (RFC 5280 §5.2.3: increases with each CRL of its issuer)."""
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return None
+
+
+def supersedes(new: CRL, held: CRL) -> bool:
+    """Whether ``new`` is a later CRL than ``held`` of the same issuer: a higher cRLNumber
+    when both carry one (RFC 5280 §5.2.3 makes it the order of issue), else a later
+    thisUpdate. The same CRL, or an earlier one, does not."""
+    if new.issuer != held.issuer:
+        return False
+    new_number, held_number = crl_number(new), crl_number(held)
+    if new_number is not None and held_number is not None:
+        return new_number > held_number
+    return new.last_update_utc > held.last_update_utc
+
+
+def newest_by_issuer(crls: Iterable[CRL]) -> dict[x509.Name, CRL]:
+    """The latest CRL of each issuer among ``crls`` (``supersedes``'s order)."""
+    newest: dict[x509.Name, CRL] = {}
+    for crl in crls:
+        held = newest.get(crl.issuer)
+        if held is None or supersedes(crl, held):
+            newest[crl.issuer] = crl
+    return newest

@@ -1,7 +1,9 @@
 """The trust list (INTEROP-PROFILE.md §1): per provider, who may sign and who may connect.
 
 A ``TrustList`` is a value built from configuration (or the dev PKI). It never fetches anything:
-CRLs come in separately as ``interop.revocation.RevocationData``.
+CRLs come in separately as ``interop.revocation.RevocationData``. It says where each CA's CRLs
+are published (``crl_locations``: a provider's for its process and TLS CAs, the list's own for
+the user and TSA roots); the gateway fetches them (``relay.crls``).
 """
 
 from __future__ import annotations
@@ -53,8 +55,11 @@ class TrustList:
     user_cas: tuple[x509.Certificate, ...]
     # Roots for RFC 3161 time-stamping authorities.
     tsa_cas: tuple[x509.Certificate, ...] = ()
+    # Where the CRLs of user_cas and tsa_cas are published (URLs).
+    crl_locations: tuple[str, ...] = ()
     _by_id: dict[str, ProviderTrust] = field(init=False, repr=False, compare=False)
     _own: ProviderDirectory = field(init=False, repr=False, compare=False)
+    _directory: ProviderDirectory = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_id: dict[str, ProviderTrust] = {}
@@ -66,6 +71,11 @@ class TrustList:
         # Built once: refuses overlapping domains and answers owner_of on the hot path.
         object.__setattr__(
             self, "_own", ProviderDirectory(tuple(p.provider for p in self.providers))
+        )
+        object.__setattr__(
+            self,
+            "_directory",
+            BUILTIN_DIRECTORY.with_providers(p.provider for p in self.providers),
         )
 
     def get(self, provider_id: str) -> ProviderTrust | None:
@@ -83,7 +93,7 @@ class TrustList:
     @property
     def directory(self) -> ProviderDirectory:
         """Builtin providers plus those of this list (the list's entries win)."""
-        return BUILTIN_DIRECTORY.with_providers(p.provider for p in self.providers)
+        return self._directory
 
     def owner_of(self, domain: str) -> ProviderTrust | None:
         provider = self._own.owner_of(domain)
@@ -95,5 +105,6 @@ class TrustList:
         providers: Iterable[ProviderTrust],
         user_cas: Iterable[x509.Certificate],
         tsa_cas: Iterable[x509.Certificate] = (),
+        crl_locations: Iterable[str] = (),
     ) -> TrustList:
-        return cls(tuple(providers), tuple(user_cas), tuple(tsa_cas))
+        return cls(tuple(providers), tuple(user_cas), tuple(tsa_cas), tuple(crl_locations))

@@ -22,6 +22,7 @@ from interop.identity import NationalId
 from interop.limits import DEFAULT_LIMITS, KNOWN_OWN_LIMITS, MiB
 from interop.providers import BUILTIN_DIRECTORY, Provider, provider_id_problem
 from interop.reasons import Reason
+from relay.crl_fetch import CrlSettings, check_url
 from relay.tsa import TsaClientConfig
 
 T = TypeVar("T")
@@ -29,6 +30,7 @@ T = TypeVar("T")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 MAX_PROCESSES = 64
+LOG_LEVELS = ("debug", "info", "warning", "error")
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -50,6 +52,7 @@ class PeerConfig:
     tls_names: tuple[str, ...] = ()
     message_limit: int = DEFAULT_LIMITS.cross_provider_message
     domain: str = ""
+    crl_urls: tuple[str, ...] = ()  # where its CAs' CRLs are published (relay.crls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,11 @@ class NodeConfig:
     tsa_cas: tuple[Path, ...] = ()
     crls: tuple[Path, ...] = ()
     require_crl: bool = True
+    # Where the CRLs of user_cas and tsa_cas are published, and how CRLs are fetched.
+    crl_urls: tuple[str, ...] = ()
+    crl: CrlSettings = field(default_factory=CrlSettings)
+    # [log] level: debug, info, warning or error (relay.logs).
+    log_level: str = "info"
     peers: tuple[PeerConfig, ...] = ()
     timers: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
@@ -269,6 +277,10 @@ class _Section:
             self.problem(key, "expected a list of file names")
             return ()
         return tuple(_path(v, base) for v in values)
+
+    def urls(self, key: str) -> tuple[str, ...]:
+        values = self.get(key, list, [])
+        return tuple(u for v in values if (u := self.convert(key, v, check_url, "")))
 
     def strings(self, key: str) -> tuple[str, ...]:
         values = self.get(key, list, [])
@@ -403,7 +415,15 @@ class _Reader:
             trust.paths("crls", self.base),
         )
         require_crl = trust.get("require_crl", bool, True)
+        crl_urls = trust.urls("crl_urls")
         trust.done()
+        crl = self.crl()
+        log = self.table("log")
+        log_level = log.get("level", str, "info")
+        if log_level not in LOG_LEVELS:
+            log.problem("level", f"{log_level!r}: one of {', '.join(LOG_LEVELS)}")
+            log_level = "info"
+        log.done()
         peers = self.peers(provider, production=dev_pki is None and identity is not None)
         timers = self.timers()
         limits = self.limits(provider)
@@ -441,6 +461,9 @@ class _Reader:
             tsa_cas=tsa_cas,
             crls=crls,
             require_crl=require_crl,
+            crl_urls=crl_urls,
+            crl=crl,
+            log_level=log_level,
             peers=peers,
             timers=timers,
             limits=limits,
@@ -582,6 +605,7 @@ class _Reader:
                     tls_names=section.strings("tls_names"),
                     message_limit=int(limit * MiB),
                     domain=peer_domain,
+                    crl_urls=section.urls("crl_urls"),
                 )
             )
             section.done()
@@ -674,6 +698,27 @@ class _Reader:
             own_message_limit=int(sizes["own_message_limit_mib"] * MiB),
             default_quota=int(sizes["default_quota_mib"] * MiB),
         )
+
+    def crl(self) -> CrlSettings:
+        """The [crl] table (relay/crl_fetch.py names and explains each limit)."""
+        section = self.table("crl")
+        defaults = CrlSettings()
+        number = (int, float)
+        values: dict[str, Any] = {
+            "timeout": float(section.get("timeout", number, defaults.timeout)),
+            "max_size": section.get("max_size", int, defaults.max_size),
+            "refresh_fraction": float(
+                section.get("refresh_fraction", number, defaults.refresh_fraction)
+            ),
+        }
+        for key in ("min_interval", "max_interval", "retry_initial", "retry_max"):
+            values[key] = section.parsed(key, duration, getattr(defaults, key))
+        section.done()
+        try:
+            return CrlSettings(**values)
+        except ConfigurationError as exc:
+            self.problem(exc.detail)
+            return defaults
 
     def tsa(self) -> TsaClientConfig | None:
         """The [tsa] table (relay/tsa.py names and explains each limit); None after a problem."""

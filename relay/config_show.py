@@ -133,6 +133,18 @@ def show(config: NodeConfig) -> str:
     out.key("tsa_cas", value(config.tsa_cas))
     out.key("crls", value(config.crls))
     out.key("require_crl", value(config.require_crl))
+    out.key("crl_urls", value(config.crl_urls))
+
+    out.table("crl")
+    crl = config.crl
+    out.key("refresh_fraction", value(crl.refresh_fraction))
+    for key in ("max_interval", "min_interval", "retry_initial", "retry_max"):
+        out.key(key, seconds(getattr(crl, key)))
+    out.key("timeout", value(crl.timeout))
+    out.key("max_size", value(crl.max_size))
+
+    out.table("log")
+    out.key("level", value(config.log_level))
 
     _tsa(out, config)
     _peers(out, config.peers)
@@ -199,5 +211,6 @@ def _peers(out: _Toml, peers: Iterable[PeerConfig]) -> None:
         out.key("tls_cas", value(peer.tls_cas))
         out.key("tls_names", value(peer.tls_names))
         out.key("message_limit_mib", mib(peer.message_limit))
+        out.key("crl_urls", value(peer.crl_urls))
     if not listed:
         out.comment("[peers.<id>]: none")

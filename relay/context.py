@@ -3,6 +3,11 @@
 Keys and certificates are read here through ``relay.keys`` (the one module that reads
 private keys); stages get ready values: the signer, the verifiers, TLS contexts, routes,
 mailboxes, the spool and the store.
+
+Trust, CRLs and accounts may change while the node runs (a CRL fetched, SIGHUP:
+``relay.crls``, ``relay.reload``): stages read ``context.verifiers`` and
+``context.mailboxes`` each time they need them, and ``use_verifiers`` switches every holder at
+once; a check already running finishes with what it had.
 """
 
 from __future__ import annotations
@@ -16,13 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from interop.pki.devpki import DevPki, DevUser, generate, tls_host
 from interop.pki.signer import Signer
 from interop.providers import BUILTIN_PROVIDERS, ETEBLIGAT_PROVIDER, Provider
+from interop.revocation import RevocationData
+from interop.trust import TrustList
 from interop.verifiers import Verifiers
 from relay.config import NodeConfig
+from relay.crls import FOLDER as CRL_FOLDER
+from relay.crls import HeldCrls, KeptCrls
 from relay.crypto import (
     Crypto,
     LocalCrypto,
@@ -72,6 +82,8 @@ class NodeContext:
     store: Store
     # Verifying and signing (relay/crypto.py), in this process.
     crypto: Crypto
+    # The CRLs held: the configuration's and those fetched and kept (relay/crls.py).
+    crls: HeldCrls
     clock: Clock = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     # The name this node process claims work under (relay.store.messages): "node/index".
@@ -79,6 +91,8 @@ class NodeContext:
     # Intake's readings of the envelopes it accepted, for this process's verifier.
     readings: Readings = field(default_factory=Readings)
     _validation: list[tuple[str, bytes]] | None = field(default=None, repr=False)
+    # Every TLS context made, so TLS CAs added to the trust list reach them (trust_tls_cas).
+    _tls_contexts: list[ssl.SSLContext] = field(default_factory=list, repr=False)
 
     def server_tls(self) -> ssl.SSLContext:
         """Mutual TLS for the peer listener: a client certificate is required (§2)."""
@@ -86,13 +100,40 @@ class NodeContext:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+        self._tls_contexts.append(context)
         return context
 
     def client_tls(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.tls_cafile))
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+        self._tls_contexts.append(context)
         return context
+
+    def use_verifiers(self, verifiers: Verifiers) -> None:
+        """From now on every check uses ``verifiers`` (trust or CRLs changed): the stages,
+        the crypto calls, the TSA client's token check, and the validation material kept with
+        new evidence (profile §7). Call it on the event loop's thread."""
+        self.verifiers = verifiers
+        self.crypto.verifiers = verifiers
+        self.stamping.use_validator(verifiers.tsa)
+        self._validation = None
+
+    def use_crls(self) -> None:
+        """The CRLs held now (``crls``) with the trust list in use."""
+        current = self.verifiers
+        revocation = RevocationData.of(self.crls.current(), require=current.revocation.require)
+        self.use_verifiers(Verifiers(current.trust, revocation))
+
+    def trust_tls_cas(self, trust: TrustList) -> None:
+        """The TLS CAs of ``trust`` into every TLS context made (SIGHUP): a CA added is
+        accepted in handshakes from now on. OpenSSL cannot drop a CA from a context, so one
+        removed stays in its list until a restart; its certificates still map to no provider
+        in the trust-list check after every handshake (``PeerIntake.identify``, the transport),
+        which refuses them. Call it on the event loop's thread."""
+        pem = "".join(c.public_bytes(Encoding.PEM).decode() for e in trust for c in e.tls_cas)
+        for context in self._tls_contexts:
+            context.load_verify_locations(cadata=pem)
 
     def peer_tls_name(self, provider_id: str) -> str:
         entry = self.verifiers.trust.get(provider_id)
@@ -153,6 +194,19 @@ def build_context(
     return _configured_context(config, clock, owner)
 
 
+def config_accounts(config: NodeConfig, pki: DevPki | None) -> list[Account]:
+    """The accounts the configuration gives ([[accounts]]; with a development PKI and none
+    listed, the PKI's users of this provider)."""
+    accounts = _accounts_from_config(config)
+    if pki is None:
+        return accounts
+    return _with_dev_signers(accounts, pki) or [
+        _dev_account(u, config.limits.default_quota)
+        for u in pki.users
+        if u.provider_id == config.provider.id
+    ]
+
+
 def _accounts_from_config(config: NodeConfig) -> list[Account]:
     return [
         Account(
@@ -208,16 +262,11 @@ def _dev_context(config: NodeConfig, clock: Clock, owner: str) -> NodeContext:
         log.warning("development_pki_made", folder=str(folder), note=DEV_WARNING)
     pki = read_pki(folder)
     crypto = dev_crypto(config, pki, instance=os.getpid())
-    accounts = _with_dev_signers(_accounts_from_config(config), pki) or [
-        _dev_account(u, config.limits.default_quota)
-        for u in pki.users
-        if u.provider_id == config.provider.id
-    ]
     return _node_context(
         config,
         clock,
         crypto,
-        accounts,
+        config_accounts(config, pki),
         tls=(
             folder / "providers" / config.provider.id / "tls.crt",
             folder / "providers" / config.provider.id / "tls.key",
@@ -228,25 +277,43 @@ def _dev_context(config: NodeConfig, clock: Clock, owner: str) -> NodeContext:
 
 
 def verifiers_for(config: NodeConfig) -> Verifiers:
-    """The verifiers a node with ``config`` uses (for the operator tools' ``--config``)."""
+    """The verifiers a node with ``config`` uses (for the operator tools' ``--config``):
+    its trust, the configuration's CRLs and those the node fetched and kept."""
     if config.dev_pki is not None:
-        return dev_verifiers(config, read_pki(config.dev_pki))
-    return Verifiers(*configured_trust(config))
+        configured = dev_verifiers(config, read_pki(config.dev_pki))
+    else:
+        configured = Verifiers(*configured_trust(config))
+    held = held_crls(config, configured.revocation.crls)
+    return Verifiers(
+        configured.trust, RevocationData.of(held.current(), require=config.require_crl)
+    )
+
+
+def held_crls(
+    config: NodeConfig, configured: tuple[x509.CertificateRevocationList, ...]
+) -> HeldCrls:
+    """The configuration's CRLs and the kept ones of ``config``'s data folder."""
+    return HeldCrls(configured, KeptCrls(config.data_dir / CRL_FOLDER))
+
+
+def tls_cas_file(config: NodeConfig, trust: TrustList) -> Path:
+    """The TLS CAs of ``trust`` in one PEM file of the data folder (a production node's TLS
+    contexts load it)."""
+    run = config.data_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    cafile = run / "tls-cas.pem"
+    # Written aside and renamed: the node's other processes may be reading it.
+    aside = run / f"tls-cas.pem.{os.getpid()}"
+    aside.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for e in trust for c in e.tls_cas))
+    aside.replace(cafile)
+    return cafile
 
 
 def _configured_context(config: NodeConfig, clock: Clock, owner: str) -> NodeContext:
     identity = config.identity
     assert identity is not None
     crypto = local_crypto(config, instance=os.getpid())
-    run = config.data_dir / "run"
-    run.mkdir(parents=True, exist_ok=True)
-    cafile = run / "tls-cas.pem"
-    # Written aside and renamed: the node's other processes may be reading it.
-    aside = run / f"tls-cas.pem.{os.getpid()}"
-    aside.write_bytes(
-        b"".join(c.public_bytes(Encoding.PEM) for e in crypto.verifiers.trust for c in e.tls_cas)
-    )
-    aside.replace(cafile)
+    cafile = tls_cas_file(config, crypto.verifiers.trust)
     return _node_context(
         config,
         clock,
@@ -275,7 +342,7 @@ def _node_context(
         ),
         clock=lambda: clock().timestamp(),
     )
-    return NodeContext(
+    context = NodeContext(
         config=config,
         provider=config.provider,
         process=crypto.process,
@@ -291,6 +358,9 @@ def _node_context(
         spool=Spool(config.data_dir / "spool", owner),
         store=store,
         crypto=crypto,
+        crls=held_crls(config, crypto.verifiers.revocation.crls),
         clock=clock,
         owner=owner,
     )
+    context.use_crls()  # those fetched by an earlier run are used from the start
+    return context

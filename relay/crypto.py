@@ -113,7 +113,12 @@ def dev_crypto(config: NodeConfig, pki: DevPki, instance: int) -> LocalCrypto:
 
 def dev_verifiers(config: NodeConfig, pki: DevPki) -> Verifiers:
     return Verifiers(
-        trust_from_pki(pki, {p.id: p.message_limit for p in config.peers}),
+        trust_from_pki(
+            pki,
+            {p.id: p.message_limit for p in config.peers},
+            {p.id: p.crl_urls for p in config.peers},
+            config.crl_urls,
+        ),
         RevocationData.of(pki.crls, require=config.require_crl),
     )
 
@@ -152,6 +157,7 @@ def configured_trust(config: NodeConfig) -> tuple[TrustList, RevocationData]:
                     load_certificates(peer.tls_cas),
                     peer.tls_names,
                     message_limit=peer.message_limit,
+                    crl_locations=peer.crl_urls,
                 )
             )
         except ConfigurationError as exc:  # name the file and the table, as every key does
@@ -161,7 +167,10 @@ def configured_trust(config: NodeConfig) -> tuple[TrustList, RevocationData]:
             f"{config.source}: [peers.{config.provider.id}] must describe this node too"
         )
     trust = TrustList.build(
-        entries, load_certificates(config.user_cas), load_certificates(config.tsa_cas)
+        entries,
+        load_certificates(config.user_cas),
+        load_certificates(config.tsa_cas),
+        config.crl_urls,
     )
     return trust, RevocationData.of(load_crls(config.crls), require=config.require_crl)
 

@@ -83,8 +83,15 @@ def read_pki(folder: Path) -> DevPki:
     return DevPki.from_files(files)
 
 
-def trust_from_pki(pki: DevPki, message_limits: Mapping[str, int] | None = None) -> TrustList:
-    """Trust list of a dev PKI; ``message_limits`` (from [peers]) override the 25 MiB default."""
+def trust_from_pki(
+    pki: DevPki,
+    message_limits: Mapping[str, int] | None = None,
+    crl_locations: Mapping[str, tuple[str, ...]] | None = None,
+    own_crl_locations: tuple[str, ...] = (),
+) -> TrustList:
+    """Trust list of a dev PKI; ``message_limits`` (from [peers]) override the 25 MiB default,
+    ``crl_locations`` (by provider, from [peers]) and ``own_crl_locations`` (of the user and
+    TSA roots, from [trust]) say where CRLs are fetched (``relay.crls``)."""
     entries = []
     for provider in pki.providers.values():
         known = BUILTIN_DIRECTORY.get(provider.id)
@@ -99,9 +106,12 @@ def trust_from_pki(pki: DevPki, message_limits: Mapping[str, int] | None = None)
                 message_limit=(message_limits or {}).get(
                     provider.id, DEFAULT_LIMITS.cross_provider_message
                 ),
+                crl_locations=(crl_locations or {}).get(provider.id, ()),
             )
         )
-    return TrustList.build(entries, [pki.user_ca.certificate], [pki.process_ca.certificate])
+    return TrustList.build(
+        entries, [pki.user_ca.certificate], [pki.process_ca.certificate], own_crl_locations
+    )
 
 
 def verifiers_from_pki(pki: DevPki) -> Verifiers:

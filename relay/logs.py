@@ -2,6 +2,11 @@
 
 Lines about a message carry its queue id, REMMD id and peer; subjects and bodies are never
 logged (message content is personal data).
+
+The level (``[log] level``: debug, info, warning, error; info by default) is a threshold the
+first processor reads on every line, so ``set_level`` changes it in a running node (SIGHUP,
+``relay.reload``), loggers made before included. Libraries log their warnings and errors
+only (and above the threshold).
 """
 
 from __future__ import annotations
@@ -12,7 +17,32 @@ from typing import TextIO, cast
 
 import structlog
 
-from relay.config import NodeConfig
+from relay.config import LOG_LEVELS, NodeConfig
+
+_LEVELS: dict[str, int] = {name: getattr(logging, name.upper()) for name in LOG_LEVELS}
+# structlog's method names and the level each logs at.
+_METHODS = {**_LEVELS, "warn": logging.WARNING, "exception": logging.ERROR}
+_METHODS["critical"] = _METHODS["fatal"] = logging.CRITICAL
+
+
+class _Threshold:
+    """The level lines are logged from (one per process)."""
+
+    level = logging.INFO
+
+
+def set_level(name: str) -> None:
+    """Log from level ``name`` up (``[log] level``); libraries from warning or above it."""
+    _Threshold.level = _LEVELS[name]
+    logging.getLogger().setLevel(max(logging.WARNING, _Threshold.level))
+
+
+def _below_threshold(
+    logger: object, method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    if _METHODS.get(method, logging.INFO) < _Threshold.level:
+        raise structlog.DropEvent
+    return event_dict
 
 
 class _Stderr:
@@ -34,6 +64,7 @@ def configure(fmt: str | None = None) -> None:
     )
     structlog.configure(
         processors=[
+            _below_threshold,  # first: a line below the level costs nothing more
             structlog.contextvars.merge_contextvars,  # queue_id, remmd_id, peer of the work
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -43,7 +74,8 @@ def configure(fmt: str | None = None) -> None:
         # One write per line (message and newline together): node processes share stderr,
         # and with PYTHONUNBUFFERED two writes could interleave with another process's line.
         logger_factory=structlog.WriteLoggerFactory(cast(TextIO, _Stderr())),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        # No level fixed in the loggers (they are cached): _below_threshold decides.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         cache_logger_on_first_use=True,
     )
     # Libraries log through the standard library (aiosmtpd's "mail.log", asyncio): their
@@ -66,7 +98,7 @@ def configure(fmt: str | None = None) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
+    root.setLevel(max(logging.WARNING, _Threshold.level))
 
 
 def _library_event(

@@ -126,6 +126,10 @@ class Mailboxes:
         self.accounts = {a.address.lower(): a for a in accounts}
         self.store = store
 
+    def use_accounts(self, accounts: Iterable[Account]) -> None:
+        """The configuration's accounts from now on (SIGHUP); the store's still override."""
+        self.accounts = {a.address.lower(): a for a in accounts}
+
     def account(self, address: str) -> Account | None:
         """The account now: a stored one (with today's signers) or the configuration's."""
         if self.store is not None:

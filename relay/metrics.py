@@ -2,8 +2,9 @@
 
 Two kinds. Events are counted where they happen, by the stage that sees them (``Metrics``).
 State is read when Prometheus scrapes (``StateCollector``): queue depth and age, evidence
-awaited from peers, the ledger, certificate expiry and free disk, straight from the store on
-a read-only connection of its own, so a scrape never waits for or disturbs processing.
+awaited from peers, the ledger, certificate expiry, the CRLs held and free disk, straight
+from the store on a read-only connection of its own, so a scrape never waits for or disturbs
+processing.
 Evidence counts and round trips are read from the ledger as it grows, so evidence issued by
 the operator tools (a Retrieval when ``mailbox read`` opens a message) is counted too.
 
@@ -43,6 +44,7 @@ from prometheus_client.registry import Collector
 
 from interop.errors import SmtpReply
 from interop.reasons import Reason
+from interop.revocation import CRL, newest_by_issuer
 from interop.trust import TrustList
 from relay.lifecycle import HELD, PENDING, Kind, State
 from relay.store.reader import StoreReader
@@ -232,6 +234,15 @@ class Metrics:
             "Messages taken up from node processes whose leases ran out (a process died)",
             registry=r,
         )
+        self.crl_fetches = Counter(
+            "kep_crl_fetches",
+            "CRL fetches from the trust list's locations, by location and result (new,"
+            " unchanged, older: the location answered; unreachable, timeout, http_status,"
+            " too_big, content_encoding, unreadable, incomplete, wrong_issuer, stale, storage:"
+            " it did not give a CRL that could be used)",
+            ["location", "result"],
+            registry=r,
+        )
 
     def failed(self, exc: BaseException) -> None:
         """Count what a failure says about the node's dependencies (the TSA, for now)."""
@@ -259,14 +270,16 @@ def register_state(registry: CollectorRegistry, context: NodeContext) -> None:
     ]
     if context.stamping.local is not None:
         certificates.append(("tsa", context.stamping.local.signer.certificate))
-    trust = context.verifiers.trust
+    provider = context.provider.id
     registry.register(
         StateCollector(
-            provider=context.provider.id,
+            provider=provider,
             store_url=context.store.url,
             data_dir=context.config.data_dir,
-            peers=[e.id for e in trust if e.id != context.provider.id],
-            certificates=certificates_of(context.provider.id, certificates, trust),
+            peers=[e.id for e in context.verifiers.trust if e.id != provider],
+            # The trust list and the CRLs in use at scrape time (both change without a restart).
+            certificates=lambda: certificates_of(provider, certificates, context.verifiers.trust),
+            crls=context.crls.current,
             clock=context.now,
         )
     )
@@ -329,7 +342,8 @@ class StateCollector(Collector):
         store_url: str,
         data_dir: Path,
         peers: Iterable[str],
-        certificates: Iterable[CertificateInfo],
+        certificates: Callable[[], Iterable[CertificateInfo]] = lambda: (),
+        crls: Callable[[], Iterable[CRL]] = lambda: (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.provider = provider
@@ -337,7 +351,8 @@ class StateCollector(Collector):
         self.store_url = store_url
         self.data_dir = data_dir
         self.peers = sorted(set(peers))
-        self.certificates = list(certificates)
+        self.certificates = certificates
+        self.crls = crls
         self._lock = threading.Lock()
         self._tally = _EvidenceTally()
         with self._connect() as db:  # counters start at the ledger's length when the node starts
@@ -354,6 +369,7 @@ class StateCollector(Collector):
             yield from self._evidence(db)
             yield from self._ledger(db)
         yield from self._certificates()
+        yield from self._crls(now)
         yield from self._disk()
 
     def _queue(self, db: StoreReader, now: float) -> Iterator[Metric]:
@@ -467,9 +483,31 @@ class StateCollector(Collector):
             "notAfter of each certificate the node uses or trusts, by provider, role and subject",
             labels=["provider", "role", "subject"],
         )
-        for cert in self.certificates:
+        for cert in self.certificates():
             expiry.add_metric([cert.provider, cert.role, cert.subject], cert.not_after)
         yield expiry
+
+    def _crls(self, now: float) -> Iterator[Metric]:
+        age = GaugeMetricFamily(
+            "kep_crl_age_seconds",
+            "Age of the newest CRL held of each issuer (now - thisUpdate)",
+            labels=["issuer"],
+        )
+        left = GaugeMetricFamily(
+            "kep_crl_next_update_seconds",
+            "Seconds until the nextUpdate of the newest CRL held of each issuer (negative:"
+            " past, and certificates of that CA are refused)",
+            labels=["issuer"],
+        )
+        for issuer, crl in sorted(
+            newest_by_issuer(self.crls()).items(), key=lambda item: item[0].rfc4514_string()
+        ):
+            name = issuer.rfc4514_string()
+            age.add_metric([name], now - crl.last_update_utc.timestamp())
+            if crl.next_update_utc is not None:
+                left.add_metric([name], crl.next_update_utc.timestamp() - now)
+        yield age
+        yield left
 
     def _disk(self) -> Iterator[Metric]:
         usage = shutil.disk_usage(self.data_dir)

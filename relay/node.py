@@ -7,6 +7,9 @@ SIGTERM drains: listeners close, transactions in flight finish, processing stops
 messages (those begun finish), and the process exits.
 The monitoring listener (``relay.monitoring``) answers until the end, reporting not ready
 while the node drains.
+SIGHUP reads the configuration file again and applies what may change while the node runs
+(``relay.reload``); CRLs are fetched and installed as they come (``relay.crls``: node process 1,
+or the node alone, fetches; every node process installs what is kept).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ import structlog
 from cryptography import x509
 
 from interop.errors import KepError
-from relay import ledger
+from relay import ledger, reload
 from relay.config import Listener
 from relay.context import NodeContext
+from relay.crls import KEPT_CHECK, CrlRefresher, locations
 from relay.errors import is_environmental
 from relay.handshakes import count_failures
 from relay.lifecycle import Kind, Superseded
@@ -128,6 +132,19 @@ class Node:
         self.beat = time.monotonic()
         self.monitoring: MonitoringListener | None = None
         self.tls_certificate = x509.load_pem_x509_certificate(context.tls_cert.read_bytes())
+        self.hangups = asyncio.Event()
+        self.crls_due = asyncio.Event()
+        self.crls_installed = context.crls.generation
+        # One node process of a machine fetches CRLs; the others read what it keeps.
+        self.crl_refresher = (
+            CrlRefresher(
+                context.crls,
+                lambda where, result: context.metrics.crl_fetches.labels(where, result).inc(),
+                context.clock,
+            )
+            if sibling is None or sibling.index == 1
+            else None
+        )
 
     def wake(self) -> None:
         self.work.set()
@@ -326,6 +343,48 @@ class Node:
                 log.warning("claims_recovered", count=taken)
                 self.wake()
 
+    async def keep_crls(self) -> None:
+        """Fetch the CRLs that are due (the fetching process), and install what the kept
+        folder holds that this process does not use yet; look again when the next location
+        is due, after ``KEPT_CHECK`` at most, or at once after a SIGHUP."""
+        context, refresher = self.context, self.crl_refresher
+        if refresher is not None:
+            refresher.configure(context.config.crl, locations(context.verifiers.trust))
+        while True:
+            self.crls_due.clear()
+            try:
+                if refresher is not None:
+                    await refresher.refresh()
+                await asyncio.to_thread(context.crls.current)
+            except Exception:  # a bug, or the data folder gone: the next turn tries again
+                log.exception("crl_refresh_failed")
+            if context.crls.generation != self.crls_installed:
+                self.crls_installed = context.crls.generation
+                context.use_crls()
+                log.info("crls_installed", crls=len(context.verifiers.revocation.crls))
+            wait = KEPT_CHECK
+            due = refresher.due_in() if refresher is not None else None
+            if due is not None:
+                wait = min(wait, max(0.0, due))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.crls_due.wait(), wait)
+
+    async def reload_on_hangup(self) -> None:
+        """SIGHUP: the configuration file read again (on a thread) and applied (here)."""
+        while True:
+            await self.hangups.wait()
+            self.hangups.clear()
+            prepared = await asyncio.to_thread(reload.prepare, self.context)
+            if prepared is None:
+                continue
+            reload.apply(self.context, prepared)
+            self.crls_installed = self.context.crls.generation
+            if self.crl_refresher is not None:  # new locations, settings; every one fetched now
+                self.crl_refresher.configure(
+                    self.context.config.crl, locations(self.context.verifiers.trust)
+                )
+            self.crls_due.set()
+
     async def send_loop(self) -> None:
         while not self.stopping.is_set():
             self.outgoing.clear()
@@ -355,15 +414,25 @@ class Node:
         await self.start()
         for sig in signals:
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.hangups.set)
+        if reload.held_hangup():  # one came while the node was starting
+            self.hangups.set()
         if self.sibling is not None:
             self.sibling.ready.set()
-        beat = asyncio.create_task(self.heartbeat())
-        claims = asyncio.create_task(self.keep_claims())
+        helpers = [
+            asyncio.create_task(self.heartbeat()),
+            asyncio.create_task(self.keep_claims()),
+            asyncio.create_task(self.keep_crls()),
+            asyncio.create_task(self.reload_on_hangup()),
+        ]
         workers = [asyncio.create_task(self.process_loop()), asyncio.create_task(self.send_loop())]
         await self.stopping.wait()
         await self.drain(workers)
-        beat.cancel()
-        claims.cancel()
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        if self.crl_refresher is not None:
+            await self.crl_refresher.aclose()
 
     async def drain(self, workers: list[asyncio.Task[None]]) -> None:
         log.info("draining")

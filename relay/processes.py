@@ -10,7 +10,10 @@ migrations, a development PKI made on first run), starts them, starts again one 
 (it takes back its own claims at once, under the same name), serves the monitoring listener
 for all of them (``prometheus_client``'s multiprocess mode: counters and histograms summed
 over the processes, the store's state read once) and, on SIGTERM or SIGINT, has each drain and
-waits for all. One process (``processes = 1``) runs the node in the supervisor's place, with
+waits for all. On SIGHUP it reads the configuration again (``relay.reload``) and, when that
+loads, passes SIGHUP on to every node process that serves (one still starting gets it once it
+serves), each of which reads it again itself; node processes started later are given what
+was applied. One process (``processes = 1``) runs the node in the supervisor's place, with
 nothing of this.
 """
 
@@ -32,7 +35,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from relay import logs, startup
+from relay import logs, reload, startup
 from relay.config import NodeConfig
 from relay.context import NodeContext, build_context
 from relay.metrics import register_state
@@ -63,6 +66,7 @@ class _Child:
     backoff: float = 0.0
     restart_at: float | None = None
     restarts: int = 0  # times it was started again
+    reloads: int = 0  # the supervisor's reloads it has had (SIGHUP passed on)
 
 
 def serve(config: NodeConfig, log_format: str | None = None) -> int:
@@ -77,7 +81,9 @@ def serve(config: NodeConfig, log_format: str | None = None) -> int:
 
 def _child_main(config: NodeConfig, sibling: Sibling, log_format: str | None) -> None:
     """A node process's whole life (spawned: nothing of the supervisor's state comes along)."""
+    reload.hold_hangups()  # the supervisor passes SIGHUP on only once it serves; to be safe
     logs.configure(log_format)
+    logs.set_level(config.log_level)
     structlog.contextvars.bind_contextvars(process=sibling.index)
     # The supervisor answers signals from a terminal (Ctrl-C reaches the whole group):
     # SIGINT here would start a second, unordered drain.
@@ -100,6 +106,9 @@ class Supervisor:
         self.children: dict[int, _Child] = {}
         self.stopping = False
         self.monitor: MonitoringListener | None = None
+        self.context: NodeContext | None = None  # the supervisor's: metrics, reloads
+        self.hangup = False
+        self.reloads = 0
 
     def prepare(self) -> None:
         """Once per machine, before any node process starts: the store brought up to date,
@@ -111,6 +120,7 @@ class Supervisor:
         # Read by prometheus_client when a node process imports it (spawned: a new import).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
         context = build_context(self.config, index=0)
+        self.context = context
         try:
             self.monitor = self._monitoring(context, folder)
         finally:
@@ -173,7 +183,7 @@ class Supervisor:
         )
         process.start()
         old = self.children.get(index)
-        child = _Child(sibling, process, time.monotonic())
+        child = _Child(sibling, process, time.monotonic(), reloads=self.reloads)
         if old is not None:
             child.backoff, child.restarts = old.backoff, old.restarts + 1
         self.children[index] = child
@@ -183,6 +193,8 @@ class Supervisor:
         """Start every node process, keep them running until SIGTERM or SIGINT, then drain."""
         self.prepare()
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hangup)
+        self.hangup = reload.held_hangup()  # one that came while preparing
         try:
             for index in range(1, self.config.processes + 1):
                 self.start(index)
@@ -198,9 +210,28 @@ class Supervisor:
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
 
+    def _hangup(self, signum: int, _frame: FrameType | None) -> None:
+        self.hangup = True
+
+    def _reload(self) -> None:
+        """SIGHUP: the configuration read again here; when it loads, what was applied is
+        what node processes started from now on get, and every serving node process gets
+        SIGHUP once for each reload it has not had."""
+        if self.hangup and self.context is not None:
+            self.hangup = False
+            if reload.reload(self.context):
+                self.config = self.context.config
+                self.reloads += 1
+        for child in self.children.values():
+            if child.reloads < self.reloads and child.sibling.ready.is_set():
+                child.reloads = self.reloads
+                if child.process.pid is not None and child.process.is_alive():
+                    os.kill(child.process.pid, signal.SIGHUP)
+
     def _watch(self) -> None:
         """Wait a second for a node process to end; start again one that did (not while
         stopping), after its back-off when it died soon after starting."""
+        self._reload()
         live = {c.process.sentinel: c for c in self.children.values() if c.restart_at is None}
         ended = multiprocessing.connection.wait(list(live), timeout=1.0)
         now = time.monotonic()

@@ -233,7 +233,8 @@ class HttpStamper:
     lets that many requests be in flight (a request waiting for its turn is not yet timed).
     Redirects are not followed and proxy variables of the environment are not read: the TSA is
     where the configuration says. ``validator`` (the TSA trust list's) checks every token's
-    chain before it is used; ``transport`` is for tests (``httpx.MockTransport``).
+    chain before it is used (replaced when the trust or the CRLs change: ``Stamping.
+    use_validator``); ``transport`` is for tests (``httpx.MockTransport``).
     """
 
     def __init__(
@@ -246,7 +247,7 @@ class HttpStamper:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
-        self._validator = validator
+        self.validator = validator
         self._clock = clock
         self._nonce = nonce
         self._slots = asyncio.Semaphore(config.max_in_flight)
@@ -295,7 +296,7 @@ class HttpStamper:
                     reply,
                     now=self._clock(),
                     max_skew=config.max_skew,
-                    validator=self._validator,
+                    validator=self.validator,
                 )
             except TsaUnavailable as exc:
                 if not exc.passes_on_retry or attempt == attempts:
@@ -532,6 +533,14 @@ class Stamping:
         if local is None:
             return None
         return lambda data: local.stamp(data, now)
+
+    def use_validator(self, validator: CertificateValidator | None) -> None:
+        """Check tokens with ``validator`` from now on (the trust or the CRLs changed)."""
+        with self._lock:
+            self._validator = validator
+            stamper = self._threaded.stamper if self._threaded is not None else None
+        if isinstance(stamper, HttpStamper):
+            stamper.validator = validator
 
     def _remote(self) -> ThreadedStamper:
         with self._lock:

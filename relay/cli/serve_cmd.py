@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from relay import logs
+from relay import logs, reload
 from relay.config import embedded_default, load
 from relay.processes import serve
 
@@ -24,7 +24,10 @@ def register(commands: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    # SIGHUP reloads (relay.reload); one that comes while the node starts waits for it.
+    reload.hold_hangups()
     config = load(args.config) if args.config else embedded_default()
+    logs.set_level(config.log_level)
     if config.dev_pki is not None:
         logs.warn_development(config)
     return serve(config, args.log_format)

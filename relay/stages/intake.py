@@ -28,7 +28,7 @@ from interop.envelope.parse import parse_envelope
 from interop.errors import AddressError, SmtpReply
 from interop.evidence import xmlio
 from interop.limits import DEFAULT_LIMITS
-from interop.providers import Provider
+from interop.providers import Provider, ProviderDirectory
 from relay.context import NodeContext
 from relay.errors import (
     BadRecipient,
@@ -62,8 +62,12 @@ class _Base:
     def __init__(self, context: NodeContext, wake: Callable[[], None]) -> None:
         self.context = context
         self.wake = wake
-        self.directory = context.verifiers.trust.directory
         self.metrics = context.metrics
+
+    @property
+    def directory(self) -> ProviderDirectory:
+        """The providers of the trust list in use (it may change at a SIGHUP)."""
+        return self.context.verifiers.trust.directory
 
     def peer_label(self, connection: Connection) -> str:
         return connection.provider or "unknown"

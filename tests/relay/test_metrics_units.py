@@ -78,7 +78,6 @@ def test_state_collector_reads_queue_evidence_and_ledger(tmp_path: Path) -> None
         store_url=store.url,
         data_dir=tmp_path,
         peers=["hs02"],
-        certificates=[],
     )
     now = time.time()
     with store.transaction() as db:
@@ -131,9 +130,7 @@ def test_evidence_counts_start_at_the_ledger_length_when_the_node_starts(tmp_pat
             event="Acceptance", recipient=None, sender="a", issuer="hs01", xml=b"<x/>",
             message_id=None,
         )  # fmt: skip
-    collector = StateCollector(
-        provider="hs01", store_url=store.url, data_dir=tmp_path, peers=[], certificates=[]
-    )
+    collector = StateCollector(provider="hs01", store_url=store.url, data_dir=tmp_path, peers=[])
     assert not [k for k in _scrape(collector) if k[0] == "kep_evidence_total"]
 
 

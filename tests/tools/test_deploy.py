@@ -31,6 +31,7 @@ NODE_METRICS = {
     "kep_smtp_sessions_cut_total", "kep_messages_quarantined_total", "kep_messages_expired_total",
     "kep_tsa_failures_total", "kep_ledger_archive_tsa_expiry_timestamp_seconds",
     "kep_claims_lost_total", "kep_claims_recovered_total", "kep_node_processes",
+    "kep_crl_age_seconds", "kep_crl_next_update_seconds", "kep_crl_fetches_total",
 }  # fmt: skip
 
 
@@ -158,5 +159,10 @@ def test_systemd_unit_is_hardened() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert "Overall exposure level" in done.stdout
     text = unit.read_text()
-    for directive in ("NoNewPrivileges=yes", "ProtectSystem=strict", "KillSignal=SIGTERM"):
+    for directive in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "KillSignal=SIGTERM",
+        "ExecReload=/bin/kill -HUP $MAINPID",  # systemctl reload: relay/reload.py
+    ):
         assert directive in text
