@@ -421,7 +421,7 @@ class _Reader:
         log = self.table("log")
         log_level = log.get("level", str, "info")
         if log_level not in LOG_LEVELS:
-            log.problem("level", f"{log_level!r}: one of {', '.join(LOG_LEVELS)}")
+            log.problem("level", f"{', '.join(LOG_LEVELS)}; not {log_level!r}")
             log_level = "info"
         log.done()
         peers = self.peers(provider, production=dev_pki is None and identity is not None)
