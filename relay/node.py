@@ -374,10 +374,14 @@ class Node:
         while True:
             await self.hangups.wait()
             self.hangups.clear()
-            prepared = await asyncio.to_thread(reload.prepare, self.context)
-            if prepared is None:
+            try:
+                prepared = await asyncio.to_thread(reload.prepare, self.context)
+                if prepared is None:
+                    continue
+                reload.apply(self.context, prepared)
+            except Exception:  # a bug: logged, and the next SIGHUP is still heard
+                log.exception("config_reload_failed", config=self.context.config.source)
                 continue
-            reload.apply(self.context, prepared)
             self.crls_installed = self.context.crls.generation
             if self.crl_refresher is not None:  # new locations, settings; every one fetched now
                 self.crl_refresher.configure(

@@ -8,6 +8,7 @@ running and serving throughout.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -25,6 +26,7 @@ from interop.errors import ConfigurationError
 from relay import reload
 from relay.config import NodeConfig, embedded_default, from_mapping
 from relay.context import build_context
+from relay.node import Node
 from tests.interop.crls import make_crl
 from tests.relay.gateways import (
     ROOT,
@@ -214,3 +216,40 @@ def test_the_log_level_changes_in_a_running_process() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert [json.loads(line)["n"] for line in done.stderr.splitlines()] == [1, 3, 4]
+
+
+def test_a_reload_that_raises_is_logged_and_the_next_sighup_still_heard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in applying a configuration must not end the node's SIGHUP handling for good."""
+    context = build_context(embedded_default(tmp_path / "var"))
+    node = Node(context)
+    applied: list[object] = []
+
+    def apply(_context: object, prepared: object) -> None:
+        if not applied:
+            applied.append("failed")
+            raise RuntimeError("a bug in applying")
+        applied.append(prepared)
+
+    monkeypatch.setattr(reload, "prepare", lambda _context: "prepared")
+    monkeypatch.setattr(reload, "apply", apply)
+
+    async def two_hangups() -> None:
+        task = asyncio.create_task(node.reload_on_hangup())
+        for _ in range(2):
+            node.hangups.set()
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if not node.hangups.is_set() and len(applied) in (1, 2):
+                    break
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    try:
+        with capture_logs() as logs:
+            asyncio.run(two_hangups())
+        assert applied == ["failed", "prepared"]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["config_reload_failed"]
+    finally:
+        context.store.close()
