@@ -219,7 +219,12 @@ class Supervisor:
         SIGHUP once for each reload it has not had."""
         if self.hangup and self.context is not None:
             self.hangup = False
-            if reload.reload(self.context):
+            try:
+                applied = reload.reload(self.context)
+            except Exception:  # a bug: logged; the supervisor and its node processes go on
+                log.exception("config_reload_failed", config=self.config.source)
+                applied = False
+            if applied:
                 self.config = self.context.config
                 self.reloads += 1
         for child in self.children.values():

@@ -27,6 +27,7 @@ from relay import reload
 from relay.config import NodeConfig, embedded_default, from_mapping
 from relay.context import build_context
 from relay.node import Node
+from relay.processes import Supervisor
 from tests.interop.crls import make_crl
 from tests.relay.gateways import (
     ROOT,
@@ -253,3 +254,23 @@ def test_a_reload_that_raises_is_logged_and_the_next_sighup_still_heard(
         assert [e["event"] for e in logs if e["log_level"] == "error"] == ["config_reload_failed"]
     finally:
         context.store.close()
+
+
+def test_the_supervisor_survives_a_reload_that_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    supervisor = Supervisor(embedded_default(tmp_path / "var"))
+    supervisor.context = build_context(supervisor.config)
+
+    def broken(_context: object) -> bool:
+        raise RuntimeError("a bug in applying")
+
+    monkeypatch.setattr(reload, "reload", broken)
+    supervisor.hangup = True
+    try:
+        with capture_logs() as logs:
+            supervisor._reload()
+        assert [e["event"] for e in logs] == ["config_reload_failed"]
+        assert supervisor.reloads == 0 and not supervisor.hangup
+    finally:
+        supervisor.context.store.close()
