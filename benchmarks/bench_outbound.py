@@ -27,7 +27,7 @@ import aiosmtplib
 
 from benchmarks.hs02 import RECIPIENTS, MiB, dispatch, hs02_node
 from interop.pki.devpki import DevPki
-from relay.config import from_mapping
+from relay.config_file import from_mapping
 from relay.context import build_context
 from relay.transport.base import Entry, Outcome
 from relay.transport.smtp import SmtpTransport

@@ -1,6 +1,6 @@
 """What ``kep-relay config check`` finds beyond parsing, offline and without creating anything.
 
-Takes a configuration that parsed (``relay.config.load``) and the time to judge certificates
+Takes a configuration that parsed (``relay.config_file.load``) and the time to judge certificates
 at; gives a list of ``Finding``: problems that would stop the node or make it refuse work, and
 warnings (a certificate expiring within ``EXPIRY_WARNING``, a CRL past its nextUpdate, a port
 that needs a privilege) that change nothing in the exit code. It looks at:

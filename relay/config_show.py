@@ -1,6 +1,6 @@
 """``kep-relay config show``: the effective configuration as TOML, every key with its value.
 
-Takes a ``NodeConfig`` (as ``relay.config.load`` made it, defaults filled in); gives TOML in
+Takes a ``NodeConfig`` (as ``relay.config_file.load`` made it, defaults filled in); gives TOML in
 the order of config/README.md, grouped by section. A key that is not set and has no value of
 its own (``node.dev_pki`` beside ``[identity]``, ``tsa.policy``, an account's ``holder``) is a
 comment saying so, so every key appears and the text still loads: loaded back, it gives the
@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from interop.limits import MiB
-from relay.config import Listener, NodeConfig, PeerConfig, duration
+from relay.config import Listener, NodeConfig, PeerConfig
+from relay.config_file import duration
 from relay.store.database import redact
 
 # Units tried for a duration, largest first; a value none of them gives exactly stays seconds.

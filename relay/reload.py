@@ -40,7 +40,8 @@ from interop.revocation import CRL, RevocationData
 from interop.trust import TrustList
 from interop.verifiers import Verifiers
 from relay import logs
-from relay.config import NodeConfig, load
+from relay.config import NodeConfig
+from relay.config_file import load
 from relay.context import NodeContext, config_accounts
 from relay.crypto import configured_trust, dev_verifiers
 from relay.keys import read_pki

@@ -23,7 +23,7 @@ from typing import Any
 
 from interop.errors import ConfigurationError
 from relay.cli import target
-from relay.config import duration
+from relay.config_file import duration
 from relay.lifecycle import HELD, PENDING, Kind, State
 from relay.operator import Action, Queue
 from relay.store.reader import QueueEntry, QueueFilter

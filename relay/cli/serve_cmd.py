@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from relay import logs, reload
-from relay.config import embedded_default, load
+from relay.config import embedded_default
+from relay.config_file import load
 from relay.processes import serve
 
 

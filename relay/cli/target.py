@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from interop.errors import ConfigurationError
-from relay.config import NodeConfig, embedded_default, load
+from relay.config import NodeConfig, embedded_default
+from relay.config_file import load
 from relay.context import NodeContext, build_context
 from relay.store import Store
 from relay.store.database import open_database, sqlite_path

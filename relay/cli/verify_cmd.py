@@ -36,7 +36,7 @@ from interop.revocation import RevocationData
 from interop.trust import TrustList
 from interop.verifiers import Verifiers
 from relay.cli.target import open_node
-from relay.config import load
+from relay.config_file import load
 from relay.context import verifiers_for
 from relay.export import export_message
 from relay.export_format import ZIP_MAGIC

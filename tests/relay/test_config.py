@@ -17,7 +17,8 @@ from interop.errors import ConfigurationError
 from interop.pki.devpki import DevPki, tls_host
 from interop.providers import BUILTIN_DIRECTORY, Provider
 from relay import config_check
-from relay.config import ConfigurationProblems, embedded_default, from_mapping, load
+from relay.config import ConfigurationProblems, embedded_default
+from relay.config_file import from_mapping, load
 from relay.context import build_context, verifiers_for
 from relay.keys import write_pki
 from tests.helpers import NOW, production_config
@@ -157,7 +158,7 @@ def test_nodes_starting_together_share_one_dev_pki(tmp_path: Path) -> None:
         )
         configs.append(path)
     code = (
-        "import sys; from pathlib import Path; from relay.config import load;"
+        "import sys; from pathlib import Path; from relay.config_file import load;"
         "from relay.context import build_context;"
         "c = build_context(load(Path(sys.argv[1])));"
         "print(c.process.certificate.issuer.rfc4514_string(), c.tls_cafile.read_bytes()[-40:])"

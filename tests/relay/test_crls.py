@@ -25,7 +25,7 @@ from interop.pki.devpki import DevPki, generate
 from interop.revocation import RevocationData, crl_number
 from interop.trust import TrustList
 from interop.verifiers import Verifiers
-from relay.config import from_mapping
+from relay.config_file import from_mapping
 from relay.context import build_context
 from relay.crl_fetch import CrlSettings
 from relay.crls import CrlRefresher, HeldCrls, KeptCrls, locations

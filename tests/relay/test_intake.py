@@ -12,7 +12,7 @@ from aiosmtpd.smtp import Envelope
 
 from interop.errors import SmtpReply
 from interop.pki.devpki import DevPki
-from relay.config import from_mapping
+from relay.config_file import from_mapping
 from relay.context import build_context
 from relay.keys import write_pki
 from relay.lifecycle import Kind

@@ -11,7 +11,7 @@ from interop.evidence.issue import follow_up
 from interop.pki.devpki import DevPki
 from interop.providers import BUILTIN_DIRECTORY
 from relay import spool
-from relay.config import from_mapping
+from relay.config_file import from_mapping
 from relay.context import build_context
 from relay.issuing import write_messages
 from relay.keys import write_pki

@@ -30,7 +30,8 @@ from interop.evidence.issue import submission_evidence
 from interop.pki.devpki import DevPki, generate, renewed
 from interop.providers import BUILTIN_DIRECTORY
 from relay import ledger
-from relay.config import NodeConfig, from_mapping
+from relay.config import NodeConfig
+from relay.config_file import from_mapping
 from relay.context import NodeContext, build_context
 from relay.export import export_message
 from relay.issuing import record, sign

@@ -19,7 +19,7 @@ import pytest
 from interop.errors import ConfigurationError
 from interop.providers import BUILTIN_PROVIDERS
 from relay import mesh
-from relay.config import load
+from relay.config_file import load
 from relay.store.database import sqlite_path
 from tests.relay.gateways import ROOT
 

@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from interop.errors import ConfigurationError, SmtpReply
-from relay.config import embedded_default, from_mapping
+from relay.config import embedded_default
+from relay.config_file import from_mapping
 from relay.context import build_context
 from relay.lifecycle import Kind, State
 from relay.metrics import LATENCY_BUCKETS, StateCollector, code_class, refusal_reason

@@ -14,7 +14,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from relay.config import from_mapping
+from relay.config_file import from_mapping
 from relay.context import build_context
 from relay.errors import RouteTrouble
 from relay.transport.base import Entry, Outcome

@@ -17,7 +17,7 @@ from interop.envelope.parse import parse_envelope
 from interop.evidence import xmlio
 from interop.evidence.codes import Event, EvidenceType
 from interop.pki.devpki import DevPki
-from relay.config import from_mapping
+from relay.config_file import from_mapping
 from relay.context import NodeContext, build_context
 from relay.keys import write_pki
 from relay.lifecycle import Kind, State

@@ -24,7 +24,8 @@ from structlog.testing import capture_logs
 
 from interop.errors import ConfigurationError
 from relay import reload
-from relay.config import NodeConfig, embedded_default, from_mapping
+from relay.config import NodeConfig, embedded_default
+from relay.config_file import from_mapping
 from relay.context import build_context
 from relay.node import Node
 from relay.processes import Supervisor

@@ -22,7 +22,7 @@ import pytest
 from interop.errors import ConfigurationError
 from interop.pki.devpki import DevPki
 from relay import startup
-from relay.config import load
+from relay.config_file import load
 from tests.helpers import need_privilege, need_tool, production_config
 from tests.relay.gateways import ROOT, free_port
 

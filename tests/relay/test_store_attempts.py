@@ -21,7 +21,7 @@ from interop.evidence.model import EventReason
 from interop.pki.devpki import DevPki
 from interop.providers import BUILTIN_DIRECTORY
 from interop.reasons import Reason
-from relay.config import from_mapping
+from relay.config_file import from_mapping
 from relay.context import build_context
 from relay.issuing import record, sign
 from relay.keys import write_pki

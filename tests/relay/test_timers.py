@@ -11,7 +11,7 @@ import pytest
 from interop.evidence import xmlio
 from interop.evidence.teblig import deemed_service_time
 from interop.pki.devpki import DevPki
-from relay.config import from_mapping
+from relay.config_file import from_mapping
 from relay.context import build_context
 from relay.issuing import record, sign
 from relay.keys import write_pki

@@ -23,7 +23,7 @@ from aiosmtplib.protocol import SMTPProtocol
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from relay.config import from_mapping
+from relay.config_file import from_mapping
 from relay.context import NodeContext, build_context
 from relay.smtp.data import DataDecoder, DotStuffer, stuff
 from relay.transport.base import Entry, Outcome, Result
