@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from conformance import tools
+from conformance import stamps, tools
 from conformance.dispatch import Outgoing, build, new_remmd
 from conformance.identity import Pki
 from conformance.listener import Listener, Received
@@ -56,7 +56,7 @@ class Options:
     second_listen: tuple[str, int] | None = None
     evidence_timeout: float = 60.0
     case_timeout: float = 300.0
-    # How long "nothing more came" is waited for (a repeated Dispatch's evidence, say).
+    # How long "nothing more came" is waited for (a Dispatch sent again after a 5xx, say).
     settle: float = 3.0
     # A shell command that opens (reads) a delivered message at the target: {recipient},
     # {subject}, {remmd} are filled in. Without it the retrieval case is skipped.
@@ -64,6 +64,19 @@ class Options:
     # receive mode: a shell command that makes a user of the target send to {recipient} with
     # {subject} (the target then sends a Dispatch to the listener).
     send_command: str | None = None
+    # Mailboxes the target's operator prepared for the non-delivery cases: one whose quota is
+    # used up at a target whose policy refuses on full mailboxes (§4 R-GW 2), one closed.
+    # Without them those cases are skipped.
+    full_recipient: str | None = None
+    closed_recipient: str | None = None
+    # receive mode: a shell command that prints the evidence the target filed for its own
+    # user ({sender}, {subject}, {remmd}, {type} filled in): one Evidence message or delil.xml,
+    # exit 0; nothing (or a non-zero exit) while there is none yet. Without it the cases about
+    # RelayREMMDFailure are skipped.
+    evidence_command: str | None = None
+    # receive mode: the target's relay timeout (seconds), set short for the run; the case that
+    # keeps the listener closed past it waits that long. Without it that case is skipped.
+    relay_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +383,7 @@ class Session:
             self.check(f"{label}: XAdES verifies (xmlsec1)", xmlsec.ok, xmlsec.detail)
             xsd = self.schema.judge(item.xml)
             self.check(f"{label}: valid against the ETSI XSD (§5)", xsd.ok, xsd.detail)
+        self.check_stamps(label, item.xml, received.data)
         evidence = item.evidence
         if evidence is not None:
             self.check(
@@ -392,6 +406,17 @@ class Session:
                 evidence.sender == about.sender and evidence.recipients == about.recipients,
                 f"{evidence.sender} → {', '.join(evidence.recipients)}",
             )
+
+    def check_stamps(self, label: str, xml: bytes | None, message: bytes | None) -> None:
+        """Every time-stamp present (XAdES-T on ``xml``, CAdES-T on ``message``'s smime.p7s)
+        verified by ``openssl ts`` (§5: verified when present); none present, nothing to check."""
+        found = stamps.xades_stamps(xml) if xml is not None else []
+        der = tools.smime_signature(message) if message is not None else None
+        found += stamps.cades_stamps(der) if der is not None else []
+        ca = self.pki.pem("ca/process-ca.crt")
+        for stamp in found:
+            verdict = stamps.openssl_ts_verify(stamp, ca)
+            self.check(f"{label}: {stamp.where} verifies (openssl ts)", verdict.ok, verdict.detail)
 
     def _transport_checks(self, label: str, received: Received, about: Outgoing) -> None:
         peer = self.pki.check_peer(self.target, received.peer_certificate, self.now())

@@ -45,11 +45,11 @@ def need(name: str) -> str:
     return path
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess[bytes]:
+def run_tool(args: list[str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(args, capture_output=True, timeout=TOOL_TIMEOUT, check=False)
 
 
-def _said(done: subprocess.CompletedProcess[bytes]) -> str:
+def said(done: subprocess.CompletedProcess[bytes]) -> str:
     text = (done.stderr + done.stdout).decode("utf-8", "replace").strip()
     return " ".join(text.split())[:OUTPUT_KEPT]
 
@@ -60,7 +60,7 @@ def openssl_verify_smime(message: bytes, ca_file: Path) -> ToolVerdict:
     with tempfile.TemporaryDirectory(prefix="kep-conformance-") as folder:
         source, inner = Path(folder) / "message.eml", Path(folder) / "inner"
         source.write_bytes(message)
-        done = _run(
+        done = run_tool(
             [
                 need("openssl"),
                 "cms",
@@ -79,7 +79,7 @@ def openssl_verify_smime(message: bytes, ca_file: Path) -> ToolVerdict:
             ]
         )
         output = inner.read_bytes() if inner.exists() else b""
-    return ToolVerdict(done.returncode == 0, f"openssl cms -verify: {_said(done)}", output)
+    return ToolVerdict(done.returncode == 0, f"openssl cms -verify: {said(done)}", output)
 
 
 def openssl_verify_detached(content: bytes, signature_der: bytes, ca_file: Path) -> ToolVerdict:
@@ -88,7 +88,7 @@ def openssl_verify_detached(content: bytes, signature_der: bytes, ca_file: Path)
         data, sig = Path(folder) / "content", Path(folder) / "sig.der"
         data.write_bytes(content)
         sig.write_bytes(signature_der)
-        done = _run(
+        done = run_tool(
             [
                 need("openssl"),
                 "cms",
@@ -108,7 +108,7 @@ def openssl_verify_detached(content: bytes, signature_der: bytes, ca_file: Path)
                 "/dev/null",
             ]
         )
-    return ToolVerdict(done.returncode == 0, f"openssl cms -verify: {_said(done)}")
+    return ToolVerdict(done.returncode == 0, f"openssl cms -verify: {said(done)}")
 
 
 def xmlsec_verify(xml: bytes, ca_file: Path) -> ToolVerdict:
@@ -117,7 +117,7 @@ def xmlsec_verify(xml: bytes, ca_file: Path) -> ToolVerdict:
     with tempfile.TemporaryDirectory(prefix="kep-conformance-") as folder:
         source = Path(folder) / "delil.xml"
         source.write_bytes(xml)
-        done = _run(
+        done = run_tool(
             [
                 need("xmlsec1"),
                 "--verify",
@@ -128,7 +128,7 @@ def xmlsec_verify(xml: bytes, ca_file: Path) -> ToolVerdict:
                 str(source),
             ]
         )
-    return ToolVerdict(done.returncode == 0, f"xmlsec1 --verify: {_said(done)}")
+    return ToolVerdict(done.returncode == 0, f"xmlsec1 --verify: {said(done)}")
 
 
 # Refuses DTDs and entities (§5): what the XSD is shown must be the document as it is.
@@ -185,6 +185,18 @@ def xml_parts(message: Message) -> list[bytes]:
             if isinstance(payload, bytes):
                 found.append(payload)
     return found
+
+
+def smime_signature(data: bytes) -> bytes | None:
+    """The decoded smime.p7s of an S/MIME message (the first pkcs7-signature part)."""
+    for part in mime(data).walk():
+        if part.get_content_type() in (
+            "application/pkcs7-signature",
+            "application/x-pkcs7-signature",
+        ):
+            payload = part.get_payload(decode=True)
+            return payload if isinstance(payload, bytes) else None
+    return None
 
 
 def parse_xml(xml: bytes) -> etree._Element | None:

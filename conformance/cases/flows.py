@@ -1,7 +1,8 @@
 """What the target does with a Dispatch (INTEROP-PROFILE.md §2, §4 R-GW): accept and deliver,
 refuse each reason of §4 with the right evidence, treat a repeated Dispatch as the same one,
-and issue Retrieval evidence when the recipient reads (where the target lets the suite
-trigger a read)."""
+answer a mailbox it cannot deliver into with NonDelivery (where its operator names one), and
+issue Retrieval evidence when the recipient reads (where the target lets the suite trigger a
+read)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import zoneinfo
 
 from conformance.cases.common import (
     DELIVERY,
+    REASON_PREFIXES,
     RELAY,
     RETRIEVAL,
     delivered,
@@ -19,6 +21,7 @@ from conformance.cases.common import (
     reason_names,
     refused,
 )
+from conformance.cases.evidence import check_fields, reason_codes
 from conformance.dispatch import signed_original
 from conformance.registry import CaseSkipped, case
 from conformance.session import Session
@@ -313,3 +316,76 @@ async def retrieval(s: Session) -> None:
         item.evidence is not None and item.evidence.recipient == outgoing.recipients[0],
         str(item.evidence.recipient if item.evidence else item.problem),
     )
+
+
+async def not_delivered(s: Session, recipient: str, reason: str) -> None:
+    """A Dispatch to an ordinary mailbox and to ``recipient``, which the target cannot deliver
+    into: the first is delivered; the second is accepted for relay, then NonDelivery with
+    ``reason`` (§4 R-GW 2), never Delivery; the NonDelivery evidence holds every field §5
+    requires (DelilTuru 41) and its reason in the standard's URI form (§5, §6)."""
+    ordinary = s.recipients(1)[0]
+    outgoing = s.dispatch((ordinary, recipient))
+    await s.send_and_expect_250(outgoing)
+    came = await s.expect(
+        outgoing,
+        [
+            (RELAY, "Acceptance", 1),
+            (DELIVERY, "Delivery", 1),
+            (RELAY, "Acceptance", 2),
+            (DELIVERY, "NonDelivery", 2),
+        ],
+    )
+    wrong = [e.label for e in came if e.index == 2 and e.event in ("Delivery", "Rejection")]
+    s.check(
+        f"{recipient}: no Delivery (nor relay Rejection) evidence (§4 R-GW 2)",
+        not wrong,
+        ", ".join(wrong),
+    )
+    item = one(came, DELIVERY, "NonDelivery", 2)
+    s.check(
+        f"the NonDelivery's reason is {reason} (§4 R-GW 2, §6)",
+        reason in reason_names(item),
+        ", ".join(reason_names(item)) or "no reason given",
+    )
+    check_fields(s, item, outgoing, "NonDelivery", "41")
+    codes = reason_codes(item)
+    s.check(
+        f"EventReason Code http:uri.etsi.org/REM/EventReason#{reason} (§5)",
+        any(c in [p + reason for p in REASON_PREFIXES] for c in codes),
+        ", ".join(codes) or "no EventReason",
+    )
+
+
+@case(
+    "KEP-OF-13",
+    "a full mailbox, where the target refuses on full: NonDelivery with MailboxFull",
+    section="§4 R-GW 2, §6",
+    etsi="EVF-DELREC",
+    rule="Deliver into each accepted recipient's mailbox and issue "
+    "DeliveryNonDeliveryToRecipient (Delivery, or NonDelivery with … MailboxFull only where "
+    "the provider's policy refuses on full mailboxes: the default keeps receiving).",
+)
+async def mailbox_full(s: Session) -> None:
+    recipient = s.options.full_recipient
+    if not recipient:
+        raise CaseSkipped(
+            "no --full-recipient: the target's operator named no full mailbox (give one only "
+            "where its policy refuses on full mailboxes)"
+        )
+    await not_delivered(s, recipient, "MailboxFull")
+
+
+@case(
+    "KEP-OF-14",
+    "a closed account: NonDelivery with UnknownRecipient",
+    section="§4 R-GW 2, §6",
+    etsi="EVF-DELREC",
+    rule="Deliver into each accepted recipient's mailbox and issue "
+    "DeliveryNonDeliveryToRecipient (Delivery, or NonDelivery with UnknownRecipient for a "
+    "closed account …).",
+)
+async def account_closed(s: Session) -> None:
+    recipient = s.options.closed_recipient
+    if not recipient:
+        raise CaseSkipped("no --closed-recipient: the target's operator named no closed account")
+    await not_delivered(s, recipient, "UnknownRecipient")

@@ -36,11 +36,12 @@ KEP = "{urn:kep:interop:1}"
 IDENTITY_ENCODINGS = ("", "7bit", "8bit", "binary")
 
 
-def _token() -> str:
+def new_token() -> str:
+    """A subject no other message has: how the suite finds the Dispatch it had sent."""
     return f"uygunluk-{uuid.uuid4().hex[:12]}"
 
 
-def _ours(token: str) -> Callable[[Received], bool]:
+def ours(token: str) -> Callable[[Received], bool]:
     def select(received: Received) -> bool:
         return (received.msg_type or "").lower() == "dispatch" and token in (
             received.header("Subject") or ""
@@ -68,11 +69,14 @@ async def trigger(s: Session, token: str) -> None:
     )
 
 
-async def dispatch_from_target(s: Session, attempts: int = 1) -> list[Received]:
-    """Trigger a message and wait for ``attempts`` deliveries of its Dispatch."""
-    token = _token()
+async def dispatch_from_target(
+    s: Session, attempts: int = 1, token: str | None = None
+) -> list[Received]:
+    """Trigger a message (with subject ``token``, a new one by default) and wait for
+    ``attempts`` deliveries of its Dispatch."""
+    token = token or new_token()
     await trigger(s, token)
-    select = _ours(token)
+    select = ours(token)
     came = await s.listener.wait_for(
         select, lambda found: len(found) >= attempts, s.options.evidence_timeout
     )
@@ -389,17 +393,24 @@ def evidence_message(
     kind: EvidenceType,
     event: Event,
     dispatch_id: str | None,
+    *,
+    signed_by: str | None = None,
+    spoil: Callable[[bytes], bytes] | None = None,
 ) -> bytes:
+    """An Evidence message ``provider``'s R-GW sends about ``about``. ``signed_by``: another
+    provider's process certificate signs it (evidence and envelope); ``spoil``: rewrites the
+    signed delil.xml before the envelope is signed over it."""
     now = dt.datetime.now(dt.UTC)
     issued = follow_up(about, pki.directory_entry(provider), kind, event, now, recipient=1)
-    signer = pki.process(provider)
+    signer = pki.process(signed_by or provider)
     tsa = LocalTsa(pki.tsa())
     out = io.BytesIO()
     domain = pki.provider(provider).domain
+    xml = sign_evidence(issued, signer, now, timestamp=lambda d: tsa.stamp(d, now))
     write_evidence_message(
         out,
         issued,
-        sign_evidence(issued, signer, now, timestamp=lambda d: tsa.stamp(d, now)),
+        spoil(xml) if spoil is not None else xml,
         signer,
         now,
         message_id=f"<e-{issued.identifier}@{domain}>",

@@ -91,6 +91,27 @@ def register(commands: Any) -> None:
             "--send-command",
             help="receive: shell command making a target user write to {recipient} with {subject}",
         )
+        mode.add_argument(
+            "--full-recipient",
+            help="run: a mailbox at the target that is full, where its policy refuses on full",
+        )
+        mode.add_argument("--closed-recipient", help="run: a closed account at the target")
+        mode.add_argument(
+            "--evidence-command",
+            help="receive: shell command printing the evidence the target filed for its user "
+            "({sender}, {subject}, {remmd}, {type})",
+        )
+        mode.add_argument(
+            "--relay-timeout",
+            type=float,
+            help="receive: the target's relay timeout in seconds, set short for the run",
+        )
+        mode.add_argument(
+            "--settle",
+            type=float,
+            default=10.0,
+            help="seconds to watch that nothing more comes (10)",
+        )
         mode.set_defaults(run=run, mode=name)
     listing = sub.add_parser("list", help="print the catalogue")
     listing.set_defaults(run=run_list)
@@ -118,6 +139,11 @@ def run(args: argparse.Namespace) -> int:
         case_timeout=args.case_timeout,
         read_command=args.read_command,
         send_command=args.send_command,
+        full_recipient=args.full_recipient,
+        closed_recipient=args.closed_recipient,
+        evidence_command=args.evidence_command,
+        relay_timeout=args.relay_timeout,
+        settle=args.settle,
     )
     return execute(options, args.mode)
 

@@ -3,7 +3,8 @@ gateway can be wrong, and the suite's named cases must fail against it.
 
 aiosmtpd on a thread (its ``Controller``), implicit TLS; after a 250 it may send Evidence
 messages back to the route of the sending provider, made with the project's library, wrongly
-as its breakage says.
+as its breakage says. (Its sending side, for ``conformance receive``, is
+``broken_sender.py``.)
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from conformance.identity import Pki
+from interop.cms.timestamp import LocalTsa
 from interop.envelope.build import write_evidence_message
 from interop.envelope.parse import parse_envelope
+from interop.envelope.verify import verify_envelope
 from interop.evidence import xmlio
 from interop.evidence.codes import Event, EvidenceType
 from interop.evidence.issue import follow_up
@@ -36,6 +39,17 @@ class Breakage(enum.Enum):
     SILENT = "checks the transport, then never sends evidence"
     WRONG_CERTIFICATE = "signs its evidence with another provider's process certificate"
     WRONG_EVIDENCE = "sends evidence recording another digest than the original's"
+    IGNORES_ACCOUNTS = "delivers to every recipient, even a full mailbox or a closed account"
+    WRONG_TIMESTAMP = "time-stamps its signatures over other bytes than the signature value"
+    DEFERS_BAD_EVIDENCE = "answers evidence it cannot verify with 451 instead of 5xx or 250"
+
+
+ANSWERING = {
+    Breakage.WRONG_CERTIFICATE,
+    Breakage.WRONG_EVIDENCE,
+    Breakage.IGNORES_ACCOUNTS,
+    Breakage.WRONG_TIMESTAMP,
+}
 
 
 class _Handler:
@@ -65,10 +79,15 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content: Any = envelope.content
-        if self.gateway.breakage in (Breakage.WRONG_CERTIFICATE, Breakage.WRONG_EVIDENCE):
-            about = _read(bytes(content))
+        data = bytes(content)
+        if self.gateway.breakage in ANSWERING:
+            about = _read(data)
             if about is not None:
                 asyncio.get_running_loop().run_in_executor(None, self.gateway.answer, about)
+        if self.gateway.breakage is Breakage.DEFERS_BAD_EVIDENCE and not self.gateway.verifies(
+            data
+        ):
+            return "451 4.3.0 Try again later"
         return "250 2.0.0 OK"
 
 
@@ -114,6 +133,15 @@ class BrokenGateway:
         if self.controller is not None:
             self.controller.stop()
 
+    def verifies(self, data: bytes) -> bool:
+        try:
+            result = verify_envelope(
+                io.BytesIO(data), self.pki.verifiers, dt.datetime.now(dt.UTC), peer=self.peer
+            )
+        except Exception:  # unreadable: what this breakage defers
+            return False
+        return result.ok
+
     def answer(self, about: Evidence) -> None:
         """Relay acceptance and delivery for each recipient, broken as the breakage says."""
         now = dt.datetime.now(dt.UTC)
@@ -124,6 +152,12 @@ class BrokenGateway:
                 p for p in self.pki.dev.providers if p not in (self.provider, self.peer)
             )
         signer = self.pki.process(signer_id)
+        tsa = LocalTsa(self.pki.tsa())
+
+        def wrong_stamp(data: bytes) -> bytes:  # over the signature value with a prefix
+            return tsa.stamp(b"not this: " + data, now)
+
+        stamp = wrong_stamp if self.breakage is Breakage.WRONG_TIMESTAMP else None
         if self.breakage is Breakage.WRONG_EVIDENCE:
             about = dataclasses.replace(
                 about, message=dataclasses.replace(about.message, digest=b"\x01" * 32)
@@ -138,11 +172,12 @@ class BrokenGateway:
                 write_evidence_message(
                     out,
                     evidence,
-                    sign_evidence(evidence, signer, now),
+                    sign_evidence(evidence, signer, now, timestamp=stamp),
                     signer,
                     now,
                     message_id=f"<e-{evidence.identifier}@{issuer.domain}>",
                     issuer_id=self.provider,
+                    timestamp=stamp,
                 )
                 self._send(issuer.evidence_address, about.sender, out.getvalue())
 

@@ -19,7 +19,15 @@ from conformance.main import run_suite
 from conformance.registry import RECEIVE, RUN, catalogue
 from conformance.runner import PASS, SKIP, CaseResult
 from conformance.session import Options
-from tests.conformance.target import SECOND, SUITE, TARGET, make_target
+from tests.conformance.target import (
+    CLOSED,
+    FULL,
+    RELAY_TIMEOUT,
+    SECOND,
+    SUITE,
+    TARGET,
+    make_target,
+)
 from tests.helpers import XSD_DIR, need_tool
 from tests.relay.gateways import Gateway, free_port
 
@@ -54,11 +62,17 @@ class Target:
             "xsd": need_xsd(),
             "second_provider": SECOND,
             "second_listen": ("127.0.0.1", self.second),
+            "full_recipient": FULL,
+            "closed_recipient": CLOSED,
             "evidence_timeout": 30.0,
             "case_timeout": 120.0,
             "read_command": (
                 f"{python} {HERE / 'read_message.py'} {config} {{recipient}} {{subject}}"
             ),
+            "evidence_command": (
+                f"{python} {HERE / 'show_evidence.py'} {config} {{sender}} {{subject}} {{type}}"
+            ),
+            "relay_timeout": RELAY_TIMEOUT,
             "send_command": (
                 f"{python} -m relay.cli send --config {config} --from ayse.demir@hs02.kep.tr "
                 "--to {recipient} --subject {subject} --body Merhaba --no-wait"
@@ -99,7 +113,7 @@ def test_run_mode_is_green_against_kep_relay(target: Target, tmp_path: Path) -> 
     assert "CONFORMANT" in report.summary(results) and "KEP-OF-01" in printed
     # Every case that exchanged messages checked what came back with the independent tools.
     checks = [c.name for r in results for c in r.checks]
-    for tool in ("(openssl cms)", "(xmlsec1)", "ETSI XSD"):
+    for tool in ("(openssl cms)", "(xmlsec1)", "ETSI XSD", "(openssl ts)"):
         assert any(tool in name for name in checks), tool
     written = report.write(tmp_path, info, results)
     suite = etree.parse(str(tmp_path / "junit.xml")).getroot().find("testsuite")
@@ -124,3 +138,22 @@ def test_without_a_read_command_retrieval_is_skipped_not_failed(target: Target) 
     results, _info, _printed = _run(target.options(read_command=None, only="KEP-OF-12"), RUN)
     assert [(r.case.id, r.verdict) for r in results] == [("KEP-OF-12", SKIP)]
     assert report.passed(results)
+
+
+def test_cases_needing_what_the_operator_prepares_are_skipped_and_say_why(
+    target: Target,
+) -> None:
+    results, _info, printed = _run(
+        target.options(full_recipient=None, closed_recipient=None, only="KEP-OF-1[34]"), RUN
+    )
+    assert [(r.case.id, r.verdict) for r in results] == [("KEP-OF-13", SKIP), ("KEP-OF-14", SKIP)]
+    assert "no --full-recipient" in printed and "no --closed-recipient" in printed
+    assert report.passed(results)
+    results, _info, printed = _run(
+        target.options(evidence_command=None, relay_timeout=None, only="KEP-RC-1[01]"), RECEIVE
+    )
+    assert [(r.case.id, r.verdict) for r in results] == [("KEP-RC-10", SKIP), ("KEP-RC-11", SKIP)]
+    assert printed.count("no --evidence-command") == 2
+    results, _info, printed = _run(target.options(relay_timeout=None, only="KEP-RC-11"), RECEIVE)
+    assert [(r.case.id, r.verdict) for r in results] == [("KEP-RC-11", SKIP)]
+    assert "no --relay-timeout" in printed

@@ -1,0 +1,397 @@
+"""A target that sends, when the relay fails or the evidence it gets back is bad
+(``conformance receive``; INTEROP-PROFILE.md §2, §4 Relay, §4 S-GW on an Evidence).
+
+The suite refuses the target's Dispatch for good (5xx) or keeps its listener closed past the
+target's relay timeout; the target must not send that Dispatch again, and must issue
+RelayREMMDFailure to its own user. That evidence goes to the user, not over SMTP, so the suite
+sees it only through the operator's ``--evidence-command`` (which prints it); without that
+command those cases are skipped. The suite also sends the target evidence that is malformed
+or signed by another provider: the target must refuse it (5xx) or keep it (250), never defer
+it or drop the connection, and must go on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shlex
+
+from conformance import tools
+from conformance.cases.common import REASON_PREFIXES
+from conformance.cases.receive import (
+    dispatch_from_target,
+    evidence_message,
+    new_token,
+    ours,
+    submission,
+)
+from conformance.listener import Answer, Received
+from conformance.registry import RECEIVE, CaseSkipped, case
+from conformance.session import Record, Session, pretty_xml
+from conformance.smtp import SmtpGone
+from interop.envelope.verify import verify_envelope
+from interop.errors import MalformedInput
+from interop.evidence import xmlio
+from interop.evidence.codes import Event, EvidenceType
+from interop.evidence.model import Evidence
+from interop.reasons import Reason
+
+REM = "{http://uri.etsi.org/02640/v2#}"
+KEP = "{urn:kep:interop:1}"
+FAILURE = EvidenceType.RelayREMMDFailure.value
+EVENT_PREFIXES = ("http:uri.etsi.org/02640/Event#", "http://uri.etsi.org/02640/Event#")
+REFUSAL = "554 5.7.0 Refused for good by the conformance suite"
+DEFERRAL = "451 4.3.0 Temporary trouble (conformance test: the listener closes now)"
+POLL = 0.5  # seconds between two runs of --evidence-command while nothing is there yet
+OUTPUT_LIMIT = 4 * 1024 * 1024  # bytes of the command's output read: one Evidence message
+
+
+def _answer_with(token: str, reply: str) -> Answer:
+    select = ours(token)
+
+    def answer(received: Received) -> str | None:
+        return reply if select(received) else None
+
+    return answer
+
+
+async def _refused_dispatch(s: Session, token: str, reply: str) -> Received:
+    """The target's Dispatch with subject ``token``, every attempt answered ``reply``."""
+    s.listener.answer = _answer_with(token, reply)
+    (received,) = (await dispatch_from_target(s, token=token))[:1]
+    return received
+
+
+def _hook(s: Session) -> str:
+    command = s.options.evidence_command
+    if not command:
+        raise CaseSkipped(
+            "no --evidence-command: the suite cannot see the evidence the target files for its "
+            "own user"
+        )
+    return command
+
+
+async def evidence_from_target(
+    s: Session, command: str, dispatch: Received, token: str, wait: float
+) -> bytes | None:
+    """Run ``--evidence-command`` until it prints the RelayREMMDFailure the target filed for
+    the sender of ``dispatch``, or ``wait`` seconds pass; its output, or None."""
+    filled = command.format(
+        sender=shlex.quote(dispatch.mail_from),
+        subject=shlex.quote(token),
+        remmd=shlex.quote(dispatch.message_identifier or ""),
+        type=shlex.quote(FAILURE),
+    )
+    deadline = asyncio.get_running_loop().time() + wait
+    runs, said = 0, b""
+    while True:
+        runs += 1
+        process = await asyncio.create_subprocess_shell(
+            filled, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        output, errors = await process.communicate()
+        if process.returncode == 0 and output.strip():
+            s.records.append(
+                Record("note", "evidence command", [filled, f"printed after {runs} run(s)"])
+            )
+            return output[:OUTPUT_LIMIT]
+        said = errors or output
+        if asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(POLL)
+    s.records.append(
+        Record(
+            "note",
+            "evidence command",
+            [filled, f"nothing after {runs} run(s) in {wait:g} s", said.decode("utf-8", "replace")],
+        )
+    )
+    return None
+
+
+def judge_failure(
+    s: Session,
+    output: bytes | None,
+    dispatch: Received,
+    token: str,
+    *,
+    reasons: tuple[str, ...],
+    event: str | None,
+    details: str | None,
+) -> None:
+    """The RelayREMMDFailure the command printed (an Evidence message, or delil.xml alone):
+    about the Dispatch, of a §6 reason in ``reasons`` (any §6 reason when empty), with
+    ``event`` and ``details`` in its Details where given; signed by the target (OpenSSL and
+    xmlsec1 over the bytes printed), valid against the XSD, every time-stamp verified."""
+    s.require(
+        "the target filed RelayREMMDFailure for its user (§4 Relay)",
+        output is not None,
+        "the evidence command printed it" if output else "it printed nothing in time",
+    )
+    assert output is not None
+    message = None if output.lstrip().startswith(b"<") else output
+    if message is not None:
+        parts = tools.xml_parts(tools.mime(message))
+        s.require("one delil.xml in what was printed", len(parts) == 1, f"{len(parts)} found")
+        xml = parts[0]
+    else:
+        xml = output.strip()
+    s.records.append(
+        Record(
+            "received",
+            f"{FAILURE} (through --evidence-command)",
+            [],
+            message[:4096].decode("utf-8", "replace") if message else "",
+            pretty_xml(xml),
+            len(output),
+        )
+    )
+    try:
+        evidence: Evidence = xmlio.parse(xml)
+    except MalformedInput as exc:
+        s.require(f"{FAILURE}: readable (§5)", False, exc.detail)
+        return
+    s.require(
+        f"the evidence is {FAILURE} (§4 Relay)",
+        evidence.type is EvidenceType.RelayREMMDFailure,
+        evidence.type.value,
+    )
+    root = tools.parse_xml(xml)
+    assert root is not None
+    code = (root.findtext(REM + "EventCode") or "").strip()
+    if event is not None:
+        s.check(
+            f"EventCode …#{event} (§4 Relay)",
+            code in [p + event for p in EVENT_PREFIXES],
+            code,
+        )
+    else:
+        s.check("a negative event", evidence.event.is_negative, code)
+    names = [r.reason.name for r in evidence.reasons]
+    s.check(
+        f"the reason is {' or '.join(reasons) or 'one of §6'} (§4 Relay, §6)",
+        bool(names) and (not reasons or any(n in reasons for n in names)),
+        ", ".join(names) or "no reason given",
+    )
+    codes = [
+        (n.text or "").strip()
+        for n in root.findall(f"{REM}EventReasons/{REM}EventReason/{REM}Code")
+    ]
+    s.check(
+        "EventReason Code in the standard's URI form (§5)",
+        bool(codes)
+        and all(any(c == p + r.name for p in REASON_PREFIXES for r in Reason) for c in codes),
+        ", ".join(codes) or "no EventReason",
+    )
+    if details is not None:
+        said = " ".join(r.details for r in evidence.reasons)
+        s.check(f"Details carries the SMTP reply ({details}) (§4 Relay)", details in said, said)
+    s.check(
+        "about the Dispatch sent (MessageIdentifierByREMMD)",
+        evidence.message.remmd_message_id == dispatch.message_identifier,
+        evidence.message.remmd_message_id,
+    )
+    about = submission(s, dispatch)
+    s.check(
+        "the digest of the Dispatch's original (§5 ds:DigestValue)",
+        evidence.message.digest == about.message.digest,
+        evidence.message.digest.hex(),
+    )
+    s.check(
+        "for the sender, about the message it sent (§5)",
+        evidence.sender.lower() == dispatch.mail_from.lower() and evidence.message.subject == token,
+        f"{evidence.sender}: {evidence.message.subject}",
+    )
+    s.check(
+        "issued by the target's delil@ (§5)",
+        evidence.issuer.lower() == f"delil@{s.domain(s.target)}",
+        evidence.issuer,
+    )
+    turu = (root.findtext(f"{REM}Extensions/{REM}Extension/{KEP}DelilTuru") or "").strip()
+    s.check("DelilTuru 31 (KEP extension)", turu == "31", turu)
+    ca = s.pki.pem("ca/process-ca.crt")
+    xsd = s.schema.judge(xml)
+    s.check("valid against the ETSI XSD (§5)", xsd.ok, xsd.detail)
+    xmlsec = tools.xmlsec_verify(xml, ca)
+    s.check("XAdES verifies (xmlsec1)", xmlsec.ok, xmlsec.detail)
+    if message is not None:
+        smime = tools.openssl_verify_smime(message, ca)
+        s.check("the Evidence message verifies (openssl cms)", smime.ok, smime.detail)
+        try:
+            result = verify_envelope(io.BytesIO(message), s.pki.verifiers, s.now(), peer=s.target)
+            s.check("the Evidence message verifies (project library)", result.ok, result.detail)
+        except MalformedInput as exc:
+            s.check("the Evidence message verifies (project library)", False, exc.detail)
+    s.check_stamps(FAILURE, xml, message)
+
+
+@case(
+    "KEP-RC-09",
+    "after a 5xx the target does not send the same Dispatch again",
+    section="§2, §4 Relay",
+    etsi="COF-RETRY",
+    mode=RECEIVE,
+    rule="Relay: retried on 4xx and connection failures with exponential back-off. … A 5xx on "
+    "a Dispatch also ends the relay with RelayREMMDFailure carrying the SMTP reply in Details.",
+)
+async def no_retry_after_5xx(s: Session) -> None:
+    token = new_token()
+    try:
+        first = await _refused_dispatch(s, token, REFUSAL)
+        s.check("the Dispatch was answered 5xx", first.answered.startswith("554"), first.answered)
+        came = await s.listener.wait_for(
+            ours(token), lambda found: len(found) > 1, s.options.settle
+        )
+    finally:
+        s.listener.answer = None
+    s.check(
+        f"not sent again within {s.options.settle:g} s (--settle)",
+        len(came) == 1,
+        f"{len(came)} attempt(s): " + ", ".join(r.answered[:3] for r in came),
+    )
+
+
+@case(
+    "KEP-RC-10",
+    "after a 5xx the target files RelayREMMDFailure carrying the reply for its user",
+    section="§4 Relay, §5, §6",
+    etsi="OF-REJECT",
+    mode=RECEIVE,
+    rule="A 5xx on a Dispatch also ends the relay with RelayREMMDFailure carrying the SMTP "
+    "reply in Details.",
+)
+async def failure_after_5xx(s: Session) -> None:
+    command = _hook(s)
+    token = new_token()
+    try:
+        dispatch = await _refused_dispatch(s, token, REFUSAL)
+    finally:
+        s.listener.answer = None
+    output = await evidence_from_target(s, command, dispatch, token, s.options.evidence_timeout)
+    judge_failure(s, output, dispatch, token, reasons=(), event=None, details="554")
+
+
+@case(
+    "KEP-RC-11",
+    "the suite's listener is down past the relay timeout: RelayREMMDFailure, R_REMMD_Unreachable",
+    section="§4 Relay, §5, §6",
+    etsi="COF-RETRY",
+    mode=RECEIVE,
+    rule="After relay_timeout (default 24 h, profile choice) with no 250, the S-GW issues "
+    "RelayREMMDFailure (DeliveryExpiration, reason R_REMMD_Unreachable …).",
+)
+async def failure_after_timeout(s: Session) -> None:
+    command = _hook(s)
+    relay_timeout = s.options.relay_timeout
+    if relay_timeout is None:
+        raise CaseSkipped("no --relay-timeout: the target's relay timeout is not known short")
+    token = new_token()
+    listener = s.listener
+    try:
+        # The first attempt tells the suite which Dispatch it is; then the listener goes down
+        # (an attempt already under way when it closes is deferred too).
+        dispatch = await _refused_dispatch(s, token, DEFERRAL)
+        await listener.stop()
+        output = await evidence_from_target(
+            s, command, dispatch, token, relay_timeout + s.options.evidence_timeout
+        )
+    finally:
+        if not listener.running:
+            await listener.start()
+        listener.answer = None
+    judge_failure(
+        s,
+        output,
+        dispatch,
+        token,
+        reasons=("R_REMMD_Unreachable",),
+        event=Event.DeliveryExpiration.value,
+        details=None,
+    )
+    came = await listener.wait_for(ours(token), lambda found: len(found) > 1, s.options.settle)
+    s.check(
+        "the Dispatch is not sent again once it failed",
+        len(came) == 1,
+        f"{len(came)} attempt(s) seen",
+    )
+
+
+async def _bad_evidence_back(s: Session, why: str, **spoiled: object) -> None:
+    """The target's Dispatch, answered 250; then Evidence about it, ``spoiled``: the target
+    refuses it (5xx) or keeps it (250), never defers it or drops the connection; and it still
+    takes the good evidence after it."""
+    (received,) = (await dispatch_from_target(s))[:1]
+    about = submission(s, received)
+    bad = evidence_message(
+        s.pki,
+        s.me,
+        about,
+        EvidenceType.DeliveryNonDeliveryToRecipient,
+        Event.Delivery,
+        received.header("Message-ID"),
+        **spoiled,  # type: ignore[arg-type]
+    )
+    try:
+        done = await s.send(
+            bad, mail_from=f"delil@{s.domain(s.me)}", rcpt_to=(about.sender,), title=why
+        )
+    except SmtpGone as exc:
+        s.require(f"{why}: answered", False, f"the connection ended without a reply: {exc}")
+        return
+    code = done.final.code
+    s.check(
+        f"{why}: refused (5xx) or kept (250), not deferred (§2, §4 S-GW on an Evidence)",
+        code == 250 or 500 <= code < 600,
+        str(done.final),
+    )
+    good = evidence_message(
+        s.pki,
+        s.me,
+        about,
+        EvidenceType.RelayREMMDAcceptanceRejection,
+        Event.Acceptance,
+        received.header("Message-ID"),
+    )
+    try:
+        after = await s.send(
+            good, mail_from=f"delil@{s.domain(s.me)}", rcpt_to=(about.sender,), title="good"
+        )
+    except SmtpGone as exc:
+        s.require("the target still serves: good evidence taken", False, str(exc))
+        return
+    s.check("the target still serves: good evidence taken (250)", after.accepted, str(after.final))
+
+
+def _truncated(xml: bytes) -> bytes:
+    return xml[: len(xml) // 2]
+
+
+@case(
+    "KEP-RC-12",
+    "malformed evidence back is refused or kept, and the target goes on serving",
+    section="§2, §4 S-GW on an Evidence, §5",
+    etsi="COF-ROBUSTNESS",
+    mode=RECEIVE,
+    rule="S-GW, on an Evidence: verify transport, envelope signature and the evidence's own "
+    "signature … Evidence for an unknown message is kept and reported, not dropped. 4xx is "
+    "for what may pass later.",
+)
+async def malformed_evidence_back(s: Session) -> None:
+    await _bad_evidence_back(s, "delil.xml cut in half", spoil=_truncated)
+
+
+@case(
+    "KEP-RC-13",
+    "evidence signed by another provider is refused or kept, and the target goes on serving",
+    section="§1, §4 S-GW on an Evidence",
+    etsi="SIG-EVXADES",
+    mode=RECEIVE,
+    rule="S-GW, on an Evidence: verify transport, envelope signature and the evidence's own "
+    "signature; the issuer MUST be the provider the Dispatch went to.",
+)
+async def foreign_evidence_back(s: Session) -> None:
+    others = [p for p in s.pki.dev.providers if p not in (s.me, s.target)]
+    if not others:
+        raise CaseSkipped("the PKI folder holds no third provider to sign with")
+    await _bad_evidence_back(s, f"Delivery evidence signed by {others[0]}", signed_by=others[0])
