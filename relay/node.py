@@ -380,7 +380,7 @@ class Node:
                     continue
                 reload.apply(self.context, prepared)
             except Exception:  # a bug: logged, and the next SIGHUP is still heard
-                log.exception("config_reload_failed", config=self.context.config.source)
+                reload.failed(self.context.config.source)
                 continue
             self.crls_installed = self.context.crls.generation
             if self.crl_refresher is not None:  # new locations, settings; every one fetched now

@@ -222,7 +222,7 @@ class Supervisor:
             try:
                 applied = reload.reload(self.context)
             except Exception:  # a bug: logged; the supervisor and its node processes go on
-                log.exception("config_reload_failed", config=self.config.source)
+                reload.failed(self.config.source)
                 applied = False
             if applied:
                 self.config = self.context.config

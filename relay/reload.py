@@ -158,6 +158,12 @@ def reload(context: NodeContext) -> bool:
     return True
 
 
+def failed(source: str) -> None:
+    """Called in an ``except`` block: applying a reload raised (a bug). Logged with its
+    traceback; the caller goes on, and the next SIGHUP is heard."""
+    log.exception("config_reload_failed", config=source)
+
+
 def problems(exc: BaseException) -> list[str]:
     """Every problem an exception names, one per line of its text."""
     text = exc.detail if isinstance(exc, KepError) else f"{type(exc).__name__}: {exc}"
