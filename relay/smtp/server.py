@@ -178,7 +178,10 @@ class KepSMTP(SMTP):
         return self.envelope is not None and self.envelope.mail_from is not None
 
     def close_if_idle(self) -> bool:
-        if self.busy or self.transport is None:
+        """Say 421 and close, unless a transaction is in progress or the connection is
+        closing already (a drain asks every 50 ms; TLS waits for the peer's close_notify, and a
+        second close of an SSL transport leaves it unable to take a write)."""
+        if self.busy or self.transport is None or self.transport.is_closing():
             return False
         self.transport.write(b"421 4.3.2 Shutting down, try again later\r\n")  # type: ignore[attr-defined]
         self.transport.close()

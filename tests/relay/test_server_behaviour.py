@@ -72,6 +72,24 @@ def test_sigterm_lets_a_transaction_in_flight_finish(node: Mesh) -> None:
     assert queued == [(1,)]
 
 
+def test_sigterm_with_an_idle_tls_peer_that_does_not_close_drains_cleanly(node: Mesh) -> None:
+    """An idle peer on TLS that does not answer the node's close (it reads nothing while the
+    node stops) keeps its connection open until TLS shutdown gives up; the drain, which looks
+    at open connections every 50 ms, must not write to one it is already closing (it did, and
+    the node ended with an exception and exit status 1)."""
+    hs01 = node["hs01"]
+    peer = _peer(node, hs01.peer_port)
+    assert peer.ehlo("gw.hs02.kep.tr")[0] == 250
+    assert hs01.process is not None
+    try:
+        hs01.process.send_signal(signal.SIGTERM)
+        assert hs01.process.wait(timeout=60) == 0, hs01.log.read_text()[-2000:]
+    finally:
+        peer.close()  # the socket only: no QUIT
+    hs01.process = None
+    assert "Traceback" not in hs01.log.read_text()
+
+
 def test_connection_limit_per_peer(node: Mesh) -> None:
     hs01 = node["hs01"]
     with _peer(node, hs01.peer_port) as first:
