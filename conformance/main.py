@@ -22,9 +22,13 @@ from interop.errors import ConfigurationError
 
 
 def check_setting(options: Options, pki: Pki) -> None:
-    for provider in (options.target_provider, options.as_provider, options.second_provider):
+    pki.provider(options.target_provider)
+    for provider in (options.as_provider, options.second_provider):
         if provider is not None:
-            pki.provider(provider)
+            pki.keys(provider)  # the suite signs as them: their keys must be there
+    for provider in pki.keyless:  # the suite signs as every other provider in some case
+        if provider != options.target_provider:
+            pki.keys(provider)
     if options.as_provider == options.target_provider:
         raise ConfigurationError("--as must be another provider than --target-provider")
     if options.second_provider in (options.as_provider, options.target_provider):

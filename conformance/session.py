@@ -77,6 +77,10 @@ class Options:
     # receive mode: the target's relay timeout (seconds), set short for the run; the case that
     # keeps the listener closed past it waits that long. Without it that case is skipped.
     relay_timeout: float | None = None
+    # receive mode: the target's evidence timeout (seconds), set short for the run: how long
+    # it waits for Delivery/NonDelivery after relay acceptance before it files
+    # RelayREMMDFailure (§4). Without it the case that withholds that evidence is skipped.
+    target_evidence_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,9 +183,7 @@ class Session:
         return self.pki.user(provider or self.me, state).address
 
     def recipients(self, count: int = 1) -> tuple[str, ...]:
-        names = self.options.recipients or tuple(
-            u.address for u in self.pki.dev.users_of(self.target)[:2]
-        )
+        names = self.options.recipients or self.pki.addresses.get(self.target, ())[:2]
         if len(names) < count:
             raise CaseFailed(f"{count} recipients at the target are needed (--recipient)")
         return tuple(names[:count])

@@ -1,13 +1,15 @@
-"""A target that sends, when the relay fails or the evidence it gets back is bad
+"""A target that sends, when the relay fails or the evidence it gets back is bad or missing
 (``conformance receive``; INTEROP-PROFILE.md §2, §4 Relay, §4 S-GW on an Evidence).
 
-The suite refuses the target's Dispatch for good (5xx) or keeps its listener closed past the
-target's relay timeout; the target must not send that Dispatch again, and must issue
+The suite refuses the target's Dispatch for good (5xx), keeps its listener closed past the
+target's relay timeout, or accepts the Dispatch and withholds the delivery evidence past the
+target's evidence timeout; the target must not send that Dispatch again, and must issue
 RelayREMMDFailure to its own user. That evidence goes to the user, not over SMTP, so the suite
 sees it only through the operator's ``--evidence-command`` (which prints it); without that
 command those cases are skipped. The suite also sends the target evidence that is malformed
 or signed by another provider: the target must refuse it (5xx) or keep it (250), never defer
-it or drop the connection, and must go on serving.
+it or drop the connection, must go on serving and, where the command is given, must not show
+its user that evidence as a Delivery.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from interop.reasons import Reason
 REM = "{http://uri.etsi.org/02640/v2#}"
 KEP = "{urn:kep:interop:1}"
 FAILURE = EvidenceType.RelayREMMDFailure.value
+RELAY = EvidenceType.RelayREMMDAcceptanceRejection.value
+DELIVERY = EvidenceType.DeliveryNonDeliveryToRecipient.value
 EVENT_PREFIXES = ("http:uri.etsi.org/02640/Event#", "http://uri.etsi.org/02640/Event#")
 REFUSAL = "554 5.7.0 Refused for good by the conformance suite"
 DEFERRAL = "451 4.3.0 Temporary trouble (conformance test: the listener closes now)"
@@ -73,15 +77,20 @@ def _hook(s: Session) -> str:
 
 
 async def evidence_from_target(
-    s: Session, command: str, dispatch: Received, token: str, wait: float
+    s: Session,
+    command: str,
+    dispatch: Received,
+    token: str,
+    wait: float,
+    kind: str = FAILURE,
 ) -> bytes | None:
-    """Run ``--evidence-command`` until it prints the RelayREMMDFailure the target filed for
-    the sender of ``dispatch``, or ``wait`` seconds pass; its output, or None."""
+    """Run ``--evidence-command`` until it prints the evidence of type ``kind`` the target
+    filed for the sender of ``dispatch``, or ``wait`` seconds pass; its output, or None."""
     filled = command.format(
         sender=shlex.quote(dispatch.mail_from),
         subject=shlex.quote(token),
         remmd=shlex.quote(dispatch.message_identifier or ""),
-        type=shlex.quote(FAILURE),
+        type=shlex.quote(kind),
     )
     deadline = asyncio.get_running_loop().time() + wait
     runs, said = 0, b""
@@ -93,7 +102,9 @@ async def evidence_from_target(
         output, errors = await process.communicate()
         if process.returncode == 0 and output.strip():
             s.records.append(
-                Record("note", "evidence command", [filled, f"printed after {runs} run(s)"])
+                Record(
+                    "note", f"evidence command ({kind})", [filled, f"printed after {runs} run(s)"]
+                )
             )
             return output[:OUTPUT_LIMIT]
         said = errors or output
@@ -103,11 +114,32 @@ async def evidence_from_target(
     s.records.append(
         Record(
             "note",
-            "evidence command",
+            f"evidence command ({kind})",
             [filled, f"nothing after {runs} run(s) in {wait:g} s", said.decode("utf-8", "replace")],
         )
     )
     return None
+
+
+def _printed(s: Session, output: bytes, kind: str) -> tuple[bytes | None, bytes | None]:
+    """What the evidence command printed, recorded: the Evidence message (None when it printed
+    delil.xml alone) and its delil.xml (None when the message holds not exactly one)."""
+    message = None if output.lstrip().startswith(b"<") else output
+    xml: bytes | None = output.strip()
+    if message is not None:
+        parts = tools.xml_parts(tools.mime(message))
+        xml = parts[0] if len(parts) == 1 else None
+    s.records.append(
+        Record(
+            "received",
+            f"{kind} (through --evidence-command)",
+            [],
+            message[:4096].decode("utf-8", "replace") if message else "",
+            pretty_xml(xml) if xml else "",
+            len(output),
+        )
+    )
+    return message, xml
 
 
 def judge_failure(
@@ -130,23 +162,9 @@ def judge_failure(
         "the evidence command printed it" if output else "it printed nothing in time",
     )
     assert output is not None
-    message = None if output.lstrip().startswith(b"<") else output
-    if message is not None:
-        parts = tools.xml_parts(tools.mime(message))
-        s.require("one delil.xml in what was printed", len(parts) == 1, f"{len(parts)} found")
-        xml = parts[0]
-    else:
-        xml = output.strip()
-    s.records.append(
-        Record(
-            "received",
-            f"{FAILURE} (through --evidence-command)",
-            [],
-            message[:4096].decode("utf-8", "replace") if message else "",
-            pretty_xml(xml),
-            len(output),
-        )
-    )
+    message, xml = _printed(s, output, FAILURE)
+    s.require("one delil.xml in what was printed", xml is not None, "none, or several")
+    assert xml is not None
     try:
         evidence: Evidence = xmlio.parse(xml)
     except MalformedInput as exc:
@@ -318,10 +336,12 @@ async def failure_after_timeout(s: Session) -> None:
 
 
 async def _bad_evidence_back(s: Session, why: str, **spoiled: object) -> None:
-    """The target's Dispatch, answered 250; then Evidence about it, ``spoiled``: the target
-    refuses it (5xx) or keeps it (250), never defers it or drops the connection; and it still
-    takes the good evidence after it."""
-    (received,) = (await dispatch_from_target(s))[:1]
+    """The target's Dispatch, answered 250; then Delivery evidence about it, ``spoiled``: the
+    target refuses it (5xx) or keeps it (250), never defers it or drops the connection; it
+    still takes the good relay Acceptance after it; and, with ``--evidence-command``, its user
+    is shown that Acceptance but no Delivery (the suite sent none that verifies)."""
+    token = new_token()
+    (received,) = (await dispatch_from_target(s, token=token))[:1]
     about = submission(s, received)
     bad = evidence_message(
         s.pki,
@@ -361,6 +381,77 @@ async def _bad_evidence_back(s: Session, why: str, **spoiled: object) -> None:
         s.require("the target still serves: good evidence taken", False, str(exc))
         return
     s.check("the target still serves: good evidence taken (250)", after.accepted, str(after.final))
+    command = s.options.evidence_command
+    if not command:
+        s.records.append(
+            Record(
+                "note",
+                "evidence command",
+                ["not given: what the target's user was shown is not checked"],
+            )
+        )
+        return
+    await _not_shown(s, command, received, token, why)
+
+
+async def _not_shown(s: Session, command: str, dispatch: Received, token: str, why: str) -> None:
+    """Through ``--evidence-command``: the good relay Acceptance the suite sent after the bad
+    evidence reached the sender's evidence folder (so the target has processed what came
+    before it), and no Delivery shows there for ``settle`` seconds more."""
+    shown = await evidence_from_target(
+        s, command, dispatch, token, s.options.evidence_timeout, kind=RELAY
+    )
+    if shown is None:
+        s.check(f"the good {RELAY} reached the sender (§4 S-GW on an Evidence)", False, "not shown")
+    else:
+        _message, xml = _printed(s, shown, RELAY)
+        evidence = _read(xml)
+        s.check(
+            f"the good {RELAY} reached the sender (§4 S-GW on an Evidence)",
+            evidence is not None
+            and evidence.type is EvidenceType.RelayREMMDAcceptanceRejection
+            and evidence.message.remmd_message_id == dispatch.message_identifier,
+            _label(evidence),
+        )
+    output = await evidence_from_target(
+        s, command, dispatch, token, s.options.settle, kind=DELIVERY
+    )
+    if output is None:
+        s.check(
+            f"{why}: not shown to the sender as {DELIVERY} (§4 S-GW on an Evidence)",
+            True,
+            f"the evidence command printed no {DELIVERY} in {s.options.settle:g} s (--settle)",
+        )
+        return
+    _message, xml = _printed(s, output, DELIVERY)
+    evidence = _read(xml)
+    printed = _label(evidence)
+    s.check(
+        f"{why}: not shown to the sender as {DELIVERY} (§4 S-GW on an Evidence)",
+        evidence is not None
+        and (
+            evidence.type is not EvidenceType.DeliveryNonDeliveryToRecipient
+            or evidence.message.remmd_message_id != dispatch.message_identifier
+        ),
+        f"the evidence command printed {printed}; the suite sent no {DELIVERY} for this "
+        f"Dispatch that verifies, only {why}",
+    )
+
+
+def _label(evidence: Evidence | None) -> str:
+    if evidence is None:
+        return "an unreadable delil.xml"
+    about = evidence.message.remmd_message_id
+    return f"{evidence.type.value} {evidence.event.value} about {about}"
+
+
+def _read(xml: bytes | None) -> Evidence | None:
+    if xml is None:
+        return None
+    try:
+        return xmlio.parse(xml)
+    except MalformedInput:
+        return None
 
 
 def _truncated(xml: bytes) -> bytes:
@@ -395,3 +486,61 @@ async def foreign_evidence_back(s: Session) -> None:
     if not others:
         raise CaseSkipped("the PKI folder holds no third provider to sign with")
     await _bad_evidence_back(s, f"Delivery evidence signed by {others[0]}", signed_by=others[0])
+
+
+@case(
+    "KEP-RC-14",
+    "no delivery evidence within the evidence timeout: RelayREMMDFailure, "
+    "S_REMMD_ReceivedNoDeliveryInfoFromR_REMMD",
+    section="§4 S-GW on an Evidence, §5, §6",
+    etsi="COF-RETRY",
+    mode=RECEIVE,
+    rule="If no Delivery/NonDelivery evidence arrives within evidence_timeout after relay "
+    "acceptance (default 24 h), the S-GW issues RelayREMMDFailure with "
+    "S_REMMD_ReceivedNoDeliveryInfoFromR_REMMD.",
+)
+async def failure_without_delivery(s: Session) -> None:
+    command = _hook(s)
+    evidence_timeout = s.options.target_evidence_timeout
+    if evidence_timeout is None:
+        raise CaseSkipped(
+            "no --target-evidence-timeout: the target's evidence timeout is not known short"
+        )
+    token = new_token()
+    (dispatch,) = (await dispatch_from_target(s, token=token))[:1]
+    s.require(
+        "the Dispatch was taken (250)", dispatch.answered.startswith("250"), dispatch.answered
+    )
+    about = submission(s, dispatch)
+    # Relay acceptance, as an R-GW sends it; the Delivery evidence that should follow never does.
+    acceptance = evidence_message(
+        s.pki,
+        s.me,
+        about,
+        EvidenceType.RelayREMMDAcceptanceRejection,
+        Event.Acceptance,
+        dispatch.header("Message-ID"),
+    )
+    try:
+        done = await s.send(
+            acceptance,
+            mail_from=f"delil@{s.domain(s.me)}",
+            rcpt_to=(about.sender,),
+            title="relay Acceptance (no Delivery evidence will follow)",
+        )
+    except SmtpGone as exc:
+        s.require("the relay Acceptance taken (250)", False, str(exc))
+        return
+    s.require("the relay Acceptance taken (250)", done.accepted, str(done.final))
+    output = await evidence_from_target(
+        s, command, dispatch, token, evidence_timeout + s.options.evidence_timeout
+    )
+    judge_failure(
+        s,
+        output,
+        dispatch,
+        token,
+        reasons=(Reason.S_REMMD_ReceivedNoDeliveryInfoFromR_REMMD.name,),
+        event=None,
+        details=None,
+    )

@@ -160,7 +160,7 @@ async def ehlo_extensions(s: Session) -> None:
     "cannot speak for another provider.",
 )
 async def mail_from_domain(s: Session) -> None:
-    others = [p for p in s.pki.dev.providers if p not in (s.me,)]
+    others = [p for p in s.pki.members if p not in (s.me,)]
     other = others[0]
     client, _record = await s.connect(title="MAIL FROM of others")
     try:
@@ -194,7 +194,7 @@ async def no_open_relay(s: Session) -> None:
         await client.ehlo(f"gw.{s.domain(s.me)}")
         mail = await client.command(f"MAIL FROM:<{s.sender()}>")
         s.require("MAIL FROM accepted", mail.code == 250, str(mail))
-        third = [p for p in s.pki.dev.providers if p not in (s.me, s.target)]
+        third = [p for p in s.pki.members if p not in (s.me, s.target)]
         elsewhere = [f"ayse.demir@{s.domain(third[0])}"] if third else []
         elsewhere += [f"ayse.demir@{s.domain(s.me)}", "someone@example.com"]
         for address in elsewhere:

@@ -107,6 +107,11 @@ def register(commands: Any) -> None:
             help="receive: the target's relay timeout in seconds, set short for the run",
         )
         mode.add_argument(
+            "--target-evidence-timeout",
+            type=float,
+            help="receive: the target's evidence timeout in seconds, set short for the run",
+        )
+        mode.add_argument(
             "--settle",
             type=float,
             default=10.0,
@@ -143,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         closed_recipient=args.closed_recipient,
         evidence_command=args.evidence_command,
         relay_timeout=args.relay_timeout,
+        target_evidence_timeout=args.target_evidence_timeout,
         settle=args.settle,
     )
     return execute(options, args.mode)

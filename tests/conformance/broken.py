@@ -16,6 +16,8 @@ import enum
 import io
 import smtplib
 import ssl
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from interop.evidence.codes import Event, EvidenceType
 from interop.evidence.issue import follow_up
 from interop.evidence.model import Evidence
 from interop.evidence.xades import sign_evidence
+from tests.conformance.broken_sender import filed_name
 
 
 class Breakage(enum.Enum):
@@ -42,6 +45,7 @@ class Breakage(enum.Enum):
     IGNORES_ACCOUNTS = "delivers to every recipient, even a full mailbox or a closed account"
     WRONG_TIMESTAMP = "time-stamps its signatures over other bytes than the signature value"
     DEFERS_BAD_EVIDENCE = "answers evidence it cannot verify with 451 instead of 5xx or 250"
+    FILES_ANY_EVIDENCE = "files every Evidence message for its user, verified or not"
 
 
 ANSWERING = {
@@ -88,6 +92,8 @@ class _Handler:
             data
         ):
             return "451 4.3.0 Try again later"
+        if self.gateway.breakage is Breakage.FILES_ANY_EVIDENCE:
+            self.gateway.file(data)
         return "250 2.0.0 OK"
 
 
@@ -106,6 +112,9 @@ class BrokenGateway:
     peer: str  # the provider the suite plays
     peer_route: tuple[str, int]  # where that provider's evidence goes (the suite's listener)
     port: int
+    # Where FILES_ANY_EVIDENCE files what comes: <remmd>.<evidence type>.eml, which
+    # ``broken_sender.py evidence`` prints.
+    filed: Path | None = None
     controller: Controller | None = None
 
     def start(self) -> None:
@@ -132,6 +141,13 @@ class BrokenGateway:
     def stop(self) -> None:
         if self.controller is not None:
             self.controller.stop()
+
+    def file(self, data: bytes) -> None:
+        """File an Evidence message by its headers alone, as a gateway that verifies nothing."""
+        headers = BytesParser(policy=policy.default).parsebytes(data, headersonly=True)
+        remmd, kind = headers["X-REM-Message-Identifier"], headers["X-REM-Evidence-Type"]
+        if self.filed is not None and remmd and kind:
+            (self.filed / filed_name(remmd, kind)).write_bytes(data)
 
     def verifies(self, data: bytes) -> bool:
         try:

@@ -3,17 +3,23 @@
 
 ``send BREAKAGE PKI PORT STATE RECIPIENT SUBJECT`` sends one Dispatch from
 ayse.demir@hs02.kep.tr to the suite's listener at 127.0.0.1:PORT, made with the project's
-library, and, when it is not taken (any reply but 250), writes the evidence its user gets into
-STATE/<SUBJECT>.eml; ``evidence STATE SUBJECT`` prints that file (exit 1 while there is none).
-What is wrong is the breakage's: ``resends-after-5xx`` sends the Dispatch again after a 5xx;
-``positive-after-failure`` gives its user Delivery evidence where the relay failed; ``none``
-is right (RelayREMMDFailure, the reply in Details).
+library, and writes the evidence its user gets into STATE/<SUBJECT>.<type>.eml: when it is not
+taken (any reply but 250), the relay failure; when it is, the failure its evidence timer (of
+no length: it files at once) issues, since it never waits for delivery evidence.
+``evidence STATE SUBJECT REMMD TYPE`` prints STATE/<SUBJECT>.<TYPE>.eml, or what the broken
+gateway filed as STATE/<REMMD>.<TYPE>.eml (exit 1 while there is neither). What is wrong is
+the breakage's: ``resends-after-5xx`` sends the Dispatch again after a 5xx;
+``positive-after-failure`` gives its user Delivery evidence where the relay failed;
+``no-evidence-timer`` files nothing after a 250, however long no delivery evidence comes;
+``none`` is right (RelayREMMDFailure, the reply in Details, or
+S_REMMD_ReceivedNoDeliveryInfoFromR_REMMD after a 250).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import smtplib
 import ssl
 import sys
@@ -23,6 +29,8 @@ from conformance.dispatch import Outgoing, build
 from conformance.identity import Pki
 from interop.cms.timestamp import LocalTsa
 from interop.envelope.build import write_evidence_message
+from interop.envelope.parse import parse_envelope
+from interop.evidence import xmlio
 from interop.evidence.codes import Event, EvidenceType
 from interop.evidence.issue import follow_up
 from interop.evidence.model import EventReason
@@ -30,7 +38,12 @@ from interop.evidence.xades import sign_evidence
 from interop.reasons import Reason
 
 PROVIDER, SENDER = "hs02", "ayse.demir@hs02.kep.tr"
-BREAKAGES = ("none", "resends-after-5xx", "positive-after-failure")
+BREAKAGES = ("none", "resends-after-5xx", "positive-after-failure", "no-evidence-timer")
+
+
+def filed_name(key: str, kind: str) -> str:
+    """The file name of evidence of type ``kind`` filed under ``key`` (a subject, a REMMD id)."""
+    return re.sub(r"[^A-Za-z0-9@._-]", "_", f"{key}.{kind}") + ".eml"
 
 
 def _send(pki: Pki, port: int, outgoing: Outgoing) -> tuple[int, str]:
@@ -56,6 +69,9 @@ def _evidence(pki: Pki, outgoing: Outgoing, breakage: str, code: int, reply: str
     now = dt.datetime.now(dt.UTC)
     if breakage == "positive-after-failure":
         kind, event, reasons = EvidenceType.DeliveryNonDeliveryToRecipient, Event.Delivery, []
+    elif code == 250:
+        kind, event = EvidenceType.RelayREMMDFailure, Event.DeliveryExpiration
+        reasons = [EventReason(Reason.S_REMMD_ReceivedNoDeliveryInfoFromR_REMMD, "no delivery")]
     else:
         reason = Reason.R_REMMD_Malfunction if code >= 500 else Reason.R_REMMD_Unreachable
         kind, event = EvidenceType.RelayREMMDFailure, Event.DeliveryExpiration
@@ -94,19 +110,20 @@ def send(breakage: str, folder: str, port: str, state: str, recipient: str, subj
     code, reply = _send(pki, int(port), outgoing)
     if code >= 500 and breakage == "resends-after-5xx":
         _send(pki, int(port), outgoing)
-    if code != 250:
-        (Path(state) / f"{subject}.eml").write_bytes(
-            _evidence(pki, outgoing, breakage, code, reply)
-        )
+    if code != 250 or breakage not in ("no-evidence-timer", "positive-after-failure"):
+        data = _evidence(pki, outgoing, breakage, code, reply)
+        kind = xmlio.parse(parse_envelope(io.BytesIO(data)).evidence_xml).type.value
+        (Path(state) / filed_name(subject, kind)).write_bytes(data)
     return 0
 
 
-def evidence(state: str, subject: str) -> int:
-    path = Path(state) / f"{subject}.eml"
-    if not path.exists():
-        return 1
-    sys.stdout.buffer.write(path.read_bytes())
-    return 0
+def evidence(state: str, subject: str, remmd: str, kind: str) -> int:
+    for key in (subject, remmd):
+        path = Path(state) / filed_name(key, kind)
+        if path.exists():
+            sys.stdout.buffer.write(path.read_bytes())
+            return 0
+    return 1
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ plays (hs01, and hs03 as a second) point at the suite's listener.
 
 Its operator prepared what the non-delivery and relay-failure cases need: a closed account
 (``CLOSED``), a mailbox whose quota is used up (``FULL``, filled before the node starts) under a
-policy that refuses on full mailboxes, and a short relay timeout.
+policy that refuses on full mailboxes, and short relay and evidence timeouts.
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ from tests.relay.gateways import Gateway, free_port
 TARGET, SUITE, SECOND = "hs02", "hs01", "hs03"
 FULL, CLOSED = "dolu.kutu@hs02.kep.tr", "kapali.hesap@hs02.kep.tr"
 RELAY_TIMEOUT = 6.0  # seconds: the relay-failure case keeps the suite's listener closed past it
+# Seconds: the case that withholds delivery evidence waits past it (every other Dispatch the
+# suite takes without answering gets its RelayREMMDFailure too, which no case minds).
+EVIDENCE_TIMEOUT = 5.0
 # Quick retries, so a case that makes the target retry ends in a moment.
 TIMERS = {
     "retry_initial": "0.2s",
     "retry_max": "1s",
     "queue_poll": "0.1s",
     "relay_timeout": f"{RELAY_TIMEOUT:g}s",
+    "evidence_timeout": f"{EVIDENCE_TIMEOUT:g}s",
 }
 # Beside the development PKI's users (listing accounts replaces the PKI's own list).
 PREPARED = f"""

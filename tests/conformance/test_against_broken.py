@@ -45,7 +45,9 @@ EXPECTED = {
 }
 # A breakage of the receiving side run with only the cases it is about (and one that passes).
 NARROW = {Breakage.IGNORES_ACCOUNTS, Breakage.WRONG_TIMESTAMP}
-RUN_BREAKAGES = [b for b in Breakage if b is not Breakage.DEFERS_BAD_EVIDENCE]
+# Breakages of how the receiving side takes evidence back: only receive mode sends it any.
+EVIDENCE_BREAKAGES = {Breakage.DEFERS_BAD_EVIDENCE, Breakage.FILES_ANY_EVIDENCE}
+RUN_BREAKAGES = [b for b in Breakage if b not in EVIDENCE_BREAKAGES]
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +102,12 @@ def test_named_cases_fail_against_a_broken_gateway(breakage: Breakage, pki_folde
 
 # Sending-side breakage (broken_sender.py), breakage of its listener → (fail, pass).
 RECEIVE_EXPECTED = {
-    ("resends-after-5xx", Breakage.SILENT): ({"KEP-RC-09"}, {"KEP-RC-10"}),
+    ("resends-after-5xx", Breakage.SILENT): ({"KEP-RC-09"}, {"KEP-RC-10", "KEP-RC-14"}),
     ("positive-after-failure", Breakage.SILENT): ({"KEP-RC-10", "KEP-RC-11"}, {"KEP-RC-09"}),
+    ("no-evidence-timer", Breakage.SILENT): ({"KEP-RC-14"}, {"KEP-RC-10"}),
     ("none", Breakage.DEFERS_BAD_EVIDENCE): ({"KEP-RC-12", "KEP-RC-13"}, {"KEP-RC-08"}),
+    # Takes the bad evidence with 250 as the profile allows, but then shows it to its user.
+    ("none", Breakage.FILES_ANY_EVIDENCE): ({"KEP-RC-12", "KEP-RC-13"}, {"KEP-RC-08"}),
 }
 
 
@@ -116,7 +121,7 @@ def test_named_receive_cases_fail_against_a_broken_gateway(
     need_tool("xmlsec1")
     listen, port = free_port(), free_port()
     gateway = BrokenGateway(
-        listening, Pki.load(pki_folder), "hs02", "hs01", ("127.0.0.1", listen), port
+        listening, Pki.load(pki_folder), "hs02", "hs01", ("127.0.0.1", listen), port, tmp_path
     )
     must_fail, must_pass = RECEIVE_EXPECTED[(sending, listening)]
     sender = f"cd {ROOT} && {sys.executable} -m tests.conformance.broken_sender"
@@ -134,8 +139,9 @@ def test_named_receive_cases_fail_against_a_broken_gateway(
                 f"{sender} send {sending} {pki_folder} {listen} {tmp_path} {{recipient}} "
                 "{subject}"
             ),
-            evidence_command=f"{sender} evidence {tmp_path} {{subject}}",
+            evidence_command=f"{sender} evidence {tmp_path} {{subject}} {{remmd}} {{type}}",
             relay_timeout=1.0,
+            target_evidence_timeout=1.0,
             evidence_timeout=5.0,
             settle=1.5,
             case_timeout=60.0,
@@ -147,3 +153,8 @@ def test_named_receive_cases_fail_against_a_broken_gateway(
     lines = "\n".join(report.terminal_line(r) for r in results)
     assert {c for c in must_fail if verdicts[c] != FAIL} == set(), lines
     assert {c for c in must_pass if verdicts[c] != PASS} == set(), lines
+    if listening is Breakage.FILES_ANY_EVIDENCE:
+        # The 250 was right; what fails is what its user was shown.
+        failed = {c.name for r in results for c in r.checks if not c.ok}
+        assert all("refused (5xx) or kept (250)" not in n for n in failed), failed
+        assert any("not shown to the sender as DeliveryNonDeliveryToRecipient" in n for n in failed)

@@ -7,6 +7,8 @@ import asyncio
 import io
 import json
 import os
+import re
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +21,10 @@ from conformance.main import run_suite
 from conformance.registry import RECEIVE, RUN, catalogue
 from conformance.runner import PASS, SKIP, CaseResult
 from conformance.session import Options
+from interop.errors import ConfigurationError
 from tests.conformance.target import (
     CLOSED,
+    EVIDENCE_TIMEOUT,
     FULL,
     RELAY_TIMEOUT,
     SECOND,
@@ -73,6 +77,7 @@ class Target:
                 f"{python} {HERE / 'show_evidence.py'} {config} {{sender}} {{subject}} {{type}}"
             ),
             "relay_timeout": RELAY_TIMEOUT,
+            "target_evidence_timeout": EVIDENCE_TIMEOUT,
             "send_command": (
                 f"{python} -m relay.cli send --config {config} --from ayse.demir@hs02.kep.tr "
                 "--to {recipient} --subject {subject} --body Merhaba --no-wait"
@@ -132,6 +137,12 @@ def test_receive_mode_is_green_against_kep_relay(target: Target) -> None:
     results, _info, _printed = _run(target.options(), RECEIVE)
     assert [r.case.id for r in results] == [c.id for c in catalogue(RECEIVE)]
     assert all(r.verdict == PASS for r in results), _failures(results)
+    # kep-relay keeps the bad evidence (state invalid) and files only the good Acceptance for
+    # its user: the evidence command shows no Delivery for those Dispatches.
+    for bad in ("KEP-RC-12", "KEP-RC-13"):
+        checks = {c.name for r in results if r.case.id == bad for c in r.checks if c.ok}
+        assert any("not shown to the sender as DeliveryNonDeliveryToRecipient" in n for n in checks)
+        assert any("RelayREMMDAcceptanceRejection reached the sender" in n for n in checks)
 
 
 def test_without_a_read_command_retrieval_is_skipped_not_failed(target: Target) -> None:
@@ -150,10 +161,49 @@ def test_cases_needing_what_the_operator_prepares_are_skipped_and_say_why(
     assert "no --full-recipient" in printed and "no --closed-recipient" in printed
     assert report.passed(results)
     results, _info, printed = _run(
-        target.options(evidence_command=None, relay_timeout=None, only="KEP-RC-1[01]"), RECEIVE
+        target.options(evidence_command=None, relay_timeout=None, only="KEP-RC-1[014]"), RECEIVE
     )
-    assert [(r.case.id, r.verdict) for r in results] == [("KEP-RC-10", SKIP), ("KEP-RC-11", SKIP)]
-    assert printed.count("no --evidence-command") == 2
-    results, _info, printed = _run(target.options(relay_timeout=None, only="KEP-RC-11"), RECEIVE)
-    assert [(r.case.id, r.verdict) for r in results] == [("KEP-RC-11", SKIP)]
-    assert "no --relay-timeout" in printed
+    assert [(r.case.id, r.verdict) for r in results] == [
+        ("KEP-RC-10", SKIP),
+        ("KEP-RC-11", SKIP),
+        ("KEP-RC-14", SKIP),
+    ]
+    assert printed.count("no --evidence-command") == 3
+    results, _info, printed = _run(
+        target.options(relay_timeout=None, target_evidence_timeout=None, only="KEP-RC-1[14]"),
+        RECEIVE,
+    )
+    assert [(r.case.id, r.verdict) for r in results] == [("KEP-RC-11", SKIP), ("KEP-RC-14", SKIP)]
+    assert "no --relay-timeout" in printed and "no --target-evidence-timeout" in printed
+
+
+def _without_target_keys(folder: Path, copy: Path) -> Path:
+    shutil.copytree(folder, copy)
+    removed = [*(copy / "providers" / TARGET).glob("*.key"), *copy.glob(f"users/*@{TARGET}.*.key")]
+    for key in removed:
+        key.unlink()
+    assert {k.name for k in removed} >= {"process.key", "tls.key"}
+    return copy
+
+
+def test_the_folder_need_not_hold_the_targets_keys(target: Target, tmp_path: Path) -> None:
+    folder = _without_target_keys(target.root / "pki", tmp_path / "pki")
+    assert not [
+        *(folder / "providers" / TARGET).glob("*.key"),
+        *folder.glob(f"users/*@{TARGET}.*.key"),
+    ]
+    # Cases that judge the target's certificates and signatures, in both modes.
+    chosen = "KEP-TR-0[356],KEP-OF-01,KEP-OF-07,KEP-SIG-01,KEP-SIG-03"
+    results, _info, _printed = _run(target.options(pki=folder, only=chosen), RUN)
+    assert len(results) == 7 and all(r.verdict == PASS for r in results), _failures(results)
+    results, _info, _printed = _run(target.options(pki=folder, only="KEP-RC-0[56]"), RECEIVE)
+    assert len(results) == 2 and all(r.verdict == PASS for r in results), _failures(results)
+
+
+def test_only_the_targets_keys_may_be_left_out(target: Target, tmp_path: Path) -> None:
+    folder = _without_target_keys(target.root / "pki", tmp_path / "pki")
+    with pytest.raises(ConfigurationError, match=re.escape(f"providers/{TARGET}/process.key")):
+        _run(target.options(pki=folder, target_provider=SUITE, as_provider=TARGET), RUN)
+    (folder / "providers" / SECOND / "tls.key").unlink()
+    with pytest.raises(ConfigurationError, match=re.escape(f"providers/{SECOND}/process.key")):
+        _run(target.options(pki=folder, second_provider=None, second_listen=None), RUN)
