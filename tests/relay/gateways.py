@@ -42,6 +42,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``kep-relay ARGS`` as a process of its own (exit codes, stdout and stderr as a user
+    sees them), from this checkout."""
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+    )
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -149,15 +162,7 @@ class Gateway:
         )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        return subprocess.run(
-            [sys.executable, "-m", "relay.cli", *args, "--config", str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-            cwd=self.root,
-        )
+        return run_cli(*args, "--config", self.config, cwd=self.root)
 
 
 @dataclass

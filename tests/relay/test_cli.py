@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,22 +12,12 @@ from interop.pki.devpki import DevPki
 from relay.cli import main
 from relay.keys import read_pki
 from tests.helpers import LATER, XSD_DIR, make_dispatch, make_evidence_message
-
-
-def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+from tests.relay.gateways import run_cli
 
 
 def test_pki_init_writes_the_documented_layout(tmp_path: Path) -> None:
     out = tmp_path / "pki"
-    done = _run("pki", "init", "--out", out, "--providers", "hs01,hs02", "--algorithm", "ec")
+    done = run_cli("pki", "init", "--out", out, "--providers", "hs01,hs02", "--algorithm", "ec")
     assert done.returncode == 0, done.stderr
     assert "development and tests only" in done.stdout
     for relative in (
@@ -49,13 +37,13 @@ def test_pki_init_writes_the_documented_layout(tmp_path: Path) -> None:
     pki = read_pki(out)
     assert sorted(pki.providers) == ["hs01", "hs02"]
     assert {u.state for u in pki.users} == {"valid", "expired", "revoked"}
-    again = _run("pki", "init", "--out", out)
+    again = run_cli("pki", "init", "--out", out)
     assert again.returncode == 2 and "--force" in again.stderr
 
 
 def test_pki_init_rsa_and_selfcheck(tmp_path: Path) -> None:
     assert (
-        _run(
+        run_cli(
             "pki",
             "init",
             "--out",
@@ -67,10 +55,10 @@ def test_pki_init_rsa_and_selfcheck(tmp_path: Path) -> None:
         ).returncode
         == 0
     )
-    done = _run("selfcheck", "--pki", tmp_path / "pki", "--out", tmp_path / "out")
+    done = run_cli("selfcheck", "--pki", tmp_path / "pki", "--out", tmp_path / "out")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "self-check passed" in done.stdout
-    verify = _run(
+    verify = run_cli(
         "envelope", "verify", tmp_path / "out" / "dispatch.eml", "--pki", tmp_path / "pki"
     )
     assert verify.returncode == 0 and "VALID" in verify.stdout
@@ -80,7 +68,7 @@ def test_envelope_verify_valid_and_json(pki: DevPki, pki_dir: Path, tmp_path: Pa
     path = tmp_path / "dispatch.eml"
     path.write_bytes(make_dispatch(pki).dispatch)
     at = LATER.isoformat()
-    done = _run(
+    done = run_cli(
         "envelope", "verify", path, "--pki", pki_dir, "--at", at, "--peer", "hs01", "--json"
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -101,11 +89,11 @@ def test_envelope_verify_invalid_prints_the_reason(
 ) -> None:
     path = tmp_path / "dispatch.eml"
     path.write_bytes(make_dispatch(pki, sender="iptal.edilmis@hs01.kep.tr").dispatch)
-    done = _run("envelope", "verify", path, "--pki", pki_dir, "--at", LATER.isoformat())
+    done = run_cli("envelope", "verify", path, "--pki", pki_dir, "--at", LATER.isoformat())
     assert done.returncode == 1
     assert "INVALID: UserCertExpiredOrRevoked (reason 4)" in done.stdout
     path.write_bytes(b"not an envelope\r\n\r\n")
-    broken = _run("envelope", "verify", path, "--pki", pki_dir, "--json")
+    broken = run_cli("envelope", "verify", path, "--pki", pki_dir, "--json")
     assert broken.returncode == 1
     assert json.loads(broken.stdout)["reason"] == "InvalidMessageFormat"
 
@@ -114,7 +102,7 @@ def test_verify_as_of_a_moment(pki: DevPki, pki_dir: Path, tmp_path: Path) -> No
     path = tmp_path / "dispatch.eml"
     path.write_bytes(make_dispatch(pki).dispatch)
     far_future = "2040-01-01T00:00:00Z"
-    done = _run("envelope", "verify", path, "--pki", pki_dir, "--at", far_future)
+    done = run_cli("envelope", "verify", path, "--pki", pki_dir, "--at", far_future)
     assert done.returncode == 1 and "expired" in done.stdout
 
 
@@ -136,7 +124,7 @@ def test_evidence_verify(pki: DevPki, pki_dir: Path, tmp_path: Path) -> None:
     ]
     if XSD_DIR.is_dir():
         args += ["--xsd", XSD_DIR]
-    done = _run(*args, "--json")
+    done = run_cli(*args, "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["evidence"]["type"] == "DeliveryNonDeliveryToRecipient"
@@ -144,7 +132,7 @@ def test_evidence_verify(pki: DevPki, pki_dir: Path, tmp_path: Path) -> None:
     path.write_bytes(
         path.read_bytes().replace(b"Delivery</", b"Delivery</", 1).replace(b"rem-", b"rez-")
     )
-    tampered = _run("evidence", "verify", path, "--pki", pki_dir, "--at", LATER.isoformat())
+    tampered = run_cli("evidence", "verify", path, "--pki", pki_dir, "--at", LATER.isoformat())
     assert tampered.returncode == 1 and "INVALID: InvalidMessageFormat" in tampered.stdout
 
 
@@ -159,21 +147,23 @@ def test_evidence_verify_of_an_unreadable_time_is_invalid_not_a_traceback(
     path = tmp_path / "delil.xml"
     # Found by fuzzing: a time at the end of the calendar in another zone overflowed.
     path.write_bytes(signed.replace(stamp, b"9999-12-31T23:59:59-01:00", 1))
-    done = _run("evidence", "verify", path, "--pki", pki_dir)
+    done = run_cli("evidence", "verify", path, "--pki", pki_dir)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "INVALID: InvalidMessageFormat" in done.stdout and "Traceback" not in done.stderr
 
 
 def test_usage_errors_exit_2(pki_dir: Path, tmp_path: Path) -> None:
-    assert _run("envelope", "verify").returncode == 2
-    assert _run("envelope", "verify", tmp_path / "missing.eml", "--pki", pki_dir).returncode == 2
+    assert run_cli("envelope", "verify").returncode == 2
+    assert run_cli("envelope", "verify", tmp_path / "missing.eml", "--pki", pki_dir).returncode == 2
     assert (
-        _run("envelope", "verify", tmp_path / "x", "--pki", pki_dir, "--at", "yesterday").returncode
+        run_cli(
+            "envelope", "verify", tmp_path / "x", "--pki", pki_dir, "--at", "yesterday"
+        ).returncode
         == 2
     )
     (tmp_path / "x").write_bytes(b"x")
-    assert _run("envelope", "verify", tmp_path / "x", "--pki", tmp_path).returncode == 2
-    assert _run("frobnicate").returncode == 2
+    assert run_cli("envelope", "verify", tmp_path / "x", "--pki", tmp_path).returncode == 2
+    assert run_cli("frobnicate").returncode == 2
 
 
 def test_main_in_process_returns_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -195,13 +185,13 @@ def test_evidence_verify_with_roots_alone(pki: DevPki, pki_dir: Path, tmp_path: 
     roots = ("--trust", pki_dir / "ca" / "process-ca.crt")
     at = ("--at", LATER.isoformat())
     crl = ("--crl", pki_dir / "ca" / "process-ca.crl")
-    done = _run("evidence", "verify", path, *roots, *crl, *at)
+    done = run_cli("evidence", "verify", path, *roots, *crl, *at)
     assert done.returncode == 0 and done.stdout.rstrip().endswith("VALID"), done.stdout
-    unknown = _run("evidence", "verify", path, *roots, *at)
+    unknown = run_cli("evidence", "verify", path, *roots, *at)
     assert unknown.returncode == 1 and "revocation status unknown" in unknown.stdout
-    assert _run("evidence", "verify", path, *roots, "--pki", pki_dir).returncode == 2
+    assert run_cli("evidence", "verify", path, *roots, "--pki", pki_dir).returncode == 2
     (tmp_path / "empty.pem").write_text("")
-    empty = _run("evidence", "verify", path, "--trust", tmp_path / "empty.pem")
+    empty = run_cli("evidence", "verify", path, "--trust", tmp_path / "empty.pem")
     assert empty.returncode == 2 and "Traceback" not in empty.stderr, empty.stderr
 
 
@@ -227,11 +217,11 @@ def test_evidence_verify_with_a_wrong_xsd_folder_is_a_usage_error(
     path.write_bytes(sign_evidence(evidence, pki.providers["hs02"].process, LATER))
     at = ("--pki", pki_dir, "--at", LATER.isoformat())
     missing = tmp_path / "no-such-folder"
-    line = _refused(_run("evidence", "verify", path, *at, "--xsd", missing))
+    line = _refused(run_cli("evidence", "verify", path, *at, "--xsd", missing))
     assert line == f"kep-relay: --xsd {missing}: no such folder"
     empty = tmp_path / "empty"
     empty.mkdir()
-    line = _refused(_run("evidence", "verify", path, *at, "--xsd", empty))
+    line = _refused(run_cli("evidence", "verify", path, *at, "--xsd", empty))
     assert line.startswith(f"kep-relay: --xsd {empty}: no TS02640_v2.xsd there")
 
 
@@ -247,7 +237,7 @@ def test_pki_init_refuses_a_provider_id_and_gives_the_valid_form(
     tmp_path: Path, given: str, said: str
 ) -> None:
     out = tmp_path / "pki"
-    line = _refused(_run("pki", "init", "--out", out, "--providers", given))
+    line = _refused(run_cli("pki", "init", "--out", out, "--providers", given))
     assert line.startswith(f"kep-relay: --providers: {said}"), line
     assert not out.exists()
 
@@ -259,7 +249,7 @@ def test_account_quota_of_zero_or_less_is_refused(tmp_path: Path, quota: str) ->
     config.write_text('[node]\nprovider = "hs01"\ndev_pki = "pki"\ndata_dir = "data"\n')
     for action in ("add", "set"):
         line = _refused(
-            _run("account", action, "a@hs01.kep.tr", "--config", config, "--quota-mib", quota)
+            run_cli("account", action, "a@hs01.kep.tr", "--config", config, "--quota-mib", quota)
         )
         assert line.startswith(f"kep-relay: --quota-mib {quota}: a quota is more than 0 MiB;")
         assert "leave --quota-mib out to keep the account's quota" in line
@@ -269,7 +259,7 @@ def test_account_quota_of_zero_or_less_is_refused(tmp_path: Path, quota: str) ->
 def test_send_with_an_attachment_that_is_not_there_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "sözleşme.pdf"
     line = _refused(
-        _run(
+        run_cli(
             "send",
             "--from",
             "ali.yilmaz@hs01.kep.tr",

@@ -13,22 +13,10 @@ import pytest
 
 from relay.cli import ledger_cmd
 from relay.mailbox import Account, AccountState, AccountType, Mailboxes
-from tests.relay.gateways import ROOT, Gateway, make_mesh, wait_for
+from tests.relay.gateways import ROOT, Gateway, make_mesh, run_cli, wait_for
 
 SENDER = "ali.yilmaz@hs01.kep.tr"
 RECIPIENT = "ayse.demir@hs01.kep.tr"
-
-
-def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=cwd,
-    )
 
 
 @pytest.mark.parametrize(
@@ -44,7 +32,7 @@ def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 )
 def test_a_command_without_a_node_creates_nothing(tmp_path: Path, command: tuple[str, ...]) -> None:
     # Run where no node lives, without --config: no data folder, no PKI, no store appear.
-    done = _run(*command, cwd=tmp_path)
+    done = run_cli(*command, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.startswith("kep-relay: no node here: its data folder")
     assert "--config" in done.stderr and "Traceback" not in done.stderr
@@ -55,14 +43,14 @@ def test_a_command_without_a_node_creates_nothing(tmp_path: Path, command: tuple
 def test_a_named_configuration_whose_node_never_ran_creates_nothing(tmp_path: Path) -> None:
     config = tmp_path / "hs02.toml"
     config.write_text('[node]\nprovider = "hs02"\ndata_dir = "data"\ndev_pki = "pki"\n')
-    done = _run("mailbox", "list", RECIPIENT, "--config", config, cwd=tmp_path)
+    done = run_cli("mailbox", "list", RECIPIENT, "--config", config, cwd=tmp_path)
     assert done.returncode == 2
     assert f"no node here: its data folder {tmp_path / 'data'} does not exist" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hs02.toml"]
 
 
 def test_version(tmp_path: Path) -> None:
-    done = _run("--version", cwd=tmp_path)
+    done = run_cli("--version", cwd=tmp_path)
     assert done.returncode == 0
     assert done.stdout.startswith("kep-relay ") and done.stdout.split()[1][0].isdigit()
 

@@ -22,6 +22,7 @@ from relay.config_file import from_mapping, load
 from relay.context import build_context, verifiers_for
 from relay.keys import write_pki
 from tests.helpers import NOW, production_config
+from tests.relay.gateways import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -265,7 +266,7 @@ def test_serve_refuses_a_bad_file_with_every_problem_one_a_line(tmp_path: Path) 
         '[node]\nprovider = "HS01"\ndev_pki = "pki"\n[peers.hs2]\nroute = "127.0.0.1:1"\n'
         '[store]\nlease = "1s"\n'
     )
-    done = _cli("serve", "--config", str(path))
+    done = run_cli("serve", "--config", str(path))
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"kep-relay: {path}: node.provider: 'HS01' is not a provider id: write it in lower"
@@ -313,17 +314,6 @@ def test_a_production_configuration_must_describe_its_own_provider(
         load(path)
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-
-
 def _files(folder: Path) -> set[Path]:
     return set(folder.rglob("*"))
 
@@ -331,7 +321,7 @@ def _files(folder: Path) -> set[Path]:
 def test_config_check_passes_a_good_file_and_creates_nothing(pki: DevPki, tmp_path: Path) -> None:
     path = production_config(pki, tmp_path)
     before = _files(tmp_path)
-    done = _cli("config", "check", "--config", str(path))
+    done = run_cli("config", "check", "--config", str(path))
     assert (done.returncode, done.stdout) == (0, f"{path}: configuration valid\n"), done.stderr
     assert _files(tmp_path) == before  # not even the data folder
 
@@ -351,7 +341,7 @@ def test_config_check_names_every_problem_it_can_find_offline(pki: DevPki, tmp_p
     )
     path.write_text(text)
     before = _files(tmp_path)
-    done = _cli("config", "check", "--config", str(path))
+    done = run_cli("config", "check", "--config", str(path))
     assert done.returncode == 2, done.stderr
     lines = done.stdout.splitlines()
     assert all(line.startswith(f"{path}: ") for line in lines), lines
@@ -387,7 +377,7 @@ def test_config_check_of_a_dev_pki_needs_every_peer_in_it(pki_dir: Path, tmp_pat
     path.write_text(
         f'[node]\nprovider = "hs01"\ndev_pki = "{pki_dir}"\n[peers.hs08]\nroute = "127.0.0.1:1"\n'
     )
-    done = _cli("config", "check", "--config", str(path))
+    done = run_cli("config", "check", "--config", str(path))
     assert done.returncode == 2
     assert (
         f"{path}: peers.hs08: the development PKI in {pki_dir} has no certificates" in done.stdout
@@ -417,7 +407,7 @@ def test_config_show_names_every_documented_key_and_loads_back(pki: DevPki, tmp_
             '[[accounts]]\naddress = "a@hs01.kep.tr"\nholder = "10000000146"\n'
         )
     config = load(path)
-    done = _cli("config", "show", "--config", str(path))
+    done = run_cli("config", "show", "--config", str(path))
     assert done.returncode == 0, done.stderr
     shown = done.stdout
     # Keys by section (a table's name, or a section commented as not set), set or not.
@@ -447,7 +437,7 @@ def test_config_show_redacts_secrets_and_shows_what_is_not_set(tmp_path: Path) -
         '[store]\nurl = "postgresql://kep:s3cret@db/kep?sslmode=require&password=other"\n'
         '[tsa]\nurl = "https://user:pw@tsa.example.kep.tr/"\n'
     )
-    shown = _cli("config", "show", "--config", str(path)).stdout
+    shown = run_cli("config", "show", "--config", str(path)).stdout
     assert "s3cret" not in shown and "other" not in shown and ":pw@" not in shown
     assert 'url = "postgresql://kep:***@db/kep?sslmode=require&password=***"' in shown
     assert 'url = "https://user:***@tsa.example.kep.tr/"' in shown

@@ -13,9 +13,7 @@ import datetime as dt
 import hashlib
 import io
 import json
-import os
 import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +31,7 @@ from tests.relay.gateways import (
     Mesh,
     make_mesh,
     remmd_of_subject,
+    run_cli,
     send,
     subject_of,
     wait_evidence,
@@ -50,17 +49,6 @@ STEPS = {
 }
 
 
-def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-
-
 class Exported:
     def __init__(self, mesh: Mesh, remmd: str, path: Path, stdout: str) -> None:
         self.mesh = mesh
@@ -73,7 +61,7 @@ class Exported:
         return self.mesh.root / "pki" / "ca" / "process-ca.crt"
 
     def verify(self, path: Path | None = None, *extra: str) -> subprocess.CompletedProcess[str]:
-        done = _cli("evidence", "verify", path or self.path, "--trust", self.roots, *extra)
+        done = run_cli("evidence", "verify", path or self.path, "--trust", self.roots, *extra)
         assert "Traceback" not in done.stderr, done.stderr
         return done
 
@@ -135,7 +123,7 @@ def test_the_export_verifies_offline_with_the_roots_alone(exported: Exported) ->
     assert report["original_sha256"] == hashlib.sha256(sent.read_bytes()).hexdigest()
     # The node's own trust (--config) agrees.
     config = exported.mesh["hs01"].config
-    assert _cli("evidence", "verify", exported.path, "--config", config).returncode == 0
+    assert run_cli("evidence", "verify", exported.path, "--config", config).returncode == 0
 
 
 def test_the_zip_holds_what_the_manifest_says(exported: Exported) -> None:
@@ -282,7 +270,7 @@ def test_unknown_message_and_usage_errors_exit_2(exported: Exported, tmp_path: P
     missing = exported.verify(tmp_path / "missing.zip")
     assert missing.returncode == 2
     (tmp_path / "roots.pem").write_text("not a certificate")
-    done = _cli("evidence", "verify", exported.path, "--trust", tmp_path / "roots.pem")
+    done = run_cli("evidence", "verify", exported.path, "--trust", tmp_path / "roots.pem")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
 
 

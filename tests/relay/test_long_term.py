@@ -14,9 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -37,6 +34,7 @@ from relay.export import export_message
 from relay.issuing import record, sign
 from relay.keys import write_pki
 from tests.interop.crls import make_crl
+from tests.relay.gateways import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2026, 1, 5, 12, 0, tzinfo=dt.UTC)
@@ -49,17 +47,6 @@ class Clock:
 
     def __call__(self) -> dt.datetime:
         return self.now
-
-
-def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
 
 
 def _current_crl(pki: DevPki, folder: Path, at: dt.datetime) -> None:
@@ -140,17 +127,17 @@ def test_evidence_issued_before_verifies_after_its_certificates_expire(
         ("envelope", "verify", tmp_path / "evidence.eml", *folder),
         ("ledger", "verify", "--config", config_file),
     ):
-        done = _cli(*args, *at)
+        done = run_cli(*args, *at)
         assert done.returncode == 0, (args, done.stdout, done.stderr)
         assert "INVALID" not in done.stdout
     # Without its time-stamp the same evidence would be judged now: expired.
     bes = _without_timestamp(xml)
     (tmp_path / "bes.xml").write_bytes(bes)
-    done = _cli("evidence", "verify", tmp_path / "bes.xml", *folder, *at)
+    done = run_cli("evidence", "verify", tmp_path / "bes.xml", *folder, *at)
     assert done.returncode == 1 and "expired" in done.stdout, done.stdout
     # A changed byte still fails.
     (tmp_path / "changed.xml").write_bytes(xml.replace(b"Kira", b"Kirq", 1))
-    done = _cli("evidence", "verify", tmp_path / "changed.xml", *folder, *at)
+    done = run_cli("evidence", "verify", tmp_path / "changed.xml", *folder, *at)
     assert done.returncode == 1, done.stdout
 
     # Before the first TSA certificate ends, the provider renews its process certificate and
@@ -170,11 +157,11 @@ def test_evidence_issued_before_verifies_after_its_certificates_expire(
     # archive chain, with the CRLs it kept.
     after_tsa = tsa_end + DAY
     _current_crl(pki, tmp_path / "pki", after_tsa)
-    done = _cli("ledger", "verify", "--config", config_file, "--at", after_tsa.isoformat())
+    done = run_cli("ledger", "verify", "--config", config_file, "--at", after_tsa.isoformat())
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 archive time-stamps valid" in done.stdout, done.stdout
     # The bare evidence file cannot prove its time-stamp by itself any more: its TSA expired.
-    done = _cli(
+    done = run_cli(
         "evidence", "verify", tmp_path / "delil.xml", *folder, "--at", after_tsa.isoformat()
     )
     assert done.returncode == 1, done.stdout
@@ -188,18 +175,18 @@ def test_evidence_issued_before_verifies_after_its_certificates_expire(
     assert exported.verification.ok, exported.verification.detail
     assert len(exported.manifest.archive) == 2
     roots = ("--trust", tmp_path / "pki" / "ca" / "process-ca.crt")
-    done = _cli("evidence", "verify", exported.path, *roots, "--at", after_tsa.isoformat())
+    done = run_cli("evidence", "verify", exported.path, *roots, "--at", after_tsa.isoformat())
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.rstrip().endswith("VALID") and "[ok] archive stamp" in done.stdout
     shorter = _without_newest_stamp(exported.path, tmp_path / "shorter.zip")
-    done = _cli("evidence", "verify", shorter, *roots, "--at", after_tsa.isoformat())
+    done = run_cli("evidence", "verify", shorter, *roots, "--at", after_tsa.isoformat())
     assert done.returncode == 1, done.stdout + done.stderr
     assert "[FAIL] archive stamp" in done.stdout and "expired" in done.stdout, done.stdout
 
     # The ledger with one byte changed in its evidence fails.
     with build_context(config, clock=clock).store.transaction() as db:
         db.execute("UPDATE evidence SET xml = replace(xml, 'Kira', 'Kirq')")
-    done = _cli("ledger", "verify", "--config", config_file, *at)
+    done = run_cli("ledger", "verify", "--config", config_file, *at)
     assert done.returncode == 1 and "INVALID" in done.stdout, done.stdout + done.stderr
 
 
