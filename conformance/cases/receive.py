@@ -19,6 +19,7 @@ from conformance.identity import Pki
 from conformance.listener import Received
 from conformance.registry import RECEIVE, CaseFailed, case
 from conformance.session import Record, Session, header_block, pretty_xml
+from conformance.smtp import Transaction
 from interop.cms.timestamp import LocalTsa
 from interop.envelope.build import write_evidence_message
 from interop.envelope.parse import parse_envelope
@@ -421,6 +422,31 @@ def evidence_message(
     return out.getvalue()
 
 
+async def send_evidence_back(
+    s: Session,
+    dispatch: Received,
+    about: Evidence,
+    kind: EvidenceType,
+    event: Event,
+    title: str,
+    **spoiled: object,
+) -> Transaction:
+    """``evidence_message`` about the target's ``dispatch``, sent to its sender as the suite's
+    R-GW sends evidence: from delil@ of the suite's provider (``spoiled``: as there)."""
+    data = evidence_message(
+        s.pki,
+        s.me,
+        about,
+        kind,
+        event,
+        dispatch.header("Message-ID"),
+        **spoiled,  # type: ignore[arg-type]
+    )
+    return await s.send(
+        data, mail_from=f"delil@{s.domain(s.me)}", rcpt_to=(about.sender,), title=title
+    )
+
+
 @case(
     "KEP-RC-08",
     "the target takes the suite's evidence back (250 for each)",
@@ -438,11 +464,7 @@ async def evidence_back(s: Session) -> None:
         (EvidenceType.RelayREMMDAcceptanceRejection, Event.Acceptance),
         (EvidenceType.DeliveryNonDeliveryToRecipient, Event.Delivery),
     ):
-        data = evidence_message(s.pki, s.me, about, kind, event, received.header("Message-ID"))
-        done = await s.send(
-            data,
-            mail_from=f"delil@{s.domain(s.me)}",
-            rcpt_to=(about.sender,),
-            title=f"Evidence {kind.value} {event.value}",
+        done = await send_evidence_back(
+            s, received, about, kind, event, f"Evidence {kind.value} {event.value}"
         )
         s.check(f"{kind.value} {event.value} accepted with 250", done.accepted, str(done.final))

@@ -22,9 +22,9 @@ from conformance import tools
 from conformance.cases.common import REASON_PREFIXES
 from conformance.cases.receive import (
     dispatch_from_target,
-    evidence_message,
     new_token,
     ours,
+    send_evidence_back,
     submission,
 )
 from conformance.listener import Answer, Received
@@ -343,18 +343,15 @@ async def _bad_evidence_back(s: Session, why: str, **spoiled: object) -> None:
     token = new_token()
     (received,) = (await dispatch_from_target(s, token=token))[:1]
     about = submission(s, received)
-    bad = evidence_message(
-        s.pki,
-        s.me,
-        about,
-        EvidenceType.DeliveryNonDeliveryToRecipient,
-        Event.Delivery,
-        received.header("Message-ID"),
-        **spoiled,  # type: ignore[arg-type]
-    )
     try:
-        done = await s.send(
-            bad, mail_from=f"delil@{s.domain(s.me)}", rcpt_to=(about.sender,), title=why
+        done = await send_evidence_back(
+            s,
+            received,
+            about,
+            EvidenceType.DeliveryNonDeliveryToRecipient,
+            Event.Delivery,
+            why,
+            **spoiled,
         )
     except SmtpGone as exc:
         s.require(f"{why}: answered", False, f"the connection ended without a reply: {exc}")
@@ -365,17 +362,14 @@ async def _bad_evidence_back(s: Session, why: str, **spoiled: object) -> None:
         code == 250 or 500 <= code < 600,
         str(done.final),
     )
-    good = evidence_message(
-        s.pki,
-        s.me,
-        about,
-        EvidenceType.RelayREMMDAcceptanceRejection,
-        Event.Acceptance,
-        received.header("Message-ID"),
-    )
     try:
-        after = await s.send(
-            good, mail_from=f"delil@{s.domain(s.me)}", rcpt_to=(about.sender,), title="good"
+        after = await send_evidence_back(
+            s,
+            received,
+            about,
+            EvidenceType.RelayREMMDAcceptanceRejection,
+            Event.Acceptance,
+            "good",
         )
     except SmtpGone as exc:
         s.require("the target still serves: good evidence taken", False, str(exc))
@@ -513,20 +507,14 @@ async def failure_without_delivery(s: Session) -> None:
     )
     about = submission(s, dispatch)
     # Relay acceptance, as an R-GW sends it; the Delivery evidence that should follow never does.
-    acceptance = evidence_message(
-        s.pki,
-        s.me,
-        about,
-        EvidenceType.RelayREMMDAcceptanceRejection,
-        Event.Acceptance,
-        dispatch.header("Message-ID"),
-    )
     try:
-        done = await s.send(
-            acceptance,
-            mail_from=f"delil@{s.domain(s.me)}",
-            rcpt_to=(about.sender,),
-            title="relay Acceptance (no Delivery evidence will follow)",
+        done = await send_evidence_back(
+            s,
+            dispatch,
+            about,
+            EvidenceType.RelayREMMDAcceptanceRejection,
+            Event.Acceptance,
+            "relay Acceptance (no Delivery evidence will follow)",
         )
     except SmtpGone as exc:
         s.require("the relay Acceptance taken (250)", False, str(exc))
