@@ -55,6 +55,10 @@ PROCESSORS: dict[Kind, Callable[[NodeContext, MessageRow], None]] = {
 }
 PROCESSING_AT_ONCE = 2  # received messages one node process works on at the same time
 DRAIN_GRACE = 30.0  # seconds transactions in flight get to finish on SIGTERM
+# Seconds between the queue manager's rounds of housekeeping (timers, the daily ledger
+# checkpoint, removing content whose obligations are met) while it is sending; an idle queue
+# has them on every pass.
+HOUSEKEEPING_EVERY = 1.0
 
 
 def recover(context: NodeContext) -> None:
@@ -390,13 +394,15 @@ class Node:
             self.crls_due.set()
 
     async def send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        housekept = -HOUSEKEEPING_EVERY
         while not self.stopping.is_set():
             self.outgoing.clear()
             try:
                 tried = await outbound.send_due(self.context, self.transport)
-                await asyncio.to_thread(outbound.check_timers, self.context)
-                await asyncio.to_thread(ledger.take_if_due, self.context)  # §7: at least daily
-                await asyncio.to_thread(retention.sweep, self.context)  # §7: content not kept
+                if not tried or loop.time() - housekept >= HOUSEKEEPING_EVERY:
+                    housekept = loop.time()
+                    await asyncio.to_thread(self.housekeeping)
             except Exception as exc:  # the store or the TSA in trouble: the loop goes on
                 self.context.metrics.failed(exc)
                 log.exception("sending_loop_failed")
@@ -406,6 +412,12 @@ class Node:
                     await asyncio.wait_for(
                         self.outgoing.wait(), self.context.config.timers.queue_poll
                     )
+
+    def housekeeping(self) -> None:
+        """What the queue manager does besides sending (blocking: one hand-off for all)."""
+        outbound.check_timers(self.context)
+        ledger.take_if_due(self.context)  # §7: at least daily
+        retention.sweep(self.context)  # §7: content not kept
 
     async def run(
         self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)

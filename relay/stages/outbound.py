@@ -38,10 +38,18 @@ def backoff(context: NodeContext, attempts: int) -> float:
 
 
 async def send_due(context: NodeContext, transport: Transport) -> int:
-    """Send everything due now, concurrently; returns how many were tried."""
+    """Send everything due now, concurrently; returns how many were tried.
+
+    Outcomes are recorded as they come in, in groups: what finished while the previous group
+    was being committed is committed together, the messages peers accepted in one transaction
+    (``_settle_sent``), so a busy queue pays one commit for several sends and an idle one
+    waits for nothing."""
     rows = await asyncio.to_thread(_claim_due, context)
-    if rows:
-        await asyncio.gather(*(_send(context, transport, row) for row in rows))
+    tries = {asyncio.create_task(_attempt(context, transport, row)): row for row in rows}
+    pending = set(tries)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        await _record(context, [(tries[task], task.result()) for task in done])
     return len(rows)
 
 
@@ -51,7 +59,8 @@ def _claim_due(context: NodeContext) -> list[MessageRow]:
     return context.store.claim_due(context.owner, context.now(), context.config.store.lease)
 
 
-async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> None:
+async def _attempt(context: NodeContext, transport: Transport, row: MessageRow) -> Result:
+    """One try at sending ``row``; never raises (what goes wrong is a temporary outcome)."""
     try:
         entry = await asyncio.to_thread(_entry, context, row)
         result = await transport.send(entry)
@@ -60,7 +69,28 @@ async def _send(context: NodeContext, transport: Transport, row: MessageRow) -> 
         log.exception("transport_failed", queue_id=row.id, peer=row.peer, kind=row.kind)
         result = Result(Outcome.TEMPORARY, f"local error: {type(exc).__name__}")
     _count(context, row, result)
-    # Commits (and for a refused Dispatch, signing its failure evidence) block: not on the loop.
+    return result
+
+
+async def _record(context: NodeContext, outcomes: list[tuple[MessageRow, Result]]) -> None:
+    """Record what some tries came to: the accepted ones in one transaction, the others (a
+    retry, a failure and its evidence) each in its own. Commits (and for a refused Dispatch,
+    signing its failure evidence) block: not on the loop."""
+    sent = [(row, result) for row, result in outcomes if result.outcome is Outcome.DELIVERED]
+    others = [(row, result) for row, result in outcomes if result.outcome is not Outcome.DELIVERED]
+    if len(sent) > 1:
+        try:
+            for row in await asyncio.to_thread(_settle_sent, context, sent):
+                context.claim_lost(row.kind, row.id)
+            sent = []
+        except Exception as exc:  # the group did not commit: each on its own, as below
+            context.metrics.failed(exc)
+            log.warning("sent_group_not_recorded", count=len(sent), error=repr(exc))
+    for row, result in sent + others:
+        await _settle_one(context, row, result)
+
+
+async def _settle_one(context: NodeContext, row: MessageRow, result: Result) -> None:
     try:
         await asyncio.to_thread(_settle, context, row, result)
     except Superseded:  # stalled past the lease: another process sends it (§2: the same message)
@@ -95,36 +125,64 @@ def _requeue(context: NodeContext, row: MessageRow) -> None:
         )
 
 
+def _settle_sent(context: NodeContext, sent: list[tuple[MessageRow, Result]]) -> list[MessageRow]:
+    """Record messages peers accepted, in one transaction; returns those another node process
+    took over meanwhile (their move changed nothing, so the others still commit)."""
+    lost: list[MessageRow] = []
+    with context.store.transaction() as db:
+        for row, result in sent:
+            try:
+                _sent(context, db, row, result)
+            except Superseded:
+                lost.append(row)
+    gone = {row.id for row in lost}
+    for row, result in sent:
+        if row.id not in gone:
+            _log_sent(row, result)
+    return lost
+
+
+def _sent(context: NodeContext, db: Tx, row: MessageRow, result: Result) -> None:
+    """``row`` accepted by its peer, in the caller's transaction: ``sent``, the attempt in its
+    history, and for a Dispatch the wait for its evidence."""
+    store = context.store
+    store.move(
+        db,
+        row,
+        State.SENT,
+        attempts=row.attempts + 1,
+        last_reply=result.reply[:500],
+        sent_at=context.now(),
+    )
+    _attempted(context, db, row, result)
+    if row.kind is Kind.DISPATCH_OUT:
+        store.set_timer(
+            db,
+            row.id,
+            row.remmd_id or "",
+            row.peer or "",
+            evidence_deadline=context.now() + context.config.timers.evidence_timeout,
+        )
+
+
+def _log_sent(row: MessageRow, result: Result) -> None:
+    log.info(
+        "message_sent",
+        queue_id=row.id,
+        kind=row.kind,
+        peer=row.peer,
+        remmd_id=row.remmd_id,
+        reply=result.reply[:100],
+    )
+
+
 def _settle(context: NodeContext, row: MessageRow, result: Result) -> None:
     store = context.store
     attempts = row.attempts + 1
     if result.outcome is Outcome.DELIVERED:
         with store.transaction() as db:
-            store.move(
-                db,
-                row,
-                State.SENT,
-                attempts=attempts,
-                last_reply=result.reply[:500],
-                sent_at=context.now(),
-            )
-            _attempted(context, db, row, result)
-            if row.kind is Kind.DISPATCH_OUT:
-                store.set_timer(
-                    db,
-                    row.id,
-                    row.remmd_id or "",
-                    row.peer or "",
-                    evidence_deadline=context.now() + context.config.timers.evidence_timeout,
-                )
-        log.info(
-            "message_sent",
-            queue_id=row.id,
-            kind=row.kind,
-            peer=row.peer,
-            remmd_id=row.remmd_id,
-            reply=result.reply[:100],
-        )
+            _sent(context, db, row, result)
+        _log_sent(row, result)
         return
     if result.outcome is Outcome.TEMPORARY and _outlived(context, row):
         _give_up(context, row, attempts, result)

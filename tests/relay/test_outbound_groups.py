@@ -1,0 +1,185 @@
+"""The queue manager records what several sends came to in one transaction (``relay.stages.
+outbound``: accepted messages settled together as they come in), without letting one message's
+trouble undo or lose the others; and it keeps its housekeeping out of a busy queue's way
+(``relay.node.HOUSEKEEPING_EVERY``)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from interop.pki.devpki import DevPki
+from relay.config_file import from_mapping
+from relay.context import NodeContext, build_context
+from relay.keys import write_pki
+from relay.lifecycle import Kind, State
+from relay.node import HOUSEKEEPING_EVERY, Node
+from relay.stages import outbound
+from relay.store.reader import StoreReader
+from relay.transport.base import Entry, Outcome, Result
+
+ACCEPTED = Result(Outcome.DELIVERED, "250 2.0.0 Queued as x", 250, host="127.0.0.1:2625")
+IDS = ("e1", "e2", "e3", "e4")
+
+
+@pytest.fixture
+def context(pki: DevPki, tmp_path: Path) -> Iterator[NodeContext]:
+    write_pki(pki, tmp_path / "pki")
+    config = from_mapping(
+        {
+            "node": {"provider": "hs01", "dev_pki": "pki", "data_dir": "data"},
+            "timers": {"queue_poll": "0.01s"},
+        },
+        "t",
+        tmp_path,
+    )
+    when = pki.created + dt.timedelta(minutes=1)
+    context = build_context(config, clock=lambda: when)
+    for queue_id in IDS:
+        context.spool.path(queue_id).write_bytes(b"x")
+        with context.store.transaction() as db:
+            context.store.add_message(
+                db, id=queue_id, kind=Kind.EVIDENCE_OUT, peer="hs02", remmd_id=f"{queue_id}@hs01",
+                mail_from="delil@hs01.kep.tr", rcpt_to=["delil@hs02.kep.tr"], size=1,
+                sha256="00", state=State.QUEUED,
+            )  # fmt: skip
+    yield context
+    context.store.close()
+
+
+class Together:
+    """A transport whose sends all answer 250 at the same moment, once every one has begun:
+    the queue manager sees them finish together."""
+
+    def __init__(self, count: int, before_answer: Any = None) -> None:
+        self.count = count
+        self.begun: list[str] = []
+        self.all_begun = asyncio.Event()
+        self.before_answer = before_answer
+
+    async def send(self, entry: Entry) -> Result:
+        self.begun.append(entry.queue_id)
+        if len(self.begun) == self.count:
+            if self.before_answer is not None:
+                self.before_answer()
+            self.all_begun.set()
+        await self.all_begun.wait()
+        return ACCEPTED
+
+    async def close(self) -> None:
+        return None
+
+
+def _count_transactions(context: NodeContext, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each write transaction begun from now on, by the function that began it."""
+    begun: list[str] = []
+    original = type(context.store).transaction
+
+    def counted(store: Any) -> AbstractContextManager[Any]:
+        import sys
+
+        begun.append(sys._getframe(1).f_code.co_name)
+        return original(store)
+
+    monkeypatch.setattr(type(context.store), "transaction", counted)
+    return begun
+
+
+def _attempts(context: NodeContext) -> dict[str, list[tuple[int, str, str]]]:
+    with StoreReader(context.store.url) as reader:
+        return {m: [(a.number, a.outcome, a.reply) for a in reader.attempts_of([m])] for m in IDS}
+
+
+def test_sends_accepted_together_commit_in_one_transaction(
+    context: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    begun = _count_transactions(context, monkeypatch)
+    assert asyncio.run(outbound.send_due(context, Together(len(IDS)))) == len(IDS)
+    assert begun == ["_claim", "_settle_sent"]  # the claim, then one commit for all four
+    for queue_id in IDS:
+        row = context.store.message(queue_id)
+        assert row is not None and row.state is State.SENT and row.attempts == 1
+        assert row.owner is None and row.lease_until is None  # the claim ended with the move
+    assert _attempts(context) == {m: [(1, "sent", ACCEPTED.reply)] for m in IDS}
+
+
+def test_one_taken_over_does_not_undo_the_others(
+    context: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another node process took e2 over while it was on the wire (this one stalled past its
+    lease): its late record changes nothing of e2, the other three are recorded, and the loss
+    is counted."""
+
+    def take_over() -> None:
+        with context.store.transaction() as db:
+            db.execute("UPDATE messages SET fence = fence + 1, owner = 'hs01/9' WHERE id = 'e2'")
+
+    lost_before = context.metrics.claims_lost.labels(Kind.EVIDENCE_OUT)._value.get()
+    begun = _count_transactions(context, monkeypatch)
+    assert asyncio.run(outbound.send_due(context, Together(len(IDS), take_over))) == len(IDS)
+    assert begun[-1] == "_settle_sent"
+    e2 = context.store.message("e2")
+    assert e2 is not None and e2.state is State.SENDING and e2.owner == "hs01/9"
+    assert e2.attempts == 0
+    for queue_id in ("e1", "e3", "e4"):
+        row = context.store.message(queue_id)
+        assert row is not None and row.state is State.SENT
+    assert _attempts(context)["e2"] == []
+    lost = context.metrics.claims_lost.labels(Kind.EVIDENCE_OUT)._value.get()
+    assert lost == lost_before + 1
+
+
+def test_a_group_that_does_not_commit_is_recorded_one_by_one(
+    context: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store refuses the group's transaction (a busy database, a full disk for a moment):
+    each message is then recorded in its own, none is left ``sending`` or recorded twice."""
+    original = type(context.store).transaction
+    refused: list[str] = []
+
+    def busy_once(store: Any) -> AbstractContextManager[Any]:
+        import sys
+
+        if sys._getframe(1).f_code.co_name == "_settle_sent" and not refused:
+            refused.append("_settle_sent")
+            raise sqlite3.OperationalError("database is locked")
+        return original(store)
+
+    monkeypatch.setattr(type(context.store), "transaction", busy_once)
+    assert asyncio.run(outbound.send_due(context, Together(len(IDS)))) == len(IDS)
+    assert refused == ["_settle_sent"]
+    for queue_id in IDS:
+        row = context.store.message(queue_id)
+        assert row is not None and row.state is State.SENT and row.attempts == 1
+    assert _attempts(context) == {m: [(1, "sent", ACCEPTED.reply)] for m in IDS}
+
+
+def test_housekeeping_runs_each_idle_pass_and_at_most_every_second_while_busy(
+    context: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timers, the ledger checkpoint and content removal: on every pass of an idle queue (so
+    nothing waits for them), but not after every send of a busy one."""
+    passes: list[int] = [1] * 6 + [0] * 3  # six busy passes, then three idle ones
+    housekept: list[int] = []
+    node = Node(context)
+
+    async def send_due(_context: NodeContext, _transport: object) -> int:
+        tried = passes.pop(0) if passes else 0
+        if not passes:
+            node.stopping.set()
+        return tried
+
+    monkeypatch.setattr(outbound, "send_due", send_due)
+    monkeypatch.setattr(node, "housekeeping", lambda: housekept.append(len(passes)))
+    asyncio.run(node.send_loop())
+    # The first busy pass (none run yet), then each of the three idle ones; the busy passes
+    # came within far less than HOUSEKEEPING_EVERY of each other.
+    assert HOUSEKEEPING_EVERY >= 0.5
+    assert housekept == [8, 2, 1, 0]
