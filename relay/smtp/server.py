@@ -15,6 +15,7 @@ transfer below a floor rate for too long, and commands that do no work past a co
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,14 @@ from relay.smtp.data import DataDecoder
 BLOCK = 64 * 1024
 # Commands that move no message forward; counted against SessionLimits.max_junk_commands.
 JUNK_COMMANDS = ("NOOP", "RSET", "HELP", "VRFY", "EXPN", "HELO", "EHLO")
+# The path every KEP peer sends in MAIL FROM and RCPT TO: <dot-atom@domain>, then parameters.
+# aiosmtpd reads a path with the e-mail header parser (and makes a class on each call): 0.5 ms
+# of a Dispatch's CPU. Paths of this plain form are read here, to the same result; anything
+# else (quoted local parts, source routes, <>) is left to aiosmtpd.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(
+    rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)", re.DOTALL
+)
 
 log = structlog.get_logger("kep.smtp")
 
@@ -148,6 +157,16 @@ class KepSMTP(SMTP):
         self.junk = 0  # JUNK_COMMANDS since the last accepted message
         for name in JUNK_COMMANDS:
             self._smtp_methods[name] = self._counted(self._smtp_methods[name])
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        plain = _PLAIN_PATH.fullmatch(arg)
+        rest = plain.group(2).lstrip(" \t") if plain else "("
+        if plain is None or rest.startswith("("):  # a comment after the path, too
+            return super()._getaddr(arg)
+        address = plain.group(1)
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, rest
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
