@@ -55,10 +55,6 @@ PROCESSORS: dict[Kind, Callable[[NodeContext, MessageRow], None]] = {
 }
 PROCESSING_AT_ONCE = 2  # received messages one node process works on at the same time
 DRAIN_GRACE = 30.0  # seconds transactions in flight get to finish on SIGTERM
-# Seconds between the queue manager's rounds of housekeeping (timers, the daily ledger
-# checkpoint, removing content whose obligations are met) while it is sending; an idle queue
-# has them on every pass.
-HOUSEKEEPING_EVERY = 1.0
 
 
 def recover(context: NodeContext) -> None:
@@ -394,13 +390,17 @@ class Node:
             self.crls_due.set()
 
     async def send_loop(self) -> None:
+        """Send what is due, pass after pass; between passes, housekeeping (timers, the daily
+        ledger checkpoint, removing content whose obligations are met) at most once per
+        ``timers.queue_poll``, however often sends and new messages wake the queue."""
         loop = asyncio.get_running_loop()
-        housekept = -HOUSEKEEPING_EVERY
+        housekept: float | None = None
         while not self.stopping.is_set():
             self.outgoing.clear()
+            poll = self.context.config.timers.queue_poll
             try:
                 tried = await outbound.send_due(self.context, self.transport)
-                if not tried or loop.time() - housekept >= HOUSEKEEPING_EVERY:
+                if housekept is None or loop.time() - housekept >= poll:
                     housekept = loop.time()
                     await asyncio.to_thread(self.housekeeping)
             except Exception as exc:  # the store or the TSA in trouble: the loop goes on
@@ -409,9 +409,7 @@ class Node:
                 tried = 0
             if not tried:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.outgoing.wait(), self.context.config.timers.queue_poll
-                    )
+                    await asyncio.wait_for(self.outgoing.wait(), poll)
 
     def housekeeping(self) -> None:
         """What the queue manager does besides sending (blocking: one hand-off for all)."""

@@ -1,7 +1,7 @@
 """The queue manager records what several sends came to in one transaction (``relay.stages.
 outbound``: accepted messages settled together as they come in), without letting one message's
 trouble undo or lose the others; and it keeps its housekeeping out of a busy queue's way
-(``relay.node.HOUSEKEEPING_EVERY``)."""
+(``Node.send_loop``: at most once per ``timers.queue_poll``)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from relay.config_file import from_mapping
 from relay.context import NodeContext, build_context
 from relay.keys import write_pki
 from relay.lifecycle import Kind, State
-from relay.node import HOUSEKEEPING_EVERY, Node
+from relay.node import Node
 from relay.stages import outbound
 from relay.store.reader import StoreReader
-from relay.transport.base import Entry, Outcome, Result
+from relay.transport.base import READ_WITH_ENTRY, Entry, Outcome, Result
 
 ACCEPTED = Result(Outcome.DELIVERED, "250 2.0.0 Queued as x", 250, host="127.0.0.1:2625")
 IDS = ("e1", "e2", "e3", "e4")
@@ -31,11 +31,15 @@ IDS = ("e1", "e2", "e3", "e4")
 
 @pytest.fixture
 def context(pki: DevPki, tmp_path: Path) -> Iterator[NodeContext]:
+    yield from _context(pki, tmp_path, "1s")
+
+
+def _context(pki: DevPki, tmp_path: Path, queue_poll: str) -> Iterator[NodeContext]:
     write_pki(pki, tmp_path / "pki")
     config = from_mapping(
         {
             "node": {"provider": "hs01", "dev_pki": "pki", "data_dir": "data"},
-            "timers": {"queue_poll": "0.01s"},
+            "timers": {"queue_poll": queue_poll},
         },
         "t",
         tmp_path,
@@ -161,12 +165,13 @@ def test_a_group_that_does_not_commit_is_recorded_one_by_one(
     assert _attempts(context) == {m: [(1, "sent", ACCEPTED.reply)] for m in IDS}
 
 
-def test_housekeeping_runs_each_idle_pass_and_at_most_every_second_while_busy(
-    context: NodeContext, monkeypatch: pytest.MonkeyPatch
+def test_housekeeping_runs_at_most_once_per_queue_poll(
+    pki: DevPki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Timers, the ledger checkpoint and content removal: on every pass of an idle queue (so
-    nothing waits for them), but not after every send of a busy one."""
-    passes: list[int] = [1] * 6 + [0] * 3  # six busy passes, then three idle ones
+    """Timers, the ledger checkpoint and content removal: on the first pass, then once per
+    ``queue_poll`` however often the queue is woken, not after every pass of a busy queue."""
+    context = next(_context(pki, tmp_path, "0.5s"))
+    passes: list[int] = [1] * 6 + [0] * 3  # six busy passes at once, then three idle ones
     housekept: list[int] = []
     node = Node(context)
 
@@ -179,7 +184,20 @@ def test_housekeeping_runs_each_idle_pass_and_at_most_every_second_while_busy(
     monkeypatch.setattr(outbound, "send_due", send_due)
     monkeypatch.setattr(node, "housekeeping", lambda: housekept.append(len(passes)))
     asyncio.run(node.send_loop())
-    # The first busy pass (none run yet), then each of the three idle ones; the busy passes
-    # came within far less than HOUSEKEEPING_EVERY of each other.
-    assert HOUSEKEEPING_EVERY >= 0.5
-    assert housekept == [8, 2, 1, 0]
+    # The first pass; not the five busy ones after it nor the first idle one (all within far
+    # less than 0.5 s of it); each idle pass after waiting queue_poll.
+    assert housekept == [8, 1, 0]
+    context.store.close()
+
+
+def test_a_small_message_is_read_with_its_entry_a_large_one_streamed(
+    context: NodeContext,
+) -> None:
+    """Up to READ_WITH_ENTRY the message travels in the entry (no further hand-off to read
+    the file); above it, the transport streams the spool file (bench_outbound's memory)."""
+    rows = {m: context.store.message(m) for m in ("e1", "e2")}
+    context.spool.path("e1").write_bytes(b"x" * READ_WITH_ENTRY)
+    context.spool.path("e2").write_bytes(b"x" * (READ_WITH_ENTRY + 1))
+    small, large = (outbound._entry(context, row) for row in rows.values() if row is not None)
+    assert small.content == b"x" * READ_WITH_ENTRY and small.size == READ_WITH_ENTRY
+    assert large.content is None and large.size == READ_WITH_ENTRY + 1
