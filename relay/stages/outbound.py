@@ -27,7 +27,7 @@ from relay.issuing import file_evidence, record, remake_message, sign
 from relay.lifecycle import Kind, State, Superseded
 from relay.metrics import code_class
 from relay.store import MessageRow, Row, Tx
-from relay.transport.base import Entry, Outcome, Result, Transport
+from relay.transport.base import READ_WITH_ENTRY, Entry, Outcome, Result, Transport
 
 log = structlog.get_logger("kep.outbound")
 
@@ -115,7 +115,8 @@ def _entry(context: NodeContext, row: MessageRow) -> Entry:
         # Sent before and removed (§7); a repeated Dispatch asks for it again (§2).
         remake_message(context, row)
         size = path.stat().st_size
-    return Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, size)
+    content = path.read_bytes() if size <= READ_WITH_ENTRY else None
+    return Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, size, content)
 
 
 def _requeue(context: NodeContext, row: MessageRow) -> None:

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+# Bytes: a message this small (the Evidence messages, most Dispatches) is read whole when its
+# entry is made, on the same worker thread, so sending it needs no further hand-off to read the
+# spool file; a larger one is streamed from the file, a chunk at a time.
+READ_WITH_ENTRY = 64 * 1024
+
 
 class Outcome(enum.Enum):
     DELIVERED = "delivered"
@@ -22,6 +27,7 @@ class Entry:
     rcpt_to: tuple[str, ...]
     path: Path
     size: int
+    content: bytes | None = None  # the whole message, when READ_WITH_ENTRY allowed reading it
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ TLS names), whatever address the route gave.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import ssl
 from collections import defaultdict
@@ -48,6 +49,13 @@ def _open(path: Path) -> tuple[BinaryIO, int]:
     """The spool file and its size (for SIZE=, without reading it). Runs on a thread."""
     stream = path.open("rb")
     return stream, os.fstat(stream.fileno()).st_size
+
+
+async def _read(stream: BinaryIO, size: int) -> bytes:
+    """The next chunk: from memory at once, from a file on a worker thread."""
+    if isinstance(stream, io.BytesIO):
+        return stream.read(size)
+    return await asyncio.to_thread(stream.read, size)
 
 
 async def _drain(protocol: SMTPProtocol) -> None:
@@ -180,7 +188,11 @@ class SmtpTransport:
         Returns the refused recipients (some) and the reply to DATA; raises as ``sendmail``
         does, ``SMTPRecipientsRefused`` included when every recipient was refused.
         """
-        stream, size = await asyncio.to_thread(_open, entry.path)
+        if entry.content is not None:  # read with its entry (READ_WITH_ENTRY)
+            stream: BinaryIO = io.BytesIO(entry.content)
+            size = len(entry.content)
+        else:
+            stream, size = await asyncio.to_thread(_open, entry.path)
         try:
             if client.is_ehlo_or_helo_needed:
                 await client.ehlo()
@@ -212,7 +224,8 @@ class SmtpTransport:
         loop, which serves every other connection; one read at a time keeps memory bounded
         (the network, not the page cache, is what a large message waits for). Reading stops
         at ``size``, the file's size (spool files are written once): a message of one chunk
-        is one read, not one and another to find the end.
+        is one read, not one and another to find the end. A small message read with its
+        entry (``READ_WITH_ENTRY``) is taken from memory.
         """
         start = await client.execute_command(b"DATA")
         if start.code != aiosmtplib.SMTPStatus.start_input:
@@ -222,7 +235,7 @@ class SmtpTransport:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         stuffer = DotStuffer()
         left = size
-        while left > 0 and (chunk := await asyncio.to_thread(stream.read, self.chunk)):
+        while left > 0 and (chunk := await _read(stream, self.chunk)):
             left -= len(chunk)
             protocol.write(stuffer.feed(chunk))
             try:

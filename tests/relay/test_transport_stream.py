@@ -91,8 +91,11 @@ def _hs01(mesh: Mesh, port: int) -> NodeContext:
     return build_context(config)
 
 
-def _entry(path: Path) -> Entry:
-    return Entry(uuid.uuid4().hex, "hs02", SENDER, (RECIPIENT,), path, path.stat().st_size)
+def _entry(path: Path, in_memory: bool = False) -> Entry:
+    """What the queue hands over for ``path``; ``in_memory``: read with the entry, as the queue
+    does for a message up to ``READ_WITH_ENTRY``."""
+    content = path.read_bytes() if in_memory else None
+    return Entry(uuid.uuid4().hex, "hs02", SENDER, (RECIPIENT,), path, path.stat().st_size, content)
 
 
 # -- against a scripted peer: the bytes on the wire -------------------------------------------
@@ -172,14 +175,14 @@ class _Peer:
 
 
 def _deliver_all(
-    mesh: Mesh, peer: _Peer, paths: list[Path], **options: Any
+    mesh: Mesh, peer: _Peer, paths: list[Path], in_memory: bool = False, **options: Any
 ) -> tuple[list[Result], list[bytes]]:
     async def go() -> list[Result]:
         server, port = await peer.start()
         context = _hs01(mesh, port)
         transport = SmtpTransport(context, timeout=10, **options)
         try:
-            return [await transport.send(_entry(path)) for path in paths]
+            return [await transport.send(_entry(path, in_memory)) for path in paths]
         finally:
             await transport.close()
             server.close()
@@ -200,14 +203,17 @@ _TRICKY = [
 ]
 
 
+@pytest.mark.parametrize("in_memory", [False, True], ids=["from the file", "read with the entry"])
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, DATA_CHUNK])
-def test_the_wire_carries_stuff_of_the_file(mesh: Mesh, tmp_path: Path, chunk: int) -> None:
+def test_the_wire_carries_stuff_of_the_file(
+    mesh: Mesh, tmp_path: Path, chunk: int, in_memory: bool
+) -> None:
     paths = []
     for number, message in enumerate(_TRICKY):
         paths.append(tmp_path / f"{number}.eml")
         paths[-1].write_bytes(message)
     peer = _Peer(mesh)
-    results, sizes = _deliver_all(mesh, peer, paths, chunk=chunk)
+    results, sizes = _deliver_all(mesh, peer, paths, in_memory, chunk=chunk)
     sent = Result(Outcome.DELIVERED, "250 2.0.0 Ok: queued as 1", 250, host=peer.address)
     assert results == [sent] * len(_TRICKY)
     assert peer.data == [stuff(message) for message in _TRICKY]
