@@ -1,5 +1,5 @@
-"""Issuing evidence, for every stage that issues it: sign it, wrap it in an Evidence message on
-the spool, record it; file it in a user's Delil folder. Not a stage itself.
+"""Issuing evidence, for every stage that issues it: sign it, wrap it in an Evidence message
+held in the store, record it; file it in a user's Delil folder. Not a stage itself.
 
 Nothing here commits: callers put the returned rows into their own transaction, so evidence,
 ledger and queue change together or not at all.
@@ -7,6 +7,7 @@ ledger and queue change together or not at all.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from interop.evidence.model import Evidence
 from interop.evidence.xades import EvidenceResult
 from relay.context import NodeContext
 from relay.lifecycle import Kind, State
+from relay.spool import new_id
 from relay.store import MessageRow, Tx
 
 
@@ -29,15 +31,17 @@ class Issued:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """An Evidence message written to the spool, to be queued to ``peer``."""
+    """An Evidence message to be queued to ``peer``, its bytes (``content``) held in the store
+    with its queue row."""
 
     queue_id: str
     peer: str
     issued: Issued
     size: int
     sha256: str
+    content: bytes
     # Header values of the Evidence message (write_evidence_message's keywords), kept with the
-    # queue row so the message can be made again for a resend after its file is gone (§7).
+    # queue row so the message can be made again for a resend after it is gone (§7).
     headers: dict[str, str | None] = field(default_factory=dict)
 
 
@@ -54,7 +58,8 @@ def write_message(
     ileti_tip: str = "standart",
     ileti_id: str | None = None,
 ) -> Outgoing:
-    """An Evidence message about evidence signed already, written to the spool."""
+    """An Evidence message about evidence signed already, to be held in the store with its
+    queue row (``queue``)."""
     headers = {
         "dispatch_message_id": dispatch_message_id,
         "ileti_tip": ileti_tip,
@@ -63,7 +68,7 @@ def write_message(
     message = context.crypto.evidence_message(
         issued.evidence, issued.xml, context.clock(), **headers
     )
-    return _spool(context, issued, peer, message, headers=headers)
+    return _outgoing(issued, peer, message, headers)
 
 
 def file_evidence(
@@ -106,58 +111,46 @@ def write_messages(
     ileti_tip: str = "standart",
     ileti_id: str | None = None,
 ) -> list[Outgoing]:
-    """Sign each evidence and write its Evidence message: one request to the crypto workers,
-    one fsync per file and one for the spool directory."""
+    """Sign each evidence and make its Evidence message, to be held in the store with its
+    queue row (``queue``): nothing is written yet, and no file is made (an Evidence message is
+    small, and can be made again from the ledger: ``remake_message``)."""
     headers = {
         "dispatch_message_id": dispatch_message_id,
         "ileti_tip": ileti_tip,
         "ileti_id": ileti_id,
     }
     signed = context.crypto.issue_messages(evidence, context.clock(), **headers)
-    outgoing = [
-        _spool(context, Issued(e, xml), peer, message, sync_directory=False, headers=headers)
+    return [
+        _outgoing(Issued(e, xml), peer, message, headers)
         for e, (xml, message) in zip(evidence, signed, strict=True)
     ]
-    if outgoing:
-        context.spool.sync()
-    return outgoing
 
 
-def _spool(
-    context: NodeContext,
-    issued: Issued,
-    peer: str,
-    message: bytes,
-    *,
-    sync_directory: bool = True,
-    headers: dict[str, str | None],
+def _outgoing(
+    issued: Issued, peer: str, message: bytes, headers: dict[str, str | None]
 ) -> Outgoing:
-    writer = context.spool.writer()
-    try:
-        writer.write(message)
-        writer.commit(sync_directory=sync_directory)
-    except BaseException:
-        writer.discard()
-        raise
-    return Outgoing(writer.queue_id, peer, issued, writer.size, writer.sha256.hexdigest(), headers)
+    return Outgoing(
+        new_id(),
+        peer,
+        issued,
+        len(message),
+        hashlib.sha256(message).hexdigest(),
+        message,
+        headers,
+    )
 
 
-def remake_message(context: NodeContext, row: MessageRow) -> None:
-    """An Evidence message sent before, whose file went once it was sent (§7), made again for
-    a resend (§2: a repeated Dispatch gets the evidence already issued, with the same
-    EvidenceIdentifier): the same signed evidence, in a newly signed envelope."""
+def remake_message(context: NodeContext, row: MessageRow) -> bytes:
+    """An Evidence message sent before, whose content went once it was sent (§7), made again
+    for a resend (§2: a repeated Dispatch gets the evidence already issued, with the same
+    EvidenceIdentifier): the same signed evidence, in a newly signed envelope, held in the
+    store again; returns it."""
     xml = context.store.evidence_carried_by(row.id)
     if xml is None:
         raise LookupError(f"no evidence is recorded for the Evidence message {row.id}")
     message = context.crypto.evidence_message(xmlio.parse(xml), xml, context.clock(), **row.headers)
-    writer = context.spool.writer(row.id)
-    try:
-        writer.write(message)
-        writer.commit()
-    except BaseException:
-        writer.discard()
-        raise
-    context.store.content_restored(row.id, writer.size, writer.sha256.hexdigest())
+    context.store.content_restored(row.id, message)
+    return message
 
 
 def material_of(result: EvidenceResult) -> list[tuple[str, bytes]]:
@@ -224,4 +217,5 @@ def queue(context: NodeContext, db: Tx, outgoing: Outgoing, parent: str) -> None
         state=State.QUEUED,
         parent=parent,
         headers=outgoing.headers,
+        content=outgoing.content,
     )

@@ -232,7 +232,7 @@ def run_show(args: argparse.Namespace) -> int:
         ("being processed by", f"{row.owner} until {_when(row.lease_until)}" if claimed else None),
         ("accepted by the peer", _when(entry.sent_at)),
         ("made from", row.parent),
-        ("spool file", "removed (profile §7)" if entry.content_gone else "present"),
+        ("content", "removed (profile §7)" if entry.content_gone else "present"),
     ]
     if timer is not None:
         running = "stopped" if timer[2] else "running"

@@ -105,16 +105,18 @@ async def _settle_one(context: NodeContext, row: MessageRow, result: Result) -> 
 
 
 def _entry(context: NodeContext, row: MessageRow) -> Entry:
-    """What the transport sends for ``row`` (blocking: one hand-off to a thread for all of it)."""
+    """What the transport sends for ``row`` (blocking: one hand-off to a thread for all of it):
+    an Evidence message from the store, anything else from its spool file, read whole when
+    small (``READ_WITH_ENTRY``)."""
     path = context.spool.path(row.id)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        if row.kind is not Kind.EVIDENCE_OUT:
-            raise
-        # Sent before and removed (§7); a repeated Dispatch asks for it again (§2).
-        remake_message(context, row)
-        size = path.stat().st_size
+    if row.kind is Kind.EVIDENCE_OUT:
+        held = context.store.content(row.id)
+        if held is None and not path.exists():  # not one an earlier release spooled
+            # Sent before and removed (§7); a repeated Dispatch asks for it again (§2).
+            held = remake_message(context, row)
+        if held is not None:
+            return Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, len(held), held)
+    size = path.stat().st_size
     content = path.read_bytes() if size <= READ_WITH_ENTRY else None
     return Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, size, content)
 

@@ -17,6 +17,7 @@ the ready path of the index ``messages_due``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -33,7 +34,7 @@ from relay.lifecycle import (
     allowed,
     sources,
 )
-from relay.store.base import MessageRow, StoreBase, message_row
+from relay.store.base import MessageRow, StoreBase, blob, message_row
 from relay.store.database import Tx
 
 
@@ -60,7 +61,10 @@ class MessageQueries(StoreBase):
         next_attempt: float | None = None,
         parent: str | None = None,
         headers: Mapping[str, str | None] | None = None,
+        content: bytes | None = None,
     ) -> None:
+        """A new message; ``content``: its bytes, held in the store (an Evidence message)
+        rather than in a spool file."""
         now = self.clock()
         if next_attempt is None and state in (State.RECEIVED, State.QUEUED):
             next_attempt = now  # due at once: on the ready path
@@ -85,6 +89,16 @@ class MessageQueries(StoreBase):
                 json.dumps(dict(headers)) if headers else None,
             ),
         )
+        if content is not None:
+            db.execute("INSERT INTO contents (message_id, data) VALUES (?, ?)", (id, content))
+
+    def content(self, message_id: str) -> bytes | None:
+        """The bytes of a message held in the store (``add_message``'s ``content``); None
+        when it is in a spool file, or gone (§7)."""
+        with self.database.read() as db:
+            r = db.execute("SELECT data FROM contents WHERE message_id = ?", (message_id,))
+            found = r.fetchone()
+            return blob(found[0]) if found else None
 
     def move(self, db: Tx, row: MessageRow, to: State, **fields: object) -> None:
         """Move ``row`` to ``to`` (and set ``fields``) in the caller's transaction, along the
@@ -321,16 +335,21 @@ class MessageQueries(StoreBase):
             # Node processes sweeping at once would lock the same rows in different orders
             # (a deadlock on PostgreSQL): one sweep at a time, rows in one order.
             self.database.serialise(db, "retention")
-            db.executemany(
-                "UPDATE messages SET content_gone = 1 WHERE id = ?", [(i,) for i in sorted(ids)]
-            )
+            rows = [(i,) for i in sorted(ids)]
+            db.executemany("UPDATE messages SET content_gone = 1 WHERE id = ?", rows)
+            db.executemany("DELETE FROM contents WHERE message_id = ?", rows)
 
-    def content_restored(self, message_id: str, size: int, sha256: str) -> None:
-        """An Evidence message made again for a resend (its first copy went after sending)."""
+    def content_restored(self, message_id: str, content: bytes) -> None:
+        """An Evidence message made again for a resend (its first copy went after sending),
+        held in the store again."""
         with self.transaction() as db:
             db.execute(
                 "UPDATE messages SET content_gone = 0, size = ?, sha256 = ? WHERE id = ?",
-                (size, sha256, message_id),
+                (len(content), hashlib.sha256(content).hexdigest(), message_id),
+            )
+            db.execute("DELETE FROM contents WHERE message_id = ?", (message_id,))
+            db.execute(
+                "INSERT INTO contents (message_id, data) VALUES (?, ?)", (message_id, content)
             )
 
     def known_ids(self, ids: Sequence[str]) -> set[str]:

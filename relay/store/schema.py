@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS messages (
     sent_at REAL,                 -- when a peer last answered 250 (evidence round trips)
     headers TEXT,                 -- evidence-out: JSON of the Evidence message's header values,
                                   -- to make it again for a resend once its file is gone
-    content_gone INTEGER NOT NULL DEFAULT 0  -- its spool file was removed (profile §7)
+    content_gone INTEGER NOT NULL DEFAULT 0  -- its content (spool file, or the bytes in
+                                             -- contents) was removed (profile §7)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dedupe
     ON messages (kind, peer, remmd_id) WHERE kind = 'dispatch-in';
@@ -255,6 +256,24 @@ def _attempts(tx: Tx, database: Database) -> None:
         tx.execute(statement)
 
 
+CONTENTS = """
+-- Evidence messages to peers, held here rather than as spool files: small (one evidence in a
+-- signed envelope), made again from the ledger for a resend once removed, and a file apiece
+-- cost a file created, synced and removed for each (relay/issuing.py). A row goes with the
+-- rest of its message's content once the message's obligations are met (profile §7).
+CREATE TABLE IF NOT EXISTS contents (
+    message_id TEXT PRIMARY KEY,  -- the messages row (evidence-out)
+    data BLOB NOT NULL            -- the message as sent, byte for byte
+);
+"""
+
+
+def _contents(tx: Tx, database: Database) -> None:
+    """Evidence messages' bytes in the store, written with their queue rows."""
+    for statement in _statements(database, CONTENTS):
+        tx.execute(statement)
+
+
 # Each step brings a store from the version before it to its own; append only.
 MIGRATIONS: list[tuple[int, str, Callable[[Tx, Database], None]]] = [
     (1, "the tables of the first releases", _first_release),
@@ -262,6 +281,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Tx, Database], None]]] = [
     (3, "received messages waiting at the upgrade count as claimed once", _first_claims),
     (4, "indexes for lookups by message, envelope, parent and timer", _lookups),
     (5, "the history of send attempts", _attempts),
+    (6, "Evidence messages' content in the store", _contents),
 ]
 VERSION = MIGRATIONS[-1][0]
 

@@ -103,7 +103,7 @@ def test_a_dispatch_that_keeps_failing_is_put_aside_with_rejection_evidence(
     # The S-GW hears: Rejection for its recipient, queued back to hs01, in the ledger.
     out = context.store.messages(kind=Kind.EVIDENCE_OUT)
     assert [(m.peer, m.state, m.parent) for m in out] == [("hs01", State.QUEUED, row.id)]
-    with context.spool.path(out[0].id).open("rb") as stream:
+    with io.BytesIO(context.store.content(out[0].id) or b"") as stream:
         envelope = parse_envelope(stream)
     evidence = xmlio.parse(envelope.evidence_xml)
     assert evidence.type is EvidenceType.RelayREMMDAcceptanceRejection
@@ -122,7 +122,7 @@ def test_malformed_input_is_put_aside_at_once_with_its_reason(
     bad = EnvelopeFormatError("Content-Type 'text/plain; x*' is malformed")
     assert _fail(context, row, bad, 1).state is State.QUARANTINED
     out = context.store.messages(kind=Kind.EVIDENCE_OUT)
-    with context.spool.path(out[0].id).open("rb") as stream:
+    with io.BytesIO(context.store.content(out[0].id) or b"") as stream:
         evidence = xmlio.parse(parse_envelope(stream).evidence_xml)
     assert evidence.reasons[0].reason is Reason.InvalidMessageFormat
     assert "x*" in evidence.reasons[0].details

@@ -431,7 +431,7 @@ def test_deleting_a_held_dispatch_from_a_peer_answers_it_once(
     assert queue.act(Action.DELETE, held.id).to is State.DELETED
     [out] = context.store.messages(kind=Kind.EVIDENCE_OUT)
     assert (out.peer, out.parent, out.state) == ("hs02", held.id, State.QUEUED)
-    with context.spool.path(out.id).open("rb") as stream:
+    with io.BytesIO(context.store.content(out.id) or b"") as stream:
         rejection = xmlio.parse(parse_envelope(stream).evidence_xml)
     assert (rejection.type, rejection.event) == (
         EvidenceType.RelayREMMDAcceptanceRejection,

@@ -82,7 +82,7 @@ def _process(context: NodeContext, queue_id: str) -> tuple[MessageRow, list[tupl
     assert done is not None
     issued = []
     for out in context.store.messages(kind=Kind.EVIDENCE_OUT):
-        with context.spool.path(out.id).open("rb") as stream:
+        with io.BytesIO(context.store.content(out.id) or b"") as stream:
             evidence = xmlio.parse(parse_envelope(stream).evidence_xml)
         issued.append((evidence.type.value, evidence.event.value))
     return done, sorted(issued)
