@@ -160,10 +160,13 @@ class KepSMTP(SMTP):
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = _PLAIN_PATH.fullmatch(arg)
-        rest = plain.group(2).lstrip(" \t") if plain else "("
-        if plain is None or rest.startswith("("):  # a comment after the path, too
+        if plain is None:
             return super()._getaddr(arg)
-        address = plain.group(1)
+        address, rest = plain.group(1), plain.group(2)
+        if rest[:1] in (" ", "\t"):  # folding white space: aiosmtpd then drops all of it
+            rest = rest.lstrip()
+        if rest.startswith("("):  # a comment after the path: left to aiosmtpd, as any other
+            return super()._getaddr(arg)
         if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
             return None, None
         return address, rest

@@ -50,6 +50,9 @@ PATHS = [
     "<a@b>  (a comment) SIZE=1",
     "<a@b>(c)",
     "<a@b>\r\n",
+    "<-@a> \r",
+    "<a@b> \x0b\u00a0 SIZE=1",
+    "<a@b> (c) (d) SIZE=1",
     "<a..b@c>",
     "<.a@c>",
     "<a.@c>",
@@ -72,17 +75,18 @@ def test_a_path_reads_as_aiosmtpd_reads_it(arg: str) -> None:
     assert _read(OURS, arg) == _read(LIBRARY, arg)
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.text(alphabet='<>@.ab-_+"() \t\r\n=:[]', max_size=24))
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet='<>@.ab-_+"() \t\r\n\x0b\u00a0=:[]', max_size=24))
 def test_any_path_reads_as_aiosmtpd_reads_it(arg: str) -> None:
     assert _read(OURS, arg) == _read(LIBRARY, arg)
 
 
 _PIECE = st.text(alphabet='ab.-_+"()[]@ \t', max_size=8)
+_REST = st.text(alphabet="ab=() \t\r\n\x0b\x0c\x85\u00a0\u2028", max_size=8)
 
 
-@settings(max_examples=400, deadline=None)
-@given(_PIECE, _PIECE, st.text(alphabet="ab=() \t\r\n", max_size=8), st.sampled_from(["", " "]))
+@settings(max_examples=2000, deadline=None)
+@given(_PIECE, _PIECE, _REST, st.sampled_from(["", " "]))
 def test_any_near_plain_path_reads_as_aiosmtpd_reads_it(
     local: str, domain: str, rest: str, lead: str
 ) -> None:
