@@ -203,6 +203,17 @@ def record(
 
 
 def queue(context: NodeContext, db: Tx, outgoing: Outgoing, parent: str) -> None:
+    """Queue ``outgoing`` to its peer in ``db``, with the evidence it carries recorded in the
+    ledger as issued about ``parent`` and carried by it (what ``remake_message`` makes the
+    message again from)."""
+    record(
+        context,
+        db,
+        outgoing.issued,
+        direction="issued",
+        message_id=parent,
+        envelope_id=outgoing.queue_id,
+    )
     e = outgoing.issued.evidence
     context.store.add_message(
         db,

@@ -71,14 +71,6 @@ def retrieve(context: NodeContext, recipient: str, path: Path) -> Issued | None:
     else:
         note = write_message(context, issued, peer)
         with context.store.transaction() as db:
-            record(
-                context,
-                db,
-                issued,
-                direction="issued",
-                message_id=row.id,
-                envelope_id=note.queue_id,
-            )
             queue(context, db, note, parent=row.id)
     context.mailboxes.mark_read(path)
     log.info("retrieval_issued", queue_id=row.id, remmd_id=row.remmd_id, peer=peer)

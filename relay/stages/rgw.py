@@ -21,7 +21,7 @@ from interop.evidence import xmlio
 from interop.evidence.model import Evidence
 from interop.reasons import Reason
 from relay.context import NodeContext
-from relay.issuing import queue, record, write_messages
+from relay.issuing import queue, write_messages
 from relay.lifecycle import State
 from relay.stages.deliver import decide_and_deliver
 from relay.store import MessageRow
@@ -111,13 +111,5 @@ def send_back(
     )
     with context.store.transaction() as db:
         for message in outgoing:
-            record(
-                context,
-                db,
-                message.issued,
-                direction="issued",
-                message_id=row.id,
-                envelope_id=message.queue_id,
-            )
             queue(context, db, message, parent=row.id)
         context.store.move(db, row, state, last_reply=detail)

@@ -20,7 +20,7 @@ from interop.providers import BUILTIN_DIRECTORY
 from relay import spool
 from relay.config_file import from_mapping
 from relay.context import NodeContext, build_context
-from relay.issuing import Outgoing, queue, record, write_messages
+from relay.issuing import Outgoing, queue, write_messages
 from relay.keys import write_pki
 from relay.lifecycle import Kind, State
 from relay.stages import outbound
@@ -51,14 +51,6 @@ def _write(context: NodeContext, pki: DevPki, parent: str = "d1") -> list[Outgoi
     outgoing = write_messages(context, evidence, "hs01", dispatch_message_id="<d@hs01.kep.tr>")
     with context.store.transaction() as db:
         for message in outgoing:
-            record(
-                context,
-                db,
-                message.issued,
-                direction="issued",
-                message_id=parent,
-                envelope_id=message.queue_id,
-            )
             queue(context, db, message, parent=parent)
     return outgoing
 
