@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import io
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,12 +275,18 @@ class Session:
             client.close()
         return done
 
-    async def send_and_expect_250(self, outgoing: Outgoing) -> None:
+    async def answered(self, sending: Awaitable[Transaction], name: str) -> Transaction:
+        """The transaction ``sending`` made; the connection ending without a reply fails the
+        required check ``name``, and the case stops."""
         try:
-            done = await self.send(outgoing)
+            return await sending
         except SmtpGone as exc:
-            self.require("Dispatch accepted (250 after DATA, §2)", False, str(exc))
-            return
+            detail = f"the connection ended without a reply: {exc}"
+            self.check(name, False, detail)
+            raise CaseFailed(f"{name}: {detail}") from exc
+
+    async def send_and_expect_250(self, outgoing: Outgoing) -> None:
+        done = await self.answered(self.send(outgoing), "Dispatch accepted (250 after DATA, §2)")
         self.require(
             "Dispatch accepted (250 after DATA, §2)",
             done.accepted,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from conformance.dispatch import Outgoing
 from conformance.session import EvidenceIn, Session
-from conformance.smtp import SmtpGone
 
 RELAY = "RelayREMMDAcceptanceRejection"
 DELIVERY = "DeliveryNonDeliveryToRecipient"
@@ -39,12 +38,7 @@ async def refused(s: Session, outgoing: Outgoing, why: str, reasons: tuple[str, 
     """The target must not deliver ``outgoing``: a 5xx reply to it (§2), or Rejection
     evidence for every recipient (§4 R-GW 1), with one of ``reasons`` when given. A 4xx is
     wrong (§2: 4xx is for what may pass later) and so is silence after a 250."""
-    try:
-        done = await s.send(outgoing)
-    except SmtpGone as exc:
-        s.require(f"{why}: answered", False, f"the connection ended without a reply: {exc}")
-        return
-    final = done.final
+    final = (await s.answered(s.send(outgoing), f"{why}: answered")).final
     if 500 <= final.code < 600:
         s.check(f"{why}: refused at SMTP with 5xx (§2)", True, str(final))
         return

@@ -30,7 +30,6 @@ from conformance.cases.receive import (
 from conformance.listener import Answer, Received
 from conformance.registry import RECEIVE, CaseSkipped, case
 from conformance.session import Record, Session, pretty_xml
-from conformance.smtp import SmtpGone
 from interop.envelope.verify import verify_envelope
 from interop.errors import MalformedInput
 from interop.evidence import xmlio
@@ -343,8 +342,8 @@ async def _bad_evidence_back(s: Session, why: str, **spoiled: object) -> None:
     token = new_token()
     (received,) = (await dispatch_from_target(s, token=token))[:1]
     about = submission(s, received)
-    try:
-        done = await send_evidence_back(
+    done = await s.answered(
+        send_evidence_back(
             s,
             received,
             about,
@@ -352,28 +351,26 @@ async def _bad_evidence_back(s: Session, why: str, **spoiled: object) -> None:
             Event.Delivery,
             why,
             **spoiled,
-        )
-    except SmtpGone as exc:
-        s.require(f"{why}: answered", False, f"the connection ended without a reply: {exc}")
-        return
+        ),
+        f"{why}: answered",
+    )
     code = done.final.code
     s.check(
         f"{why}: refused (5xx) or kept (250), not deferred (§2, §4 S-GW on an Evidence)",
         code == 250 or 500 <= code < 600,
         str(done.final),
     )
-    try:
-        after = await send_evidence_back(
+    after = await s.answered(
+        send_evidence_back(
             s,
             received,
             about,
             EvidenceType.RelayREMMDAcceptanceRejection,
             Event.Acceptance,
             "good",
-        )
-    except SmtpGone as exc:
-        s.require("the target still serves: good evidence taken", False, str(exc))
-        return
+        ),
+        "the target still serves: good evidence taken",
+    )
     s.check("the target still serves: good evidence taken (250)", after.accepted, str(after.final))
     command = s.options.evidence_command
     if not command:
@@ -507,18 +504,17 @@ async def failure_without_delivery(s: Session) -> None:
     )
     about = submission(s, dispatch)
     # Relay acceptance, as an R-GW sends it; the Delivery evidence that should follow never does.
-    try:
-        done = await send_evidence_back(
+    done = await s.answered(
+        send_evidence_back(
             s,
             dispatch,
             about,
             EvidenceType.RelayREMMDAcceptanceRejection,
             Event.Acceptance,
             "relay Acceptance (no Delivery evidence will follow)",
-        )
-    except SmtpGone as exc:
-        s.require("the relay Acceptance taken (250)", False, str(exc))
-        return
+        ),
+        "the relay Acceptance taken (250)",
+    )
     s.require("the relay Acceptance taken (250)", done.accepted, str(done.final))
     output = await evidence_from_target(
         s, command, dispatch, token, evidence_timeout + s.options.evidence_timeout
