@@ -1,8 +1,15 @@
-"""Signature primitives over RSA and ECDSA keys, named as asn1crypto names them."""
+"""Signature primitives over RSA and ECDSA keys, and the algorithm identifiers that name them.
+
+Algorithms are named as asn1crypto names them ("sha256", "sha256_ecdsa", "rsassa_pss"). An
+AlgorithmIdentifier received is read by asn1crypto once per distinct encoding: a gateway sees
+the same few again and again, and its parameters (an OPTIONAL ANY, RSASSA-PSS's a SEQUENCE)
+are what ``interop.cms.structures`` leaves as bytes.
+"""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 from asn1crypto import algos
 from cryptography.exceptions import InvalidSignature
@@ -44,6 +51,38 @@ def digest_algorithm_der(digest: str) -> bytes:
     return der
 
 
+@dataclass(frozen=True, slots=True)
+class SignatureAlgorithm:
+    """What a received signature AlgorithmIdentifier asks of the verifier."""
+
+    kind: str  # asn1crypto's signature_algo: "rsassa_pkcs1v15", "rsassa_pss", "ecdsa", ...
+    pss_digest: str | None = None  # RSASSA-PSS: the hash of the padding and its MGF1
+    pss_salt: int = 0
+
+
+@functools.lru_cache(maxsize=64)
+def digest_name(der: bytes) -> str:
+    """The name of the digest a DER AlgorithmIdentifier names ("sha256"; its OID if unknown).
+
+    Raises ``ValueError`` (and what else asn1crypto raises) for one it cannot read.
+    """
+    name: str = algos.DigestAlgorithm.load(der, strict=True)["algorithm"].native
+    return name
+
+
+@functools.lru_cache(maxsize=64)
+def signature_algorithm(der: bytes) -> SignatureAlgorithm:
+    """What the DER signature AlgorithmIdentifier ``der`` names; raises for one unreadable."""
+    algorithm = algos.SignedDigestAlgorithm.load(der, strict=True)
+    kind: str = algorithm.signature_algo
+    if kind != "rsassa_pss":
+        return SignatureAlgorithm(kind)
+    params = algorithm["parameters"]
+    return SignatureAlgorithm(
+        kind, params["hash_algorithm"]["algorithm"].native, params["salt_length"].native
+    )
+
+
 def sign(key: SigningKey, data: bytes, digest: str) -> bytes:
     h = hash_algorithm(digest)
     if isinstance(key, rsa.RSAPrivateKey):
@@ -56,25 +95,20 @@ def verify(
     signature: bytes,
     data: bytes,
     digest: str,
-    algorithm: algos.SignedDigestAlgorithm,
+    algorithm: SignatureAlgorithm,
 ) -> bool:
     """True when ``signature`` is valid over ``data``; False for any mismatch."""
     h = hash_algorithm(digest)
-    kind = algorithm.signature_algo
+    kind = algorithm.kind
     try:
         if isinstance(public_key, rsa.RSAPublicKey):
             if kind == "rsassa_pkcs1v15":
                 public_key.verify(signature, data, padding.PKCS1v15(), h)
                 return True
-            if kind == "rsassa_pss":
-                params = algorithm["parameters"]
-                pss_hash = hash_algorithm(params["hash_algorithm"]["algorithm"].native)
-                public_key.verify(
-                    signature,
-                    data,
-                    padding.PSS(padding.MGF1(pss_hash), params["salt_length"].native),
-                    pss_hash,
-                )
+            if kind == "rsassa_pss" and algorithm.pss_digest is not None:
+                pss_hash = hash_algorithm(algorithm.pss_digest)
+                pss = padding.PSS(padding.MGF1(pss_hash), algorithm.pss_salt)
+                public_key.verify(signature, data, pss, pss_hash)
                 return True
             return False
         if isinstance(public_key, ec.EllipticCurvePublicKey) and kind == "ecdsa":

@@ -7,14 +7,22 @@ import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any
 
-from asn1crypto import cms, core
+from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.hazmat import asn1
 
 from interop.cms import keys
-from interop.cms.parse import CERTIFICATES_KEPT, ParsedSignedData, aware_time, load_certificate
+from interop.cms import structures as s
+from interop.cms.parse import (
+    CERTIFICATES_KEPT,
+    ParsedSignedData,
+    content_type_name,
+    load_certificate,
+    read_time,
+    whole,
+)
 from interop.errors import CmsFormatError, translated
 
 
@@ -25,8 +33,9 @@ class SignerCheck:
     signing_time: dt.datetime | None
     cades: bool  # carries a matching signing-certificate-v2 attribute
     detail: str
-    # Every id-aa-signatureTimeStampToken value, in order (CAdES allows several).
-    timestamp_tokens: tuple[cms.ContentInfo, ...] = ()
+    # Every id-aa-signatureTimeStampToken value (DER ContentInfo), in order (CAdES allows
+    # several).
+    timestamp_tokens: tuple[bytes, ...] = ()
     signature: bytes = b""
 
 
@@ -41,38 +50,85 @@ def _issuer(der: bytes) -> bytes:
     return load_certificate(der).issuer.public_bytes()
 
 
+def _same_name(ours: bytes, theirs: bytes) -> bool:
+    """Byte equality first; RFC 5280 §7.1 name comparison only when the encodings differ."""
+    return ours == theirs or asn1_x509.Name.load(ours) == asn1_x509.Name.load(theirs)
+
+
 def _find_signer(parsed: ParsedSignedData) -> int | None:
     """The index in ``parsed.certificates`` of the one ``sid`` names, or None."""
-    sid = parsed.signer_info["sid"]
-    if sid.name == "issuer_and_serial_number":
-        wanted = sid.chosen
-        serial = wanted["serial_number"].native
+    sid = parsed.signer_info.sid
+    if isinstance(sid, s.IssuerAndSerialNumber):
+        issuer = whole(sid.issuer, "the signer's issuer")
         for i, cert in enumerate(parsed.certificates):
-            # Byte equality first; RFC 5280 §7.1 name comparison only when the encodings differ.
-            if cert.serial_number == serial:
-                issuer = _issuer(parsed.certificate_ders[i])
-                if issuer == wanted["issuer"].dump() or (
-                    asn1_x509.Name.load(issuer) == wanted["issuer"]
-                ):
-                    return i
+            if cert.serial_number == sid.serial_number and _same_name(
+                _issuer(parsed.certificate_ders[i]), issuer
+            ):
+                return i
         return None
     for i, cert in enumerate(parsed.certificates):
         try:
             ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
         except x509.ExtensionNotFound:
             continue
-        if ski.value.digest == sid.chosen.native:
+        if ski.value.digest == sid:
             return i
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _attribute_name(dotted: str) -> str:
+    name: str = cms.CMSAttributeType.map(dotted)
+    return name
+
+
+def _attribute(tlv: asn1.TLV) -> s.Attribute:
+    """An Attribute the decoder handed back as a TLV."""
+    if tlv.tag_bytes != s.SEQUENCE_TAG:
+        raise CmsFormatError("an attribute is not a SEQUENCE")
+    attribute: s.Attribute = tlv.parse(s.Attribute)
+    return attribute
+
+
+def _attributes(tlvs: list[asn1.TLV]) -> dict[str, list[asn1.TLV]] | str:
+    """The values of each signed attribute by asn1crypto's name for it, or what is wrong."""
+    values: dict[str, list[asn1.TLV]] = {}
+    for tlv in tlvs:
+        attr = _attribute(tlv)
+        name = _attribute_name(attr.attr_type.dotted_string)
+        if name in values:
+            return f"signed attribute {name} is repeated"
+        values[name] = attr.attr_values.as_list()
+    return values
+
+
+def _primitive(tlv: asn1.TLV, tag: int, what: str) -> bytes:
+    """The contents of a primitive value of universal ``tag`` (OCTET STRING: 4)."""
+    if tlv.tag_bytes != bytes([tag]):
+        raise CmsFormatError(f"{what} is not of its type")
+    return bytes(tlv.data)
+
+
+def _first_cert_id(tlv: asn1.TLV) -> tuple[str, bytes]:
+    """(hash algorithm, certificate hash) of the first ESSCertIDv2 of signing-certificate-v2."""
+    certs = tlv.parse(s.SigningCertificateV2).certs
+    if not certs:
+        raise CmsFormatError("signing-certificate-v2 names no certificate")
+    first = certs[0]
+    try:
+        cert_id = first.parse(s.EssCertIdV2)
+    except ValueError:  # RFC 5035: the hashAlgorithm is left out when it is the DEFAULT
+        return "sha256", first.parse(s.EssCertIdV2Sha256).cert_hash
+    return keys.digest_name(whole(cert_id.hash_algorithm, "a hash algorithm")), cert_id.cert_hash
 
 
 def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck:
     """Check message-digest, content-type and the signature value; never raises for bad math.
 
-    The second half of the CMS boundary (``ParsedSignedData.parse`` is the first): asn1crypto
-    reads the signer's identifier, attributes and algorithm parameters only now, and
-    cryptography a certificate's names and extensions, so whatever they raise on bytes that
-    parsed but cannot be read becomes ``CmsFormatError``.
+    The second half of the CMS boundary (``ParsedSignedData.parse`` is the first): the
+    signer's identifier, the attributes and the algorithms are read only now, and
+    cryptography reads a certificate's names and extensions only when asked, so whatever
+    they raise on bytes that parsed but cannot be read becomes ``CmsFormatError``.
     """
     with translated(CmsFormatError, "the signer information cannot be read"):
         return _check_signer(parsed, content_digest)
@@ -81,28 +137,27 @@ def check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck
 def _check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerCheck:
     info = parsed.signer_info
     found = _find_signer(parsed)
-    signature = bytes(info["signature"].contents)
+    signature = info.signature
     if found is None:
         return SignerCheck(False, None, None, False, "the signer's certificate is not included")
     signer = parsed.certificates[found]
-    attrs = info["signed_attrs"]
-    if parsed.signed_attrs_der is None or len(attrs) == 0:
+    if parsed.signed_attrs_der is None or not info.signed_attrs:
         # Without signed attributes neither CAdES nor our streaming hashing applies.
         return SignerCheck(False, signer, None, False, "the signature has no signed attributes")
-    values: dict[str, list[Any]] = {}
-    for attr in attrs:
-        name = attr["type"].native
-        if name in values:
-            return SignerCheck(False, signer, None, False, f"signed attribute {name} is repeated")
-        values[name] = list(attr["values"])
+    values = _attributes(info.signed_attrs)
+    if isinstance(values, str):
+        return SignerCheck(False, signer, None, False, values)
     content_type = values.get("content_type")
-    if not content_type or content_type[0].native != parsed.content_type:
+    if (
+        not content_type
+        or content_type_name(content_type[0].parse(x509.ObjectIdentifier)) != parsed.content_type
+    ):
         return SignerCheck(
             False, signer, None, False, "the content-type attribute does not match the content"
         )
     digest_attr = values.get("message_digest")
     if not digest_attr or not hmac.compare_digest(
-        bytes(digest_attr[0].native),
+        _primitive(digest_attr[0], 0x04, "the message-digest attribute"),
         content_digest,
     ):
         return SignerCheck(
@@ -114,15 +169,13 @@ def _check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerChec
         )
     signing_time = None
     if values.get("signing_time"):
-        signing_time = aware_time(values["signing_time"][0].native, "signing-time")
+        signing_time = read_time(values["signing_time"][0], "signing-time")
     cades = False
     if values.get("signing_certificate_v2"):
-        cert_ids = values["signing_certificate_v2"][0]["certs"]
+        algorithm, cert_hash = _first_cert_id(values["signing_certificate_v2"][0])
         der = parsed.certificate_ders[found]  # as received: the hash is over these bytes
-        first = cert_ids[0]
-        algorithm = first["hash_algorithm"]["algorithm"].native
         if algorithm not in ("sha256", "sha384", "sha512") or not hmac.compare_digest(
-            hashlib.new(algorithm, der).digest(), bytes(first["cert_hash"].native)
+            hashlib.new(algorithm, der).digest(), cert_hash
         ):
             return SignerCheck(
                 False,
@@ -142,8 +195,13 @@ def _check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerChec
             cades,
             f"digest algorithm {parsed.digest_algorithm} is not supported",
         )
+    algorithm_der = whole(info.signature_algorithm, "the signature algorithm")
     if not keys.verify(
-        signer.public_key(), signature, data, parsed.digest_algorithm, info["signature_algorithm"]
+        signer.public_key(),
+        signature,
+        data,
+        parsed.digest_algorithm,
+        keys.signature_algorithm(algorithm_der),
     ):
         return SignerCheck(
             False,
@@ -152,10 +210,10 @@ def _check_signer(parsed: ParsedSignedData, content_digest: bytes) -> SignerChec
             cades,
             "the signature value does not verify with the signer's public key",
         )
-    tokens: list[cms.ContentInfo] = []
-    unsigned = info["unsigned_attrs"]
-    if not isinstance(unsigned, core.Void):
-        for attr in unsigned:
-            if attr["type"].native == "signature_time_stamp_token":
-                tokens.extend(attr["values"])
+    tokens: list[bytes] = []
+    if info.unsigned_attrs:
+        for tlv in info.unsigned_attrs:
+            attr = _attribute(tlv)
+            if attr.attr_type.dotted_string == s.SIGNATURE_TIME_STAMP_TOKEN:
+                tokens.extend(whole(v, "a time-stamp token") for v in attr.attr_values.as_list())
     return SignerCheck(True, signer, signing_time, cades, "intact", tuple(tokens), signature)

@@ -20,12 +20,14 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from asn1crypto import cms, core, tsp
+from asn1crypto import core, tsp
 from cryptography import x509
+from cryptography.hazmat import asn1
 
 from interop.cms import der, keys
+from interop.cms import structures as s
 from interop.cms.hashing import digest_bytes
-from interop.cms.parse import ParsedSignedData, aware_time
+from interop.cms.parse import ParsedSignedData, read_time, whole
 from interop.cms.sign import sign_digest
 from interop.cms.signer_info import check_signer
 from interop.errors import CmsFormatError, translated
@@ -138,6 +140,27 @@ class LocalTsa:
         return token_for_imprint(self.signer, digest, hashed, now, self.serial(now), nonce=nonce)
 
 
+def read_tst_info(parsed: ParsedSignedData) -> tuple[s.TstInfo, bytes]:
+    """The TSTInfo a token carries (RFC 3161 §2.4.2), and its DER, which the token's
+    signature covers; ``CmsFormatError`` when it has none or it cannot be read."""
+    encoded = parsed.encapsulated
+    if parsed.content_type != "tst_info" or encoded is None:
+        raise CmsFormatError("it holds no TSTInfo")
+    with translated(CmsFormatError, "its TSTInfo cannot be read"):
+        tst_info: s.TstInfo = asn1.decode_der(s.TstInfo, encoded)
+        return tst_info, encoded
+
+
+def gen_time(tst_info: s.TstInfo, what: str = "the time-stamp's genTime") -> dt.datetime:
+    """The TSTInfo's genTime; ``CmsFormatError`` naming ``what`` when it is no DER UTC time."""
+    return read_time(tst_info.gen_time, what)
+
+
+def token_gen_time(token: bytes) -> dt.datetime:
+    """The genTime a token claims, unverified; ``CmsFormatError`` when it cannot be read."""
+    return gen_time(read_tst_info(ParsedSignedData.parse(token))[0])
+
+
 @dataclass(frozen=True, slots=True)
 class _Token:
     parsed: ParsedSignedData
@@ -147,32 +170,32 @@ class _Token:
     content_digest: bytes  # of the TSTInfo, for the token's own signature
 
 
-def _read_token(token: cms.ContentInfo, data: bytes) -> _Token:
+def _read_token(token: bytes, data: bytes) -> _Token:
     """The parts of a token needed to check it; ``CmsFormatError`` when it cannot be read."""
-    parsed = ParsedSignedData.from_content_info(token)
-    if parsed.content_type != "tst_info" or parsed.encapsulated is None:
-        raise CmsFormatError("it holds no TSTInfo")
+    parsed = ParsedSignedData.parse(token)
+    tst_info, encoded = read_tst_info(parsed)
+    imprint = tst_info.message_imprint
     with translated(CmsFormatError, "its TSTInfo cannot be read"):
-        tst_info = tsp.TSTInfo.load(parsed.encapsulated, strict=True)
-        imprint = tst_info["message_imprint"]
-        return _Token(
-            parsed,
-            aware_time(tst_info["gen_time"].native, "the time-stamp's genTime"),
-            bytes(imprint["hashed_message"].native),
-            digest_bytes(imprint["hash_algorithm"]["algorithm"].native, data),
-            digest_bytes(parsed.digest_algorithm, parsed.encapsulated),
-        )
+        algorithm = keys.digest_name(whole(imprint.hash_algorithm, "the imprint's algorithm"))
+        expected = digest_bytes(algorithm, data)
+    return _Token(
+        parsed,
+        gen_time(tst_info),
+        imprint.hashed_message,
+        expected,
+        digest_bytes(parsed.digest_algorithm, encoded),
+    )
 
 
 def verify_token(
-    token: cms.ContentInfo,
+    token: bytes,
     data: bytes,
     now: dt.datetime,
     validator: CertificateValidator,
     *,
     valid_at: dt.datetime | None = None,
 ) -> TimestampResult:
-    """Check that ``token`` is a valid time-stamp over ``data`` by a trusted TSA.
+    """Check that ``token`` (DER) is a valid time-stamp over ``data`` by a trusted TSA.
 
     The TSA's chain is judged at ``now`` (a CRL current now is needed), or, when the caller
     knows a later time at which it held (``valid_at``: when the token was first verified and
@@ -227,7 +250,7 @@ def verify_token(
 
 
 def verify_signature_timestamps(
-    tokens: Sequence[tuple[cms.ContentInfo, bytes]],
+    tokens: Sequence[tuple[bytes, bytes]],
     now: dt.datetime,
     validator: CertificateValidator | None,
     *,

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from asn1crypto import cms, core, tsp
 from cryptography import x509
 
+from interop.cms import keys
 from interop.cms.hashing import STRONG_DIGESTS, digest_bytes
-from interop.cms.parse import ParsedSignedData, aware_time
+from interop.cms.parse import ParsedSignedData, whole
 from interop.cms.signer_info import check_signer
-from interop.cms.timestamp import DEV_TSA_POLICY, LocalTsa
+from interop.cms.timestamp import DEV_TSA_POLICY, LocalTsa, gen_time, read_tst_info
 from interop.errors import CmsFormatError, ConfigurationError, translated
 
 # RFC 3161 §2.4.1: the nonce is "a large random number with a high probability that it is
@@ -166,48 +167,44 @@ def _read_reply(request: TimeStampRequest, der: bytes) -> Granted | Refused:
     token = reply["time_stamp_token"]
     if isinstance(token, core.Void):
         raise CmsFormatError(f"{_PREFIX}: the status is {status} but no token came")
-    return _granted(request, token, status == "granted_with_mods")
+    # As received: asn1crypto dumps a value it parsed, and did not change, unchanged.
+    return _granted(request, token.dump(), status == "granted_with_mods")
 
 
-def _granted(request: TimeStampRequest, token: cms.ContentInfo, with_mods: bool) -> Granted:
-    token_der = token.dump()  # as received: asn1crypto dumps a value it parsed unchanged
+def _granted(request: TimeStampRequest, token: bytes, with_mods: bool) -> Granted:
     try:
-        parsed = ParsedSignedData.from_content_info(token)
+        parsed = ParsedSignedData.parse(token)
+        tst_info, encoded = read_tst_info(parsed)
     except CmsFormatError as exc:
         raise CmsFormatError(f"{_PREFIX}: the token: {exc.detail}") from exc
-    if parsed.content_type != "tst_info" or parsed.encapsulated is None:
-        raise CmsFormatError(f"{_PREFIX}: the token holds no TSTInfo")
-    tst_info = tsp.TSTInfo.load(parsed.encapsulated, strict=True)
-    imprint = tst_info["message_imprint"]
-    algorithm = imprint["hash_algorithm"]["algorithm"].native
+    imprint = tst_info.message_imprint
+    algorithm = keys.digest_name(whole(imprint.hash_algorithm, "the imprint's algorithm"))
     if algorithm != request.digest or not hmac.compare_digest(
-        bytes(imprint["hashed_message"].native), request.imprint
+        imprint.hashed_message, request.imprint
     ):
         raise CmsFormatError(f"{_PREFIX}: the token stamps other data than we sent")
     # RFC 3161 §2.4.2: a nonce in the request MUST be in the reply with the same value; it is
     # what ties this reply to this request (and not to an earlier one replayed).
-    nonce = tst_info["nonce"].native
+    nonce = tst_info.nonce
     if nonce != request.nonce:
         raise CmsFormatError(
             f"{_PREFIX}: the token carries no nonce"
             if nonce is None
             else f"{_PREFIX}: the token's nonce is not the one we sent"
         )
-    policy = tst_info["policy"].dotted
+    policy = tst_info.policy.dotted_string
     if request.policy is not None and policy != request.policy:
         raise CmsFormatError(
             f"{_PREFIX}: the token is under policy {policy}, not {request.policy} as required"
         )
-    gen_time = aware_time(tst_info["gen_time"].native, f"{_PREFIX}: genTime")
-    check = check_signer(parsed, digest_bytes(parsed.digest_algorithm, parsed.encapsulated))
+    stamped_at = gen_time(tst_info, f"{_PREFIX}: genTime")
+    check = check_signer(parsed, digest_bytes(parsed.digest_algorithm, encoded))
     if check.signer is None:
         # RFC 3161 §2.4.1: with certReq set, the TSA's certificate MUST be in the token.
         raise CmsFormatError(f"{_PREFIX}: the token does not carry the TSA's certificate")
     if not check.intact:
         raise CmsFormatError(f"{_PREFIX}: the token's signature: {check.detail}")
-    return Granted(
-        token_der, gen_time, int(tst_info["serial_number"].native), policy, check.signer, with_mods
-    )
+    return Granted(token, stamped_at, tst_info.serial_number, policy, check.signer, with_mods)
 
 
 def _one_line(text: str) -> str:

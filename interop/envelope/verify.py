@@ -91,9 +91,7 @@ def verify_envelope(
     (read with the same ``limits``); the structure is then not read again. Only the caller can
     vouch that the bytes are still those it read: the spans that signatures and digests cover
     are hashed from ``stream`` either way, so a signed part changed since fails its check, but
-    the unsigned header fields are taken from ``envelope``. Hand a parse in once: verifying
-    leaves asn1crypto's values in it touched, and a second verification of the same parse,
-    while giving the same result, re-encodes the time-stamp tokens (about three times the work).
+    the unsigned header fields are taken from ``envelope``.
 
     Raises ``MalformedInput`` subclasses (and ``LimitExceeded``) only when the envelope cannot
     be read; every verification outcome is in the result.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from interop.cms.parse import ParsedSignedData
+from asn1crypto import cms
 
 
 def changed(data: bytes, offset: int, value: int) -> bytes:
@@ -14,10 +14,10 @@ def changed(data: bytes, offset: int, value: int) -> bytes:
 def break_signer_issuer(der: bytes, how: str) -> bytes:
     """``der`` with one byte changed in the common name of the signer's issuer (its sid).
 
-    The sid is outside what the signature covers, and asn1crypto reads it only when a
+    The sid is outside what the signature covers, and its issuer is read only when a
     certificate is matched against it: the signature parses, then fails when checked.
     """
-    sid = ParsedSignedData.parse(der).signer_info["sid"].chosen
+    sid = cms.ContentInfo.load(der)["content"]["signer_infos"][0]["sid"].chosen
     sid_der = sid.dump()
     issuer_at = der.index(sid_der) + sid_der.index(sid["issuer"].dump())
     issuer = sid["issuer"].dump()

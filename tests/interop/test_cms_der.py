@@ -81,7 +81,7 @@ def test_token_under_another_policy(rsa_pki: DevPki) -> None:
 
 
 def _signature_value(made: bytes) -> bytes:
-    return bytes(ParsedSignedData.parse(made).signer_info["signature"].contents)
+    return ParsedSignedData.parse(made).signature
 
 
 def test_ecdsa_signatures_and_tokens_equal_the_ones_asn1crypto_builds(pki: DevPki) -> None:
