@@ -94,6 +94,14 @@ UNREADABLE_NAME = "(unreadable name)"
 
 
 @functools.lru_cache(maxsize=1024)
+def sha256_print(cert: x509.Certificate) -> bytes:
+    """The SHA-256 fingerprint of a certificate, kept: a gateway asks it of the same few
+    certificates (read once each, ``interop.cms.parse.load_certificate``) for every
+    signature, and hashing the DER again costs four times the look-up."""
+    return cert.fingerprint(_SHA256)
+
+
+@functools.lru_cache(maxsize=1024)
 def subject_text(cert: x509.Certificate) -> str:
     """RFC 4514 subject of a certificate (cached: formatting names is slow, and repeats).
 
@@ -201,7 +209,7 @@ class CertificateValidator:
         self.role = role
         self.revocation = revocation
         self._anchors = list(anchors)
-        self._anchor_prints = {a.fingerprint(_SHA256) for a in anchors}
+        self._anchor_prints = {sha256_print(a) for a in anchors}
         self._store = Store(self._anchors) if anchors else None
         self._max_depth = max_depth
         self._cache: OrderedDict[tuple[bytes, ...], ChainResult] = OrderedDict()
@@ -223,8 +231,8 @@ class CertificateValidator:
         """
         key = (
             b"proven" if proven else b"now",
-            leaf.fingerprint(_SHA256),
-            *(c.fingerprint(_SHA256) for c in intermediates),
+            sha256_print(leaf),
+            *(sha256_print(c) for c in intermediates),
             "|".join(expected_names).encode(),
         )
         hit = self._cache.get(key)
@@ -306,7 +314,7 @@ class CertificateValidator:
         extra = [
             c
             for c in intermediates[: DEFAULT_LIMITS.certificates_per_signature]
-            if c.fingerprint(_SHA256) not in self._anchor_prints
+            if sha256_print(c) not in self._anchor_prints
         ]
         verifier = (
             PolicyBuilder()

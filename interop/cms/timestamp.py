@@ -234,7 +234,7 @@ def verify_token(
         )
     chain = validator.validate(
         check.signer,
-        [c for c in read.parsed.certificates if c != check.signer],
+        [c for c in read.parsed.certificates if c is not check.signer],
         now if valid_at is None else valid_at,
         proven=valid_at is not None,
     )

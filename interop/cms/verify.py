@@ -142,7 +142,7 @@ def verify_parsed(
     proven = stamp.time if stamp is not None and stamp.ok else None
     chain = validator.validate(
         signer,
-        [c for c in parsed.certificates if c != signer],
+        [c for c in parsed.certificates if c is not signer],
         proven or now,
         expected_names,
         proven=proven is not None,

@@ -56,7 +56,7 @@ from interop.evidence.xmlio import (
     xs_datetime,
 )
 from interop.limits import DEFAULT_LIMITS, Limits
-from interop.pathval import CertificateValidator, ChainResult
+from interop.pathval import CertificateValidator, ChainResult, sha256_print
 from interop.pki.signer import Signer
 from interop.reasons import Reason
 
@@ -93,6 +93,13 @@ _CERT_DIGESTS: dict[str, hashes.HashAlgorithm] = {
     "http://www.w3.org/2001/04/xmldsig-more#sha384": hashes.SHA384(),
     "http://www.w3.org/2001/04/xmlenc#sha512": hashes.SHA512(),
 }
+
+
+def _print(cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> bytes:
+    """A certificate's digest; SHA-256, which nearly every signature names, kept."""
+    return (
+        sha256_print(cert) if isinstance(algorithm, hashes.SHA256) else cert.fingerprint(algorithm)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +378,7 @@ def _signed_signature_properties(
         with translated(EvidenceFormatError, "a SigningCertificate(V2) digest is unreadable"):
             wanted = _base64(value)
         candidates = [leaf] if index == 0 else certs
-        if not any(c.fingerprint(algorithm) == wanted for c in candidates):
+        if not any(_print(c, algorithm) == wanted for c in candidates):
             raise _Refused(
                 "SigningCertificate(V2) does not name the signing certificate"
                 if index == 0
