@@ -53,8 +53,16 @@ class LocalCrypto:
         """Raises ``KepError`` when the envelope cannot be read at all. ``reading``: intake's
         reading of the file, used only when the file is still the one it was made from."""
         with path.open("rb") as stream:
-            envelope = reading.envelope if reading and reading.describes(stream) else None
-            return verify_envelope(stream, self.verifiers, now, peer=peer, envelope=envelope)
+            if reading is None or not reading.describes(stream):
+                return verify_envelope(stream, self.verifiers, now, peer=peer)
+            return verify_envelope(
+                stream,
+                self.verifiers,
+                now,
+                peer=peer,
+                envelope=reading.envelope,
+                evidence_read=reading.evidence,
+            )
 
     def sign_evidence(self, evidence: Evidence, now: dt.datetime) -> bytes:
         """XAdES-T when a TSA is configured (profile §5), else XAdES-BES."""

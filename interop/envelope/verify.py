@@ -79,6 +79,7 @@ def verify_envelope(
     tsa_validator: CertificateValidator | None = None,
     tsa_valid_at: dt.datetime | None = None,
     envelope: ParsedEnvelope | None = None,
+    evidence_read: xmlio.ReadEvidence | None = None,
 ) -> EnvelopeVerification:
     """Verify everything in an envelope. ``peer`` is the provider authenticated by TLS, if any.
 
@@ -91,7 +92,10 @@ def verify_envelope(
     (read with the same ``limits``); the structure is then not read again. Only the caller can
     vouch that the bytes are still those it read: the spans that signatures and digests cover
     are hashed from ``stream`` either way, so a signed part changed since fails its check, but
-    the unsigned header fields are taken from ``envelope``.
+    the unsigned header fields are taken from ``envelope``. ``evidence_read`` is
+    ``xmlio.read`` of ``envelope.evidence_xml``, when the caller has it with ``envelope``: the
+    evidence XML is then not parsed again, and its content is not read again when the
+    signature covers all of it (``verify_evidence_tree``).
 
     Raises ``MalformedInput`` subclasses (and ``LimitExceeded``) only when the envelope cannot
     be read; every verification outcome is in the result.
@@ -99,8 +103,13 @@ def verify_envelope(
     tsa = tsa_validator if tsa_validator is not None else verifiers.tsa
     if envelope is None:
         envelope = parse_envelope(stream, limits)
+        evidence_read = None  # a reading of other bytes than these, perhaps
     checks = _Checks()
-    evidence_root = xmlio.safe_parse(envelope.evidence_xml, limits)  # parsed once, read twice
+    if evidence_read is None:
+        evidence_root = xmlio.safe_parse(envelope.evidence_xml, limits)  # parsed once, read twice
+        content = None
+    else:
+        evidence_root, content = evidence_read.root, evidence_read.evidence
     issuer = xmlio.issuer_of(evidence_root)
     issuer_domain = issuer.rsplit("@", 1)[-1].lower()
     entry = verifiers.trust.owner_of(issuer_domain)
@@ -166,6 +175,7 @@ def verify_envelope(
             tsa_valid_at=tsa_valid_at,
             expected_issuer_domain=entry.provider.domain,
             limits=limits,
+            content=content,
         )
         evidence_stamp = evidence.timestamp
         checks.add(

@@ -433,9 +433,15 @@ def verify_evidence_tree(
     tsa_valid_at: dt.datetime | None = None,
     expected_issuer_domain: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    content: Evidence | None = None,
 ) -> EvidenceResult:
     """``verify_evidence`` of evidence parsed already with ``xmlio.safe_parse`` (the tree is
     read, not changed); raises ``EvidenceFormatError`` only for an unreadable evidence root.
+
+    ``content``: ``from_element(root)`` of this very tree when the caller has read it
+    (``xmlio.read``). It is taken only when the signature covers all of the tree but itself
+    (no comment or processing instruction, which the signature does not cover); otherwise the
+    content is read again from what the signature covers.
 
     Signature time-stamps are verified with ``tsa_validator`` (the TSA's chain judged at
     ``tsa_valid_at``, or at ``now`` when None; see ``verify_token``). With a valid one the
@@ -484,7 +490,8 @@ def verify_evidence_tree(
         return refuse(Reason.InvalidMessageFormat, str(exc), signer=leaf)
     except EvidenceFormatError as exc:
         return refuse(Reason.InvalidMessageFormat, exc.detail, signer=leaf)
-    evidence = from_element(_covered(root))
+    covered = _covered(root)
+    evidence = content if content is not None and covered is root else from_element(covered)
     found: dict[str, Any] = {
         "evidence": evidence,
         "intact": True,

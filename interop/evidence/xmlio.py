@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
@@ -259,5 +260,19 @@ def _from_element(root: etree._Element) -> Evidence:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReadEvidence:
+    """Evidence XML parsed (``safe_parse``) and its content read from that very tree
+    (``from_element``): what a verifier of the same bytes need not do again."""
+
+    root: etree._Element
+    evidence: Evidence
+
+
+def read(data: bytes, limits: Limits = DEFAULT_LIMITS) -> ReadEvidence:
+    root = safe_parse(data, limits)
+    return ReadEvidence(root, from_element(root))
+
+
 def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Evidence:
-    return from_element(safe_parse(data, limits))
+    return read(data, limits).evidence

@@ -323,7 +323,7 @@ class PeerIntake(_Base):
         with sink_file:
             try:
                 parsed = parse_envelope(sink_file)
-                evidence = xmlio.parse(parsed.evidence_xml)
+                read = xmlio.read(parsed.evidence_xml)
             except Exception as exc:  # KepError: its own reply; anything else: 451, and logged
                 error = as_relay_error(exc)
                 if error.temporary:
@@ -336,6 +336,7 @@ class PeerIntake(_Base):
                 text=f"The original message is {parsed.original.size} bytes; "
                 f"the limit between providers is {entry.message_limit}"
             )
+        evidence = read.evidence
         if evidence.message.remmd_message_id != parsed.message_identifier:
             return UnreadableMessage(text="X-REM-Message-Identifier does not match delil.xml")
         if parsed.msg_type is MsgType.Dispatch:
@@ -348,7 +349,7 @@ class PeerIntake(_Base):
                     text=f"RCPT TO <{strangers[0]}> is not a recipient of this Dispatch "
                     "(not in delil.xml RecipientsDetails)"
                 )
-        return Reading(parsed, file)
+        return Reading(parsed, read, file)
 
 
 class SubmissionIntake(_Base):

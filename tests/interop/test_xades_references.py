@@ -92,6 +92,34 @@ def test_a_comment_cannot_shorten_what_is_read(pki: DevPki, verifiers: Verifiers
     assert result.evidence.message.remmd_message_id == "rem-1@hs01.kep.tr"
 
 
+def test_content_read_before_is_taken_only_when_the_signature_covers_it_all(
+    pki: DevPki, verifiers: Verifiers
+) -> None:
+    """A verifier handed ``xmlio.read``'s content of the same tree (intake read it) does not
+    read it again, unless a comment makes what is signed differ from what was read."""
+    plain = xmlio.read(etree.tostring(_signed_root(pki)))
+    result = xades.verify_evidence_tree(
+        plain.root, LATER, verifiers.process("hs02"), content=plain.evidence
+    )
+    assert result.ok, result.detail
+    assert result.evidence is plain.evidence
+    root = _signed_root(pki)
+    node = root.find(".//{http://uri.etsi.org/02640/v2#}MessageIdentifierByREMMD")
+    assert node is not None
+    node.text = "rem-"
+    comment = etree.Comment("inserted")
+    comment.tail = "1@hs01.kep.tr"
+    node.append(comment)
+    commented = xmlio.read(etree.tostring(root))
+    assert commented.evidence.message.remmd_message_id == "rem-"  # what lxml's .text shows
+    result = xades.verify_evidence_tree(
+        commented.root, LATER, verifiers.process("hs02"), content=commented.evidence
+    )
+    assert result.ok, result.detail
+    assert result.evidence is not None
+    assert result.evidence.message.remmd_message_id == "rem-1@hs01.kep.tr"
+
+
 def test_a_reference_with_another_transform_is_refused(pki: DevPki, verifiers: Verifiers) -> None:
     root = _signed_root(pki)
     transforms = _references(root)[0].find(_D + "Transforms")

@@ -8,13 +8,14 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.smtp import Envelope
 
 import interop.envelope.verify
 from interop.envelope.parse import parse_envelope
-from interop.evidence import xmlio
+from interop.evidence import xades, xmlio
 from interop.evidence.codes import Event, EvidenceType
 from interop.pki.devpki import DevPki
 from relay.config_file import from_mapping
@@ -59,6 +60,21 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return count
 
 
+@pytest.fixture
+def handed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For each evidence signature verified: whether delil.xml's content read before (by
+    intake) was handed to the verifier."""
+    seen: list[bool] = []
+    verify_tree = xades.verify_evidence_tree  # as interop.envelope.verify imported it
+
+    def spy(*args: Any, **kwargs: Any) -> xades.EvidenceResult:
+        seen.append(kwargs.get("content") is not None)
+        return verify_tree(*args, **kwargs)
+
+    monkeypatch.setattr("interop.envelope.verify.verify_evidence_tree", spy)
+    return seen
+
+
 def _accept(context: NodeContext, data: bytes) -> str:
     """A Dispatch from hs01 through intake, as the peer listener takes it; its queue id."""
     connection = Connection(("127.0.0.1", 2525), provider="hs01")
@@ -98,18 +114,19 @@ REJECTED = [(EvidenceType.RelayREMMDAcceptanceRejection.value, Event.Rejection.v
 
 
 def test_the_verifier_takes_intakes_reading_in_the_same_process(
-    pki: DevPki, node: NodeContext, parses: list[int]
+    pki: DevPki, node: NodeContext, parses: list[int], handed: list[bool]
 ) -> None:
     queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch)
     assert len(node.readings) == 1
     row, issued = _process(node, queue_id)
     assert parses == []  # read once, by intake
+    assert handed == [True]  # and delil.xml's content with it
     assert row.state is State.PROCESSED and issued == ACCEPTED
     assert len(node.readings) == 0  # taken, not kept for ever
 
 
 def test_after_a_restart_the_envelope_is_read_again_to_the_same_outcome(
-    pki: DevPki, node: NodeContext, parses: list[int], tmp_path: Path
+    pki: DevPki, node: NodeContext, parses: list[int], handed: list[bool], tmp_path: Path
 ) -> None:
     queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch)
     node.store.close()
@@ -119,6 +136,7 @@ def test_after_a_restart_the_envelope_is_read_again_to_the_same_outcome(
     finally:
         restarted.store.close()
     assert parses == [1]
+    assert handed == [False]
     assert row.state is State.PROCESSED and issued == ACCEPTED
 
 
@@ -175,7 +193,8 @@ def _reading(pki: DevPki, tmp_path: Path) -> Reading:
     path = tmp_path / "d.eml"
     path.write_bytes(make_dispatch(pki).dispatch)
     with path.open("rb") as stream:
-        return Reading(parse_envelope(stream), FileIdentity.of(stream))
+        envelope = parse_envelope(stream)
+        return Reading(envelope, xmlio.read(envelope.evidence_xml), FileIdentity.of(stream))
 
 
 def test_readings_hold_at_most_their_bytes_and_never_push_out_a_younger_one(
