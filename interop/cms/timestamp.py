@@ -98,7 +98,11 @@ def token_for_imprint(
     ]
     if nonce is not None:
         fields.append(core.Integer(nonce).dump())
-    tst_info = der.sequence(*fields)
+    return token_carrying(tsa, der.sequence(*fields), now)
+
+
+def token_carrying(tsa: Signer, tst_info: bytes, now: dt.datetime) -> bytes:
+    """A TimeStampToken: SignedData by ``tsa`` encapsulating the DER ``tst_info`` as given."""
     return sign_digest(
         tsa,
         hashlib.sha256(tst_info).digest(),

@@ -12,7 +12,7 @@ from interop.cms.hashing import hash_ranges, hash_stream
 from interop.cms.parse import ParsedSignedData
 from interop.cms.sign import sign_digest
 from interop.cms.signer_info import check_signer
-from interop.cms.timestamp import DEV_TSA_POLICY, LocalTsa, verify_token
+from interop.cms.timestamp import DEV_TSA_POLICY, LocalTsa, token_carrying, verify_token
 from interop.cms.verify import SignatureResult, verify_parsed
 from interop.errors import CmsFormatError
 from interop.pathval import UNREADABLE_NAME, subject_text
@@ -285,13 +285,7 @@ def test_time_stamp_without_a_time_zone_is_a_failed_stamp(
             "gen_time": core.GeneralizedTime.load(b"\x18\x0e20261124120000"),
         }
     ).dump()
-    token = sign_digest(
-        pki.tsa,
-        hashlib.sha256(tst_info).digest(),
-        NOW,
-        content_type="tst_info",
-        encapsulated=tst_info,
-    )
+    token = token_carrying(pki.tsa, tst_info, NOW)
     tsa_validator = verifiers.tsa
     assert tsa_validator is not None
     result = verify_token(token, b"signature", LATER, tsa_validator)

@@ -6,7 +6,6 @@ their inputs with asn1crypto or by hand, so they check the reading against anoth
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 
 import pytest
@@ -16,14 +15,13 @@ from interop.cms import der
 from interop.cms.parse import ParsedSignedData
 from interop.cms.sign import sign_digest
 from interop.cms.signer_info import check_signer
-from interop.cms.timestamp import LocalTsa, token_gen_time, verify_token
+from interop.cms.timestamp import LocalTsa, token_carrying, token_gen_time, verify_token
 from interop.errors import CmsFormatError
 from interop.pki.devpki import DevPki
 from interop.verifiers import Verifiers
+from tests.helpers import LATER, NOW
 from tests.interop import reference_cms
 
-NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
-LATER = NOW + dt.timedelta(minutes=5)
 DIGEST = hashlib.sha256(b"content").digest()
 
 
@@ -62,16 +60,6 @@ def test_a_fractional_gen_time_is_read_to_the_microsecond(
     assert result.time == at
 
 
-def _token_with(tst_info: bytes, pki: DevPki) -> bytes:
-    return sign_digest(
-        pki.tsa,
-        hashlib.sha256(tst_info).digest(),
-        NOW,
-        content_type="tst_info",
-        encapsulated=tst_info,
-    )
-
-
 def _tst_info(*extra: bytes) -> bytes:
     return der.sequence(
         core.Integer(1).dump(),
@@ -92,11 +80,11 @@ def test_a_tst_info_in_der_reads_and_one_with_its_default_written_out_does_not(
     assert verifiers.tsa is not None
     # The imprint's algorithm without parameters, as many TSAs write it, and an accuracy.
     accuracy = der.sequence(core.Integer(1).dump())
-    good = _token_with(_tst_info(accuracy), pki)
+    good = token_carrying(pki.tsa, _tst_info(accuracy), NOW)
     result = verify_token(good, b"signature", LATER, verifiers.tsa)
     assert result.ok, result.detail
     # ordering FALSE is the DEFAULT: DER leaves it out (X.690 §11.5).
-    written_out = _token_with(_tst_info(accuracy, core.Boolean(False).dump()), pki)
+    written_out = token_carrying(pki.tsa, _tst_info(accuracy, core.Boolean(False).dump()), NOW)
     result = verify_token(written_out, b"signature", LATER, verifiers.tsa)
     assert not result.ok
     assert result.detail.startswith("time-stamp token: its TSTInfo cannot be read")

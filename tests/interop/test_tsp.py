@@ -15,7 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interop.cms.sign import sign_digest
-from interop.cms.timestamp import DEV_TSA_POLICY, LocalTsa, token_for_imprint, verify_token
+from interop.cms.timestamp import (
+    DEV_TSA_POLICY,
+    LocalTsa,
+    token_carrying,
+    token_for_imprint,
+    verify_token,
+)
 from interop.cms.tsp import (
     Granted,
     Refused,
@@ -66,13 +72,7 @@ def _tst_token(pki: DevPki, change: Callable[[dict[str, object]], None]) -> byte
     }
     change(fields)
     tst_info = tsp.TSTInfo(fields).dump()
-    return sign_digest(
-        pki.tsa,
-        hashlib.sha256(tst_info).digest(),
-        NOW,
-        content_type="tst_info",
-        encapsulated=tst_info,
-    )
+    return token_carrying(pki.tsa, tst_info, NOW)
 
 
 def _request(policy: str | None = DEV_TSA_POLICY) -> TimeStampRequest:
