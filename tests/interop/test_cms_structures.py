@@ -60,7 +60,7 @@ def test_a_fractional_gen_time_is_read_to_the_microsecond(
     assert result.time == at
 
 
-def _tst_info(*extra: bytes) -> bytes:
+def _tst_info(*extra: bytes, gen_time: bytes | None = None) -> bytes:
     return der.sequence(
         core.Integer(1).dump(),
         core.ObjectIdentifier("1.2.3.4").dump(),
@@ -69,7 +69,7 @@ def _tst_info(*extra: bytes) -> bytes:
             core.OctetString(hashlib.sha256(b"signature").digest()).dump(),
         ),
         core.Integer(7).dump(),
-        core.GeneralizedTime(NOW).dump(),
+        gen_time or core.GeneralizedTime(NOW).dump(),
         *extra,
     )
 
@@ -113,3 +113,16 @@ def test_tokens_of_one_attribute_must_be_in_der_order(pki: DevPki) -> None:
     unordered = ParsedSignedData.parse(_swapped(made, *tokens))
     with pytest.raises(CmsFormatError, match="signer information cannot be read"):
         check_signer(unordered, DIGEST)
+
+
+@pytest.mark.parametrize("text", [b"20261124120000.120Z", b"20261124120000"])
+def test_a_gen_time_that_is_not_der_is_named(
+    text: bytes, pki: DevPki, verifiers: Verifiers
+) -> None:
+    """A trailing zero in the fraction, or no Z: not DER (X.690 §11.7), and said so."""
+    assert verifiers.tsa is not None
+    gen_time = b"\x18" + bytes([len(text)]) + text
+    token = token_carrying(pki.tsa, _tst_info(gen_time=gen_time), NOW)
+    result = verify_token(token, b"signature", LATER, verifiers.tsa)
+    assert not result.ok
+    assert "the time-stamp's genTime is not a UTC time" in result.detail
