@@ -9,10 +9,11 @@ this and were no cheaper per Dispatch; the README's Benchmarks has the figures.)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 from collections.abc import Sequence
-from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 
@@ -30,7 +31,7 @@ from interop.trust import ProviderTrust, TrustList
 from interop.verifiers import Verifiers
 from relay.config import NodeConfig
 from relay.keys import load_certificates, load_crls, load_signer, read_pki, trust_from_pki
-from relay.readings import Reading
+from relay.readings import Received
 from relay.tsa import Stamping
 
 log = structlog.get_logger("kep.crypto")
@@ -48,12 +49,19 @@ class LocalCrypto:
         self.verifiers = verifiers
 
     def verify_envelope(
-        self, path: Path, now: dt.datetime, peer: str | None, reading: Reading | None = None
+        self, received: Received, now: dt.datetime, peer: str | None
     ) -> EnvelopeVerification:
-        """Raises ``KepError`` when the envelope cannot be read at all. ``reading``: intake's
-        reading of the file, used only when the file is still the one it was made from."""
-        with path.open("rb") as stream:
-            if reading is None or not reading.describes(stream):
+        """Raises ``KepError`` when the envelope cannot be read at all. Intake's reading, when
+        ``received`` has one, spares reading the structure and delil.xml again; a small
+        message is verified from its bytes, a large one streamed from its file."""
+        with contextlib.ExitStack() as files:
+            stream: BinaryIO = (
+                io.BytesIO(received.data)
+                if received.data is not None
+                else files.enter_context(received.path.open("rb"))
+            )
+            reading = received.reading
+            if reading is None:
                 return verify_envelope(stream, self.verifiers, now, peer=peer)
             return verify_envelope(
                 stream,
@@ -63,6 +71,11 @@ class LocalCrypto:
                 envelope=reading.envelope,
                 evidence_read=reading.evidence,
             )
+
+    @property
+    def signs_in_process(self) -> bool:
+        """Whether signing needs nothing but this process's CPU: no remote TSA to ask."""
+        return self.stamping.remote is None
 
     def sign_evidence(self, evidence: Evidence, now: dt.datetime) -> bytes:
         """XAdES-T when a TSA is configured (profile §5), else XAdES-BES."""

@@ -21,7 +21,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
@@ -42,16 +42,29 @@ from relay.monitoring import MonitoringListener, Probes, heartbeat_check, storag
 from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP, SessionLimits
 from relay.stages import evidence_in, outbound, quarantine, retention, rgw, sgw
 from relay.stages.intake import PeerIntake, SubmissionIntake
+from relay.steps import ON_THREADS, Steps
 from relay.store import MessageRow
 from relay.transport.base import Transport
 from relay.transport.smtp import SmtpTransport
 
 log = structlog.get_logger("kep.node")
 
-PROCESSORS: dict[Kind, Callable[[NodeContext, MessageRow], None]] = {
+Processor = Callable[[NodeContext, MessageRow, Steps], Awaitable[None]]
+
+
+def whole(stage: Callable[[NodeContext, MessageRow], None]) -> Processor:
+    """A stage not written in steps: all of it one blocking step."""
+
+    async def run(context: NodeContext, row: MessageRow, steps: Steps) -> None:
+        await steps.blocking(stage, context, row)
+
+    return run
+
+
+PROCESSORS: dict[Kind, Processor] = {
     Kind.DISPATCH_IN: rgw.process_dispatch,
     Kind.EVIDENCE_IN: evidence_in.process_evidence,
-    Kind.SUBMISSION: sgw.process_submission,
+    Kind.SUBMISSION: whole(sgw.process_submission),
 }
 PROCESSING_AT_ONCE = 2  # received messages one node process works on at the same time
 DRAIN_GRACE = 30.0  # seconds transactions in flight get to finish on SIGTERM
@@ -307,8 +320,9 @@ class Node:
         await asyncio.gather(*tasks, return_exceptions=True)  # draining: let them finish
 
     def processing_slots(self) -> int:
-        # While one is verified or signed (holding the interpreter), the other writes,
-        # delivers and commits; more only queue behind the one interpreter lock.
+        # While one is verified or signed (on the event loop's thread, holding the
+        # interpreter), the other reads, delivers or commits on a thread; more only queue
+        # behind the one interpreter lock.
         return PROCESSING_AT_ONCE
 
     async def process_one(self, row: MessageRow) -> None:
@@ -318,7 +332,7 @@ class Node:
                 remmd_id=row.remmd_id,
                 peer=row.peer or self.context.provider.id,
             ):
-                await asyncio.to_thread(PROCESSORS[row.kind], self.context, row)
+                await PROCESSORS[row.kind](self.context, row, ON_THREADS)
         except Superseded:  # this process stalled past its lease; another finished the work
             self.context.claim_lost(row.kind, row.id)
         except Exception as exc:  # one bad message must not stop the node

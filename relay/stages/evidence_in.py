@@ -9,13 +9,18 @@ message we sent, is kept (state ``invalid`` or ``unmatched``) and reported, neve
 
 from __future__ import annotations
 
+import contextlib
+
 import structlog
 
+from interop.envelope.verify import EnvelopeVerification
 from interop.errors import KepError
 from interop.evidence.codes import EvidenceType
 from relay.context import NodeContext
 from relay.issuing import Issued, material_of, record
 from relay.lifecycle import Kind, State
+from relay.readings import Received, receive
+from relay.steps import IN_PLACE, Steps
 from relay.store import MessageRow
 
 log = structlog.get_logger("kep.evidence_in")
@@ -23,21 +28,42 @@ log = structlog.get_logger("kep.evidence_in")
 _FINAL = {EvidenceType.DeliveryNonDeliveryToRecipient.value}
 
 
-def process_evidence(context: NodeContext, row: MessageRow) -> None:
+async def process_evidence(context: NodeContext, row: MessageRow, steps: Steps = IN_PLACE) -> None:
+    """The S-GW for the Evidence message ``row``, in steps: the file is read, the envelope and
+    its evidence verified (``steps.cpu`` for a small message: the event loop's thread, in a
+    node), then the evidence recorded and filed in one blocking step."""
     path = context.spool.path(row.id)
-    store = context.store
     reading = context.readings.take(row.id, context.now())  # intake's, if made in this process
+    received = await steps.blocking(receive, path, reading)
+    computing = steps.cpu if received.small else steps.blocking
+    verified = await computing(verify, context, row, received)
+    if isinstance(verified, str):
+        await steps.blocking(_keep, context, row, State.INVALID, verified)
+        return
+    await steps.blocking(file_received, context, row, received, verified)
+
+
+def verify(context: NodeContext, row: MessageRow, received: Received) -> EnvelopeVerification | str:
+    """The verification of an envelope whose evidence verified, or why it is not one."""
     try:
-        result = context.crypto.verify_envelope(path, context.clock(), row.peer, reading)
+        result = context.crypto.verify_envelope(received, context.clock(), row.peer)
     except KepError as exc:
         context.metrics.verified("evidence", False, exc.reason)
-        _keep(context, row, State.INVALID, exc.detail)
-        return
+        return exc.detail
     context.metrics.verified("evidence", result.ok, result.reason)
     if not result.ok or result.evidence is None or result.evidence.evidence is None:
-        _keep(context, row, State.INVALID, result.detail)
-        return
-    evidence = result.evidence.evidence
+        return result.detail
+    return result
+
+
+def file_received(
+    context: NodeContext, row: MessageRow, received: Received, verified: EnvelopeVerification
+) -> None:
+    """Record evidence verified, file it in its sender's Delil folder and stop its timer, or
+    keep it ``unmatched`` when it is about no Dispatch we sent."""
+    store = context.store
+    assert verified.evidence is not None and verified.evidence.evidence is not None
+    evidence = verified.evidence.evidence
     dispatch = store.find(Kind.DISPATCH_OUT, row.peer or "", evidence.message.remmd_message_id)
     if dispatch is None:
         _keep(
@@ -47,7 +73,7 @@ def process_evidence(context: NodeContext, row: MessageRow) -> None:
             f"no Dispatch {evidence.message.remmd_message_id} to {row.peer}",
         )
         return
-    issued = Issued(evidence, result.envelope.evidence_xml)
+    issued = Issued(evidence, verified.envelope.evidence_xml)
     with store.transaction() as db:
         if not store.has_evidence(db, evidence.identifier):  # resent (§2): filed once
             record(
@@ -57,9 +83,14 @@ def process_evidence(context: NodeContext, row: MessageRow) -> None:
                 direction="received",
                 message_id=dispatch.id,
                 envelope_id=row.id,
-                validation=material_of(result.evidence),
+                validation=material_of(verified.evidence),
             )
-            with path.open("rb") as source:
+            with contextlib.ExitStack() as files:
+                source = (
+                    received.data
+                    if received.data is not None
+                    else files.enter_context(received.path.open("rb"))
+                )
                 fresh = context.fresh_until(row)
                 context.mailboxes.put(
                     dispatch.mail_from, "Delil", row.id, source, fresh_until=fresh

@@ -12,34 +12,68 @@ it aside with Rejection evidence for the S-GW (``relay.stages.quarantine``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
 from interop.envelope.parse import ParsedEnvelope
+from interop.envelope.verify import EnvelopeVerification
 from interop.errors import KepError
 from interop.evidence import xmlio
 from interop.evidence.model import Evidence
 from interop.reasons import Reason
 from relay.context import NodeContext
-from relay.issuing import queue, write_messages
+from relay.issuing import Outgoing, queue, write_messages
 from relay.lifecycle import State
+from relay.readings import Received, receive
 from relay.stages.deliver import decide_and_deliver
+from relay.steps import IN_PLACE, Steps
 from relay.store import MessageRow
 
 log = structlog.get_logger("kep.rgw")
 
 
-def process_dispatch(context: NodeContext, row: MessageRow) -> None:
+async def process_dispatch(context: NodeContext, row: MessageRow, steps: Steps = IN_PLACE) -> None:
+    """The R-GW for ``row``, in steps: the file is read, the envelope verified, recipients
+    decided and delivered, the evidence signed, and everything committed. A small message's
+    verifying and signing are ``steps.cpu`` (the event loop's thread, in a node); a large
+    one's, or signing that asks a remote TSA, are blocking steps like the rest."""
     path = context.spool.path(row.id)
-    peer = row.peer or ""
     reading = context.readings.take(row.id, context.now())  # intake's, if made in this process
+    received = await steps.blocking(receive, path, reading)
+    computing = steps.cpu if received.small and context.crypto.signs_in_process else steps.blocking
+    result = await computing(verify, context, row, received)
+    issued = await steps.blocking(deliver, context, row, received.path, result)
+    outgoing = await computing(sign_back, context, row, result.envelope, issued)
+    await steps.blocking(commit_back, context, row, outgoing, State.PROCESSED)
+    log.info(
+        "dispatch_processed",
+        queue_id=row.id,
+        peer=row.peer or "",
+        remmd_id=row.remmd_id,
+        valid=result.ok,
+        reason=result.reason.name if result.reason else None,
+        evidence=len(issued),
+    )
+
+
+def verify(context: NodeContext, row: MessageRow, received: Received) -> EnvelopeVerification:
     try:
-        result = context.crypto.verify_envelope(path, context.clock(), peer, reading)
+        result = context.crypto.verify_envelope(received, context.clock(), row.peer or "")
     except KepError as exc:
         context.metrics.verified("dispatch", False, exc.reason)
         raise
-    envelope = result.envelope
     context.metrics.verified("dispatch", result.ok, result.reason)
+    return result
+
+
+def deliver(
+    context: NodeContext, row: MessageRow, path: Path, result: EnvelopeVerification
+) -> list[Evidence]:
+    """Each recipient's evidence (not signed yet), and delivery of the original at ``path``
+    into the mailboxes of those accepted."""
+    peer = row.peer or ""
+    envelope = result.envelope
     about = (
         result.evidence.evidence
         if result.evidence is not None and result.evidence.evidence is not None
@@ -71,16 +105,7 @@ def process_dispatch(context: NodeContext, row: MessageRow) -> None:
         refusal=refusal,
         fresh_until=context.fresh_until(row),
     )
-    send_back(context, row, envelope, issued, state=State.PROCESSED)
-    log.info(
-        "dispatch_processed",
-        queue_id=row.id,
-        peer=peer,
-        remmd_id=row.remmd_id,
-        valid=result.ok,
-        reason=result.reason.name if result.reason else None,
-        evidence=len(issued),
-    )
+    return issued
 
 
 def recipient_indices(about: Evidence, rcpt_to: Sequence[str]) -> list[int]:
@@ -101,7 +126,15 @@ def send_back(
     """Sign ``evidence`` about the Dispatch in ``row`` and queue each back to the S-GW as an
     Evidence message (§4 R-GW 4); the ledger, the queue and the row's move to ``state`` commit
     in one transaction."""
-    outgoing = write_messages(
+    commit_back(context, row, sign_back(context, row, envelope, evidence), state, detail)
+
+
+def sign_back(
+    context: NodeContext, row: MessageRow, envelope: ParsedEnvelope, evidence: Sequence[Evidence]
+) -> list[Outgoing]:
+    """Sign each evidence and make its Evidence message to the Dispatch's S-GW (CPU only, when
+    the TSA is in process)."""
+    return write_messages(
         context,
         evidence,
         row.peer or "",
@@ -109,6 +142,17 @@ def send_back(
         ileti_tip=envelope.ileti_tip.value,
         ileti_id=envelope.ileti_id,
     )
+
+
+def commit_back(
+    context: NodeContext,
+    row: MessageRow,
+    outgoing: Sequence[Outgoing],
+    state: State,
+    detail: str | None = None,
+) -> None:
+    """Queue the Evidence messages (their evidence recorded in the ledger) and move ``row`` to
+    ``state``, in one transaction."""
     with context.store.transaction() as db:
         for message in outgoing:
             queue(context, db, message, parent=row.id)

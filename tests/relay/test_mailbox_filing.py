@@ -8,6 +8,7 @@ costs a delivery in a folder of 50,000 messages is the listing, whatever this ma
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import os
@@ -130,7 +131,7 @@ def test_a_dispatch_under_its_first_claim_is_delivered_without_listing_the_mailb
     row = _claim(context)
     assert row.fence == 1
     no_listing(monkeypatch, context.mailboxes.root)
-    rgw.process_dispatch(context, row)
+    asyncio.run(rgw.process_dispatch(context, row))
     monkeypatch.undo()
     done = context.store.message(queue_id)
     assert done is not None and done.state is State.PROCESSED
@@ -157,9 +158,9 @@ def test_a_replay_finds_the_copy_a_reader_moved_and_files_nothing_twice(
         raise SystemExit("killed between the mailbox and the commit")
 
     with monkeypatch.context() as patched:
-        patched.setattr(rgw, "send_back", crash)
+        patched.setattr(rgw, "commit_back", crash)
         with pytest.raises(SystemExit):
-            rgw.process_dispatch(context, row)
+            asyncio.run(rgw.process_dispatch(context, row))
     [filed] = [p for p, _ in _inbox(context) if f".{queue_id}-1." in p.name]
     read = context.mailboxes.mark_read(filed)  # the reader: new/ to cur/, flagged Seen
     if after == "restart":
@@ -170,7 +171,7 @@ def test_a_replay_finds_the_copy_a_reader_moved_and_files_nothing_twice(
         replaying = dataclasses.replace(context, owner="hs02/2")
     again = _claim(replaying)
     assert again.id == queue_id and replaying.fresh_until(again) is None
-    rgw.process_dispatch(replaying, again)
+    asyncio.run(rgw.process_dispatch(replaying, again))
     assert [p for p, _ in _inbox(context) if f".{queue_id}-1." in p.name] == [read]
     assert len(_inbox(context)) == 6
     assert _delivery_evidence(context, queue_id) == [Event.Delivery.value]
@@ -184,7 +185,7 @@ def test_a_recipient_named_twice_is_delivered_once(
     first attempt does not search, so a second filing under the same key would be a copy)."""
     queue_id = _received(context, pki, [RECIPIENT, RECIPIENT.upper()])
     no_listing(monkeypatch, context.mailboxes.root)
-    rgw.process_dispatch(context, _claim(context))
+    asyncio.run(rgw.process_dispatch(context, _claim(context)))
     monkeypatch.undo()
     assert len(_inbox(context)) == 1
     kinds = sorted(

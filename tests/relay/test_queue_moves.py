@@ -5,6 +5,7 @@ issued once. The same commands against running nodes are in test_queue_cmd.py.""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 from collections.abc import Iterator
@@ -462,7 +463,7 @@ def test_released_evidence_is_recorded_and_filed_once(
     exchange = make_dispatch(pki, now=context.clock())
     _evidence, message = make_evidence_message(pki, exchange.submission, now=context.clock())
     row = _received(context, Kind.EVIDENCE_IN, message, "hs02")
-    evidence_in.process_evidence(context, row)
+    asyncio.run(evidence_in.process_evidence(context, row))
     assert _now(context.store, row.id).state is State.UNMATCHED
     remmd = exchange.submission.message.remmd_message_id
     with context.store.transaction() as db:
@@ -478,7 +479,7 @@ def test_released_evidence_is_recorded_and_filed_once(
             assert released.why == "processed: its evidence was issued"
             break
         [claimed] = context.store.claim_received(context.owner, context.now(), LEASE)
-        evidence_in.process_evidence(context, claimed)
+        asyncio.run(evidence_in.process_evidence(context, claimed))
     assert _now(context.store, row.id).state is State.PROCESSED
     received = [e for e in context.store.evidence_of_message("d1") if e["direction"] == "received"]
     assert len(received) == 1

@@ -4,6 +4,7 @@ since intake); either way the outcome is the same. Readings are bounded in bytes
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from collections.abc import Iterator
@@ -93,7 +94,7 @@ def _process(context: NodeContext, queue_id: str) -> tuple[MessageRow, list[tupl
     """Claim and process the Dispatch; its row and the (type, event) of what was issued."""
     [row] = context.store.claim_received(context.owner, context.now(), 60)
     assert row.id == queue_id
-    process_dispatch(context, row)
+    asyncio.run(process_dispatch(context, row))
     done = context.store.message(queue_id)
     assert done is not None
     issued = []

@@ -1,0 +1,175 @@
+"""Stages written in steps (relay.steps): a small message's verifying and signing are CPU steps,
+run on the event loop's thread in a node; reading the file, delivering, recording and
+committing are blocking steps, on threads. A large message, or signing that asks a remote TSA,
+runs all of it as blocking steps. The outcome is the same whichever way a step runs."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import pytest
+
+from interop.pki.devpki import DevPki
+from relay.config_file import from_mapping
+from relay.context import NodeContext, build_context
+from relay.crypto import LocalCrypto
+from relay.keys import write_pki
+from relay.lifecycle import Kind, State
+from relay.readings import READ_WHOLE, receive
+from relay.stages import evidence_in, rgw
+from relay.steps import IN_PLACE, ON_THREADS
+from relay.store import MessageRow
+from tests.helpers import make_dispatch, make_evidence_message
+
+P = ParamSpec("P")
+T = TypeVar("T")
+RECIPIENT = "ayse.demir@hs02.kep.tr"
+
+
+class Recorded:
+    """Steps that run in place and note which kind each was."""
+
+    def __init__(self) -> None:
+        self.taken: list[tuple[str, str]] = []
+
+    async def blocking(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        self.taken.append(("blocking", _name(function)))
+        return function(*args, **kwargs)
+
+    async def cpu(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        self.taken.append(("cpu", _name(function)))
+        return function(*args, **kwargs)
+
+
+def _name(function: Callable[..., Any]) -> str:
+    return str(getattr(function, "__name__", None) or function.func.__name__)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def node(pki: DevPki, tmp_path: Path) -> Iterator[NodeContext]:
+    write_pki(pki, tmp_path / "pki")
+    config = from_mapping(
+        {"node": {"provider": "hs02", "dev_pki": "pki", "data_dir": "data"}}, "t", tmp_path
+    )
+    context = build_context(config, clock=lambda: pki.created)
+    yield context
+    context.store.close()
+
+
+def _received(context: NodeContext, kind: Kind, data: bytes, peer: str) -> MessageRow:
+    queue_id, _path = context.spool.write_bytes(data)
+    with context.store.transaction() as db:
+        context.store.add_message(
+            db, id=queue_id, kind=kind, peer=peer, remmd_id="r", mail_from="a@hs01.kep.tr",
+            rcpt_to=[RECIPIENT], size=len(data), sha256="00", state=State.RECEIVED,
+        )  # fmt: skip
+    [row] = context.store.claim_received(context.owner, context.now(), 60)
+    return row
+
+
+def _dispatch(pki: DevPki, context: NodeContext, **kwargs: Any) -> MessageRow:
+    data = make_dispatch(pki, recipients=(RECIPIENT,), now=context.clock(), **kwargs).dispatch
+    return _received(context, Kind.DISPATCH_IN, data, "hs01")
+
+
+def _issued(context: NodeContext, row: MessageRow) -> list[tuple[str, str]]:
+    return sorted((e["type"], e["event"]) for e in context.store.evidence_of_message(row.id))
+
+
+ACCEPTED = [
+    ("DeliveryNonDeliveryToRecipient", "Delivery"),
+    ("RelayREMMDAcceptanceRejection", "Acceptance"),
+]
+
+
+def test_a_small_dispatch_is_verified_and_signed_as_cpu_steps(
+    pki: DevPki, node: NodeContext
+) -> None:
+    row = _dispatch(pki, node)
+    steps = Recorded()
+    asyncio.run(rgw.process_dispatch(node, row, steps))
+    assert steps.taken == [
+        ("blocking", "receive"),
+        ("cpu", "verify"),
+        ("blocking", "deliver"),
+        ("cpu", "sign_back"),
+        ("blocking", "commit_back"),
+    ]
+    assert node.store.message(row.id).state is State.PROCESSED  # type: ignore[union-attr]
+    assert _issued(node, row) == ACCEPTED
+
+
+def test_a_large_dispatch_is_verified_streamed_in_blocking_steps_to_the_same_outcome(
+    pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rgw, "receive", functools.partial(receive, read_whole=0))
+    row = _dispatch(pki, node)
+    steps = Recorded()
+    asyncio.run(rgw.process_dispatch(node, row, steps))
+    assert {kind for kind, _ in steps.taken} == {"blocking"}
+    assert [name for _, name in steps.taken] == [
+        "receive", "verify", "deliver", "sign_back", "commit_back"
+    ]  # fmt: skip
+    assert _issued(node, row) == ACCEPTED
+
+
+def test_signing_that_asks_a_remote_tsa_is_a_blocking_step(
+    pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(LocalCrypto, "signs_in_process", property(lambda self: False))
+    row = _dispatch(pki, node)
+    steps = Recorded()
+    asyncio.run(rgw.process_dispatch(node, row, steps))
+    assert ("blocking", "sign_back") in steps.taken and ("blocking", "verify") in steps.taken
+
+
+def test_a_dispatch_that_fails_verification_is_refused_the_same_either_way(
+    pki: DevPki, node: NodeContext
+) -> None:
+    row = _dispatch(pki, node, issuer="hs03")  # evidence signed by another provider than hs01
+    steps = Recorded()
+    asyncio.run(rgw.process_dispatch(node, row, steps))
+    assert ("cpu", "verify") in steps.taken
+    assert _issued(node, row) == [("RelayREMMDAcceptanceRejection", "Rejection")]
+
+
+def test_evidence_is_verified_as_a_cpu_step_and_kept_in_a_blocking_one(
+    pki: DevPki, node: NodeContext
+) -> None:
+    exchange = make_dispatch(pki, now=node.clock())
+    _evidence, message = make_evidence_message(pki, exchange.submission, now=node.clock())
+    row = _received(node, Kind.EVIDENCE_IN, message, "hs02")
+    steps = Recorded()
+    asyncio.run(evidence_in.process_evidence(node, row, steps))
+    assert steps.taken == [
+        ("blocking", "receive"),
+        ("cpu", "verify"),
+        ("blocking", "file_received"),
+    ]
+    assert node.store.message(row.id).state is State.UNMATCHED  # type: ignore[union-attr]
+
+
+def test_a_small_file_is_read_whole_and_a_large_one_left_to_stream(tmp_path: Path) -> None:
+    path = tmp_path / "m.eml"
+    path.write_bytes(b"x" * READ_WHOLE)
+    assert receive(path, None).data == path.read_bytes()
+    path.write_bytes(b"x" * (READ_WHOLE + 1))
+    received = receive(path, None)
+    assert received.data is None and not received.small and received.path == path
+
+
+def test_on_threads_computes_on_the_loops_thread_and_blocks_on_another() -> None:
+    async def where() -> tuple[int, int, int]:
+        loop = threading.get_ident()
+        cpu = await ON_THREADS.cpu(threading.get_ident)
+        blocking = await ON_THREADS.blocking(threading.get_ident)
+        return loop, cpu, blocking
+
+    loop, cpu, blocking = asyncio.run(where())
+    assert cpu == loop and blocking != loop
+    assert asyncio.run(IN_PLACE.blocking(threading.get_ident)) == threading.get_ident()
