@@ -18,7 +18,8 @@ Bounded (STYLE.md "Every limit has a name"): ``KEPT_BYTES`` of envelopes, and re
 
 A stage verifying a received message starts from ``receive``: the spool file, read whole when
 it is small (``READ_WHOLE``: its CPU steps then run on the event loop's thread, with no file to
-wait for; ``relay.steps``), and intake's reading when it still describes that file.
+wait for; ``relay.steps``), and intake's reading when it still describes that file. Intake
+reads a small envelope from the spool writer's copy, on the loop's thread too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from interop.envelope.parse import ParsedEnvelope
 from interop.evidence.xmlio import ReadEvidence
@@ -43,10 +44,16 @@ KEPT_BYTES = 8 * MiB
 # Seconds a reading is kept: a message waits seconds for its claim, not minutes; a reading
 # older than this is most likely of a message another node process claimed.
 KEPT_FOR = 60.0
-# A received message up to this size is read whole into memory by the step that opens it, and
-# verified from there. Verifying 256 KiB costs about a millisecond more than 4 KiB (three
-# SHA-256 passes), so the event loop's thread is never held long by one.
-READ_WHOLE = 256 * 1024
+# A received message up to this size is held whole in memory: intake reads it from the spool
+# writer's copy, and the stage verifying it from the bytes its first step read; both on the
+# event loop's thread (relay.steps). Verifying 128 KiB costs under a millisecond more than 4
+# KiB (three SHA-256 passes), so the loop is never held long by one. The copies intake keeps
+# while DATA arrives are at most [limits] max_connections of these (200: 25 MiB) at once.
+READ_WHOLE = 128 * 1024
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +66,7 @@ class FileIdentity:
     mtime_ns: int
 
     @classmethod
-    def of(cls, stream: BinaryIO) -> FileIdentity:
+    def of(cls, stream: HasFileno) -> FileIdentity:
         st = os.fstat(stream.fileno())
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 

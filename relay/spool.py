@@ -43,19 +43,32 @@ def new_id() -> str:
 class SpoolWriter:
     """Streams one message to a temporary file while hashing and counting it."""
 
-    def __init__(self, spool: Spool, queue_id: str) -> None:
+    def __init__(self, spool: Spool, queue_id: str, keep: int = 0) -> None:
         self.spool = spool
         self.queue_id = queue_id
         self.tmp = spool.tmp_dir / f"{spool.writer_prefix}{queue_id}.tmp"
         self._file: BinaryIO | None = self.tmp.open("wb")
         self.size = 0
         self.sha256 = hashlib.sha256()
+        # What was written, while it is no more than ``keep`` bytes (None: more, or not kept).
+        self.copy: bytearray | None = bytearray() if keep > 0 else None
+        self._keep = keep
 
     def write(self, data: bytes) -> None:
         assert self._file is not None, "write after commit or discard"
         self._file.write(data)
+        if self.copy is not None:
+            if self.size + len(data) <= self._keep:
+                self.copy += data
+            else:
+                self.copy = None
         self.size += len(data)
         self.sha256.update(data)
+
+    def fileno(self) -> int:
+        """The file's descriptor, until it is committed or discarded."""
+        assert self._file is not None, "fileno after commit or discard"
+        return self._file.fileno()
 
     def flush(self) -> None:
         if self._file is not None:
@@ -103,8 +116,9 @@ class Spool:
         """Make the renames of files committed with ``sync_directory=False`` durable."""
         fsync_dir(self.msg_dir)
 
-    def writer(self, queue_id: str | None = None) -> SpoolWriter:
-        return SpoolWriter(self, queue_id or new_id())
+    def writer(self, queue_id: str | None = None, *, keep: int = 0) -> SpoolWriter:
+        """A writer of a new message; ``keep``: bytes up to which it keeps a copy in memory."""
+        return SpoolWriter(self, queue_id or new_id(), keep)
 
     def write_bytes(self, data: bytes, queue_id: str | None = None) -> tuple[str, Path]:
         writer = self.writer(queue_id)

@@ -15,8 +15,10 @@ submit users' messages for this provider's senders.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import structlog
 from aiosmtpd.smtp import Envelope
@@ -24,9 +26,10 @@ from cryptography import x509
 
 from interop.address import KepAddress
 from interop.envelope.fields import MsgType
-from interop.envelope.parse import parse_envelope
+from interop.envelope.parse import ParsedEnvelope, parse_envelope
 from interop.errors import AddressError, SmtpReply
 from interop.evidence import xmlio
+from interop.evidence.xmlio import ReadEvidence
 from interop.limits import DEFAULT_LIMITS
 from interop.providers import Provider, ProviderDirectory
 from relay.context import NodeContext
@@ -42,7 +45,7 @@ from relay.errors import (
 )
 from relay.lifecycle import Kind, State
 from relay.metrics import code_class, refusal_reason
-from relay.readings import FileIdentity, Reading
+from relay.readings import READ_WHOLE, FileIdentity, Reading
 from relay.smtp.server import Connection, Sink
 from relay.spool import SpoolWriter
 from relay.stages.sgw import remmd_id_for
@@ -281,23 +284,51 @@ class PeerIntake(_Base):
             return BadRecipient(text=exc.detail).reply
         return self.check_rcpt_count(envelope)
 
+    def open_sink(self, connection: Connection, envelope: Envelope) -> Sink:
+        return self.context.spool.writer(keep=READ_WHOLE)
+
     async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> SmtpReply:
         assert isinstance(sink, SpoolWriter) and connection.provider is not None
         sink.flush()
-        # Reading the envelope back and committing it both block, and nothing between them
-        # needs the event loop: one hand-off to a thread.
-        reply = await asyncio.to_thread(self._accept, connection, envelope, sink)
+        if sink.copy is not None:
+            # A small envelope is read from the writer's copy on the event loop's thread
+            # (CPU only; relay.steps says why), then committed on a thread.
+            read = self._inspect(connection, envelope, io.BytesIO(sink.copy))
+            reply = await asyncio.to_thread(self._settle, connection, envelope, sink, read)
+        else:
+            # Reading a large one back from its file and committing it both block, and
+            # nothing between them needs the event loop: one hand-off to a thread.
+            reply = await asyncio.to_thread(self._accept, connection, envelope, sink)
         if reply.code == 250:
             self.wake()
         return reply
 
     def _accept(self, connection: Connection, envelope: Envelope, sink: SpoolWriter) -> SmtpReply:
-        """Inspect, then commit (blocking); the reading of an envelope accepted is kept for
-        this process's verifier (``relay.readings``), which then need not read it again."""
-        reading = self._inspect(connection, envelope, sink)
-        if isinstance(reading, RelayError):
+        """Read the envelope back from its file, then commit it (blocking)."""
+        try:
+            sink_file = sink.tmp.open("rb")
+        except OSError as exc:
+            return self._settle(
+                connection, envelope, sink, StorageTrouble(f"reading back {sink.queue_id}: {exc}")
+            )
+        with sink_file:
+            read = self._inspect(connection, envelope, sink_file)
+        return self._settle(connection, envelope, sink, read)
+
+    def _settle(
+        self,
+        connection: Connection,
+        envelope: Envelope,
+        sink: SpoolWriter,
+        read: RelayError | tuple[ParsedEnvelope, ReadEvidence],
+    ) -> SmtpReply:
+        """Refuse, or commit (blocking); the reading of an envelope accepted is kept for this
+        process's verifier (``relay.readings``), which then need not read it again."""
+        if isinstance(read, RelayError):
             sink.discard()
-            return reading.reply
+            return read.reply
+        # The file as written: renamed into place as it is, then only read.
+        reading = Reading(read[0], read[1], FileIdentity.of(sink))
         parsed = reading.envelope
         kind = Kind.DISPATCH_IN if parsed.msg_type is MsgType.Dispatch else Kind.EVIDENCE_IN
         reply = self._commit(
@@ -312,24 +343,18 @@ class PeerIntake(_Base):
         return reply
 
     def _inspect(
-        self, connection: Connection, envelope: Envelope, sink: SpoolWriter
-    ) -> RelayError | Reading:
+        self, connection: Connection, envelope: Envelope, stream: BinaryIO
+    ) -> RelayError | tuple[ParsedEnvelope, ReadEvidence]:
         """Read the envelope's structure before acknowledging it (it is on disk, not yet ours):
-        the refusal, or the reading."""
+        the refusal, or the envelope and its delil.xml read."""
         try:
-            sink_file = sink.tmp.open("rb")
-        except OSError as exc:
-            return StorageTrouble(f"reading back {sink.queue_id}: {exc}")
-        with sink_file:
-            try:
-                parsed = parse_envelope(sink_file)
-                read = xmlio.read(parsed.evidence_xml)
-            except Exception as exc:  # KepError: its own reply; anything else: 451, and logged
-                error = as_relay_error(exc)
-                if error.temporary:
-                    log.exception("envelope_unreadable", peer=connection.provider)
-                return error
-            file = FileIdentity.of(sink_file)  # renamed into place as it is, then only read
+            parsed = parse_envelope(stream)
+            read = xmlio.read(parsed.evidence_xml)
+        except Exception as exc:  # KepError: its own reply; anything else: 451, and logged
+            error = as_relay_error(exc)
+            if error.temporary:
+                log.exception("envelope_unreadable", peer=connection.provider)
+            return error
         entry = self.context.verifiers.trust[connection.provider or ""]
         if parsed.original is not None and parsed.original.size > entry.message_limit:
             return TooBig(
@@ -349,7 +374,7 @@ class PeerIntake(_Base):
                     text=f"RCPT TO <{strangers[0]}> is not a recipient of this Dispatch "
                     "(not in delil.xml RecipientsDetails)"
                 )
-        return Reading(parsed, read, file)
+        return parsed, read
 
 
 class SubmissionIntake(_Base):

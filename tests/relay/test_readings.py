@@ -25,6 +25,7 @@ from relay.keys import write_pki
 from relay.lifecycle import Kind, State
 from relay.readings import FileIdentity, Reading, Readings
 from relay.smtp.server import Connection
+from relay.spool import SpoolWriter
 from relay.stages.intake import PeerIntake
 from relay.stages.rgw import process_dispatch
 from relay.store import MessageRow
@@ -76,18 +77,23 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return seen
 
 
-def _accept(context: NodeContext, data: bytes) -> str:
-    """A Dispatch from hs01 through intake, as the peer listener takes it; its queue id."""
+def _accept(context: NodeContext, data: bytes, *, keep: int | None = None) -> str:
+    """A Dispatch from hs01 through intake, as the peer listener takes it; its queue id.
+    ``keep``: what the spool writer keeps a copy of (None: as the listener opens it)."""
+    intake = PeerIntake(context, lambda: None)
     connection = Connection(("127.0.0.1", 2525), provider="hs01")
     envelope = Envelope()
     envelope.mail_from = "ali.yilmaz@hs01.kep.tr"
     envelope.rcpt_tos = [RECIPIENT]
-    writer = context.spool.writer()
-    writer.write(data)
-    writer.flush()
-    reply = PeerIntake(context, lambda: None)._accept(connection, envelope, writer)
+    sink = (
+        intake.open_sink(connection, envelope) if keep is None else context.spool.writer(keep=keep)
+    )
+    assert isinstance(sink, SpoolWriter)
+    for start in range(0, len(data), 4096):  # as DATA arrives, in blocks
+        sink.write(data[start : start + 4096])
+    reply = asyncio.run(intake.finish(connection, envelope, sink))
     assert reply.code == 250, str(reply)
-    return writer.queue_id
+    return sink.queue_id
 
 
 def _process(context: NodeContext, queue_id: str) -> tuple[MessageRow, list[tuple[str, str]]]:
@@ -97,12 +103,17 @@ def _process(context: NodeContext, queue_id: str) -> tuple[MessageRow, list[tupl
     asyncio.run(process_dispatch(context, row))
     done = context.store.message(queue_id)
     assert done is not None
+    return done, _issued(context)
+
+
+def _issued(context: NodeContext) -> list[tuple[str, str]]:
+    """(type, event) of every evidence queued to peers so far."""
     issued = []
     for out in context.store.messages(kind=Kind.EVIDENCE_OUT):
         with io.BytesIO(context.store.content(out.id) or b"") as stream:
             evidence = xmlio.parse(parse_envelope(stream).evidence_xml)
         issued.append((evidence.type.value, evidence.event.value))
-    return done, sorted(issued)
+    return sorted(issued)
 
 
 ACCEPTED = sorted(
@@ -124,6 +135,29 @@ def test_the_verifier_takes_intakes_reading_in_the_same_process(
     assert handed == [True]  # and delil.xml's content with it
     assert row.state is State.PROCESSED and issued == ACCEPTED
     assert len(node.readings) == 0  # taken, not kept for ever
+
+
+def test_a_small_envelope_is_read_from_the_writers_copy_a_large_one_from_its_file(
+    pki: DevPki, node: NodeContext, parses: list[int], handed: list[bool]
+) -> None:
+    small, large = (
+        make_dispatch(pki, recipients=(RECIPIENT,), subject=subject).dispatch
+        for subject in ("small", "large")
+    )
+    writer = node.spool.writer(keep=len(small))
+    writer.write(small)
+    assert writer.copy is not None and bytes(writer.copy) == small  # read on the loop's thread
+    writer.write(b"\r\n")
+    assert writer.copy is None  # more than it keeps: read back from its file
+    writer.discard()
+    for data, keep in ((small, len(small)), (large, len(large) - 1)):
+        queue_id = _accept(node, data, keep=keep)
+        assert len(node.readings) == 1
+        row, _ = _process(node, queue_id)
+        assert row.state is State.PROCESSED
+    assert parses == []  # either way, the reading described the spool file and was taken
+    assert handed == [True, True]
+    assert _issued(node) == sorted(ACCEPTED * 2)
 
 
 def test_after_a_restart_the_envelope_is_read_again_to_the_same_outcome(
