@@ -49,22 +49,13 @@ from relay.transport.smtp import SmtpTransport
 
 log = structlog.get_logger("kep.node")
 
+# Each stage is written in steps (relay.steps): the node runs a small message's CPU steps on
+# the event loop's thread and its blocking steps on threads.
 Processor = Callable[[NodeContext, MessageRow, Steps], Awaitable[None]]
-
-
-def whole(stage: Callable[[NodeContext, MessageRow], None]) -> Processor:
-    """A stage not written in steps: all of it one blocking step."""
-
-    async def run(context: NodeContext, row: MessageRow, steps: Steps) -> None:
-        await steps.blocking(stage, context, row)
-
-    return run
-
-
 PROCESSORS: dict[Kind, Processor] = {
     Kind.DISPATCH_IN: rgw.process_dispatch,
     Kind.EVIDENCE_IN: evidence_in.process_evidence,
-    Kind.SUBMISSION: whole(sgw.process_submission),
+    Kind.SUBMISSION: sgw.process_submission,
 }
 PROCESSING_AT_ONCE = 2  # received messages one node process works on at the same time
 DRAIN_GRACE = 30.0  # seconds transactions in flight get to finish on SIGTERM

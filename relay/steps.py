@@ -9,8 +9,7 @@ verifying and signing are full of such calls (lxml, libxmlsec1, hashing). So a s
 in steps says which are which, and the node runs a small message's CPU steps (verifying,
 signing: a few milliseconds) on the loop's own thread and its blocking steps on threads.
 
-``IN_PLACE`` runs every step where it is called: tests, tools, and the stages that still run
-whole on a thread.
+``IN_PLACE`` runs every step where it is called: tests and tools.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ evidence an R-GW would issue. All state changes commit in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import email.utils
+import io
 from collections import defaultdict
 from typing import BinaryIO, cast
 
@@ -21,7 +23,7 @@ from interop.address import KepAddress
 from interop.envelope.build import write_dispatch
 from interop.envelope.fields import ILETI_TIP, IletiTip
 from interop.envelope.mime import Span
-from interop.envelope.user import verify_user_message
+from interop.envelope.user import UserMessageVerification, verify_user_message
 from interop.errors import AddressError, KepError
 from interop.evidence.codes import Event
 from interop.evidence.issue import follow_up, submission_evidence
@@ -34,48 +36,61 @@ from interop.reasons import Reason
 from relay.context import NodeContext
 from relay.issuing import Issued, file_evidence, record, sign
 from relay.lifecycle import Kind, State
+from relay.readings import Received, receive
 from relay.stages.deliver import decide_and_deliver
+from relay.steps import IN_PLACE, Steps
 from relay.store import MessageRow
 
 log = structlog.get_logger("kep.sgw")
 
 
-def _checks(
-    context: NodeContext, row: MessageRow
-) -> tuple[list[EventReason], IletiTip, dict[str, list[str]]]:
-    """Reasons to refuse (empty when accepted), the message kind, recipients by provider."""
-    reasons: list[EventReason] = []
-    path = context.spool.path(row.id)
-    ileti_tip = IletiTip.standart
-    with path.open("rb") as stream:
+def verify_user(context: NodeContext, received: Received) -> UserMessageVerification | KepError:
+    """The user's e-imza verified, or why the message is not an S/MIME one (CPU only for a
+    small message read whole)."""
+    with contextlib.ExitStack() as files:
+        stream: BinaryIO = (
+            io.BytesIO(received.data)
+            if received.data is not None
+            else files.enter_context(received.path.open("rb"))
+        )
         try:
-            user = verify_user_message(
+            return verify_user_message(
                 stream,
                 context.verifiers.user,
                 context.clock(),
                 tsa_validator=context.verifiers.tsa,
             )
         except KepError as exc:
-            context.metrics.verified("user_message", False, Reason.InvalidUserSignature)
-            reasons.append(
-                EventReason(Reason.InvalidUserSignature, f"an e-imza is required: {exc.detail}")
-            )
-        else:
-            context.metrics.verified("user_message", user.ok, user.reason)
-            if not user.ok and user.reason is not None:
-                reasons.append(EventReason(user.reason, user.signature.detail))
-            problem = from_problem(user.headers.get_all("From"), row.mail_from)
+            return exc
+
+
+def _checks(
+    context: NodeContext, row: MessageRow, user: UserMessageVerification | KepError
+) -> tuple[list[EventReason], IletiTip, dict[str, list[str]]]:
+    """Reasons to refuse (empty when accepted), the message kind, recipients by provider."""
+    reasons: list[EventReason] = []
+    ileti_tip = IletiTip.standart
+    if isinstance(user, KepError):
+        context.metrics.verified("user_message", False, Reason.InvalidUserSignature)
+        reasons.append(
+            EventReason(Reason.InvalidUserSignature, f"an e-imza is required: {user.detail}")
+        )
+    else:
+        context.metrics.verified("user_message", user.ok, user.reason)
+        if not user.ok and user.reason is not None:
+            reasons.append(EventReason(user.reason, user.signature.detail))
+        problem = from_problem(user.headers.get_all("From"), row.mail_from)
+        if problem is not None:
+            # §4 S-GW 1: From: MUST be exactly the account's address (the MAIL FROM).
+            reasons.append(EventReason(Reason.InvalidUserSignature, problem))
+        if user.ok and user.signature.signer is not None:
+            problem = signer_problem(context, row, user.signature.signer)
             if problem is not None:
-                # §4 S-GW 1: From: MUST be exactly the account's address (the MAIL FROM).
                 reasons.append(EventReason(Reason.InvalidUserSignature, problem))
-            if user.ok and user.signature.signer is not None:
-                problem = signer_problem(context, row, user.signature.signer)
-                if problem is not None:
-                    reasons.append(EventReason(Reason.InvalidUserSignature, problem))
-            try:
-                ileti_tip = IletiTip.parse(user.headers.get(ILETI_TIP))
-            except ValueError as exc:  # a kind of message KEP does not have: not the e-imza
-                reasons.append(EventReason(Reason.InvalidMessageFormat, str(exc)))
+        try:
+            ileti_tip = IletiTip.parse(user.headers.get(ILETI_TIP))
+        except ValueError as exc:  # a kind of message KEP does not have: not the e-imza
+            reasons.append(EventReason(Reason.InvalidMessageFormat, str(exc)))
     why_not = context.mailboxes.why_cannot_send(row.mail_from)
     if why_not:
         reasons.append(EventReason(Reason.PolicyViolation, why_not))
@@ -169,8 +184,24 @@ def remmd_id_for(context: NodeContext, queue_id: str) -> str:
     return f"{queue_id}@{context.provider.domain}"
 
 
-def process_submission(context: NodeContext, row: MessageRow) -> None:
-    reasons, ileti_tip, by_provider = _checks(context, row)
+async def process_submission(
+    context: NodeContext, row: MessageRow, steps: Steps = IN_PLACE
+) -> None:
+    """The S-GW for ``row``, in steps: the file is read, the user's e-imza verified
+    (``steps.cpu`` for a small message: the event loop's thread, in a node), then the rest in
+    one blocking step (it signs, files and writes in turn; not yet split further)."""
+    received = await steps.blocking(receive, context.spool.path(row.id), None)
+    computing = steps.cpu if received.small else steps.blocking
+    user = await computing(verify_user, context, received)
+    await steps.blocking(accept_or_refuse, context, row, user)
+
+
+def accept_or_refuse(
+    context: NodeContext, row: MessageRow, user: UserMessageVerification | KepError
+) -> None:
+    """SubmissionAcceptanceRejection, filed; on acceptance the Dispatches queued and local
+    recipients delivered; all recorded in one transaction."""
+    reasons, ileti_tip, by_provider = _checks(context, row, user)
     path = context.spool.path(row.id)
     remmd_id = remmd_id_for(context, row.id)
     recipients = [r.lower() for r in row.rcpt_to]

@@ -21,7 +21,7 @@ from relay.crypto import LocalCrypto
 from relay.keys import write_pki
 from relay.lifecycle import Kind, State
 from relay.readings import READ_WHOLE, receive
-from relay.stages import evidence_in, rgw
+from relay.stages import evidence_in, rgw, sgw
 from relay.steps import IN_PLACE, ON_THREADS
 from relay.store import MessageRow
 from tests.helpers import make_dispatch, make_evidence_message
@@ -29,6 +29,7 @@ from tests.helpers import make_dispatch, make_evidence_message
 P = ParamSpec("P")
 T = TypeVar("T")
 RECIPIENT = "ayse.demir@hs02.kep.tr"
+SENDER = "ali.yilmaz@hs01.kep.tr"
 
 
 class Recorded:
@@ -50,22 +51,33 @@ def _name(function: Callable[..., Any]) -> str:
     return str(getattr(function, "__name__", None) or function.func.__name__)  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def node(pki: DevPki, tmp_path: Path) -> Iterator[NodeContext]:
-    write_pki(pki, tmp_path / "pki")
+def _node(pki: DevPki, root: Path, provider: str) -> Iterator[NodeContext]:
+    write_pki(pki, root / "pki")
     config = from_mapping(
-        {"node": {"provider": "hs02", "dev_pki": "pki", "data_dir": "data"}}, "t", tmp_path
+        {"node": {"provider": provider, "dev_pki": "pki", "data_dir": "data"}}, "t", root
     )
     context = build_context(config, clock=lambda: pki.created)
     yield context
     context.store.close()
 
 
-def _received(context: NodeContext, kind: Kind, data: bytes, peer: str) -> MessageRow:
+@pytest.fixture
+def node(pki: DevPki, tmp_path: Path) -> Iterator[NodeContext]:
+    yield from _node(pki, tmp_path, "hs02")
+
+
+@pytest.fixture
+def hs01(pki: DevPki, tmp_path: Path) -> Iterator[NodeContext]:
+    yield from _node(pki, tmp_path, "hs01")
+
+
+def _received(
+    context: NodeContext, kind: Kind, data: bytes, peer: str | None, sender: str = SENDER
+) -> MessageRow:
     queue_id, _path = context.spool.write_bytes(data)
     with context.store.transaction() as db:
         context.store.add_message(
-            db, id=queue_id, kind=kind, peer=peer, remmd_id="r", mail_from="a@hs01.kep.tr",
+            db, id=queue_id, kind=kind, peer=peer, remmd_id="r", mail_from=sender,
             rcpt_to=[RECIPIENT], size=len(data), sha256="00", state=State.RECEIVED,
         )  # fmt: skip
     [row] = context.store.claim_received(context.owner, context.now(), 60)
@@ -143,7 +155,7 @@ def test_evidence_is_verified_as_a_cpu_step_and_kept_in_a_blocking_one(
 ) -> None:
     exchange = make_dispatch(pki, now=node.clock())
     _evidence, message = make_evidence_message(pki, exchange.submission, now=node.clock())
-    row = _received(node, Kind.EVIDENCE_IN, message, "hs02")
+    row = _received(node, Kind.EVIDENCE_IN, message, "hs02", sender="delil@hs02.kep.tr")
     steps = Recorded()
     asyncio.run(evidence_in.process_evidence(node, row, steps))
     assert steps.taken == [
@@ -152,6 +164,30 @@ def test_evidence_is_verified_as_a_cpu_step_and_kept_in_a_blocking_one(
         ("blocking", "file_received"),
     ]
     assert node.store.message(row.id).state is State.UNMATCHED  # type: ignore[union-attr]
+
+
+def test_a_submission_has_its_e_imza_verified_as_a_cpu_step(pki: DevPki, hs01: NodeContext) -> None:
+    row = _received(hs01, Kind.SUBMISSION, make_dispatch(pki).original, None)
+    steps = Recorded()
+    asyncio.run(sgw.process_submission(hs01, row, steps))
+    assert steps.taken == [
+        ("blocking", "receive"),
+        ("cpu", "verify_user"),
+        ("blocking", "accept_or_refuse"),
+    ]
+    assert hs01.store.message(row.id).state is State.PROCESSED  # type: ignore[union-attr]
+    [dispatch] = hs01.store.messages(kind=Kind.DISPATCH_OUT)
+    assert dispatch.peer == "hs02" and list(dispatch.rcpt_to) == [RECIPIENT]
+
+
+def test_a_message_that_is_not_s_mime_is_refused_the_same_either_way(
+    pki: DevPki, hs01: NodeContext
+) -> None:
+    data = b"From: ali.yilmaz@hs01.kep.tr\r\nSubject: x\r\n\r\nno e-imza\r\n"
+    row = _received(hs01, Kind.SUBMISSION, data, None)
+    asyncio.run(sgw.process_submission(hs01, row))
+    assert hs01.store.message(row.id).state is State.REJECTED  # type: ignore[union-attr]
+    assert hs01.store.messages(kind=Kind.DISPATCH_OUT) == []
 
 
 def test_a_small_file_is_read_whole_and_a_large_one_left_to_stream(tmp_path: Path) -> None:
