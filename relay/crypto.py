@@ -9,11 +9,9 @@ this and were no cheaper per Dispatch; the README's Benchmarks has the figures.)
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import io
 from collections.abc import Sequence
-from typing import BinaryIO
 
 import structlog
 
@@ -54,12 +52,7 @@ class LocalCrypto:
         """Raises ``KepError`` when the envelope cannot be read at all. Intake's reading, when
         ``received`` has one, spares reading the structure and delil.xml again; a small
         message is verified from its bytes, a large one streamed from its file."""
-        with contextlib.ExitStack() as files:
-            stream: BinaryIO = (
-                io.BytesIO(received.data)
-                if received.data is not None
-                else files.enter_context(received.path.open("rb"))
-            )
+        with received.open() as stream:
             reading = received.reading
             if reading is None:
                 return verify_envelope(stream, self.verifiers, now, peer=peer)

@@ -24,6 +24,7 @@ reads a small envelope from the spool writer's copy, on the loop's thread too.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections import OrderedDict
@@ -103,6 +104,11 @@ class Received:
     @property
     def small(self) -> bool:
         return self.data is not None
+
+    def open(self) -> BinaryIO:
+        """The message to read from the start: its bytes when held, else its file (blocking
+        then); the caller closes it."""
+        return io.BytesIO(self.data) if self.data is not None else self.path.open("rb")
 
 
 def receive(path: Path, reading: Reading | None, read_whole: int = READ_WHOLE) -> Received:

@@ -9,8 +9,6 @@ message we sent, is kept (state ``invalid`` or ``unmatched``) and reported, neve
 
 from __future__ import annotations
 
-import contextlib
-
 import structlog
 
 from interop.envelope.verify import EnvelopeVerification
@@ -85,12 +83,7 @@ def file_received(
                 envelope_id=row.id,
                 validation=material_of(verified.evidence),
             )
-            with contextlib.ExitStack() as files:
-                source = (
-                    received.data
-                    if received.data is not None
-                    else files.enter_context(received.path.open("rb"))
-                )
+            with received.open() as source:
                 fresh = context.fresh_until(row)
                 context.mailboxes.put(
                     dispatch.mail_from, "Delil", row.id, source, fresh_until=fresh

@@ -9,10 +9,8 @@ evidence an R-GW would issue. All state changes commit in one transaction.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import email.utils
-import io
 from collections import defaultdict
 from typing import BinaryIO, cast
 
@@ -47,12 +45,7 @@ log = structlog.get_logger("kep.sgw")
 def verify_user(context: NodeContext, received: Received) -> UserMessageVerification | KepError:
     """The user's e-imza verified, or why the message is not an S/MIME one (CPU only for a
     small message read whole)."""
-    with contextlib.ExitStack() as files:
-        stream: BinaryIO = (
-            io.BytesIO(received.data)
-            if received.data is not None
-            else files.enter_context(received.path.open("rb"))
-        )
+    with received.open() as stream:
         try:
             return verify_user_message(
                 stream,
