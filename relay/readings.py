@@ -30,10 +30,12 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
+from interop.envelope.mime import Span
 from interop.envelope.parse import ParsedEnvelope
 from interop.evidence.xmlio import ReadEvidence
+from relay.spool import SpanReader
 
 MiB = 1024 * 1024
 # The envelope bytes besides the original (headers, delil.xml, smime.p7s: what a reading holds;
@@ -105,10 +107,14 @@ class Received:
     def small(self) -> bool:
         return self.data is not None
 
-    def open(self) -> BinaryIO:
-        """The message to read from the start: its bytes when held, else its file (blocking
-        then); the caller closes it."""
-        return io.BytesIO(self.data) if self.data is not None else self.path.open("rb")
+    def open(self, span: Span | None = None) -> BinaryIO:
+        """The message (or its bytes ``span``) to read from the start: from the bytes held, else
+        from its file (blocking then); the caller closes it."""
+        if self.data is not None:
+            return io.BytesIO(self.data if span is None else self.data[span.start : span.end])
+        if span is None:
+            return self.path.open("rb")
+        return cast(BinaryIO, SpanReader(self.path, span.start, span.end))
 
 
 def receive(path: Path, reading: Reading | None, read_whole: int = READ_WHOLE) -> Received:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from pathlib import Path
 
 from interop.envelope.fields import IletiTip
 from interop.envelope.mime import Span
@@ -23,7 +22,7 @@ from interop.providers import ETEBLIGAT_PROVIDER
 from interop.reasons import Reason
 from relay.context import NodeContext
 from relay.mailbox import AccountState
-from relay.spool import SpanReader
+from relay.readings import Received
 
 
 def decide_and_deliver(
@@ -33,7 +32,7 @@ def decide_and_deliver(
     *,
     sending_provider: str,
     ileti_tip: IletiTip,
-    original: tuple[Path, Span],
+    original: tuple[Received, Span],
     key: str,
     accepted_at: float,
     refusal: tuple[Reason, str] | None = None,
@@ -102,14 +101,10 @@ def decide_and_deliver(
                 (Reason.MailboxFull, f"the mailbox of {recipient} is full"),
             )
             continue
-        path, span = original
-        with SpanReader(path, span.start, span.end) as source:
+        received, span = original
+        with received.open(span) as source:
             context.mailboxes.put(
-                recipient,
-                "INBOX",
-                f"{key}-{index}",
-                source,  # type: ignore[arg-type]
-                fresh_until=fresh_until,
+                recipient, "INBOX", f"{key}-{index}", source, fresh_until=fresh_until
             )
         context.metrics.delivery_seconds.labels(sending_provider).observe(
             max(0.0, context.now() - accepted_at)

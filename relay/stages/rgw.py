@@ -12,7 +12,6 @@ it aside with Rejection evidence for the S-GW (``relay.stages.quarantine``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import structlog
 
@@ -43,7 +42,7 @@ async def process_dispatch(context: NodeContext, row: MessageRow, steps: Steps =
     received = await steps.blocking(receive, path, reading)
     computing = steps.cpu if received.small and context.crypto.signs_in_process else steps.blocking
     result = await computing(verify, context, row, received)
-    issued = await steps.blocking(deliver, context, row, received.path, result)
+    issued = await steps.blocking(deliver, context, row, received, result)
     outgoing = await computing(sign_back, context, row, result.envelope, issued)
     await steps.blocking(commit_back, context, row, outgoing, State.PROCESSED)
     log.info(
@@ -68,10 +67,10 @@ def verify(context: NodeContext, row: MessageRow, received: Received) -> Envelop
 
 
 def deliver(
-    context: NodeContext, row: MessageRow, path: Path, result: EnvelopeVerification
+    context: NodeContext, row: MessageRow, received: Received, result: EnvelopeVerification
 ) -> list[Evidence]:
-    """Each recipient's evidence (not signed yet), and delivery of the original at ``path``
-    into the mailboxes of those accepted."""
+    """Each recipient's evidence (not signed yet), and delivery of the original (in
+    ``received``) into the mailboxes of those accepted."""
     peer = row.peer or ""
     envelope = result.envelope
     about = (
@@ -99,7 +98,7 @@ def deliver(
         indices,
         sending_provider=peer,
         ileti_tip=envelope.ileti_tip,
-        original=(path, envelope.original),
+        original=(received, envelope.original),
         key=row.id,
         accepted_at=row.created,
         refusal=refusal,

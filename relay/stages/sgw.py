@@ -186,19 +186,21 @@ async def process_submission(
     received = await steps.blocking(receive, context.spool.path(row.id), None)
     computing = steps.cpu if received.small else steps.blocking
     user = await computing(verify_user, context, received)
-    await steps.blocking(accept_or_refuse, context, row, user)
+    await steps.blocking(accept_or_refuse, context, row, received, user)
 
 
 def accept_or_refuse(
-    context: NodeContext, row: MessageRow, user: UserMessageVerification | KepError
+    context: NodeContext,
+    row: MessageRow,
+    received: Received,
+    user: UserMessageVerification | KepError,
 ) -> None:
     """SubmissionAcceptanceRejection, filed; on acceptance the Dispatches queued and local
     recipients delivered; all recorded in one transaction."""
     reasons, ileti_tip, by_provider = _checks(context, row, user)
-    path = context.spool.path(row.id)
     remmd_id = remmd_id_for(context, row.id)
     recipients = [r.lower() for r in row.rcpt_to]
-    with path.open("rb") as stream:
+    with received.open() as stream:
         submission = sign(
             context,
             submission_evidence(
@@ -230,7 +232,7 @@ def accept_or_refuse(
                     indices,
                     sending_provider=pid,
                     ileti_tip=ileti_tip,
-                    original=(path, Span(0, row.size)),
+                    original=(received, Span(0, row.size)),
                     key=row.id,
                     accepted_at=row.created,
                     fresh_until=fresh,
@@ -243,9 +245,9 @@ def accept_or_refuse(
                     )
                     filed.append((issued, key))
                 continue
-            dispatches.append(_dispatch(context, row, submission, pid, addresses))
+            dispatches.append(_dispatch(context, row, received, submission, pid, addresses))
     if not reasons:  # only a message the provider accepted is the user's sent message (quota)
-        with path.open("rb") as source:
+        with received.open() as source:
             context.mailboxes.put(row.mail_from, "Sent", row.id, source, fresh_until=fresh)
     with context.store.transaction() as db:
         for issued, note_id in filed:
@@ -285,7 +287,12 @@ def accept_or_refuse(
 
 
 def _dispatch(
-    context: NodeContext, row: MessageRow, submission: Issued, pid: str, addresses: list[str]
+    context: NodeContext,
+    row: MessageRow,
+    received: Received,
+    submission: Issued,
+    pid: str,
+    addresses: list[str],
 ) -> tuple[str, str, list[str], Issued, int, str]:
     """One Dispatch for the recipients at ``pid``, with its own SubmissionAcceptance (§5:
     the evidence inside a Dispatch covers that Dispatch's recipients)."""
@@ -304,7 +311,7 @@ def _dispatch(
     )
     writer = context.spool.writer()
     try:
-        with context.spool.path(row.id).open("rb") as original:
+        with received.open() as original:
             write_dispatch(
                 cast(BinaryIO, writer),
                 original,
