@@ -44,25 +44,39 @@ async def send_due(context: NodeContext, transport: Transport) -> int:
     was being committed is committed together, the messages peers accepted in one transaction
     (``_settle_sent``), so a busy queue pays one commit for several sends and an idle one
     waits for nothing."""
-    rows = await asyncio.to_thread(_claim_due, context)
-    tries = {asyncio.create_task(_attempt(context, transport, row)): row for row in rows}
+    claimed = await asyncio.to_thread(_claim_due, context)
+    tries = {
+        asyncio.create_task(_attempt(context, transport, row, entry)): row for row, entry in claimed
+    }
     pending = set(tries)
     while pending:
         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         await _record(context, [(tries[task], task.result()) for task in done])
-    return len(rows)
+    return len(claimed)
 
 
-def _claim_due(context: NodeContext) -> list[MessageRow]:
+def _claim_due(context: NodeContext) -> list[tuple[MessageRow, Entry | Exception]]:
     """Rows due now, moved to ``sending`` and claimed for this node process in one
-    transaction, so no other pass or process sends them."""
-    return context.store.claim_due(context.owner, context.now(), context.config.store.lease)
+    transaction, so no other pass or process sends them; each with what the transport sends
+    (``_entry``), made in the same hand-off to a thread, or what kept it from being made."""
+    rows = context.store.claim_due(context.owner, context.now(), context.config.store.lease)
+    return [(row, _entry_or_trouble(context, row)) for row in rows]
 
 
-async def _attempt(context: NodeContext, transport: Transport, row: MessageRow) -> Result:
+def _entry_or_trouble(context: NodeContext, row: MessageRow) -> Entry | Exception:
+    try:
+        return _entry(context, row)
+    except Exception as exc:  # the try fails (below); the others of the pass go on
+        return exc
+
+
+async def _attempt(
+    context: NodeContext, transport: Transport, row: MessageRow, entry: Entry | Exception
+) -> Result:
     """One try at sending ``row``; never raises (what goes wrong is a temporary outcome)."""
     try:
-        entry = await asyncio.to_thread(_entry, context, row)
+        if isinstance(entry, Exception):  # its content could not be read or made
+            raise entry
         result = await transport.send(entry)
     except Exception as exc:  # a transport bug must not stop the queue: try again later
         context.metrics.failed(exc)
@@ -105,8 +119,8 @@ async def _settle_one(context: NodeContext, row: MessageRow, result: Result) -> 
 
 
 def _entry(context: NodeContext, row: MessageRow) -> Entry:
-    """What the transport sends for ``row`` (blocking: one hand-off to a thread for all of it):
-    an Evidence message from the store, anything else from its spool file, read whole when
+    """What the transport sends for ``row`` (blocking: made with the claim, on its thread): an
+    Evidence message from the store, anything else from its spool file, read whole when
     small (``READ_WITH_ENTRY``)."""
     path = context.spool.path(row.id)
     if row.kind is Kind.EVIDENCE_OUT:

@@ -204,3 +204,42 @@ def test_a_small_message_is_read_with_its_entry_a_large_one_streamed(
     small, large = (outbound._entry(context, row) for row in rows.values() if row is not None)
     assert small.content == b"x" * READ_WITH_ENTRY and small.size == READ_WITH_ENTRY
     assert large.content is None and large.size == READ_WITH_ENTRY + 1
+
+
+def test_entries_are_made_with_the_claim_in_one_hand_off(
+    context: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass hands work to a thread twice for four sends that finish together: the claim
+    (with every entry: content from the store or the spool) and the one commit, not once more
+    per message to make its entry."""
+    handed: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+        handed.append(function.__name__)
+        return await to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    transport = Together(len(IDS))
+    assert asyncio.run(outbound.send_due(context, transport)) == len(IDS)
+    assert handed == ["_claim_due", "_settle_sent"]
+    assert sorted(transport.begun) == sorted(IDS)
+
+
+def test_an_entry_not_made_is_a_temporary_outcome_for_that_message_alone(
+    context: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = outbound._entry
+
+    def entry(context: NodeContext, row: Any) -> Entry:
+        if row.id == "e2":
+            raise OSError("the spool cannot be read")
+        return made(context, row)
+
+    monkeypatch.setattr(outbound, "_entry", entry)
+    transport = Together(len(IDS) - 1)
+    assert asyncio.run(outbound.send_due(context, transport)) == len(IDS)
+    assert sorted(transport.begun) == ["e1", "e3", "e4"]
+    states = {m: row.state for m in IDS if (row := context.store.message(m)) is not None}
+    assert states == {"e1": State.SENT, "e2": State.QUEUED, "e3": State.SENT, "e4": State.SENT}
+    assert _attempts(context)["e2"] == [(1, "deferred", "local error: OSError")]
