@@ -48,7 +48,7 @@ from relay.keys import (
 )
 from relay.mailbox import Account, AccountState, AccountType, Mailboxes
 from relay.metrics import Metrics
-from relay.readings import Readings
+from relay.readings import Readings, Received, receive
 from relay.spool import Spool
 from relay.store import MessageRow, Store, open_database
 from relay.tsa import Stamping
@@ -168,6 +168,13 @@ class NodeContext:
         """Until when files written for ``row`` (claimed by this process) need no search for
         an earlier attempt's copy (``MessageRow.first_claim_until``); None: search."""
         return row.first_claim_until(self.owner, self.config.store.lease)
+
+    def receive(self, row: MessageRow) -> Received:
+        """The received message ``row`` as its stage reads it (blocking): its spool file, read
+        whole when small, with intake's reading of it when this process kept one that still
+        describes the file (``relay.readings``). Raises ``OSError``."""
+        reading = self.readings.take(row.id, self.now())
+        return receive(self.spool.path(row.id), reading)
 
     def claim_lost(self, kind: str, queue_id: str) -> None:
         """This process stalled past its lease and another took the message over: its late

@@ -39,6 +39,7 @@ from relay.handshakes import count_failures
 from relay.lifecycle import Kind, Superseded
 from relay.metrics import register_state
 from relay.monitoring import MonitoringListener, Probes, heartbeat_check, storage_writable
+from relay.readings import Received
 from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP, SessionLimits
 from relay.stages import evidence_in, outbound, quarantine, retention, rgw, sgw
 from relay.stages.intake import PeerIntake, SubmissionIntake
@@ -50,8 +51,9 @@ from relay.transport.smtp import SmtpTransport
 log = structlog.get_logger("kep.node")
 
 # Each stage is written in steps (relay.steps): the node runs a small message's CPU steps on
-# the event loop's thread and its blocking steps on threads.
-Processor = Callable[[NodeContext, MessageRow, Steps], Awaitable[None]]
+# the event loop's thread and its blocking steps on threads. The node reads each message it
+# claims in the claim's own hand-off to a thread, and gives the stage what it read.
+Processor = Callable[[NodeContext, MessageRow, Steps, Received | None], Awaitable[None]]
 PROCESSORS: dict[Kind, Processor] = {
     Kind.DISPATCH_IN: rgw.process_dispatch,
     Kind.EVIDENCE_IN: evidence_in.process_evidence,
@@ -277,24 +279,22 @@ class Node:
         free = self.processing_slots()
         room = asyncio.Event()
         tasks: set[asyncio.Task[None]] = set()
-        context, lease = self.context, self.context.config.store.lease
+        context = self.context
         while not self.stopping.is_set():
             if free == 0:
                 room.clear()
                 await room.wait()
                 continue
             try:
-                rows = await asyncio.to_thread(
-                    context.store.claim_received, context.owner, context.now(), lease, free
-                )
+                claimed = await asyncio.to_thread(self.claim, free)
             except Exception as exc:  # the store in trouble (disk, locks): look again later
                 context.metrics.failed(exc)
                 log.exception("processing_loop_failed")
                 await asyncio.sleep(context.config.timers.queue_poll)
                 continue
-            for row in (r for r in rows if r.kind in PROCESSORS):
+            for row, received in claimed:
                 free -= 1
-                task = asyncio.create_task(self.process_one(row))
+                task = asyncio.create_task(self.process_one(row, received))
                 tasks.add(task)
 
                 def finished(done: asyncio.Task[None]) -> None:
@@ -304,11 +304,29 @@ class Node:
                     room.set()
 
                 task.add_done_callback(finished)
-            if not rows:
+            if not claimed:
                 self.work.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.work.wait(), context.config.timers.queue_poll)
         await asyncio.gather(*tasks, return_exceptions=True)  # draining: let them finish
+
+    def claim(self, free: int) -> list[tuple[MessageRow, Received | None]]:
+        """Up to ``free`` received messages claimed for this process, each read as its stage
+        reads it (blocking: one hand-off to a thread for the claim and the reads); None where
+        the file could not be read now: the stage reads it again, and fails as it would."""
+        context = self.context
+        rows = context.store.claim_received(
+            context.owner, context.now(), context.config.store.lease, free
+        )
+        claimed: list[tuple[MessageRow, Received | None]] = []
+        for row in rows:
+            if row.kind not in PROCESSORS:
+                continue
+            try:
+                claimed.append((row, context.receive(row)))
+            except OSError:
+                claimed.append((row, None))
+        return claimed
 
     def processing_slots(self) -> int:
         # While one is verified or signed (on the event loop's thread, holding the
@@ -316,14 +334,14 @@ class Node:
         # behind the one interpreter lock.
         return PROCESSING_AT_ONCE
 
-    async def process_one(self, row: MessageRow) -> None:
+    async def process_one(self, row: MessageRow, received: Received | None = None) -> None:
         try:
             with structlog.contextvars.bound_contextvars(
                 queue_id=row.id,
                 remmd_id=row.remmd_id,
                 peer=row.peer or self.context.provider.id,
             ):
-                await PROCESSORS[row.kind](self.context, row, ON_THREADS)
+                await PROCESSORS[row.kind](self.context, row, ON_THREADS, received)
         except Superseded:  # this process stalled past its lease; another finished the work
             self.context.claim_lost(row.kind, row.id)
         except Exception as exc:  # one bad message must not stop the node

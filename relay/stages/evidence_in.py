@@ -17,7 +17,7 @@ from interop.evidence.codes import EvidenceType
 from relay.context import NodeContext
 from relay.issuing import Issued, material_of, record
 from relay.lifecycle import Kind, State
-from relay.readings import Received, receive
+from relay.readings import Received
 from relay.steps import IN_PLACE, Steps
 from relay.store import MessageRow
 
@@ -26,13 +26,18 @@ log = structlog.get_logger("kep.evidence_in")
 _FINAL = {EvidenceType.DeliveryNonDeliveryToRecipient.value}
 
 
-async def process_evidence(context: NodeContext, row: MessageRow, steps: Steps = IN_PLACE) -> None:
-    """The S-GW for the Evidence message ``row``, in steps: the file is read, the envelope and
-    its evidence verified (``steps.cpu`` for a small message: the event loop's thread, in a
-    node), then the evidence recorded and filed in one blocking step."""
-    path = context.spool.path(row.id)
-    reading = context.readings.take(row.id, context.now())  # intake's, if made in this process
-    received = await steps.blocking(receive, path, reading)
+async def process_evidence(
+    context: NodeContext,
+    row: MessageRow,
+    steps: Steps = IN_PLACE,
+    received: Received | None = None,
+) -> None:
+    """The S-GW for the Evidence message ``row``, in steps: the file is read (unless the node
+    read it with its claim: ``received``), the envelope and its evidence verified
+    (``steps.cpu`` for a small message: the event loop's thread, in a node), then the evidence
+    recorded and filed in one blocking step."""
+    if received is None:
+        received = await steps.blocking(context.receive, row)
     computing = steps.cpu if received.small else steps.blocking
     verified = await computing(verify, context, row, received)
     if isinstance(verified, str):

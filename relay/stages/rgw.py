@@ -24,7 +24,7 @@ from interop.reasons import Reason
 from relay.context import NodeContext
 from relay.issuing import Outgoing, queue, write_messages
 from relay.lifecycle import State
-from relay.readings import Received, receive
+from relay.readings import Received
 from relay.stages.deliver import decide_and_deliver
 from relay.steps import IN_PLACE, Steps
 from relay.store import MessageRow
@@ -32,14 +32,19 @@ from relay.store import MessageRow
 log = structlog.get_logger("kep.rgw")
 
 
-async def process_dispatch(context: NodeContext, row: MessageRow, steps: Steps = IN_PLACE) -> None:
-    """The R-GW for ``row``, in steps: the file is read, the envelope verified, recipients
-    decided and delivered, the evidence signed, and everything committed. A small message's
-    verifying and signing are ``steps.cpu`` (the event loop's thread, in a node); a large
-    one's, or signing that asks a remote TSA, are blocking steps like the rest."""
-    path = context.spool.path(row.id)
-    reading = context.readings.take(row.id, context.now())  # intake's, if made in this process
-    received = await steps.blocking(receive, path, reading)
+async def process_dispatch(
+    context: NodeContext,
+    row: MessageRow,
+    steps: Steps = IN_PLACE,
+    received: Received | None = None,
+) -> None:
+    """The R-GW for ``row``, in steps: the file is read (unless the node read it with its
+    claim: ``received``), the envelope verified, recipients decided and delivered, the evidence
+    signed, and everything committed. A small message's verifying and signing are
+    ``steps.cpu`` (the event loop's thread, in a node); a large one's, or signing that asks a
+    remote TSA, are blocking steps like the rest."""
+    if received is None:
+        received = await steps.blocking(context.receive, row)
     computing = steps.cpu if received.small and context.crypto.signs_in_process else steps.blocking
     result = await computing(verify, context, row, received)
     issued = await steps.blocking(deliver, context, row, received, result)

@@ -34,7 +34,7 @@ from interop.reasons import Reason
 from relay.context import NodeContext
 from relay.issuing import Issued, file_evidence, record, sign
 from relay.lifecycle import Kind, State
-from relay.readings import Received, receive
+from relay.readings import Received
 from relay.stages.deliver import decide_and_deliver
 from relay.steps import IN_PLACE, Steps
 from relay.store import MessageRow
@@ -178,12 +178,17 @@ def remmd_id_for(context: NodeContext, queue_id: str) -> str:
 
 
 async def process_submission(
-    context: NodeContext, row: MessageRow, steps: Steps = IN_PLACE
+    context: NodeContext,
+    row: MessageRow,
+    steps: Steps = IN_PLACE,
+    received: Received | None = None,
 ) -> None:
-    """The S-GW for ``row``, in steps: the file is read, the user's e-imza verified
-    (``steps.cpu`` for a small message: the event loop's thread, in a node), then the rest in
-    one blocking step (it signs, files and writes in turn; not yet split further)."""
-    received = await steps.blocking(receive, context.spool.path(row.id), None)
+    """The S-GW for ``row``, in steps: the file is read (unless the node read it with its
+    claim: ``received``), the user's e-imza verified (``steps.cpu`` for a small message: the
+    event loop's thread, in a node), then the rest in one blocking step (it signs, files and
+    writes in turn; not yet split further)."""
+    if received is None:
+        received = await steps.blocking(context.receive, row)
     computing = steps.cpu if received.small else steps.blocking
     user = await computing(verify_user, context, received)
     await steps.blocking(accept_or_refuse, context, row, received, user)

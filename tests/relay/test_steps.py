@@ -15,11 +15,13 @@ from typing import Any, ParamSpec, TypeVar
 import pytest
 
 from interop.pki.devpki import DevPki
+from relay import context as context_module
 from relay.config_file import from_mapping
 from relay.context import NodeContext, build_context
 from relay.crypto import LocalCrypto
 from relay.keys import write_pki
 from relay.lifecycle import Kind, State
+from relay.node import Node
 from relay.readings import READ_WHOLE, receive
 from relay.stages import evidence_in, rgw, sgw
 from relay.steps import IN_PLACE, ON_THREADS
@@ -119,7 +121,7 @@ def test_a_small_dispatch_is_verified_and_signed_as_cpu_steps(
 def test_a_large_dispatch_is_verified_streamed_in_blocking_steps_to_the_same_outcome(
     pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rgw, "receive", functools.partial(receive, read_whole=0))
+    monkeypatch.setattr(context_module, "receive", functools.partial(receive, read_whole=0))
     row = _dispatch(pki, node)
     steps = Recorded()
     asyncio.run(rgw.process_dispatch(node, row, steps))
@@ -209,3 +211,38 @@ def test_on_threads_computes_on_the_loops_thread_and_blocks_on_another() -> None
     loop, cpu, blocking = asyncio.run(where())
     assert cpu == loop and blocking != loop
     assert asyncio.run(IN_PLACE.blocking(threading.get_ident)) == threading.get_ident()
+
+
+def _waiting(pki: DevPki, context: NodeContext) -> str:
+    """A Dispatch received and not claimed yet; its queue id."""
+    data = make_dispatch(pki, recipients=(RECIPIENT,), now=context.clock()).dispatch
+    queue_id, _path = context.spool.write_bytes(data)
+    with context.store.transaction() as db:
+        context.store.add_message(
+            db, id=queue_id, kind=Kind.DISPATCH_IN, peer="hs01", remmd_id=queue_id,
+            mail_from=SENDER, rcpt_to=[RECIPIENT], size=len(data), sha256="00",
+            state=State.RECEIVED,
+        )  # fmt: skip
+    return queue_id
+
+
+def test_the_node_reads_what_it_claims_in_the_claims_hand_off(
+    pki: DevPki, node: NodeContext
+) -> None:
+    """``Node.claim`` (one hand-off to a thread) claims and reads each message; the stage then
+    starts from what was read, with no blocking step of its own to read it. A file that cannot
+    be read is left for the stage, which reads it again and fails as it would have."""
+    first, second = _waiting(pki, node), _waiting(pki, node)
+    node.spool.path(second).unlink()
+    claimed = dict((row.id, (row, received)) for row, received in Node(node).claim(5))
+    assert set(claimed) == {first, second}
+    row, received = claimed[first]
+    assert received is not None and received.data == node.spool.path(first).read_bytes()
+    steps = Recorded()
+    asyncio.run(rgw.process_dispatch(node, row, steps, received))
+    assert [name for _, name in steps.taken] == ["verify", "deliver", "sign_back", "commit_back"]
+    assert _issued(node, row) == ACCEPTED
+    gone, nothing = claimed[second]
+    assert nothing is None
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(rgw.process_dispatch(node, gone, Recorded(), nothing))
