@@ -43,7 +43,7 @@ from relay.readings import Received
 from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP, SessionLimits
 from relay.stages import evidence_in, outbound, quarantine, retention, rgw, sgw
 from relay.stages.intake import PeerIntake, SubmissionIntake
-from relay.steps import ON_THREADS, Steps
+from relay.steps import ON_THREADS, FollowedBy, Steps
 from relay.store import MessageRow
 from relay.transport.base import Transport
 from relay.transport.smtp import SmtpTransport
@@ -274,8 +274,9 @@ class Node:
     async def process_loop(self) -> None:
         """Claim received messages and process them, several at once so both the event loop
         and the crypto work stay busy; never more claimed than there are free slots, so what
-        this process cannot start now stays for the node's other processes. Each message
-        commits its own transaction, so the order they finish in does not matter."""
+        this process cannot start now stays for the node's other processes. A busy slot claims
+        its own next message (``process_slot``); this loop fills the slots that fell idle. Each
+        message commits its own transaction, so the order they finish in does not matter."""
         free = self.processing_slots()
         room = asyncio.Event()
         tasks: set[asyncio.Task[None]] = set()
@@ -294,7 +295,7 @@ class Node:
                 continue
             for row, received in claimed:
                 free -= 1
-                task = asyncio.create_task(self.process_one(row, received))
+                task = asyncio.create_task(self.process_slot(row, received))
                 tasks.add(task)
 
                 def finished(done: asyncio.Task[None]) -> None:
@@ -328,20 +329,45 @@ class Node:
                 claimed.append((row, None))
         return claimed
 
+    def claim_next(self) -> list[tuple[MessageRow, Received | None]]:
+        """A busy slot's next message (``claim`` of one), on the thread of the last step of the
+        message it finished; none while the node drains. Never raises: the store in trouble
+        only means the slot goes back to the processing loop, which claims again."""
+        if self.stopping.is_set():
+            return []
+        try:
+            return self.claim(1)
+        except Exception as exc:
+            self.context.metrics.failed(exc)
+            log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}")
+            return []
+
+    async def process_slot(self, row: MessageRow, received: Received | None) -> None:
+        """One processing slot: ``row``, then each message the slot claimed after the last step
+        of the one before (``relay.steps.FollowedBy``), until it claimed none."""
+        claimed = [(row, received)]
+        while claimed:
+            row, received = claimed[0]
+            steps = FollowedBy(self.claim_next)
+            await self.process_one(row, received, steps)
+            claimed = steps.followed or []
+
     def processing_slots(self) -> int:
         # While one is verified or signed (on the event loop's thread, holding the
         # interpreter), the other reads, delivers or commits on a thread; more only queue
         # behind the one interpreter lock.
         return PROCESSING_AT_ONCE
 
-    async def process_one(self, row: MessageRow, received: Received | None = None) -> None:
+    async def process_one(
+        self, row: MessageRow, received: Received | None = None, steps: Steps = ON_THREADS
+    ) -> None:
         try:
             with structlog.contextvars.bound_contextvars(
                 queue_id=row.id,
                 remmd_id=row.remmd_id,
                 peer=row.peer or self.context.provider.id,
             ):
-                await PROCESSORS[row.kind](self.context, row, ON_THREADS, received)
+                await PROCESSORS[row.kind](self.context, row, steps, received)
         except Superseded:  # this process stalled past its lease; another finished the work
             self.context.claim_lost(row.kind, row.id)
         except Exception as exc:  # one bad message must not stop the node

@@ -41,9 +41,9 @@ async def process_evidence(
     computing = steps.cpu if received.small else steps.blocking
     verified = await computing(verify, context, row, received)
     if isinstance(verified, str):
-        await steps.blocking(_keep, context, row, State.INVALID, verified)
+        await steps.last(_keep, context, row, State.INVALID, verified)
         return
-    await steps.blocking(file_received, context, row, received, verified)
+    await steps.last(file_received, context, row, received, verified)
 
 
 def verify(context: NodeContext, row: MessageRow, received: Received) -> EnvelopeVerification | str:

@@ -49,7 +49,7 @@ async def process_dispatch(
     result = await computing(verify, context, row, received)
     issued = await steps.blocking(deliver, context, row, received, result)
     outgoing = await computing(sign_back, context, row, result.envelope, issued)
-    await steps.blocking(commit_back, context, row, outgoing, State.PROCESSED)
+    await steps.last(commit_back, context, row, outgoing, State.PROCESSED)
     log.info(
         "dispatch_processed",
         queue_id=row.id,

@@ -191,7 +191,7 @@ async def process_submission(
         received = await steps.blocking(context.receive, row)
     computing = steps.cpu if received.small else steps.blocking
     user = await computing(verify_user, context, received)
-    await steps.blocking(accept_or_refuse, context, row, received, user)
+    await steps.last(accept_or_refuse, context, row, received, user)
 
 
 def accept_or_refuse(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from relay.lifecycle import Kind, State
 from relay.node import Node
 from relay.readings import READ_WHOLE, receive
 from relay.stages import evidence_in, rgw, sgw
-from relay.steps import IN_PLACE, ON_THREADS
+from relay.steps import IN_PLACE, ON_THREADS, FollowedBy
 from relay.store import MessageRow
 from tests.helpers import make_dispatch, make_evidence_message
 
@@ -46,6 +47,10 @@ class Recorded:
 
     async def cpu(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         self.taken.append(("cpu", _name(function)))
+        return function(*args, **kwargs)
+
+    async def last(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        self.taken.append(("last", _name(function)))
         return function(*args, **kwargs)
 
 
@@ -112,7 +117,7 @@ def test_a_small_dispatch_is_verified_and_signed_as_cpu_steps(
         ("cpu", "verify"),
         ("blocking", "deliver"),
         ("cpu", "sign_back"),
-        ("blocking", "commit_back"),
+        ("last", "commit_back"),
     ]
     assert node.store.message(row.id).state is State.PROCESSED  # type: ignore[union-attr]
     assert _issued(node, row) == ACCEPTED
@@ -125,7 +130,7 @@ def test_a_large_dispatch_is_verified_streamed_in_blocking_steps_to_the_same_out
     row = _dispatch(pki, node)
     steps = Recorded()
     asyncio.run(rgw.process_dispatch(node, row, steps))
-    assert {kind for kind, _ in steps.taken} == {"blocking"}
+    assert {kind for kind, _ in steps.taken} == {"blocking", "last"}  # nothing on the loop
     assert [name for _, name in steps.taken] == [
         "receive", "verify", "deliver", "sign_back", "commit_back"
     ]  # fmt: skip
@@ -163,7 +168,7 @@ def test_evidence_is_verified_as_a_cpu_step_and_kept_in_a_blocking_one(
     assert steps.taken == [
         ("blocking", "receive"),
         ("cpu", "verify"),
-        ("blocking", "file_received"),
+        ("last", "file_received"),
     ]
     assert node.store.message(row.id).state is State.UNMATCHED  # type: ignore[union-attr]
 
@@ -175,7 +180,7 @@ def test_a_submission_has_its_e_imza_verified_as_a_cpu_step(pki: DevPki, hs01: N
     assert steps.taken == [
         ("blocking", "receive"),
         ("cpu", "verify_user"),
-        ("blocking", "accept_or_refuse"),
+        ("last", "accept_or_refuse"),
     ]
     assert hs01.store.message(row.id).state is State.PROCESSED  # type: ignore[union-attr]
     [dispatch] = hs01.store.messages(kind=Kind.DISPATCH_OUT)
@@ -246,3 +251,78 @@ def test_the_node_reads_what_it_claims_in_the_claims_hand_off(
     assert nothing is None
     with pytest.raises(FileNotFoundError):
         asyncio.run(rgw.process_dispatch(node, gone, Recorded(), nothing))
+
+
+def test_the_last_step_is_followed_on_its_own_thread_only_when_it_succeeded() -> None:
+    """``FollowedBy``: what follows the last step runs on the same worker thread, right after
+    it, in the same hand-off; a last step that raised is followed by nothing."""
+
+    async def run(steps: FollowedBy[int], fails: bool) -> int:
+        def commit() -> int:
+            if fails:
+                raise OSError("the disk is full")
+            return threading.get_ident()
+
+        return await steps.last(commit)
+
+    followed = FollowedBy(threading.get_ident)
+    assert asyncio.run(run(followed, fails=False)) == followed.followed != threading.get_ident()
+    refused = FollowedBy(threading.get_ident)
+    with pytest.raises(OSError):
+        asyncio.run(run(refused, fails=True))
+    assert refused.followed is None
+
+
+def test_a_busy_slot_claims_its_next_message_after_its_last_step(
+    pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three Dispatches through one slot: the processing loop claims the first, and each
+    later one is claimed on the thread of the commit before it; no hand-off of its own."""
+    waiting = [_waiting(pki, node) for _ in range(3)]
+    handed: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+        handed.append(_name(function))
+        return await to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    monkeypatch.setattr(Node, "processing_slots", lambda self: 1)
+    relay_node = Node(node)
+
+    async def process_all() -> None:
+        loop = asyncio.create_task(relay_node.process_loop())
+        while any(row.state is State.RECEIVED for m in waiting if (row := node.store.message(m))):
+            await asyncio.sleep(0.05)
+        relay_node.stopping.set()
+        relay_node.work.set()
+        await loop
+
+    asyncio.run(process_all())
+    assert [node.store.message(m).state for m in waiting] == [State.PROCESSED] * 3  # type: ignore[union-attr]
+    # The first claim finds all three waiting and takes one (one slot); then three commits,
+    # each with the next claim after it (the last finds nothing). Only then does the idle
+    # loop claim again (once, or more on a machine slower than timers.queue_poll).
+    commits = [i for i, name in enumerate(handed) if name == "then_follow"]
+    assert len(commits) == 3 and handed[: commits[-1]].count("claim") == 1
+    assert handed.count("deliver") == 3 and "commit_back" not in handed
+
+
+def test_a_slot_claims_nothing_more_once_the_node_drains(pki: DevPki, node: NodeContext) -> None:
+    _waiting(pki, node)
+    relay_node = Node(node)
+    relay_node.stopping.set()
+    assert relay_node.claim_next() == []
+    assert [row.state for row in node.store.messages()] == [State.RECEIVED]
+
+
+def test_a_claim_that_fails_after_a_commit_leaves_the_slot_to_the_loop(
+    pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relay_node = Node(node)
+
+    def locked(*args: Any) -> list[MessageRow]:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(node.store, "claim_received", locked)
+    assert relay_node.claim_next() == []
