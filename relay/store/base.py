@@ -134,6 +134,8 @@ class StoreBase:
         self.database.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
-        with self.database.transaction() as tx:
+    def transaction(self, *, durable: bool = True) -> Iterator[Tx]:
+        """A write transaction; ``durable=False`` for one whose loss in a power failure costs
+        nothing (``Database.transaction``)."""
+        with self.database.transaction(durable=durable) as tx:
             yield tx

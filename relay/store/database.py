@@ -118,7 +118,10 @@ class Database:
     skip_locked: str  # appended to a claim's inner SELECT
     where: str  # the database, for logs and metrics, without a password
 
-    def transaction(self) -> Any:  # a context manager yielding Tx
+    def transaction(self, *, durable: bool = True) -> Any:  # a context manager yielding Tx
+        """A write transaction. ``durable=False``: one whose loss in a power failure costs
+        nothing (a claim: ``relay.store.messages``); where the database allows, its commit
+        does not wait for the disk."""
         raise NotImplementedError
 
     def read(self) -> Any:  # a context manager yielding Tx
@@ -136,11 +139,19 @@ def _sqlite_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
     return Row(_columns(tuple(d[0] for d in cursor.description)), values)
 
 
+# SQLite's settings that sync the WAL at every commit; a transaction that need not be durable
+# commits as NORMAL instead, which syncs at checkpoints only. The WAL is written in order, so
+# the next durable commit's sync takes every earlier one to the disk with it; only a power
+# failure or a crash of the machine before it loses the transaction, and that stops every node
+# process sharing the file too.
+_SYNCING = {"FULL", "EXTRA", "2", "3"}
+
+
 class SqliteDatabase(Database):
     """One connection per process, under one re-entrant lock; WAL, so readers of other
     processes (metrics, the operator tools) see the last commit alongside; ``busy`` seconds of
     waiting for another process's write lock before a write gives up (and the caller retries,
-    4xx)."""
+    4xx). A transaction that need not be durable commits without syncing (``_SYNCING``)."""
 
     dialect = "sqlite"
     skip_locked = ""
@@ -154,18 +165,26 @@ class SqliteDatabase(Database):
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self.synchronous = synchronous
         self._lock = threading.RLock()
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, *, durable: bool = True) -> Iterator[Tx]:
         with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
+            relaxed = not durable and self.synchronous.upper() in _SYNCING
+            if relaxed:
+                self.db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.db
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
+                self.db.execute("COMMIT")
+            finally:
+                if relaxed:
+                    self.db.execute(f"PRAGMA synchronous={self.synchronous}")
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -231,7 +250,9 @@ class PostgresDatabase(Database):
         self._current = threading.local()
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, *, durable: bool = True) -> Iterator[Tx]:
+        # Always durable here: with nodes on other machines, a claim the server lost in a
+        # crash could be taken again while its holder still works on it.
         if getattr(self._current, "tx", None) is not None:
             raise RuntimeError("a store transaction inside another one")
         with self.pool.connection() as connection, connection.transaction():

@@ -13,6 +13,12 @@ fence it was claimed under and clears the claim, so a holder whose lease ran out
 message another process took, gets ``Superseded`` and its transaction changes nothing. A
 message waits with the time it is due (``next_attempt``): one waiting for a retry is never on
 the ready path of the index ``messages_due``.
+
+Claims, renewals and releases commit without waiting for the disk where the database allows
+(``durable=False``: SQLite, whose node processes all stop with the machine). A power failure
+may lose the last of them, and costs nothing: a node starting again takes back its own claims
+(``recover``), and a message whose claim was lost is simply claimed again, as if the crash
+had come just before. Every move that changes what a message is stays durable.
 """
 
 from __future__ import annotations
@@ -223,13 +229,13 @@ class MessageQueries(StoreBase):
             f" ORDER BY next_attempt LIMIT ?{self.database.skip_locked}) RETURNING *"
         )
         values = (owner, now + lease, *((str(to),) if to else ()), *args, now, now, limit)
-        with self.transaction() as db:
+        with self.transaction(durable=False) as db:
             rows = [message_row(r) for r in db.execute(query, values).fetchall()]
         return sorted(rows, key=lambda r: (r.next_attempt or 0.0, r.created))
 
     def take(self, message_id: str, owner: str, now: float, lease: float) -> MessageRow | None:
         """Claim one message for ``owner`` (a timer's work on it) unless a live claim holds it."""
-        with self.transaction() as db:
+        with self.transaction(durable=False) as db:
             r = db.execute(
                 "UPDATE messages SET owner = ?, lease_until = ?, fence = fence + 1"
                 " WHERE id = ? AND (lease_until IS NULL OR lease_until < ?) RETURNING *",
@@ -239,7 +245,7 @@ class MessageQueries(StoreBase):
 
     def renew(self, owner: str, now: float, lease: float) -> int:
         """Extend every claim ``owner`` holds to ``now + lease``; returns how many it holds."""
-        with self.transaction() as db:
+        with self.transaction(durable=False) as db:
             count: int = db.execute(
                 "UPDATE messages SET lease_until = ? WHERE owner = ?", (now + lease, owner)
             ).rowcount
@@ -247,7 +253,7 @@ class MessageQueries(StoreBase):
 
     def release(self, row: MessageRow) -> None:
         """End a claim without a move (the work was not done; the message waits as it was)."""
-        with self.transaction() as db:
+        with self.transaction(durable=False) as db:
             db.execute(
                 "UPDATE messages SET owner = NULL, lease_until = NULL WHERE id = ? AND fence = ?",
                 (row.id, row.fence),

@@ -86,11 +86,11 @@ def _count_transactions(context: NodeContext, monkeypatch: pytest.MonkeyPatch) -
     begun: list[str] = []
     original = type(context.store).transaction
 
-    def counted(store: Any) -> AbstractContextManager[Any]:
+    def counted(store: Any, **kwargs: Any) -> AbstractContextManager[Any]:
         import sys
 
         begun.append(sys._getframe(1).f_code.co_name)
-        return original(store)
+        return original(store, **kwargs)
 
     monkeypatch.setattr(type(context.store), "transaction", counted)
     return begun
@@ -151,13 +151,13 @@ def test_a_group_that_does_not_commit_is_recorded_one_by_one(
     original = type(context.store).transaction
     refused: list[str] = []
 
-    def busy_once(store: Any) -> AbstractContextManager[Any]:
+    def busy_once(store: Any, **kwargs: Any) -> AbstractContextManager[Any]:
         import sys
 
         if sys._getframe(1).f_code.co_name == "_settle_sent" and not refused:
             refused.append("_settle_sent")
             raise sqlite3.OperationalError("database is locked")
-        return original(store)
+        return original(store, **kwargs)
 
     monkeypatch.setattr(type(context.store), "transaction", busy_once)
     assert asyncio.run(outbound.send_due(context, Together(len(IDS)))) == len(IDS)

@@ -379,3 +379,55 @@ def test_the_evidence_awaited_is_counted_from_the_open_timers(tmp_path: Path) ->
         plan = [str(r[3]) for r in reader.db.execute(f"EXPLAIN QUERY PLAN {query}")]
     assert plan[0].startswith("SCAN t USING INDEX timers_open"), plan
     assert not [step for step in plan[1:] if step.startswith("SCAN")], plan
+
+
+def _synchronous_at_each_commit(store: Store) -> list[str]:
+    """The synchronous setting each COMMIT of ``store``'s SQLite connection runs under."""
+    database = store.database
+    assert isinstance(database, SqliteDatabase)
+    setting = [database.synchronous.upper()]
+    commits: list[str] = []
+
+    def traced(statement: str) -> None:
+        if statement.startswith("PRAGMA synchronous="):
+            setting[0] = statement.partition("=")[2].upper()
+        elif statement == "COMMIT":
+            commits.append(setting[0])
+
+    database.db.set_trace_callback(traced)
+    return commits
+
+
+def test_claims_commit_without_a_sync_and_every_move_with_one(tmp_path: Path, clock: Clock) -> None:
+    """On SQLite, claiming, renewing and releasing commit as NORMAL (no sync of the WAL: a
+    lost claim is taken again); adding and moving messages stay FULL, and the setting is
+    back to FULL after each claim, one that failed included."""
+    store = Store(f"sqlite:///{tmp_path / 'state.sqlite3'}", clock=clock)
+    _add(store, 3, Kind.DISPATCH_IN, State.RECEIVED)
+    _add(store, 1, Kind.EVIDENCE_OUT, State.QUEUED, prefix="e")
+    commits = _synchronous_at_each_commit(store)
+    [row] = store.claim_received("p1", clock.now, LEASE, 1)
+    store.claim_due("p1", clock.now, LEASE)
+    store.renew("p1", clock.now, LEASE)
+    assert commits == ["NORMAL", "NORMAL", "NORMAL"]
+    _move(store, row, State.PROCESSED)
+    assert commits[-1] == "FULL"
+    taken = store.take("m0001", "p1", clock.now, LEASE)
+    assert taken is not None
+    store.release(taken)
+    assert commits[-2:] == ["NORMAL", "NORMAL"]
+    _add(store, 1, Kind.DISPATCH_IN, State.RECEIVED, prefix="n")
+    assert commits[-1] == "FULL"
+    with pytest.raises(sqlite3.OperationalError), store.transaction(durable=False) as db:
+        db.execute("SELECT * FROM no_such_table")
+    assert store.database.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # type: ignore[attr-defined]
+    store.close()
+
+
+def test_a_store_configured_not_to_sync_is_left_so(tmp_path: Path, clock: Clock) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'state.sqlite3'}", clock=clock, synchronous="OFF")
+    _add(store, 1, Kind.DISPATCH_IN, State.RECEIVED)
+    commits = _synchronous_at_each_commit(store)
+    store.claim_received("p1", clock.now, LEASE, 1)
+    assert commits == ["OFF"]
+    store.close()
