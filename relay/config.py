@@ -99,7 +99,8 @@ class StoreConfig:
     # sqlite:///path (the embedded default: data_dir/state.sqlite3) or postgresql://…
     # (every node of the provider, on any machine; docs/deployment.md).
     url: str | None = None
-    # SQLite's synchronous setting: FULL (the default) syncs every commit.
+    # SQLite's synchronous setting: FULL (the default) syncs every commit but a claim's
+    # (relay.store.messages: losing one costs nothing).
     sqlite_synchronous: str = "FULL"
     # How long a node process's claim on a message lasts unless renewed (every third of it):
     # a dead process's messages are taken up by the others this long after its last renewal.
