@@ -339,6 +339,9 @@ class Node:
             return self.claim(1)
         except Exception as exc:
             self.context.metrics.failed(exc)
+            # The thread runs in a copy of the finished message's logging context: this line is
+            # the slot's, not that message's.
+            structlog.contextvars.unbind_contextvars("queue_id", "remmd_id", "peer")
             log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}")
             return []
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from interop.pki.devpki import DevPki
 from relay import context as context_module
@@ -326,3 +328,28 @@ def test_a_claim_that_fails_after_a_commit_leaves_the_slot_to_the_loop(
 
     monkeypatch.setattr(node.store, "claim_received", locked)
     assert relay_node.claim_next() == []
+
+
+def test_a_failed_claim_after_a_commit_is_logged_as_the_slots_not_the_messages(
+    pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim follows the last step inside the finished message's logging context (its
+    queue id, REMMD id and peer); its own line must not name that message."""
+    relay_node = Node(node)
+
+    def locked(*args: Any) -> list[MessageRow]:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(node.store, "claim_received", locked)
+
+    async def finish_a_message() -> None:
+        with structlog.contextvars.bound_contextvars(queue_id="m1", remmd_id="r1", peer="hs01"):
+            steps = FollowedBy(relay_node.claim_next)
+            await steps.last(lambda: None)
+            assert steps.followed == []
+            assert structlog.contextvars.get_contextvars()["queue_id"] == "m1"  # here, still
+
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        asyncio.run(finish_a_message())
+    [line] = [entry for entry in logs if entry["event"] == "claim_failed"]
+    assert not {"queue_id", "remmd_id", "peer"} & set(line)
