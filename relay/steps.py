@@ -70,7 +70,7 @@ class FollowedBy(OnThreads, Generic[U]):
             self.followed = self.follow()
             return result
 
-        return await asyncio.to_thread(then_follow)
+        return await self.blocking(then_follow)
 
 
 class InPlace:

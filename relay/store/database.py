@@ -166,12 +166,13 @@ class SqliteDatabase(Database):
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.synchronous = synchronous
+        self._syncs_every_commit = synchronous.upper() in _SYNCING
         self._lock = threading.RLock()
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Tx]:
         with self._lock:
-            relaxed = not durable and self.synchronous.upper() in _SYNCING
+            relaxed = not durable and self._syncs_every_commit
             if relaxed:
                 self.db.execute("PRAGMA synchronous=NORMAL")
             try:
