@@ -168,6 +168,10 @@ class NodeConfig:
     name: str = field(default_factory=socket.gethostname)
     # Node processes on this machine, sharing the listeners (SO_REUSEPORT) and the store.
     processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Where a small message's disk and store work runs: "loop", on the event loop's thread
+    # with its verifying and signing (no hand-offs to threads: relay.steps says why), or
+    # "threads", so that a slow disk or store never holds the loop (SMALL_WORK).
+    small_work: str = "loop"
 
     @property
     def store_url(self) -> str:
@@ -187,6 +191,9 @@ class ConfigurationProblems(ConfigurationError):
     def __init__(self, problems: Sequence[str] | str, *, reason: Reason | None = None) -> None:
         self.problems = tuple(problems.splitlines() if isinstance(problems, str) else problems)
         super().__init__("\n".join(self.problems), reason=reason)
+
+
+SMALL_WORK = ("loop", "threads")
 
 
 def own_message_limit(provider_id: str) -> int:

@@ -24,6 +24,7 @@ from interop.providers import BUILTIN_DIRECTORY, Provider, provider_id_problem
 from relay.config import (
     LOG_LEVELS,
     MAX_PROCESSES,
+    SMALL_WORK,
     AccountConfig,
     ConfigurationProblems,
     Identity,
@@ -225,6 +226,10 @@ class _Reader:
         if not 1 <= processes <= MAX_PROCESSES:
             node.problem("processes", f"must be from 1 to {MAX_PROCESSES}, not {processes}")
             processes = 1
+        small_work = node.get("small_work", str, "loop")
+        if small_work not in SMALL_WORK:
+            node.problem("small_work", f"{' or '.join(SMALL_WORK)}; not {small_work!r}")
+            small_work = "loop"
         # The older place of [store] sqlite_synchronous.
         old_synchronous = node.get("sqlite_synchronous", str, "FULL")
         node.done()
@@ -299,6 +304,7 @@ class _Reader:
             store=store,
             name=name,
             processes=processes,
+            small_work=small_work,
         )
 
     def provider(self, node: _Section) -> Provider:

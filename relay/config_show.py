@@ -93,6 +93,7 @@ def show(config: NodeConfig) -> str:
     out.key("refuse_when_full", value(config.refuse_when_full))
     out.key("name", value(config.name))
     out.key("processes", value(config.processes))
+    out.key("small_work", value(config.small_work))
 
     store = config.store
     out.table("store")

@@ -51,8 +51,9 @@ from relay.transport.smtp import SmtpTransport
 log = structlog.get_logger("kep.node")
 
 # Each stage is written in steps (relay.steps): the node runs a small message's CPU steps on
-# the event loop's thread and its blocking steps on threads. The node reads each message it
-# claims in the claim's own hand-off to a thread, and gives the stage what it read.
+# the event loop's thread, and its blocking steps there too or on threads ([node] small_work);
+# a large message's blocking steps on threads. The node reads each message it claims in the
+# claim's own step, and gives the stage what it read.
 Processor = Callable[[NodeContext, MessageRow, Steps, Received | None], Awaitable[None]]
 PROCESSORS: dict[Kind, Processor] = {
     Kind.DISPATCH_IN: rgw.process_dispatch,
@@ -287,7 +288,7 @@ class Node:
                 await room.wait()
                 continue
             try:
-                claimed = await asyncio.to_thread(self.claim, free)
+                claimed = await context.small_steps.blocking(self.claim, free)
             except Exception as exc:  # the store in trouble (disk, locks): look again later
                 context.metrics.failed(exc)
                 log.exception("processing_loop_failed")
@@ -313,7 +314,7 @@ class Node:
 
     def claim(self, free: int) -> list[tuple[MessageRow, Received | None]]:
         """Up to ``free`` received messages claimed for this process, each read as its stage
-        reads it (blocking: one hand-off to a thread for the claim and the reads); None where
+        reads it (blocking: one step for the claim and the reads, small work); None where
         the file could not be read now: the stage reads it again, and fails as it would."""
         context = self.context
         rows = context.store.claim_received(
@@ -330,35 +331,48 @@ class Node:
         return claimed
 
     def claim_next(self) -> list[tuple[MessageRow, Received | None]]:
-        """A busy slot's next message (``claim`` of one), on the thread of the last step of the
-        message it finished; none while the node drains. Never raises: the store in trouble
-        only means the slot goes back to the processing loop, which claims again."""
+        """A busy slot's next message (``claim`` of one), right after the last step of the
+        message it finished, where that step ran; none while the node drains. Never raises: the
+        store in trouble only means the slot goes back to the processing loop, which claims
+        again."""
         if self.stopping.is_set():
             return []
         try:
             return self.claim(1)
         except Exception as exc:
             self.context.metrics.failed(exc)
-            # The thread runs in a copy of the finished message's logging context: this line is
-            # the slot's, not that message's.
+            # This runs in a copy of the finished message's logging context (FollowedBy): the
+            # line is the slot's, not that message's.
             structlog.contextvars.unbind_contextvars("queue_id", "remmd_id", "peer")
             log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}")
             return []
 
     async def process_slot(self, row: MessageRow, received: Received | None) -> None:
         """One processing slot: ``row``, then each message the slot claimed after the last step
-        of the one before (``relay.steps.FollowedBy``), until it claimed none."""
+        of the one before (``relay.steps.FollowedBy``), until it claimed none. Between two, the
+        event loop has its turn: a small message's steps may all run in place, awaiting
+        nothing."""
         claimed = [(row, received)]
         while claimed:
             row, received = claimed[0]
-            steps = FollowedBy(self.claim_next)
+            steps = FollowedBy(self.claim_next, self.steps_for(received))
             await self.process_one(row, received, steps)
             claimed = steps.followed or []
+            if claimed:
+                await asyncio.sleep(0)
+
+    def steps_for(self, received: Received | None) -> Steps:
+        """Where a message's steps run: a small one's as ``[node] small_work`` says, when its
+        signing asks no other machine (a remote TSA); else the blocking ones on threads."""
+        context = self.context
+        if received is not None and received.small and context.crypto.signs_in_process:
+            return context.small_steps
+        return ON_THREADS
 
     def processing_slots(self) -> int:
         # While one is verified or signed (on the event loop's thread, holding the
-        # interpreter), the other reads, delivers or commits on a thread; more only queue
-        # behind the one interpreter lock.
+        # interpreter), the other may read, deliver or commit on a thread (a large message,
+        # or small work on threads); more only queue behind the one interpreter lock.
         return PROCESSING_AT_ONCE
 
     async def process_one(

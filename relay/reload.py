@@ -70,6 +70,7 @@ NEEDS_RESTART = {
     "dev_pki": "node.dev_pki",
     "name": "node.name",
     "processes": "node.processes",
+    "small_work": "node.small_work",
     "refuse_when_full": "node.refuse_when_full",
     "peer_listener": "listen.peer",
     "submission_listener": "listen.submission",

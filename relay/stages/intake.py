@@ -127,7 +127,8 @@ class _Base:
         remmd_id: str | None,
         envelope: Envelope,
     ) -> SmtpReply:
-        """Make the message ours and return the reply (blocking: the caller runs it on a thread).
+        """Make the message ours and return the reply (blocking: the caller runs it where small
+        work runs, or on a thread).
 
         A Dispatch this peer delivered before (§2, by ``X-REM-Message-Identifier``) is not
         stored again. That is decided inside the transaction, so two connections delivering
@@ -292,9 +293,11 @@ class PeerIntake(_Base):
         sink.flush()
         if sink.copy is not None:
             # A small envelope is read from the writer's copy on the event loop's thread
-            # (CPU only; relay.steps says why), then committed on a thread.
+            # (CPU only), then committed where a small message's work runs (relay.steps).
             read = self._inspect(connection, envelope, io.BytesIO(sink.copy))
-            reply = await asyncio.to_thread(self._settle, connection, envelope, sink, read)
+            reply = await self.context.small_steps.blocking(
+                self._settle, connection, envelope, sink, read
+            )
         else:
             # Reading a large one back from its file and committing it both block, and
             # nothing between them needs the event loop: one hand-off to a thread.

@@ -26,6 +26,7 @@ from relay.context import NodeContext
 from relay.issuing import file_evidence, record, remake_message, sign
 from relay.lifecycle import Kind, State, Superseded
 from relay.metrics import code_class
+from relay.steps import ON_THREADS
 from relay.store import MessageRow, Row, Tx
 from relay.transport.base import READ_WITH_ENTRY, Entry, Outcome, Result, Transport
 
@@ -44,7 +45,7 @@ async def send_due(context: NodeContext, transport: Transport) -> int:
     was being committed is committed together, the messages peers accepted in one transaction
     (``_settle_sent``), so a busy queue pays one commit for several sends and an idle one
     waits for nothing."""
-    claimed = await asyncio.to_thread(_claim_due, context)
+    claimed = await context.small_steps.blocking(_claim_due, context)
     tries = {
         asyncio.create_task(_attempt(context, transport, row, entry)): row for row, entry in claimed
     }
@@ -58,7 +59,8 @@ async def send_due(context: NodeContext, transport: Transport) -> int:
 def _claim_due(context: NodeContext) -> list[tuple[MessageRow, Entry | Exception]]:
     """Rows due now, moved to ``sending`` and claimed for this node process in one
     transaction, so no other pass or process sends them; each with what the transport sends
-    (``_entry``), made in the same hand-off to a thread, or what kept it from being made."""
+    (``_entry``), made in the same step (small work: ``NodeContext.small_steps``), or what kept
+    it from being made."""
     rows = context.store.claim_due(context.owner, context.now(), context.config.store.lease)
     return [(row, _entry_or_trouble(context, row)) for row in rows]
 
@@ -88,13 +90,14 @@ async def _attempt(
 
 async def _record(context: NodeContext, outcomes: list[tuple[MessageRow, Result]]) -> None:
     """Record what some tries came to: the accepted ones in one transaction, the others (a
-    retry, a failure and its evidence) each in its own. Commits (and for a refused Dispatch,
-    signing its failure evidence) block: not on the loop."""
+    retry, a failure and its evidence) each in its own. Commits block: a peer's acceptance is
+    recorded where small work runs (``NodeContext.small_steps``); anything else (a refused
+    Dispatch's failure evidence is signed, maybe by a remote TSA) on a thread."""
     sent = [(row, result) for row, result in outcomes if result.outcome is Outcome.DELIVERED]
     others = [(row, result) for row, result in outcomes if result.outcome is not Outcome.DELIVERED]
     if len(sent) > 1:
         try:
-            for row in await asyncio.to_thread(_settle_sent, context, sent):
+            for row in await context.small_steps.blocking(_settle_sent, context, sent):
                 context.claim_lost(row.kind, row.id)
             sent = []
         except Exception as exc:  # the group did not commit: each on its own, as below
@@ -106,7 +109,8 @@ async def _record(context: NodeContext, outcomes: list[tuple[MessageRow, Result]
 
 async def _settle_one(context: NodeContext, row: MessageRow, result: Result) -> None:
     try:
-        await asyncio.to_thread(_settle, context, row, result)
+        steps = context.small_steps if result.outcome is Outcome.DELIVERED else ON_THREADS
+        await steps.blocking(_settle, context, row, result)
     except Superseded:  # stalled past the lease: another process sends it (§2: the same message)
         context.claim_lost(row.kind, row.id)
     except Exception as exc:

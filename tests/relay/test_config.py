@@ -115,6 +115,16 @@ def test_bad_configuration_names_file_key_and_problem(raw: dict[str, object], me
     assert message in caught.value.detail
 
 
+def test_small_work_runs_on_the_loop_unless_told_threads() -> None:
+    node = {"provider": "hs01", "dev_pki": "p"}
+    assert from_mapping({"node": node}, "x.toml", Path("/tmp")).small_work == "loop"
+    threads = from_mapping({"node": {**node, "small_work": "threads"}}, "x.toml", Path("/tmp"))
+    assert threads.small_work == "threads"
+    with pytest.raises(ConfigurationError) as caught:
+        from_mapping({"node": {**node, "small_work": "thread"}}, "x.toml", Path("/tmp"))
+    assert "x.toml: node.small_work: loop or threads; not 'thread'" in caught.value.detail
+
+
 def test_node_processes_default_to_the_cpus_each_signing_for_itself() -> None:
     node = {"provider": "hs01", "dev_pki": "p"}
     default = from_mapping({"node": node}, "x.toml", Path("/tmp"))

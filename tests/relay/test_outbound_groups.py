@@ -6,6 +6,7 @@ trouble undo or lose the others; and it keeps its housekeeping out of a busy que
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import sqlite3
 from collections.abc import Iterator
@@ -206,12 +207,15 @@ def test_a_small_message_is_read_with_its_entry_a_large_one_streamed(
     assert large.content is None and large.size == READ_WITH_ENTRY + 1
 
 
-def test_entries_are_made_with_the_claim_in_one_hand_off(
-    context: NodeContext, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("small_work", "hand_offs"), [("threads", ["_claim_due", "_settle_sent"]), ("loop", [])]
+)
+def test_entries_are_made_with_the_claim_in_one_step(
+    context: NodeContext, monkeypatch: pytest.MonkeyPatch, small_work: str, hand_offs: list[str]
 ) -> None:
-    """A pass hands work to a thread twice for four sends that finish together: the claim
-    (with every entry: content from the store or the spool) and the one commit, not once more
-    per message to make its entry."""
+    """A pass takes two steps for four sends that finish together: the claim (with every
+    entry: content from the store or the spool) and the one commit, not one more per message
+    to make its entry. Small work on threads, each is one hand-off; on the loop, none is."""
     handed: list[str] = []
     to_thread = asyncio.to_thread
 
@@ -220,10 +224,13 @@ def test_entries_are_made_with_the_claim_in_one_hand_off(
         return await to_thread(function, *args, **kwargs)
 
     monkeypatch.setattr(asyncio, "to_thread", counted)
+    config = dataclasses.replace(context.config, small_work=small_work)
+    monkeypatch.setattr(context, "config", config)
     transport = Together(len(IDS))
     assert asyncio.run(outbound.send_due(context, transport)) == len(IDS)
-    assert handed == ["_claim_due", "_settle_sent"]
+    assert handed == hand_offs
     assert sorted(transport.begun) == sorted(IDS)
+    assert [context.store.message(i).state for i in IDS] == [State.SENT] * len(IDS)  # type: ignore[union-attr]
 
 
 def test_an_entry_not_made_is_a_temporary_outcome_for_that_message_alone(

@@ -5,6 +5,7 @@ since intake); either way the outcome is the same. Readings are bounded in bytes
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 from collections.abc import Iterator
@@ -158,6 +159,39 @@ def test_a_small_envelope_is_read_from_the_writers_copy_a_large_one_from_its_fil
     assert parses == []  # either way, the reading described the spool file and was taken
     assert handed == [True, True]
     assert _issued(node) == sorted(ACCEPTED * 2)
+
+
+@pytest.mark.parametrize(
+    ("small_work", "small_hand_offs"), [("loop", []), ("threads", ["_settle"])]
+)
+def test_intake_commits_a_small_envelope_where_small_work_runs_a_large_one_on_a_thread(
+    pki: DevPki,
+    node: NodeContext,
+    monkeypatch: pytest.MonkeyPatch,
+    small_work: str,
+    small_hand_offs: list[str],
+) -> None:
+    """``[node] small_work``: a small envelope's commit (spool file and store row, before the
+    250) in place on the event loop's thread, or handed to a thread; a large one, read back
+    from its file first, always on a thread."""
+    handed_over: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+        handed_over.append(function.__name__)
+        return await to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    monkeypatch.setattr(node, "config", dataclasses.replace(node.config, small_work=small_work))
+    small, large = (
+        make_dispatch(pki, recipients=(RECIPIENT,), subject=subject).dispatch
+        for subject in ("small", "large")
+    )
+    _accept(node, small, keep=len(small))
+    assert handed_over == small_hand_offs
+    _accept(node, large, keep=len(large) - 1)
+    assert handed_over == [*small_hand_offs, "_accept"]
+    assert [row.state for row in node.store.messages()] == [State.RECEIVED] * 2
 
 
 def test_after_a_restart_the_envelope_is_read_again_to_the_same_outcome(

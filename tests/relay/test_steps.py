@@ -1,7 +1,8 @@
 """Stages written in steps (relay.steps): a small message's verifying and signing are CPU steps,
 run on the event loop's thread in a node; reading the file, delivering, recording and
-committing are blocking steps, on threads. A large message, or signing that asks a remote TSA,
-runs all of it as blocking steps. The outcome is the same whichever way a step runs."""
+committing are blocking steps, run there too (``[node] small_work = "loop"``) or on threads. A
+large message, or signing that asks a remote TSA, runs all of it as blocking steps, on threads.
+The outcome is the same whichever way a step runs."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from relay.lifecycle import Kind, State
 from relay.node import Node
 from relay.readings import READ_WHOLE, receive
 from relay.stages import evidence_in, rgw, sgw
-from relay.steps import IN_PLACE, ON_THREADS, FollowedBy
+from relay.steps import IN_PLACE, ON_THREADS, FollowedBy, Steps
 from relay.store import MessageRow
 from tests.helpers import make_dispatch, make_evidence_message
 
@@ -60,10 +61,10 @@ def _name(function: Callable[..., Any]) -> str:
     return str(getattr(function, "__name__", None) or function.func.__name__)  # type: ignore[attr-defined]
 
 
-def _node(pki: DevPki, root: Path, provider: str) -> Iterator[NodeContext]:
+def _node(pki: DevPki, root: Path, provider: str, **node: str) -> Iterator[NodeContext]:
     write_pki(pki, root / "pki")
     config = from_mapping(
-        {"node": {"provider": provider, "dev_pki": "pki", "data_dir": "data"}}, "t", root
+        {"node": {"provider": provider, "dev_pki": "pki", "data_dir": "data", **node}}, "t", root
     )
     context = build_context(config, clock=lambda: pki.created)
     yield context
@@ -73,6 +74,12 @@ def _node(pki: DevPki, root: Path, provider: str) -> Iterator[NodeContext]:
 @pytest.fixture
 def node(pki: DevPki, tmp_path: Path) -> Iterator[NodeContext]:
     yield from _node(pki, tmp_path, "hs02")
+
+
+@pytest.fixture
+def threaded(pki: DevPki, tmp_path: Path) -> Iterator[NodeContext]:
+    """hs02 with a small message's blocking steps on threads."""
+    yield from _node(pki, tmp_path / "threaded", "hs02", small_work="threads")
 
 
 @pytest.fixture
@@ -255,43 +262,31 @@ def test_the_node_reads_what_it_claims_in_the_claims_hand_off(
         asyncio.run(rgw.process_dispatch(node, gone, Recorded(), nothing))
 
 
-def test_the_last_step_is_followed_on_its_own_thread_only_when_it_succeeded() -> None:
-    """``FollowedBy``: what follows the last step runs on the same worker thread, right after
-    it, in the same hand-off; a last step that raised is followed by nothing."""
+@pytest.mark.parametrize("where", [ON_THREADS, IN_PLACE], ids=["threads", "in place"])
+def test_the_last_step_is_followed_where_it_ran_only_when_it_succeeded(where: Steps) -> None:
+    """``FollowedBy``: what follows the last step runs where it ran (the same worker thread,
+    in the same hand-off; or in place), right after it; a last step that raised is followed
+    by nothing."""
 
-    async def run(steps: FollowedBy[int], fails: bool) -> int:
+    async def run(steps: FollowedBy[int], fails: bool) -> tuple[int, int]:
         def commit() -> int:
             if fails:
                 raise OSError("the disk is full")
             return threading.get_ident()
 
-        return await steps.last(commit)
+        return await steps.last(commit), threading.get_ident()
 
-    followed = FollowedBy(threading.get_ident)
-    assert asyncio.run(run(followed, fails=False)) == followed.followed != threading.get_ident()
-    refused = FollowedBy(threading.get_ident)
+    followed = FollowedBy(threading.get_ident, where)
+    ran, caller = asyncio.run(run(followed, fails=False))
+    assert ran == followed.followed
+    assert (ran == caller) is (where is IN_PLACE)
+    refused = FollowedBy(threading.get_ident, where)
     with pytest.raises(OSError):
         asyncio.run(run(refused, fails=True))
     assert refused.followed is None
 
 
-def test_a_busy_slot_claims_its_next_message_after_its_last_step(
-    pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Three Dispatches through one slot: the processing loop claims the first, and each
-    later one is claimed on the thread of the commit before it; no hand-off of its own."""
-    waiting = [_waiting(pki, node) for _ in range(3)]
-    handed: list[str] = []
-    to_thread = asyncio.to_thread
-
-    async def counted(function: Any, /, *args: Any, **kwargs: Any) -> Any:
-        handed.append(_name(function))
-        return await to_thread(function, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", counted)
-    monkeypatch.setattr(Node, "processing_slots", lambda self: 1)
-    relay_node = Node(node)
-
+def _process_all(node: NodeContext, relay_node: Node, waiting: list[str]) -> None:
     async def process_all() -> None:
         loop = asyncio.create_task(relay_node.process_loop())
         while any(row.state is State.RECEIVED for m in waiting if (row := node.store.message(m))):
@@ -302,12 +297,95 @@ def test_a_busy_slot_claims_its_next_message_after_its_last_step(
 
     asyncio.run(process_all())
     assert [node.store.message(m).state for m in waiting] == [State.PROCESSED] * 3  # type: ignore[union-attr]
+
+
+def _counting_hand_offs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    handed: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+        handed.append(_name(function))
+        return await to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    monkeypatch.setattr(Node, "processing_slots", lambda self: 1)
+    return handed
+
+
+def test_a_busy_slot_claims_its_next_message_after_its_last_step(
+    pki: DevPki, threaded: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three Dispatches through one slot, small work on threads: the processing loop claims
+    the first, and each later one is claimed on the thread of the commit before it; no
+    hand-off of its own."""
+    waiting = [_waiting(pki, threaded) for _ in range(3)]
+    handed = _counting_hand_offs(monkeypatch)
+    _process_all(threaded, Node(threaded), waiting)
     # The first claim finds all three waiting and takes one (one slot); then three commits,
     # each with the next claim after it (the last finds nothing). Only then does the idle
     # loop claim again (once, or more on a machine slower than timers.queue_poll).
     commits = [i for i, name in enumerate(handed) if name == "then_follow"]
     assert len(commits) == 3 and handed[: commits[-1]].count("claim") == 1
     assert handed.count("deliver") == 3 and "commit_back" not in handed
+
+
+def test_small_messages_are_processed_on_the_loops_thread_with_no_hand_off(
+    pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[node] small_work = "loop"`` (the default): claims, reading, verifying, delivering,
+    signing and committing three small Dispatches hand nothing to a thread."""
+    waiting = [_waiting(pki, node) for _ in range(3)]
+    handed = _counting_hand_offs(monkeypatch)
+    _process_all(node, Node(node), waiting)
+    assert handed == []
+
+
+def test_a_slot_gives_the_loop_a_turn_between_two_messages(
+    pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small messages' steps run in place, awaiting nothing: a slot that goes on to the next
+    message it claimed lets the event loop serve the others (connections) in between."""
+    waiting = [_waiting(pki, node) for _ in range(3)]
+    monkeypatch.setattr(Node, "processing_slots", lambda self: 1)
+    seen: set[int] = set()
+
+    async def watch() -> None:
+        while True:
+            seen.add(sum(row.state is State.PROCESSED for row in node.store.messages()))
+            await asyncio.sleep(0)
+
+    async def process_with_a_watcher() -> None:
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0)
+        relay_node = Node(node)
+        loop = asyncio.create_task(relay_node.process_loop())
+        while any(row.state is State.RECEIVED for m in waiting if (row := node.store.message(m))):
+            await asyncio.sleep(0.05)
+        relay_node.stopping.set()
+        relay_node.work.set()
+        await loop
+        watcher.cancel()
+
+    asyncio.run(process_with_a_watcher())
+    assert {1, 2} <= seen
+
+
+def test_where_a_nodes_message_is_processed(
+    node: NodeContext, threaded: NodeContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In place: a small message, on a node with ``small_work = "loop"`` that signs with no
+    remote TSA. On threads: a large one, a file not read with its claim, small work on
+    threads, or a remote TSA to ask (it may keep a step waiting for seconds)."""
+    (tmp_path / "small.eml").write_bytes(b"x" * READ_WHOLE)
+    (tmp_path / "large.eml").write_bytes(b"x" * (READ_WHOLE + 1))
+    small, large = receive(tmp_path / "small.eml", None), receive(tmp_path / "large.eml", None)
+    assert small.small and not large.small
+    assert Node(node).steps_for(small) is IN_PLACE
+    assert Node(node).steps_for(large) is ON_THREADS
+    assert Node(node).steps_for(None) is ON_THREADS
+    assert Node(threaded).steps_for(small) is ON_THREADS
+    monkeypatch.setattr(LocalCrypto, "signs_in_process", property(lambda self: False))
+    assert Node(node).steps_for(small) is ON_THREADS
 
 
 def test_a_slot_claims_nothing_more_once_the_node_drains(pki: DevPki, node: NodeContext) -> None:
@@ -330,11 +408,14 @@ def test_a_claim_that_fails_after_a_commit_leaves_the_slot_to_the_loop(
     assert relay_node.claim_next() == []
 
 
+@pytest.mark.parametrize("where", [ON_THREADS, IN_PLACE], ids=["threads", "in place"])
 def test_a_failed_claim_after_a_commit_is_logged_as_the_slots_not_the_messages(
-    pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch
+    pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch, where: Steps
 ) -> None:
     """The claim follows the last step inside the finished message's logging context (its
-    queue id, REMMD id and peer); its own line must not name that message."""
+    queue id, REMMD id and peer); its own line must not name that message, and in place, what
+    it unbinds for that line must stay unbound for it alone: the stage logs the message it
+    finished after its last step."""
     relay_node = Node(node)
 
     def locked(*args: Any) -> list[MessageRow]:
@@ -344,7 +425,7 @@ def test_a_failed_claim_after_a_commit_is_logged_as_the_slots_not_the_messages(
 
     async def finish_a_message() -> None:
         with structlog.contextvars.bound_contextvars(queue_id="m1", remmd_id="r1", peer="hs01"):
-            steps = FollowedBy(relay_node.claim_next)
+            steps = FollowedBy(relay_node.claim_next, where)
             await steps.last(lambda: None)
             assert steps.followed == []
             assert structlog.contextvars.get_contextvars()["queue_id"] == "m1"  # here, still
