@@ -62,6 +62,7 @@ smtp-sink apart.
 
 Run:  .venv/bin/python -m benchmarks.bench_relay [--messages N] [--connections N]
           [--processes N] [--crypto-workers N] [--store URL] [--vacuum-every S]
+          [--small-work loop|threads]
           [--sender lean|postfix|python] [--prefill-mailbox N] [--prefill-evidence N]
           [--profile DIR] [--profile-seconds S]
           [--skip-postfix] [--skip-large] [--log-dir DIR] [--json FILE]
@@ -585,6 +586,12 @@ def main() -> None:
         " (pip install -e '.[bench]')",
     )
     parser.add_argument("--profile-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--small-work",
+        choices=("loop", "threads"),
+        default=None,
+        help="hs02's [node] small_work (default: the node's own default)",
+    )
     parser.add_argument("--skip-postfix", action="store_true", help="no Postfix half")
     parser.add_argument("--skip-large", action="store_true", help="no 100 MiB RSS part")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep hs02's logs here")
@@ -600,6 +607,7 @@ def main() -> None:
         args.prefill_evidence,
         args.profile,
         args.profile_seconds,
+        args.small_work,
     )
     sender = args.sender or "lean"
     if sender == "postfix" and not postfix_installed():

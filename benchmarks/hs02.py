@@ -78,14 +78,19 @@ class Setup:
     # py-spy hs02's node processes for the first profile_seconds of the window (profile.py).
     profile: Path | None = None
     profile_seconds: float = 20.0
+    # [node] small_work ("loop" or "threads"); None: not written, the node's default.
+    small_work: str | None = None
 
     def describe(self) -> str:
         store = "PostgreSQL" if is_postgres(self.store) else "SQLite"
         if is_postgres(self.store) and self.vacuum_every:
             store += f" (VACUUM ANALYZE every {self.vacuum_every:g} s)"
         held = f" prefill_mailbox={self.prefill_mailbox} prefill_evidence={self.prefill_evidence}"
-        return f"processes={self.processes} crypto_workers={self.crypto_workers} store={store}" + (
-            held if self.prefill_mailbox or self.prefill_evidence else ""
+        work = f" small_work={self.small_work}" if self.small_work else ""
+        return (
+            f"processes={self.processes} crypto_workers={self.crypto_workers} store={store}"
+            + work
+            + (held if self.prefill_mailbox or self.prefill_evidence else "")
         )
 
 
@@ -205,7 +210,8 @@ def start_node(
     (root / "hs02.toml").write_text(
         f'[node]\nprovider = "hs02"\ndata_dir = "hs02"\ndev_pki = "pki"\n'
         f"processes = {setup.processes}\n"
-        f'[listen.peer]\naddress = "127.0.0.1:{peer_port}"\n'
+        + (f'small_work = "{setup.small_work}"\n' if setup.small_work else "")
+        + f'[listen.peer]\naddress = "127.0.0.1:{peer_port}"\n'
         f'[listen.submission]\naddress = "127.0.0.1:{free_port()}"\n'
         f'[listen.monitoring]\naddress = "127.0.0.1:{monitoring_port or free_port()}"\n'
         f'[peers.hs01]\nroute = "127.0.0.1:{sink_port}"\nmessage_limit_mib = {limit_mib}\n'
