@@ -14,8 +14,6 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.charset import BASE64, Charset
-from email.header import Header
 from typing import BinaryIO
 
 from interop.cms.parse import ParsedSignedData
@@ -43,17 +41,29 @@ MICALG_NAMES = {
 }
 
 
-# UTF-8 in base64 encoded-words: the stdlib's default for UTF-8 measures the quoted-printable
-# form of every chunk to pick the shorter one, which cost more than the rest of a header block.
-_UTF8_BASE64 = Charset("utf-8")
-_UTF8_BASE64.header_encoding = BASE64
+# RFC 2047 §2: an encoded word is at most 75 characters. 42 bytes of text (whole 3-byte groups)
+# make 56 of base64, a word of 68 with "=?utf-8?b?" and "?=": "Subject: " and one word stay
+# within the 78 characters a line should keep to (RFC 5322 §2.1.1).
+_WORD_BYTES = 42
 
 
 def encode_header(value: str) -> str:
-    """RFC 2047 encoding when the text is not ASCII (Turkish subjects usually are not)."""
+    """RFC 2047 encoding when the text is not ASCII (Turkish subjects usually are not): base64
+    UTF-8 encoded words, each of whole characters (§5), separated by spaces for
+    ``fields.fold``. The stdlib's ``email.header`` does the same some ten times slower: it
+    measures the encoded form again for every character it adds to a word."""
     if value.isascii():
         return value
-    return Header(value, _UTF8_BASE64).encode(linesep="\r\n")
+    data = value.encode("utf-8")
+    words = []
+    start = 0
+    while start < len(data):
+        end = min(start + _WORD_BYTES, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:
+            end -= 1  # not inside a character: back to its first byte
+        words.append(f"=?utf-8?b?{base64.b64encode(data[start:end]).decode('ascii')}?=")
+        start = end
+    return " ".join(words)
 
 
 def base64_lines(data: bytes) -> bytes:

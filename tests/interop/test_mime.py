@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import base64
 import io
+from email.header import decode_header, make_header
 from email.policy import default as default_policy
 
 import pytest
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 
 from interop.envelope.fields import decode_text, fold
 from interop.envelope.mime import Span, parse_content_type, read_headers, split_multipart
+from interop.envelope.smime import encode_header
 from interop.errors import EnvelopeFormatError, LimitExceeded
 from interop.limits import Limits
 
@@ -97,6 +100,40 @@ def test_deeply_nested_comments_are_refused_not_a_recursion_error() -> None:
     with pytest.raises(EnvelopeFormatError, match="is malformed") as caught:
         parse_content_type(raw, Limits(content_type_params=5000))
     assert isinstance(caught.value.__cause__, RecursionError)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ç",
+        "KEP delili: RelayREMMDAcceptanceRejection Acceptance: Şirket sözleşmesi hakkında",
+        "ğ" * 22,  # 44 bytes: a character across the first word's 42
+        "a" + "ş" * 40,
+        "İhtarname 📨 " * 12,  # four-byte characters too
+        "x" * 41 + "é" + "y" * 100,
+    ],
+)
+def test_non_ascii_header_text_is_encoded_in_whole_characters_the_stdlib_reads_back(
+    text: str,
+) -> None:
+    encoded = encode_header(text)
+    assert encoded.isascii()
+    words = encoded.split(" ")
+    for word in words:  # RFC 2047 §2 and §5: short words, no character split between two
+        assert len(word) <= 75 and word.startswith("=?utf-8?b?") and word.endswith("?=")
+        base64.b64decode(word[10:-2]).decode("utf-8")
+    assert str(make_header(decode_header(encoded))) == text  # the stdlib's reading
+    assert decode_text(encoded) == text  # and ours
+    folded = fold("Subject", encoded)
+    assert all(len(line) <= 78 for line in folded.split(b"\r\n"))
+    assert encode_header("plain ASCII") == "plain ASCII"
+
+
+@given(st.text(min_size=1, max_size=200).filter(lambda text: not text.isascii()))
+def test_any_non_ascii_text_encodes_to_words_the_stdlib_decodes_back(text: str) -> None:
+    encoded = encode_header(text)
+    assert all(len(word) <= 75 for word in encoded.split(" "))
+    assert str(make_header(decode_header(encoded))) == text
 
 
 @pytest.mark.parametrize(
