@@ -240,7 +240,15 @@ def _certificates(signature: etree._Element, limits: Limits) -> list[x509.Certif
     if len(nodes) > limits.certificates_per_signature:
         raise EvidenceFormatError("the evidence signature carries too many certificates")
     with translated(EvidenceFormatError, "an evidence signature certificate is unreadable"):
-        return [x509.load_der_x509_certificate(_base64(node)) for node in nodes]
+        return [_certificate(_base64(node)) for node in nodes]
+
+
+@functools.lru_cache(maxsize=64)
+def _certificate(der: bytes) -> x509.Certificate:
+    """A certificate read once: a provider signs all its evidence with the same few, and a
+    certificate's names are made into Python objects on first use (reading a chain of two
+    and finding its leaf: 44 µs anew, 12 µs from here)."""
+    return x509.load_der_x509_certificate(der)
 
 
 def _base64(node: etree._Element) -> bytes:
