@@ -67,8 +67,9 @@ def hash_ranges(
         return {}
     low = min(h[2] for h in hashers)
     high = max(h[3] for h in hashers)
-    workers = min(len(hashers), os.cpu_count() or 1)
-    if not parallel or workers < 2 or high - low < _PARALLEL_FROM:
+    # os.cpu_count() reads /sys/devices/system/cpu/online each time: asked only for a large span.
+    workers = 1 if high - low < _PARALLEL_FROM else min(len(hashers), os.cpu_count() or 1)
+    if not parallel or workers < 2:
         _hash_serially(stream, hashers, low, high, chunk)
     else:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kep-hash") as pool:

@@ -216,6 +216,27 @@ def test_hash_ranges_reads_once_and_matches_slices() -> None:
         hash_ranges(io.BytesIO(data[:100]), {"x": ((0, 200), ("sha256",))})
 
 
+def test_a_small_message_is_hashed_without_asking_for_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """os.cpu_count() reads a /sys file each time: a 4 KiB Dispatch, hashed serially, does
+    not ask; a large span, hashed on several cores, does."""
+    asked: list[int] = []
+
+    def cpu_count() -> int:
+        asked.append(1)
+        return 2
+
+    monkeypatch.setattr("interop.cms.hashing.os.cpu_count", cpu_count)
+    data = bytes(range(256)) * 64
+    ranges = {"a": ((0, len(data)), ("sha256",)), "b": ((5, 900), ("sha256",))}
+    assert hash_ranges(io.BytesIO(data), ranges)["a", "sha256"] == hashlib.sha256(data).digest()
+    assert asked == []
+    large = bytes(8 * 1024 * 1024)
+    hash_ranges(io.BytesIO(large), {"a": ((0, len(large)), ("sha256", "sha512"))})
+    assert asked == [1]
+
+
 # Found by fuzzing (fuzz/targets.py cms): 81 stack signatures of ValueError, KeyError, TypeError
 # and UnicodeDecodeError from asn1crypto and cryptography, all after ``parse`` had succeeded.
 @pytest.mark.parametrize("how", ["length", "utf8"])
