@@ -49,6 +49,7 @@ from relay.readings import READ_WHOLE, FileIdentity, Reading
 from relay.smtp.server import Connection, Sink
 from relay.spool import SpoolWriter
 from relay.stages.sgw import remmd_id_for
+from relay.steps import ON_THREADS
 from relay.store import is_duplicate
 
 log = structlog.get_logger("kep.intake")
@@ -433,7 +434,9 @@ class SubmissionIntake(_Base):
     async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> SmtpReply:
         assert isinstance(sink, SpoolWriter)
         remmd_id = remmd_id_for(self.context, sink.queue_id)  # known from acceptance on
-        reply = await asyncio.to_thread(
+        # Committed where a small message's work runs (relay.steps), a large one on a thread.
+        steps = self.context.small_steps if sink.size <= READ_WHOLE else ON_THREADS
+        reply = await steps.blocking(
             self._commit,
             sink,
             kind=Kind.SUBMISSION,

@@ -24,10 +24,10 @@ from relay.config_file import from_mapping
 from relay.context import NodeContext, build_context
 from relay.keys import write_pki
 from relay.lifecycle import Kind, State
-from relay.readings import FileIdentity, Reading, Readings
+from relay.readings import READ_WHOLE, FileIdentity, Reading, Readings
 from relay.smtp.server import Connection
 from relay.spool import SpoolWriter
-from relay.stages.intake import PeerIntake
+from relay.stages.intake import PeerIntake, SubmissionIntake
 from relay.stages.rgw import process_dispatch
 from relay.store import MessageRow
 from tests.helpers import make_dispatch
@@ -192,6 +192,40 @@ def test_intake_commits_a_small_envelope_where_small_work_runs_a_large_one_on_a_
     _accept(node, large, keep=len(large) - 1)
     assert handed_over == [*small_hand_offs, "_accept"]
     assert [row.state for row in node.store.messages()] == [State.RECEIVED] * 2
+
+
+@pytest.mark.parametrize(
+    ("small_work", "small_hand_offs"), [("loop", []), ("threads", ["_commit"])]
+)
+def test_submission_intake_commits_a_small_message_where_small_work_runs(
+    node: NodeContext,
+    monkeypatch: pytest.MonkeyPatch,
+    small_work: str,
+    small_hand_offs: list[str],
+) -> None:
+    """The same for a user's submission: a small one committed in place or on a thread, as
+    ``[node] small_work`` says; a large one always on a thread."""
+    handed_over: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+        handed_over.append(function.__name__)
+        return await to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    monkeypatch.setattr(node, "config", dataclasses.replace(node.config, small_work=small_work))
+    intake = SubmissionIntake(node, lambda: None)
+    connection = Connection(("127.0.0.1", 2587))
+    for size in (READ_WHOLE, READ_WHOLE + 1):
+        envelope = Envelope()
+        envelope.mail_from = RECIPIENT
+        envelope.rcpt_tos = ["ali.yilmaz@hs01.kep.tr"]
+        sink = intake.open_sink(connection, envelope)
+        assert isinstance(sink, SpoolWriter)
+        sink.write(b"x" * size)
+        assert asyncio.run(intake.finish(connection, envelope, sink)).code == 250
+    assert handed_over == [*small_hand_offs, "_commit"]
+    assert [row.kind for row in node.store.messages()] == [Kind.SUBMISSION] * 2
 
 
 def test_after_a_restart_the_envelope_is_read_again_to_the_same_outcome(
