@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import io
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -200,3 +202,18 @@ def production_config(
         f"{tables}{extra}"
     )
     return path
+
+
+def count_hand_offs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of each function handed to a thread with ``asyncio.to_thread`` from now on
+    (a ``functools.partial`` by its function's)."""
+    handed: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        name = getattr(function, "__name__", None) or function.func.__name__  # type: ignore[attr-defined]
+        handed.append(str(name))
+        return await to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    return handed

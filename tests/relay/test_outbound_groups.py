@@ -25,6 +25,7 @@ from relay.node import Node
 from relay.stages import outbound
 from relay.store.reader import StoreReader
 from relay.transport.base import READ_WITH_ENTRY, Entry, Outcome, Result
+from tests.helpers import count_hand_offs
 
 ACCEPTED = Result(Outcome.DELIVERED, "250 2.0.0 Queued as x", 250, host="127.0.0.1:2625")
 IDS = ("e1", "e2", "e3", "e4")
@@ -216,14 +217,7 @@ def test_entries_are_made_with_the_claim_in_one_step(
     """A pass takes two steps for four sends that finish together: the claim (with every
     entry: content from the store or the spool) and the one commit, not one more per message
     to make its entry. Small work on threads, each is one hand-off; on the loop, none is."""
-    handed: list[str] = []
-    to_thread = asyncio.to_thread
-
-    async def counted(function: Any, /, *args: Any, **kwargs: Any) -> Any:
-        handed.append(function.__name__)
-        return await to_thread(function, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", counted)
+    handed = count_hand_offs(monkeypatch)
     config = dataclasses.replace(context.config, small_work=small_work)
     monkeypatch.setattr(context, "config", config)
     transport = Together(len(IDS))

@@ -30,7 +30,7 @@ from relay.spool import SpoolWriter
 from relay.stages.intake import PeerIntake, SubmissionIntake
 from relay.stages.rgw import process_dispatch
 from relay.store import MessageRow
-from tests.helpers import make_dispatch
+from tests.helpers import count_hand_offs, make_dispatch
 
 RECIPIENT = "ayse.demir@hs02.kep.tr"
 
@@ -174,14 +174,7 @@ def test_intake_commits_a_small_envelope_where_small_work_runs_a_large_one_on_a_
     """``[node] small_work``: a small envelope's commit (spool file and store row, before the
     250) in place on the event loop's thread, or handed to a thread; a large one, read back
     from its file first, always on a thread."""
-    handed_over: list[str] = []
-    to_thread = asyncio.to_thread
-
-    async def counted(function: Any, /, *args: Any, **kwargs: Any) -> Any:
-        handed_over.append(function.__name__)
-        return await to_thread(function, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", counted)
+    handed_over = count_hand_offs(monkeypatch)
     monkeypatch.setattr(node, "config", dataclasses.replace(node.config, small_work=small_work))
     small, large = (
         make_dispatch(pki, recipients=(RECIPIENT,), subject=subject).dispatch
@@ -205,14 +198,7 @@ def test_submission_intake_commits_a_small_message_where_small_work_runs(
 ) -> None:
     """The same for a user's submission: a small one committed in place or on a thread, as
     ``[node] small_work`` says; a large one always on a thread."""
-    handed_over: list[str] = []
-    to_thread = asyncio.to_thread
-
-    async def counted(function: Any, /, *args: Any, **kwargs: Any) -> Any:
-        handed_over.append(function.__name__)
-        return await to_thread(function, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", counted)
+    handed_over = count_hand_offs(monkeypatch)
     monkeypatch.setattr(node, "config", dataclasses.replace(node.config, small_work=small_work))
     intake = SubmissionIntake(node, lambda: None)
     connection = Connection(("127.0.0.1", 2587))

@@ -30,7 +30,7 @@ from relay.readings import READ_WHOLE, receive
 from relay.stages import evidence_in, rgw, sgw
 from relay.steps import IN_PLACE, ON_THREADS, FollowedBy, Steps
 from relay.store import MessageRow
-from tests.helpers import make_dispatch, make_evidence_message
+from tests.helpers import count_hand_offs, make_dispatch, make_evidence_message
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -286,30 +286,23 @@ def test_the_last_step_is_followed_where_it_ran_only_when_it_succeeded(where: St
     assert refused.followed is None
 
 
-def _process_all(node: NodeContext, relay_node: Node, waiting: list[str]) -> None:
-    async def process_all() -> None:
-        loop = asyncio.create_task(relay_node.process_loop())
-        while any(row.state is State.RECEIVED for m in waiting if (row := node.store.message(m))):
-            await asyncio.sleep(0.05)
-        relay_node.stopping.set()
-        relay_node.work.set()
-        await loop
+async def _until_processed(node: NodeContext, relay_node: Node, waiting: list[str]) -> None:
+    loop = asyncio.create_task(relay_node.process_loop())
+    while any(row.state is State.RECEIVED for m in waiting if (row := node.store.message(m))):
+        await asyncio.sleep(0.05)
+    relay_node.stopping.set()
+    relay_node.work.set()
+    await loop
 
-    asyncio.run(process_all())
+
+def _process_all(node: NodeContext, relay_node: Node, waiting: list[str]) -> None:
+    asyncio.run(_until_processed(node, relay_node, waiting))
     assert [node.store.message(m).state for m in waiting] == [State.PROCESSED] * 3  # type: ignore[union-attr]
 
 
 def _counting_hand_offs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    handed: list[str] = []
-    to_thread = asyncio.to_thread
-
-    async def counted(function: Any, /, *args: Any, **kwargs: Any) -> Any:
-        handed.append(_name(function))
-        return await to_thread(function, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", counted)
     monkeypatch.setattr(Node, "processing_slots", lambda self: 1)
-    return handed
+    return count_hand_offs(monkeypatch)
 
 
 def test_a_busy_slot_claims_its_next_message_after_its_last_step(
@@ -357,13 +350,7 @@ def test_a_slot_gives_the_loop_a_turn_between_two_messages(
     async def process_with_a_watcher() -> None:
         watcher = asyncio.create_task(watch())
         await asyncio.sleep(0)
-        relay_node = Node(node)
-        loop = asyncio.create_task(relay_node.process_loop())
-        while any(row.state is State.RECEIVED for m in waiting if (row := node.store.message(m))):
-            await asyncio.sleep(0.05)
-        relay_node.stopping.set()
-        relay_node.work.set()
-        await loop
+        await _until_processed(node, Node(node), waiting)
         watcher.cancel()
 
     asyncio.run(process_with_a_watcher())
