@@ -12,7 +12,7 @@ a node runs a small message's CPU steps (a few milliseconds) on the loop's own t
 
 The same holds the other way round: while the loop's thread computes, a worker thread waits
 for the interpreter lock after each call into C it made (each write, fsync, SQLite statement),
-and the lock passes back and forth between them (measured: some 190 futex calls and 160
+and the lock passes back and forth between them (measured: some 200 futex calls and 165
 context switches per Dispatch, a fifth of the node's CPU). So a node runs a small message's
 blocking steps in place as well (``IN_PLACE``), when its signing asks no remote TSA and
 ``[node] small_work`` is ``loop`` (the default): the disk and store work of one message is a
