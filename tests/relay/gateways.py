@@ -351,11 +351,18 @@ def subject() -> str:
 
 
 def add_nodes(
-    mesh_: Mesh, provider: str, names: list[str], store_url: str, *, lease: str = "5s"
+    mesh_: Mesh,
+    provider: str,
+    names: list[str],
+    store_url: str,
+    *,
+    lease: str = "5s",
+    small_work: dict[str, str] | None = None,
 ) -> list[Gateway]:
     """Nodes of ``provider`` as on separate machines: their own ports and names, one
     PostgreSQL store and one shared data folder (spool, mailboxes, PKI). The provider's
-    gateway in the mesh becomes the first of them, the one the other providers route to."""
+    gateway in the mesh becomes the first of them, the one the other providers route to.
+    ``small_work``: a node's ``[node] small_work``, by name (else the default)."""
     first = next(n for n in mesh_.layout.nodes if n.provider == provider)
     nodes = []
     for i, name in enumerate(names):
@@ -377,6 +384,9 @@ def add_nodes(
             name=name,
             store_url=store_url,
         )
+        work = (small_work or {}).get(name)
+        if work:  # into [node], which ends where [listen.peer] begins
+            toml = toml.replace("\n[listen.peer]", f'small_work = "{work}"\n\n[listen.peer]', 1)
         gateway.config.write_text(toml)
         nodes.append(gateway)
     mesh_.gateways[provider] = nodes[0]

@@ -96,7 +96,16 @@ def test_three_nodes_on_one_postgresql_one_dies_for_good_then_another(tmp_path: 
     mesh = make_mesh(tmp_path, ["hs01", "hs02"], timers=TIMERS)
     rng = _seeded()
     with postgres_database() as url:
-        a, b, c = add_nodes(mesh, "hs02", ["hs02-a", "hs02-b", "hs02-c"], url, lease=LEASE)
+        # Node a, the one that lives, keeps a small message's work on threads; b and c on
+        # their event loops (the default): both ways share one store and each other's work.
+        a, b, c = add_nodes(
+            mesh,
+            "hs02",
+            ["hs02-a", "hs02-b", "hs02-c"],
+            url,
+            lease=LEASE,
+            small_work={"hs02-a": "threads"},
+        )
         hs01 = mesh["hs01"]
         try:
             hs01.start()
@@ -110,6 +119,7 @@ def test_three_nodes_on_one_postgresql_one_dies_for_good_then_another(tmp_path: 
             submit(mesh, hs01, 120, sent, during={kill_c: killer(c), kill_b: killer(b)})
             wait_delivered(hs01, len(sent))
             assert_exactly_once(hs01, a, sent)
+            assert 'small_work = "threads"' in a.config.read_text()
 
             # The dead nodes' leases run out and node a takes their claims over. A claim a
             # dead node took just before it died (an Evidence message it had sent, say) may
