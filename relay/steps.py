@@ -91,7 +91,7 @@ class FollowedBy(Generic[U]):
             self.followed = contextvars.copy_context().run(self.follow)
             return result
 
-        return await self.steps.blocking(then_follow)
+        return await self.steps.last(then_follow)
 
 
 class InPlace:
