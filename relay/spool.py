@@ -2,7 +2,10 @@
 
 A file is written under ``tmp/`` with a temporary name, fsync'd, renamed into ``msg/`` and
 its directory fsync'd. Only then does anyone point at it (the store row), and only after that
-is 250 said.
+is 250 said. A writer asked to ``keep`` small messages holds one of up to that many bytes in
+memory and makes no file for it at all: its caller stores the bytes with the message's store
+row, in the same transaction (``SpoolWriter.held``; a file created, synced, renamed, read and
+removed per message was the largest part of the kernel's work on a small one).
 
 The node's processes share the spool (and, with PostgreSQL, the node's machines do: it is a
 folder they all mount). A temporary's name starts with the process that writes it: at start a
@@ -41,50 +44,79 @@ def new_id() -> str:
 
 
 class SpoolWriter:
-    """Streams one message to a temporary file while hashing and counting it."""
+    """Streams one message to a temporary file while hashing and counting it; with ``keep``,
+    holds one of up to ``keep`` bytes in memory instead, and opens its file only once the
+    message outgrows that."""
 
     def __init__(self, spool: Spool, queue_id: str, keep: int = 0) -> None:
         self.spool = spool
         self.queue_id = queue_id
         self.tmp = spool.tmp_dir / f"{spool.writer_prefix}{queue_id}.tmp"
-        self._file: BinaryIO | None = self.tmp.open("wb")
         self.size = 0
         self.sha256 = hashlib.sha256()
-        # What was written, while it is no more than ``keep`` bytes (None: more, or not kept).
+        # What was written, while it is no more than ``keep`` bytes and no file was opened
+        # (None: more, or not kept).
         self.copy: bytearray | None = bytearray() if keep > 0 else None
         self._keep = keep
+        self._file: BinaryIO | None = None if keep > 0 else self.tmp.open("wb")
+        self._done = False
+
+    @property
+    def held(self) -> bytes | None:
+        """The whole message when it is held in memory with no file (``keep``); None else."""
+        if self.copy is None or self._file is not None or self._done:
+            return None
+        return bytes(self.copy)
 
     def write(self, data: bytes) -> None:
-        assert self._file is not None, "write after commit or discard"
-        self._file.write(data)
+        assert not self._done, "write after commit or discard"
         if self.copy is not None:
             if self.size + len(data) <= self._keep:
                 self.copy += data
-            else:
-                self.copy = None
+                self._count(data)
+                return
+            self._open_file()
+            self.copy = None
+        assert self._file is not None
+        self._file.write(data)
+        self._count(data)
+
+    def _count(self, data: bytes) -> None:
         self.size += len(data)
         self.sha256.update(data)
 
+    def _open_file(self) -> BinaryIO:
+        """The temporary file, opened now if the message was held in memory so far."""
+        if self._file is None:
+            self._file = self.tmp.open("wb")
+            if self.copy:
+                self._file.write(self.copy)
+                self._file.flush()  # the file as it now is, for its identity (``fileno``)
+        return self._file
+
     def fileno(self) -> int:
-        """The file's descriptor, until it is committed or discarded."""
-        assert self._file is not None, "fileno after commit or discard"
-        return self._file.fileno()
+        """The file's descriptor (the file is made now if the message was held in memory),
+        until it is committed or discarded."""
+        assert not self._done, "fileno after commit or discard"
+        return self._open_file().fileno()
 
     def flush(self) -> None:
-        if self._file is not None:
+        if self._file is not None and not self._done:
             self._file.flush()
 
     def commit(self, *, sync_directory: bool = True) -> Path:
-        """fsync the file, rename it into place and fsync the directory; return its path.
-        A caller committing several files may sync the directory once itself, after the last
-        (``Spool.sync``), before anything points at them."""
-        assert self._file is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._file = None
+        """fsync the file (made now if the message was held in memory), rename it into place
+        and fsync the directory; return its path. A caller committing several files may sync
+        the directory once itself, after the last (``Spool.sync``), before anything points
+        at them."""
+        assert not self._done, "commit after commit or discard"
+        file = self._open_file()
+        file.flush()
+        os.fsync(file.fileno())
+        file.close()
         final = self.spool.path(self.queue_id)
         os.replace(self.tmp, final)
+        self._file, self._done = None, True  # nothing left to discard
         if sync_directory:
             fsync_dir(final.parent)
         return final
@@ -93,9 +125,12 @@ class SpoolWriter:
         """Forget the message; never raises (it is what failures call). Closing flushes the
         buffer, which fails again on a full disk: the descriptor is closed all the same."""
         file, self._file = self._file, None
+        self._done = True
+        self.copy = None
+        if file is None:
+            return  # held in memory, or committed: no temporary to remove
         with contextlib.suppress(OSError):
-            if file is not None:
-                file.close()
+            file.close()
         with contextlib.suppress(OSError):
             self.tmp.unlink(missing_ok=True)
 
