@@ -99,6 +99,13 @@ def ledger_hash(prev: bytes, evidence_id: str, xml: bytes) -> bytes:
     return h.digest()
 
 
+# Seconds between two attempts to make removed content unreadable from the database's files
+# (``Database.purge``): an attempt that other processes' work stops half-way still copies the
+# write-ahead log as a checkpoint does, so under load they are spaced; once the node is quiet,
+# the next one completes.
+PURGE_EVERY = 5.0
+
+
 class StoreBase:
     """The store on one database (``relay.store.database``): SQLite by default, PostgreSQL
     for many machines.
@@ -120,6 +127,8 @@ class StoreBase:
             database = open_database(database, synchronous=synchronous)
         self.database = database
         self.clock = clock
+        self._purge_owed = False  # content was removed and may still be read from the files
+        self._purge_tried: float | None = None
         migrate(database)
 
     @property
@@ -129,6 +138,25 @@ class StoreBase:
             return f"sqlite:///{self.database.path}"
         assert isinstance(self.database, PostgresDatabase)
         return self.database.url
+
+    @property
+    def holds_content(self) -> bool:
+        """Whether a message's content may be held here rather than in a spool file: only
+        where removing it makes it unreadable from the database's files (profile §7)."""
+        return self.database.forgets_deleted
+
+    def purge_removed(self) -> bool:
+        """Once content was removed from the store (``content_removed``), make it unreadable
+        from the database's files (``Database.purge``), trying at most every ``PURGE_EVERY``
+        seconds; whether nothing is owed now."""
+        if not self._purge_owed:
+            return True
+        now = self.clock()
+        if self._purge_tried is not None and now - self._purge_tried < PURGE_EVERY:
+            return False
+        self._purge_tried = now
+        self._purge_owed = not self.database.purge()
+        return not self._purge_owed
 
     def close(self) -> None:
         self.database.close()

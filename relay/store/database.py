@@ -11,7 +11,12 @@ placeholders; what differs is said here and nowhere else:
   advisory lock;
 * claiming work: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (``skip_locked``), nothing on SQLite,
   whose writers never overlap;
-* placeholders (``%s`` for psycopg) and column types (``schema.py``).
+* placeholders (``%s`` for psycopg) and column types (``schema.py``);
+* whether what a deleted row held can be made unreadable from the database's files
+  (``forgets_deleted``, ``purge``): SQLite zeroes deleted content and can empty its
+  write-ahead log; PostgreSQL keeps a deleted row's bytes in its table's pages until they
+  are vacuumed and written over, so a message's content, which must go for good (profile §7),
+  is not held there.
 
 Inside a thread's transaction, reads on that thread see the transaction's own writes on both,
 as one SQLite connection under a re-entrant lock always did.
@@ -131,6 +136,15 @@ class Database:
         """Hold ``what`` (a name) exclusively until ``tx`` ends: one writer at a time."""
         raise NotImplementedError
 
+    # Whether what deleted rows held can be made unreadable from the database's files
+    # (``purge``); only such a database holds a message's content (profile §7).
+    forgets_deleted = False
+
+    def purge(self) -> bool:
+        """Make what rows deleted so far held unreadable from the database's files, if that
+        can be done now without waiting for another process; whether it was."""
+        return False
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -155,16 +169,20 @@ class SqliteDatabase(Database):
 
     dialect = "sqlite"
     skip_locked = ""
+    forgets_deleted = True
 
     def __init__(self, path: Path, synchronous: str = "FULL", busy: float = 10.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.where = str(path)
+        self.busy = busy
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy)
         self.db.row_factory = _sqlite_row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=ON")
+        # Deleted content is overwritten with zeros in its pages, not left in free ones.
+        self.db.execute("PRAGMA secure_delete=ON")
         self.synchronous = synchronous
         self._syncs_every_commit = synchronous.upper() in _SYNCING
         self._lock = threading.RLock()
@@ -194,6 +212,22 @@ class SqliteDatabase(Database):
 
     def serialise(self, tx: Tx, what: str) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` holds the whole database."""
+
+    def purge(self) -> bool:
+        """Deleted rows are zeroed in their pages (``secure_delete``), but the write-ahead log
+        holds those pages as they were until every frame is copied into the database and the
+        log is emptied (a ``TRUNCATE`` checkpoint). That needs no other process reading or
+        writing: tried without waiting for one (when one is, it copies what it can, like the
+        checkpoints SQLite makes itself)."""
+        with self._lock:
+            self.db.execute("PRAGMA busy_timeout=0")
+            try:
+                busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.OperationalError:  # another process is checkpointing: later
+                return False
+            finally:
+                self.db.execute(f"PRAGMA busy_timeout={int(self.busy * 1000)}")
+        return int(busy) == 0
 
     def close(self) -> None:
         self.db.close()

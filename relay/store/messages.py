@@ -343,7 +343,9 @@ class MessageQueries(StoreBase):
             self.database.serialise(db, "retention")
             rows = [(i,) for i in sorted(ids)]
             db.executemany("UPDATE messages SET content_gone = 1 WHERE id = ?", rows)
-            db.executemany("DELETE FROM contents WHERE message_id = ?", rows)
+            held = db.executemany("DELETE FROM contents WHERE message_id = ?", rows).rowcount
+        if held and self.database.forgets_deleted:
+            self._purge_owed = True  # its bytes may still be in the files (``purge_removed``)
 
     def content_restored(self, message_id: str, content: bytes) -> None:
         """An Evidence message made again for a resend (its first copy went after sending),
