@@ -215,6 +215,19 @@ class KepSMTP(SMTP):
         if self.limiter is not None:
             self.limiter.release(self)
 
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, asyncio.IncompleteReadError):
+            # The client's stream ended (aiosmtpd ends the session then, by cancelling it;
+            # should that ever be lost, every next command would read the same end again).
+            self._end()
+            return "421 4.4.2 Connection closed"  # to no one: the connection is gone
+        return await super().handle_exception(error)
+
+    def _end(self) -> None:
+        """End the session of a client that is gone: nothing more can come, nor be read."""
+        if self.transport is not None:
+            self.transport.abort()  # type: ignore[attr-defined]
+
     def _counted(
         self, method: Callable[[str | None], Awaitable[None]]
     ) -> Callable[[str | None], Awaitable[None]]:
@@ -263,8 +276,9 @@ class KepSMTP(SMTP):
         try:
             while not decoder.done:
                 block = await self._read_block(floor)
-                if not block:
-                    return  # connection closed mid-DATA: nothing was acknowledged
+                if not block:  # the client's stream ended mid-DATA: nothing was acknowledged
+                    self._end()
+                    return
                 data = decoder.feed(block)
                 if sink is None:
                     continue  # too big or failed: read on to the end mark, store nothing
@@ -308,7 +322,11 @@ class KepSMTP(SMTP):
         wait = max(0.0, min(self.limits.data_timeout, floor.remaining(loop.time())))
         self._reset_timeout(wait + self.limits.command_timeout)  # aiosmtpd's timer: a backstop
         try:
-            block = await asyncio.wait_for(self._reader.read(BLOCK), timeout=wait)
+            # Not asyncio.wait_for: on Python 3.11 it returns a read that completed as the
+            # session was being cancelled (the client's stream ended: aiosmtpd cancels the
+            # session), and the cancellation that ends the session is lost.
+            async with asyncio.timeout(wait):
+                block = await self._reader.read(BLOCK)
         except TimeoutError:
             if floor.remaining(loop.time()) <= 0:
                 raise SlowTransfer(floor.describe()) from None

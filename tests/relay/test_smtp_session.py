@@ -287,3 +287,35 @@ def test_transfer_floor_budget() -> None:
     assert floor.remaining(11.0) == pytest.approx(10.0)
     floor.feed(0, now=16.0)
     assert floor.remaining(21.0) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_client_gone_mid_data_ends_the_session(
+    server: tuple[Intake, int], pipelined: bool
+) -> None:
+    """A client that sends part of a message and closes its side (a peer killed mid-DATA)
+    ends the session: nothing is acknowledged, nothing stored, the server closes too. A
+    regression: when the data and the end of the stream came in one read, the session lost
+    the cancellation that ends it and answered the closed stream for ever, at full CPU."""
+    intake, port = server
+    client = Client(port)
+    client.transaction()
+    part = b"Subject: x\r\n\r\n" + b"y" * 5000
+    if pipelined:
+        client.sock.sendall(part)  # the part and the close arrive together
+    else:
+        client.sock.sendall(part)
+        time.sleep(0.2)  # the part first, the close later
+    client.sock.shutdown(socket.SHUT_WR)
+    client.sock.settimeout(5)
+    rest, deadline = b"", time.monotonic() + 5
+    while time.monotonic() < deadline and len(rest) < 65536:
+        chunk = client.sock.recv(65536)  # the server closes: b"", or a timeout if it hangs
+        if not chunk:
+            break
+        rest += chunk
+    else:
+        raise AssertionError(f"the session goes on: {len(rest)} bytes, {rest[:120]!r}")
+    assert rest == b"", rest[:200]  # no reply to a DATA that never ended
+    assert intake.done == []
+    assert all(sink.discarded for sink in intake.sinks)
