@@ -48,7 +48,7 @@ from relay.keys import (
 )
 from relay.mailbox import Account, AccountState, AccountType, Mailboxes
 from relay.metrics import Metrics
-from relay.readings import Readings, Received, receive
+from relay.readings import READ_WHOLE, Readings, Received, receive
 from relay.spool import Spool
 from relay.steps import IN_PLACE, ON_THREADS, Steps
 from relay.store import MessageRow, Store, open_database
@@ -171,11 +171,15 @@ class NodeContext:
         return row.first_claim_until(self.owner, self.config.store.lease)
 
     def receive(self, row: MessageRow) -> Received:
-        """The received message ``row`` as its stage reads it (blocking): its spool file, read
-        whole when small, with intake's reading of it when this process kept one that still
-        describes the file (``relay.readings``). Raises ``OSError``."""
+        """The received message ``row`` as its stage reads it (blocking): a small one's bytes
+        held in the store (``Store.holds_content``; else, or when an earlier release wrote
+        one, its spool file read whole), a large one's spool file, with intake's reading of
+        it when this process kept one that still describes them (``relay.readings``). Raises
+        ``OSError``."""
         reading = self.readings.take(row.id, self.now())
-        return receive(self.spool.path(row.id), reading)
+        small = row.size <= READ_WHOLE and self.store.holds_content
+        held = self.store.content(row.id) if small else None
+        return receive(self.spool.path(row.id), reading, held)
 
     @property
     def small_steps(self) -> Steps:

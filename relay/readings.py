@@ -5,25 +5,28 @@ Intake reads each envelope's structure (``interop.envelope.parse``) and its deli
 verifies the envelope moments later, usually in the same node process: the reading is kept
 here so each is read once per message, not twice.
 
-Nothing depends on it being here. The verifier takes a reading only for the very file it was
-made from (same device, inode, size and modification time: the spool file is written once,
-then only read) and reads the file again otherwise: after a restart, in another node process
-(one of N claims the message the kernel gave this one about once in N), after the file was
-changed, or when the reading was dropped. Whatever it takes, the bytes that signatures and
-digests cover are hashed from the file itself, so a signed part changed since intake still
+Nothing depends on it being here. The verifier takes a reading only for the very bytes it was
+made from: a small message's, held in the store with its row, by their size and SHA-256; a
+spool file by its identity (same device, inode, size and modification time: the file is written
+once, then only read). It reads the message again otherwise: after a restart, in another node
+process (one of N claims the message the kernel gave this one about once in N), after the file
+was changed, or when the reading was dropped. Whatever it takes, the bytes that signatures and
+digests cover are hashed from the message itself, so a signed part changed since intake still
 fails verification.
 
 Bounded (STYLE.md "Every limit has a name"): ``KEPT_BYTES`` of envelopes, and readings go
 ``KEPT_FOR`` after they were made.
 
-A stage verifying a received message starts from ``receive``: the spool file, read whole when
-it is small (``READ_WHOLE``: its CPU steps then run on the event loop's thread, with no file to
-wait for; ``relay.steps``), and intake's reading when it still describes that file. Intake
-reads a small envelope from the spool writer's copy, on the loop's thread too.
+A stage verifying a received message starts from ``receive``: the bytes held in the store, or
+the spool file, read whole when it is small (``READ_WHOLE``: its CPU steps then run on the
+event loop's thread, with no file to wait for; ``relay.steps``), and intake's reading when it
+still describes those bytes. Intake reads a small envelope from the spool writer's copy, on
+the loop's thread too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import threading
@@ -48,10 +51,12 @@ KEPT_BYTES = 8 * MiB
 # older than this is most likely of a message another node process claimed.
 KEPT_FOR = 60.0
 # A received message up to this size is held whole in memory: intake reads it from the spool
-# writer's copy, and the stage verifying it from the bytes its first step read; both on the
-# event loop's thread (relay.steps). Verifying 128 KiB costs under a millisecond more than 4
-# KiB (three SHA-256 passes), so the loop is never held long by one. The copies intake keeps
-# while DATA arrives are at most [limits] max_connections of these (200: 25 MiB) at once.
+# writer's copy and stores it with its row (no spool file is made for it: the store's
+# ``contents``, gone with the rest of its content once its obligations are met, profile §7),
+# and the stage verifying it has the bytes its claim read; both on the event loop's thread
+# (relay.steps). Verifying 128 KiB costs under a millisecond more than 4 KiB (three SHA-256
+# passes), so the loop is never held long by one. The copies intake keeps while DATA arrives
+# are at most [limits] max_connections of these (200: 25 MiB) at once.
 READ_WHOLE = 128 * 1024
 
 
@@ -75,10 +80,23 @@ class FileIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldIdentity:
+    """Which bytes, for a message held in the store (written once with its row, then only
+    read): its size and SHA-256."""
+
+    size: int
+    sha256: bytes
+
+    @classmethod
+    def of(cls, data: bytes) -> HeldIdentity:
+        return cls(len(data), hashlib.sha256(data).digest())
+
+
+@dataclass(frozen=True, slots=True)
 class Reading:
     envelope: ParsedEnvelope
     evidence: ReadEvidence  # envelope.evidence_xml parsed, and its content
-    file: FileIdentity
+    source: FileIdentity | HeldIdentity  # what it was read from
 
     @property
     def weight(self) -> int:
@@ -88,19 +106,26 @@ class Reading:
 
     def describes(self, stream: BinaryIO) -> bool:
         """Whether this is a reading of the file open as ``stream``, unchanged since."""
+        if not isinstance(self.source, FileIdentity):
+            return False
         try:
-            return FileIdentity.of(stream) == self.file
+            return FileIdentity.of(stream) == self.source
         except (OSError, ValueError):  # not a file with a descriptor: read it again
             return False
+
+    def describes_held(self, data: bytes) -> bool:
+        """Whether this is a reading of the bytes ``data`` (a message held in the store)."""
+        return isinstance(self.source, HeldIdentity) and HeldIdentity.of(data) == self.source
 
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A received message as the stage verifying it has it: its spool file, the file's bytes
-    when it is small, and intake's reading of it when that still describes the file."""
+    """A received message as the stage verifying it has it: its spool file, or its bytes when
+    it is small (held in the store, or its file read whole), and intake's reading of it when
+    that still describes them."""
 
     path: Path
-    data: bytes | None  # the whole file, up to READ_WHOLE
+    data: bytes | None  # the whole message, up to READ_WHOLE
     reading: Reading | None
 
     @property
@@ -117,9 +142,14 @@ class Received:
         return cast(BinaryIO, SpanReader(self.path, span.start, span.end))
 
 
-def receive(path: Path, reading: Reading | None, read_whole: int = READ_WHOLE) -> Received:
-    """Open ``path`` (blocking): keep ``reading`` only if it describes the file, and read the
-    file whole if it is no longer than ``read_whole``. Raises ``OSError``."""
+def receive(
+    path: Path, reading: Reading | None, held: bytes | None = None, read_whole: int = READ_WHOLE
+) -> Received:
+    """The message ``held`` in the store, or else its file ``path`` opened (blocking) and read
+    whole if it is no longer than ``read_whole``; with ``reading`` only if it describes what
+    was had. Raises ``OSError``."""
+    if held is not None:
+        return Received(path, held, reading if reading and reading.describes_held(held) else None)
     with path.open("rb") as stream:
         if reading is not None and not reading.describes(stream):
             reading = None

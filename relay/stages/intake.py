@@ -45,7 +45,7 @@ from relay.errors import (
 )
 from relay.lifecycle import Kind, State
 from relay.metrics import code_class, refusal_reason
-from relay.readings import READ_WHOLE, FileIdentity, Reading
+from relay.readings import READ_WHOLE, FileIdentity, HeldIdentity, Reading
 from relay.smtp.server import Connection, Sink
 from relay.spool import SpoolWriter
 from relay.stages.sgw import remmd_id_for
@@ -108,7 +108,8 @@ class _Base:
         self.metrics.sessions_cut.labels(self.listener, self.peer_label(connection), why).inc()
 
     def open_sink(self, connection: Connection, envelope: Envelope) -> Sink:
-        return self.context.spool.writer()
+        # A small message stays in memory, and goes into the store with its row (``_commit``).
+        return self.context.spool.writer(keep=READ_WHOLE)
 
     def check_rcpt_count(self, envelope: Envelope) -> SmtpReply | None:
         if len(envelope.rcpt_tos) >= self.context.config.limits.max_recipients:
@@ -135,17 +136,24 @@ class _Base:
         stored again. That is decided inside the transaction, so two connections delivering
         the same Dispatch at once store it once and both get 250.
 
+        A small message (the writer ``held`` it in memory) makes no spool file where the store
+        may hold content (``Store.holds_content``): its bytes go into the store with its row,
+        in the same transaction. A large one's file (a small one's, elsewhere) is synced and
+        renamed into place before the row that points at it is written.
+
         Any failure leaves nothing behind and answers 4xx (``relay.errors``). The one case that
         needs care: the store failing as its transaction commits, when the row may or may not
-        be there; then the spool file stays for the start-up sweep to decide, and the peer,
+        be there; then a spool file stays for the start-up sweep to decide, and the peer,
         told to try again, finds the message already accepted if it was.
         """
         store = self.context.store
         dedupe = kind is Kind.DISPATCH_IN and peer is not None and remmd_id is not None
+        held = writer.held if store.holds_content else None
         committed_file = False
         try:
-            writer.commit()
-            committed_file = True
+            if held is None:
+                writer.commit()
+                committed_file = True
             with store.transaction() as db:
                 if dedupe:
                     earlier = store.find(kind, peer or "", remmd_id or "")
@@ -162,9 +170,10 @@ class _Base:
                     size=writer.size,
                     sha256=writer.sha256.hexdigest(),
                     state=State.RECEIVED,
+                    content=held,
                 )
         except _AlreadyAccepted as already:
-            self.context.spool.remove(writer.queue_id)
+            self._forget(writer, committed_file)
             return self._repeated(already.queue_id, peer or "", remmd_id or "")
         except Exception as exc:
             if dedupe and is_duplicate(exc):
@@ -172,12 +181,14 @@ class _Base:
                 # database's unique key on it decided): the same message, §2.
                 earlier = store.find(kind, peer or "", remmd_id or "")
                 if earlier is not None:
-                    self.context.spool.remove(writer.queue_id)
+                    self._forget(writer, committed_file)
                     return self._repeated(earlier.id, peer or "", remmd_id or "")
-            writer.discard()
-            stored = self._row_exists(writer.queue_id) if committed_file else False
+            reached_store = held is not None or committed_file
+            stored = self._row_exists(writer.queue_id) if reached_store else False
             if stored is False:
-                self.context.spool.remove(writer.queue_id)
+                self._forget(writer, committed_file)
+            else:
+                writer.discard()  # a committed file stays, for the row or the start-up sweep
             log.error(
                 "spool_write_failed",
                 queue_id=writer.queue_id,
@@ -198,6 +209,12 @@ class _Base:
             size=writer.size,
         )
         return SmtpReply(250, "2.0.0", f"Queued as {writer.queue_id}")
+
+    def _forget(self, writer: SpoolWriter, committed_file: bool) -> None:
+        """Leave nothing of a message not stored (its spool file, if it had one by now)."""
+        writer.discard()
+        if committed_file:
+            self.context.spool.remove(writer.queue_id)
 
     def _row_exists(self, queue_id: str) -> bool | None:
         """Whether the store holds ``queue_id`` (None: the store cannot tell now)."""
@@ -286,15 +303,13 @@ class PeerIntake(_Base):
             return BadRecipient(text=exc.detail).reply
         return self.check_rcpt_count(envelope)
 
-    def open_sink(self, connection: Connection, envelope: Envelope) -> Sink:
-        return self.context.spool.writer(keep=READ_WHOLE)
-
     async def finish(self, connection: Connection, envelope: Envelope, sink: Sink) -> SmtpReply:
         assert isinstance(sink, SpoolWriter) and connection.provider is not None
         sink.flush()
         if sink.copy is not None:
             # A small envelope is read from the writer's copy on the event loop's thread
-            # (CPU only), then committed where a small message's work runs (relay.steps).
+            # (CPU only), then committed, its bytes into the store with its row, where a small
+            # message's work runs (relay.steps).
             read = self._inspect(connection, envelope, io.BytesIO(sink.copy))
             reply = await self.context.small_steps.blocking(
                 self._settle, connection, envelope, sink, read
@@ -331,8 +346,11 @@ class PeerIntake(_Base):
         if isinstance(read, RelayError):
             sink.discard()
             return read.reply
-        # The file as written: renamed into place as it is, then only read.
-        reading = Reading(read[0], read[1], FileIdentity.of(sink))
+        # What was read: the bytes the store will hold, or the file as written (renamed into
+        # place as it is, then only read).
+        held = sink.held is not None and self.context.store.holds_content
+        source = HeldIdentity(sink.size, sink.sha256.digest()) if held else FileIdentity.of(sink)
+        reading = Reading(read[0], read[1], source)
         parsed = reading.envelope
         kind = Kind.DISPATCH_IN if parsed.msg_type is MsgType.Dispatch else Kind.EVIDENCE_IN
         reply = self._commit(

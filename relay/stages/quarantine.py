@@ -96,7 +96,7 @@ def _refuse_dispatch(
     context: NodeContext, row: MessageRow, why: EventReason, state: State, note: str
 ) -> None:
     """Rejection to the S-GW for each recipient, queued back like any evidence (§4 R-GW 1)."""
-    with context.spool.path(row.id).open("rb") as stream:
+    with context.receive(row).open() as stream:
         envelope = parse_envelope(stream)
     about = xmlio.parse(envelope.evidence_xml)
     evidence = [
@@ -118,7 +118,7 @@ def _refuse_submission(
     context: NodeContext, row: MessageRow, why: EventReason, state: State, note: str
 ) -> None:
     """SubmissionAcceptanceRejection filed for the sender (§4 S-GW 2); nothing is relayed."""
-    with context.spool.path(row.id).open("rb") as stream:
+    with context.receive(row).open() as stream:
         issued = sign(
             context,
             submission_evidence(

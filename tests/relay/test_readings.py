@@ -24,9 +24,10 @@ from relay.config_file import from_mapping
 from relay.context import NodeContext, build_context
 from relay.keys import write_pki
 from relay.lifecycle import Kind, State
-from relay.readings import READ_WHOLE, FileIdentity, Reading, Readings
+from relay.readings import READ_WHOLE, FileIdentity, HeldIdentity, Reading, Readings
 from relay.smtp.server import Connection
 from relay.spool import SpoolWriter
+from relay.stages import retention
 from relay.stages.intake import PeerIntake, SubmissionIntake
 from relay.stages.rgw import process_dispatch
 from relay.store import MessageRow
@@ -136,6 +137,74 @@ def test_the_verifier_takes_intakes_reading_in_the_same_process(
     assert handed == [True]  # and delil.xml's content with it
     assert row.state is State.PROCESSED and issued == ACCEPTED
     assert len(node.readings) == 0  # taken, not kept for ever
+
+
+def test_a_small_envelope_makes_no_spool_file_its_bytes_go_with_its_row(
+    pki: DevPki, node: NodeContext, parses: list[int], handed: list[bool]
+) -> None:
+    """No file is created, synced, renamed, read and removed for a small message: its bytes
+    are stored with its row, processed from there, and removed with it once its obligations
+    are met (profile §7)."""
+    dispatch = make_dispatch(pki, recipients=(RECIPIENT,)).dispatch
+    queue_id = _accept(node, dispatch)
+    assert list(node.spool.msg_dir.iterdir()) == list(node.spool.tmp_dir.iterdir()) == []
+    assert node.store.content(queue_id) == dispatch
+    row, issued = _process(node, queue_id)
+    assert parses == [] and handed == [True]  # intake's reading described the bytes held
+    assert row.state is State.PROCESSED and issued == ACCEPTED
+    assert retention.sweep(node) == 1  # the Dispatch; its evidence waits to be sent
+    assert node.store.content(queue_id) is None
+    assert list(node.spool.msg_dir.iterdir()) == []
+
+
+def test_a_small_message_an_earlier_release_spooled_is_read_from_its_file(
+    pki: DevPki, node: NodeContext, parses: list[int]
+) -> None:
+    """A message received before its bytes were held in the store has only its spool file:
+    it is processed from the file, the same as before."""
+    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch, keep=0)
+    assert node.store.content(queue_id) is None
+    assert node.spool.path(queue_id).exists()
+    node.readings.take(queue_id, node.now())  # a reading is no longer at hand (a restart)
+    row, issued = _process(node, queue_id)
+    assert parses == [1]
+    assert row.state is State.PROCESSED and issued == ACCEPTED
+
+
+def test_where_the_store_cannot_forget_a_small_envelope_is_spooled(
+    pki: DevPki,
+    node: NodeContext,
+    parses: list[int],
+    handed: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a database that keeps deleted rows' bytes (PostgreSQL), a small message is written
+    to its spool file at its commit, and its reading describes that file."""
+    monkeypatch.setattr(node.store.database, "forgets_deleted", False)
+    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch)
+    assert node.store.content(queue_id) is None
+    assert [p.name for p in node.spool.msg_dir.iterdir()] == [f"{queue_id}.eml"]
+    assert list(node.spool.tmp_dir.iterdir()) == []
+    row, issued = _process(node, queue_id)
+    assert parses == [] and handed == [True]
+    assert row.state is State.PROCESSED and issued == ACCEPTED
+
+
+def test_bytes_held_and_changed_since_intake_are_read_again_and_refused(
+    pki: DevPki, node: NodeContext, parses: list[int]
+) -> None:
+    """Whoever changes a held message's bytes in the store: the reading no longer describes
+    them, the envelope is read again and its signatures fail."""
+    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch)
+    data = bytearray(node.store.content(queue_id) or b"")
+    original = parse_envelope(io.BytesIO(bytes(data))).original
+    assert original is not None
+    data[original.start + original.size // 2] ^= 0x01
+    with node.store.transaction() as db:
+        db.execute("UPDATE contents SET data = ? WHERE message_id = ?", (bytes(data), queue_id))
+    row, issued = _process(node, queue_id)
+    assert parses == [1]
+    assert row.state is State.PROCESSED and issued == REJECTED
 
 
 def test_a_small_envelope_is_read_from_the_writers_copy_a_large_one_from_its_file(
@@ -249,7 +318,8 @@ def _flip_in_original(context: NodeContext, queue_id: str, *, in_place: bool = F
 def test_a_file_changed_since_intake_is_read_again_and_refused(
     pki: DevPki, node: NodeContext, parses: list[int]
 ) -> None:
-    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch)
+    # A spool file, as a large message has (or a small one an earlier release wrote).
+    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch, keep=0)
     _flip_in_original(node, queue_id)
     row, issued = _process(node, queue_id)
     assert parses == [1]  # not the file intake read: read anew
@@ -261,7 +331,7 @@ def test_a_change_that_hides_from_the_identity_still_fails_the_signatures(
 ) -> None:
     # Someone with the disk changes the file and puts its modification time back: the reading
     # is used, but the signed bytes are hashed from the file, so the Dispatch is refused.
-    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch)
+    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch, keep=0)
     path = node.spool.path(queue_id)
     before = path.stat()
     _flip_in_original(node, queue_id, in_place=True)
@@ -324,3 +394,16 @@ def test_a_reading_describes_only_its_own_file_unchanged(pki: DevPki, tmp_path: 
     with path.open("rb") as stream:
         assert not reading.describes(stream)
     assert not reading.describes(io.BytesIO(path.read_bytes()))  # not a file at all
+    assert not reading.describes_held(path.read_bytes())  # of a file, not of bytes held
+
+
+def test_a_reading_of_bytes_held_describes_only_those_bytes(pki: DevPki, tmp_path: Path) -> None:
+    data = make_dispatch(pki).dispatch
+    envelope = parse_envelope(io.BytesIO(data))
+    reading = Reading(envelope, xmlio.read(envelope.evidence_xml), HeldIdentity.of(data))
+    assert reading.describes_held(data)
+    assert not reading.describes_held(data[:-1] + bytes([data[-1] ^ 1]))
+    path = tmp_path / "d.eml"
+    path.write_bytes(data)
+    with path.open("rb") as stream:
+        assert not reading.describes(stream)  # the same bytes, but a file

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,11 @@ def _holding(gateway: Gateway, needle: bytes) -> list[Path]:
     ]
 
 
+def _places(gateway: Gateway, needle: bytes) -> list[tuple[str, ...]]:
+    """Where under the data folder ``needle`` is: the first two parts of each file's path."""
+    return [p.relative_to(gateway.data).parts[:2] for p in _holding(gateway, needle)]
+
+
 def _spool_files(gateway: Gateway) -> list[str]:
     return sorted(p.name for p in (gateway.data / "spool" / "msg").iterdir())
 
@@ -70,13 +76,15 @@ def test_after_a_round_trip_the_body_is_only_in_the_mailboxes(mesh: Mesh) -> Non
     wait_evidence(hs01, remmd, {("RetrievalNonRetrievalByRecipient", "Retrieval", RECIPIENT)})
     # The original travels base64 inside the user's S/MIME message (build_signed_message).
     needle = base64.b64encode(body.encode())[:60]
-    # hs01 keeps nothing (every obligation met); the sender's Sent copy is the user's.
+    # hs01 keeps nothing (every obligation met); the sender's Sent copy is the user's. The
+    # submission was held in the store: removed, and gone from the store's files too (the
+    # write-ahead log emptied), not only from its tables.
     wait_for(lambda: _spool_files(hs01) == [], what="hs01's spool to empty")
-    assert [p.relative_to(hs01.data).parts[:2] for p in _holding(hs01, needle)] == [
-        ("mail", SENDER)
-    ]
-    # hs02 keeps its copies for 30 days, as its operator asked.
-    assert any(needle in (hs02.data / "spool" / "msg" / n).read_bytes() for n in _spool_files(hs02))
+    wait_for(
+        lambda: _places(hs01, needle) == [("mail", SENDER)], what="hs01 to keep only the mailbox"
+    )
+    # hs02 keeps its copies for 30 days, as its operator asked: the Dispatch, held in its store.
+    assert any(needle in bytes(row[0]) for row in hs02.query("SELECT data FROM contents"))
     # The evidence keeps the digest of the original, and the ledgers verify.
     for gateway in (hs01, hs02):
         verified = gateway.cli("ledger", "verify")
@@ -88,9 +96,11 @@ def test_after_a_round_trip_the_body_is_only_in_the_mailboxes(mesh: Mesh) -> Non
     )
     hs02.start()
     assert _spool_files(hs02) == []
-    assert [p.relative_to(hs02.data).parts[:2] for p in _holding(hs02, needle)] == [
-        ("mail", RECIPIENT)
-    ]
+    assert all(needle not in bytes(row[0]) for row in hs02.query("SELECT data FROM contents"))
+    wait_for(
+        lambda: _places(hs02, needle) == [("mail", RECIPIENT)],
+        what="hs02 to keep only the mailbox",
+    )
 
 
 def test_evidence_sent_and_removed_is_made_again_for_a_repeated_dispatch(mesh: Mesh) -> None:
@@ -119,7 +129,8 @@ def test_evidence_sent_and_removed_is_made_again_for_a_repeated_dispatch(mesh: M
     wait_for(lambda: [r[1] for r in hs01.query(out, remmd)] == ["sent", "sent"], what="sent")
     first = hs01.query(out, remmd)
     # Sent, so removed (§7); hs02 got both (it keeps them as unmatched: it made no Dispatch).
-    wait_for(lambda: _spool_files(hs01) == [], what="hs01's spool to empty")
+    kept = "SELECT COUNT(*) FROM messages WHERE remmd_id = ? AND content_gone = 0"
+    wait_for(lambda: hs01.query(kept, remmd) == [(0,)], what="hs01's copies to go")
     arrived = "SELECT COUNT(*) FROM messages WHERE kind = 'evidence-in' AND remmd_id = ?"
     wait_for(lambda: hs02.query(arrived, remmd) == [(2,)], what="evidence at hs02")
     # The same Dispatch again (its 250 was lost, say): the same message, the same evidence (§2).
@@ -133,11 +144,13 @@ def test_evidence_sent_and_removed_is_made_again_for_a_repeated_dispatch(mesh: M
         "SELECT id FROM messages WHERE kind = 'evidence-in' AND remmd_id = ?", remmd
     )
     carried = set()
-    for (queue_id,) in arrivals:
-        with (hs02.data / "spool" / "msg" / f"{queue_id}.eml").open("rb") as stream:
-            carried.add(xmlio.parse(parse_envelope(stream).evidence_xml).identifier)
+    for (queue_id,) in arrivals:  # held in hs02's store (small), unmatched so kept
+        [(data,)] = hs02.query("SELECT data FROM contents WHERE message_id = ?", queue_id)
+        envelope = parse_envelope(io.BytesIO(bytes(data)))
+        carried.add(xmlio.parse(envelope.evidence_xml).identifier)
     issued = hs01.query(
         "SELECT id FROM evidence WHERE remmd_id = ? AND direction = 'issued'", remmd
     )
     assert carried == {r[0] for r in issued} and len(carried) == 2
-    wait_for(lambda: _spool_files(hs01) == [], what="hs01's spool to empty again")
+    wait_for(lambda: hs01.query(kept, remmd) == [(0,)], what="hs01's copies to go again")
+    assert _spool_files(hs01) == []
