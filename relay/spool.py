@@ -62,11 +62,14 @@ class SpoolWriter:
         self._done = False
 
     @property
+    def in_memory(self) -> bool:
+        """Whether the whole message is held in memory, with no file (``keep``)."""
+        return self.copy is not None and self._file is None and not self._done
+
+    @property
     def held(self) -> bytes | None:
         """The whole message when it is held in memory with no file (``keep``); None else."""
-        if self.copy is None or self._file is not None or self._done:
-            return None
-        return bytes(self.copy)
+        return bytes(self.copy) if self.in_memory and self.copy is not None else None
 
     def write(self, data: bytes) -> None:
         assert not self._done, "write after commit or discard"

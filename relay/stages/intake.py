@@ -148,7 +148,7 @@ class _Base:
         """
         store = self.context.store
         dedupe = kind is Kind.DISPATCH_IN and peer is not None and remmd_id is not None
-        held = writer.held if store.holds_content else None
+        held = writer.held if self._holds(writer) else None
         committed_file = False
         try:
             if held is None:
@@ -209,6 +209,11 @@ class _Base:
             size=writer.size,
         )
         return SmtpReply(250, "2.0.0", f"Queued as {writer.queue_id}")
+
+    def _holds(self, writer: SpoolWriter) -> bool:
+        """Whether ``writer``'s message goes into the store with its row, not a spool file:
+        a small one held in memory, where the store may hold content (``_commit``)."""
+        return writer.in_memory and self.context.store.holds_content
 
     def _forget(self, writer: SpoolWriter, committed_file: bool) -> None:
         """Leave nothing of a message not stored (its spool file, if it had one by now)."""
@@ -348,7 +353,7 @@ class PeerIntake(_Base):
             return read.reply
         # What was read: the bytes the store will hold, or the file as written (renamed into
         # place as it is, then only read).
-        held = sink.held is not None and self.context.store.holds_content
+        held = self._holds(sink)
         source = HeldIdentity(sink.size, sink.sha256.digest()) if held else FileIdentity.of(sink)
         reading = Reading(read[0], read[1], source)
         parsed = reading.envelope
