@@ -64,7 +64,7 @@ Run:  .venv/bin/python -m benchmarks.bench_relay [--messages N] [--connections N
           [--processes N] [--crypto-workers N] [--store URL] [--vacuum-every S]
           [--small-work loop|threads]
           [--sender lean|postfix|python] [--prefill-mailbox N] [--prefill-evidence N]
-          [--profile DIR] [--profile-seconds S]
+          [--profile DIR]
           [--skip-postfix] [--skip-large] [--log-dir DIR] [--json FILE]
 
 The hs02 node itself (configuration, start, stop, the Dispatches, the store probe) is
@@ -230,7 +230,7 @@ def _start_profile(setup: Setup, root: int) -> list[subprocess.Popen[bytes]]:
     ]
     for old in setup.profile.glob("node-*.folded"):
         old.unlink()
-    return profile.record(nodes, setup.profile_seconds, setup.profile)
+    return profile.record(nodes, profile.UNTIL_STOPPED, setup.profile)
 
 
 def bench_gateway(count: int, connections: int, setup: Setup, sender: str = "python") -> GatewayRun:
@@ -269,15 +269,12 @@ def bench_gateway(count: int, connections: int, setup: Setup, sender: str = "pyt
         loadgen_cpu.start(trees)
         machine = machine_busy_seconds()
         spies = _start_profile(setup, root)
-        profiled: int | None = None  # Dispatches delivered when the profile ended
         start = time.perf_counter()
         if peer is not None:
             peer.release()
         else:
             asyncio.run(send_all(messages, hs02.peer_port, hs02.client_tls, connections))
-        while (delivered := hs02.delivered()) < count:
-            if spies and profiled is None and all(spy.poll() is not None for spy in spies):
-                profiled = delivered
+        while hs02.delivered() < count:
             if hs02.node.poll() is not None:
                 raise SystemExit(f"hs02 exited with {hs02.node.returncode}: see {hs02.log}")
             trouble = peer.failed() if peer is not None else None
@@ -285,8 +282,7 @@ def bench_gateway(count: int, connections: int, setup: Setup, sender: str = "pyt
                 raise SystemExit(f"{trouble}; hs02's log: {hs02.log}")
             time.sleep(0.2)
         elapsed = time.perf_counter() - start
-        if spies and profiled is None:  # the window was shorter than the profile
-            profiled = count if elapsed < setup.profile_seconds else None
+        profile.stop(spies)  # the samples cover the timed window, all its Dispatches
         used = os.times()
         loadgen_cpu.stop(trees)
         machine = machine_busy_seconds() - machine
@@ -342,15 +338,10 @@ def bench_gateway(count: int, connections: int, setup: Setup, sender: str = "pyt
         ) * (count / 1000)
         run.busy_cores = machine / elapsed
         if spies:
-            for spy in spies:
-                spy.wait()
-            # Dispatches carried while sampling: counted when the profile ended, or estimated
-            # from the window's rate when it ended between two polls of the store.
-            carried = profiled or count * min(1.0, setup.profile_seconds / elapsed)
             assert setup.profile is not None
             run.profile_table = profile.per_dispatch(
                 profile.areas(sorted(setup.profile.glob("node-*.folded"))),
-                carried,
+                count,
                 run.node_ms,
                 len(spies),
             )
@@ -585,7 +576,6 @@ def main() -> None:
         help="py-spy hs02's node processes into this folder and print where their CPU went"
         " (pip install -e '.[bench]')",
     )
-    parser.add_argument("--profile-seconds", type=float, default=20.0)
     parser.add_argument(
         "--small-work",
         choices=("loop", "threads"),
@@ -606,7 +596,6 @@ def main() -> None:
         args.prefill_mailbox,
         args.prefill_evidence,
         args.profile,
-        args.profile_seconds,
         args.small_work,
     )
     sender = args.sender or "lean"

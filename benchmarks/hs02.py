@@ -75,9 +75,8 @@ class Setup:
     # evidence rows in the store.
     prefill_mailbox: int = 0
     prefill_evidence: int = 0
-    # py-spy hs02's node processes for the first profile_seconds of the window (profile.py).
+    # py-spy hs02's node processes over the timed window (profile.py).
     profile: Path | None = None
-    profile_seconds: float = 20.0
     # [node] small_work ("loop" or "threads"); None: not written, the node's default.
     small_work: str | None = None
 

@@ -12,7 +12,7 @@ with no project frame is charged by its innermost library (the event loop, aiosm
 Run alone against a running node:
     .venv/bin/python -m benchmarks.profile --pid PID [--pid PID ...] --seconds 30
 or through ``benchmarks.bench_relay --profile DIR``, which profiles hs02's node processes
-for the first ``--profile-seconds`` of the timed window and prints the table.
+over the whole timed window (py-spy stopped at its end, ``stop``) and prints the table.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ import argparse
 import collections
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 RATE = 200  # samples per second and process
+UNTIL_STOPPED = 24 * 3600.0  # seconds: a profile ended by ``stop``, not by py-spy's clock
 # Project files → area, first match wins (paths as py-spy prints them, relative to the root).
 PROJECT_AREAS = (
     ("interop/evidence/xades", "evidence XAdES signatures (python-xmlsec, lxml)"),
@@ -99,6 +101,15 @@ def record(pids: Iterable[int], seconds: float, folder: Path) -> list[subprocess
         )
         for pid in pids
     ]
+
+
+def stop(spies: Iterable[subprocess.Popen[bytes]]) -> None:
+    """End each py-spy now (SIGINT, as Control-C: it writes what it sampled) and wait."""
+    for spy in spies:
+        if spy.poll() is None:
+            spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        spy.wait()
 
 
 def area_of(frames: list[str]) -> str:
