@@ -61,6 +61,9 @@ PROCESSORS: dict[Kind, Processor] = {
     Kind.SUBMISSION: sgw.process_submission,
 }
 PROCESSING_AT_ONCE = 2  # received messages one node process works on at the same time
+# Messages a claim names beyond those it may take (``Readings.waiting``): one this process read
+# may have been taken meanwhile by an operator's command.
+NAMED_BEYOND = 8
 DRAIN_GRACE = 30.0  # seconds transactions in flight get to finish on SIGTERM
 
 
@@ -317,8 +320,12 @@ class Node:
         reads it (blocking: one step for the claim and the reads, small work); None where
         the file could not be read now: the stage reads it again, and fails as it would."""
         context = self.context
+        now = context.now()
+        # Those this process read as they arrived first, before any other process may take
+        # them (relay.readings.READER_FIRST), unless older ones wait.
+        mine = context.readings.waiting(now, free + NAMED_BEYOND)
         rows = context.store.claim_received(
-            context.owner, context.now(), context.config.store.lease, free
+            context.owner, now, context.config.store.lease, free, mine
         )
         claimed: list[tuple[MessageRow, Received | None]] = []
         for row in rows:

@@ -9,13 +9,17 @@ Nothing depends on it being here. The verifier takes a reading only for the very
 made from: a small message's, held in the store with its row, by their size and SHA-256; a
 spool file by its identity (same device, inode, size and modification time: the file is written
 once, then only read). It reads the message again otherwise: after a restart, in another node
-process (one of N claims the message the kernel gave this one about once in N), after the file
-was changed, or when the reading was dropped. Whatever it takes, the bytes that signatures and
+process (when this one did not come to it within ``READER_FIRST``), after the file was
+changed, or when the reading was dropped. Whatever it takes, the bytes that signatures and
 digests cover are hashed from the message itself, so a signed part changed since intake still
 fails verification.
 
 Bounded (STYLE.md "Every limit has a name"): ``KEPT_BYTES`` of envelopes, and readings go
 ``KEPT_FOR`` after they were made.
+
+So that it is the same process, a message whose reading is kept waits ``READER_FIRST`` for
+the process that read it before any other may claim it (``relay.store.messages``); a node's
+processes would otherwise claim arrivals in turn, and read again what the others had read.
 
 A stage verifying a received message starts from ``receive``: the bytes held in the store, or
 the spool file, read whole when it is small (``READ_WHOLE``: its CPU steps then run on the
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -50,6 +55,12 @@ KEPT_BYTES = 8 * MiB
 # Seconds a reading is kept: a message waits seconds for its claim, not minutes; a reading
 # older than this is most likely of a message another node process claimed.
 KEPT_FOR = 60.0
+# Seconds a received message whose reading is kept waits for the node process that read it:
+# only that process may claim it before then (``Readings.waiting``, ``claim_received(mine=)``),
+# any process after. A node's processes otherwise claim what arrives in turn, so each read
+# again about half of what the others had read (N-1 of N). Long enough for a busy process to
+# come to it; short enough that another takes it soon from one that is stuck or gone.
+READER_FIRST = 5.0
 # A received message up to this size is held whole in memory: intake reads it from the spool
 # writer's copy and stores it with its row (no spool file is made for it: the store's
 # ``contents``, gone with the rest of its content once its obligations are met, profile §7),
@@ -183,17 +194,37 @@ class Readings:
             self._weight += reading.weight
             return True
 
+    def waiting(self, now: float, count: int) -> list[str]:
+        """The oldest ``count`` messages whose readings were kept less than ``READER_FIRST``
+        ago: waiting for this process alone (an older one is due to every process)."""
+        with self._lock:
+            young = (
+                queue_id
+                for queue_id, (kept, _) in self._readings.items()
+                if now - kept < READER_FIRST
+            )
+            return list(itertools.islice(young, count))
+
+    def drop(self, queue_id: str) -> None:
+        """Forget the reading of a message that was not stored after all."""
+        with self._lock:
+            self._pop(queue_id)
+
     def take(self, queue_id: str, now: float) -> Reading | None:
         """The reading of ``queue_id``, if one is kept and young enough; it is kept no longer
         (a retry after a failure reads the file again)."""
         with self._lock:
-            kept = self._readings.pop(queue_id, None)
-            if kept is not None:
-                self._weight -= kept[1].weight
+            kept = self._pop(queue_id)
             self._expire(now)
         if kept is None or now - kept[0] > self.kept_for:
             return None
         return kept[1]
+
+    def _pop(self, queue_id: str) -> tuple[float, Reading] | None:
+        kept = self._readings.pop(queue_id, None)
+        if kept is not None:
+            self._weight -= kept[1].weight
+        return kept
 
     def __len__(self) -> int:
         return len(self._readings)

@@ -45,7 +45,7 @@ from relay.errors import (
 )
 from relay.lifecycle import Kind, State
 from relay.metrics import code_class, refusal_reason
-from relay.readings import READ_WHOLE, FileIdentity, HeldIdentity, Reading
+from relay.readings import READ_WHOLE, READER_FIRST, FileIdentity, HeldIdentity, Reading
 from relay.smtp.server import Connection, Sink
 from relay.spool import SpoolWriter
 from relay.stages.sgw import remmd_id_for
@@ -128,9 +128,11 @@ class _Base:
         peer: str | None,
         remmd_id: str | None,
         envelope: Envelope,
+        due: float | None = None,
     ) -> SmtpReply:
         """Make the message ours and return the reply (blocking: the caller runs it where small
-        work runs, or on a thread).
+        work runs, or on a thread). ``due``: when any node process may take it up (default:
+        now), later when this process keeps its reading (``READER_FIRST``).
 
         A Dispatch this peer delivered before (§2, by ``X-REM-Message-Identifier``) is not
         stored again. That is decided inside the transaction, so two connections delivering
@@ -170,6 +172,7 @@ class _Base:
                     size=writer.size,
                     sha256=writer.sha256.hexdigest(),
                     state=State.RECEIVED,
+                    next_attempt=due,
                     content=held,
                 )
         except _AlreadyAccepted as already:
@@ -358,15 +361,20 @@ class PeerIntake(_Base):
         reading = Reading(read[0], read[1], source)
         parsed = reading.envelope
         kind = Kind.DISPATCH_IN if parsed.msg_type is MsgType.Dispatch else Kind.EVIDENCE_IN
+        # Kept before the commit, so the message can wait for this process from its first
+        # moment in the store (``READER_FIRST``); forgotten again if it is not stored.
+        now = self.context.now()
+        kept = self.context.readings.keep(sink.queue_id, reading, now)
         reply = self._commit(
             sink,
             kind=kind,
             peer=connection.provider,
             remmd_id=parsed.message_identifier,
             envelope=envelope,
+            due=now + READER_FIRST if kept else None,
         )
-        if reply.code == 250 and not isinstance(reply, Repeated):
-            self.context.readings.keep(sink.queue_id, reading, self.context.now())
+        if kept and (reply.code != 250 or isinstance(reply, Repeated)):
+            self.context.readings.drop(sink.queue_id)
         return reply
 
     def _inspect(

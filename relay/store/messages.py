@@ -12,7 +12,10 @@ once take different messages. The holder renews its leases (``renew``); a move c
 fence it was claimed under and clears the claim, so a holder whose lease ran out, and whose
 message another process took, gets ``Superseded`` and its transaction changes nothing. A
 message waits with the time it is due (``next_attempt``): one waiting for a retry is never on
-the ready path of the index ``messages_due``.
+the ready path of the index ``messages_due``. A received message can be due a moment after it
+arrives, kept that long for the node process that read it (``relay.readings``): that process
+names it when it claims (``claim_received(mine=...)``) and takes it at once; any process takes
+it once it is due.
 
 Claims, renewals and releases commit without waiting for the disk where the database allows
 (``durable=False``: SQLite, whose node processes all stop with the machine). A power failure
@@ -181,10 +184,12 @@ class MessageQueries(StoreBase):
             return [message_row(r) for r in db.execute(query + " ORDER BY created", args)]
 
     def claim_received(
-        self, owner: str, now: float, lease: float, limit: int = 100
+        self, owner: str, now: float, lease: float, limit: int = 100, mine: Sequence[str] = ()
     ) -> list[MessageRow]:
         """Received messages due now that no live claim holds, claimed for ``owner`` until
-        ``now + lease`` (one whose processing failed waits its back-off)."""
+        ``now + lease`` (one whose processing failed waits its back-off); ``mine``: messages
+        this process read as they arrived, taken before they are due. Taken in the order they
+        are due, so one that waits longer is never passed over for those."""
         marks, kinds = _marks(sorted(RECEIVED_KINDS))
         return self._claim(
             f"state = ? AND kind IN ({marks})",
@@ -193,6 +198,7 @@ class MessageQueries(StoreBase):
             now=now,
             lease=lease,
             limit=limit,
+            mine=mine,
         )
 
     def claim_due(self, owner: str, now: float, lease: float, limit: int = 100) -> list[MessageRow]:
@@ -220,15 +226,30 @@ class MessageQueries(StoreBase):
         lease: float,
         limit: int,
         to: State | None = None,
+        mine: Sequence[str] = (),
     ) -> list[MessageRow]:
         move = ", state = ?" if to is not None else ""
+        due = (
+            f"(next_attempt <= ? OR id IN ({', '.join('?' * len(mine))}))"
+            if mine
+            else ("next_attempt <= ?")
+        )
         query = (
             f"UPDATE messages SET owner = ?, lease_until = ?, fence = fence + 1{move}"  # noqa: S608
             " WHERE id IN (SELECT id FROM messages"
-            f" WHERE {where} AND next_attempt <= ? AND (lease_until IS NULL OR lease_until < ?)"
+            f" WHERE {where} AND {due} AND (lease_until IS NULL OR lease_until < ?)"
             f" ORDER BY next_attempt LIMIT ?{self.database.skip_locked}) RETURNING *"
         )
-        values = (owner, now + lease, *((str(to),) if to else ()), *args, now, now, limit)
+        values = (
+            owner,
+            now + lease,
+            *((str(to),) if to else ()),
+            *args,
+            now,
+            *mine,
+            now,
+            limit,
+        )
         with self.transaction(durable=False) as db:
             rows = [message_row(r) for r in db.execute(query, values).fetchall()]
         return sorted(rows, key=lambda r: (r.next_attempt or 0.0, r.created))

@@ -24,7 +24,14 @@ from relay.config_file import from_mapping
 from relay.context import NodeContext, build_context
 from relay.keys import write_pki
 from relay.lifecycle import Kind, State
-from relay.readings import READ_WHOLE, FileIdentity, HeldIdentity, Reading, Readings
+from relay.readings import (
+    READ_WHOLE,
+    READER_FIRST,
+    FileIdentity,
+    HeldIdentity,
+    Reading,
+    Readings,
+)
 from relay.smtp.server import Connection
 from relay.spool import SpoolWriter
 from relay.stages import retention
@@ -98,9 +105,15 @@ def _accept(context: NodeContext, data: bytes, *, keep: int | None = None) -> st
     return sink.queue_id
 
 
-def _process(context: NodeContext, queue_id: str) -> tuple[MessageRow, list[tuple[str, str]]]:
-    """Claim and process the Dispatch; its row and the (type, event) of what was issued."""
-    [row] = context.store.claim_received(context.owner, context.now(), 60)
+def _process(
+    context: NodeContext, queue_id: str, later: float = 0.0
+) -> tuple[MessageRow, list[tuple[str, str]]]:
+    """Claim and process the Dispatch ``later`` seconds from now, as a node process does
+    (naming the messages whose readings it keeps, which wait for it alone); its row and the
+    (type, event) of what was issued."""
+    now = context.now() + later
+    mine = context.readings.waiting(now, 8)
+    [row] = context.store.claim_received(context.owner, now, 60, mine=mine)
     assert row.id == queue_id
     asyncio.run(process_dispatch(context, row))
     done = context.store.message(queue_id)
@@ -139,6 +152,23 @@ def test_the_verifier_takes_intakes_reading_in_the_same_process(
     assert len(node.readings) == 0  # taken, not kept for ever
 
 
+def test_a_message_waits_for_the_process_that_read_it_then_for_any(
+    pki: DevPki, node: NodeContext, parses: list[int], handed: list[bool]
+) -> None:
+    """Another node process cannot claim a message whose reading this one keeps until
+    READER_FIRST has passed (so the reading is used, not read again there); this one claims
+    it at once, and any process once it has waited that long (its reader stuck or gone)."""
+    queue_id = _accept(node, make_dispatch(pki, recipients=(RECIPIENT,)).dispatch)
+    now = node.now()
+    assert node.readings.waiting(now, 8) == [queue_id]
+    other = "hs02/other-process"
+    assert node.store.claim_received(other, now, 60) == []
+    assert node.store.claim_received(other, now + READER_FIRST - 0.1, 60) == []
+    [row] = node.store.claim_received(other, now + READER_FIRST, 60)
+    assert row.id == queue_id and row.owner == other
+    assert node.readings.waiting(now + READER_FIRST, 8) == []  # due to all: not named
+
+
 def test_a_small_envelope_makes_no_spool_file_its_bytes_go_with_its_row(
     pki: DevPki, node: NodeContext, parses: list[int], handed: list[bool]
 ) -> None:
@@ -166,7 +196,7 @@ def test_a_small_message_an_earlier_release_spooled_is_read_from_its_file(
     assert node.store.content(queue_id) is None
     assert node.spool.path(queue_id).exists()
     node.readings.take(queue_id, node.now())  # a reading is no longer at hand (a restart)
-    row, issued = _process(node, queue_id)
+    row, issued = _process(node, queue_id, later=READER_FIRST)  # it waited for its reader
     assert parses == [1]
     assert row.state is State.PROCESSED and issued == ACCEPTED
 
@@ -290,7 +320,7 @@ def test_after_a_restart_the_envelope_is_read_again_to_the_same_outcome(
     node.store.close()
     restarted = _context(pki, tmp_path)  # a new process: the reading died with the old one
     try:
-        row, issued = _process(restarted, queue_id)
+        row, issued = _process(restarted, queue_id, later=READER_FIRST)
     finally:
         restarted.store.close()
     assert parses == [1]

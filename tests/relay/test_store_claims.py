@@ -183,6 +183,39 @@ def test_a_delayed_retry_stays_off_the_ready_path(
     assert again.attempts == 1 and again.last_reply == "x"
 
 
+def test_a_message_waiting_for_its_reader_is_its_alone_and_never_passes_an_older_one(
+    stores: tuple[Store, Store], clock: Clock
+) -> None:
+    """A received message due a moment later (relay.readings.READER_FIRST) is claimed before
+    then only by the process that names it, and after one that waits longer."""
+    a, b = stores
+    [older] = _add(a, 1, Kind.DISPATCH_IN, State.RECEIVED, prefix="old")
+    with a.transaction() as db:
+        a.add_message(
+            db, id="fresh", kind=Kind.DISPATCH_IN, peer="hs02", remmd_id="fresh@hs02.kep.tr",
+            mail_from="a@hs02.kep.tr", rcpt_to=["b@hs01.kep.tr"], size=1, sha256="00",
+            state=State.RECEIVED, next_attempt=clock() + 5,
+        )  # fmt: skip
+    [first] = b.claim_received("node-b/1", clock(), LEASE, 2)
+    assert first.id == older  # the other process: only what is due
+    assert b.claim_received("node-b/1", clock(), LEASE, 2) == []
+    [mine] = a.claim_received("node-a/1", clock(), LEASE, 2, mine=["fresh", "gone"])
+    assert mine.id == "fresh" and mine.owner == "node-a/1"
+    # Named with an older one waiting: the older one first.
+    [older2] = _add(a, 1, Kind.DISPATCH_IN, State.RECEIVED, prefix="older")
+    with a.transaction() as db:
+        a.add_message(
+            db, id="fresh2", kind=Kind.DISPATCH_IN, peer="hs02", remmd_id="f2@hs02.kep.tr",
+            mail_from="a@hs02.kep.tr", rcpt_to=["b@hs01.kep.tr"], size=1, sha256="00",
+            state=State.RECEIVED, next_attempt=clock() + 5,
+        )  # fmt: skip
+    [one] = a.claim_received("node-a/1", clock(), LEASE, 1, mine=["fresh2"])
+    assert one.id == older2
+    clock.now += 5
+    [late] = b.claim_received("node-b/1", clock(), LEASE, 2)
+    assert late.id == "fresh2"  # its reader did not come: any process takes it
+
+
 def test_the_ledger_stays_one_chain_with_concurrent_writers(
     stores: tuple[Store, Store], clock: Clock
 ) -> None:
