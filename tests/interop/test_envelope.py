@@ -626,3 +626,10 @@ def test_signed_bytes_changed_after_the_parse_still_fail(
     assert "envelope signature" in failed
     if where == "original":
         assert "original digest" in failed
+
+
+@given(st.binary(max_size=400))
+def test_base64_lines_are_what_the_standard_library_writes_with_crlf(data: bytes) -> None:
+    """RFC 2045 §6.8: lines of 76 characters, each ended by CRLF; the standard library's
+    ``encodebytes`` writes the same lines ended by LF."""
+    assert base64_lines(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")
