@@ -39,7 +39,7 @@ from relay.handshakes import count_failures
 from relay.lifecycle import Kind, Superseded
 from relay.metrics import register_state
 from relay.monitoring import MonitoringListener, Probes, heartbeat_check, storage_writable
-from relay.readings import Received
+from relay.readings import READER_FIRST, Received
 from relay.smtp.server import ConnectionLimiter, Intake, KepSMTP, SessionLimits
 from relay.stages import evidence_in, outbound, quarantine, retention, rgw, sgw
 from relay.stages.intake import PeerIntake, SubmissionIntake
@@ -324,9 +324,12 @@ class Node:
         # Those this process read as they arrived first, before any other process may take
         # them (relay.readings.READER_FIRST), unless older ones wait.
         mine = context.readings.waiting(now, free + NAMED_BEYOND)
-        rows = context.store.claim_received(
-            context.owner, now, context.config.store.lease, free, mine
-        )
+        lease = context.config.store.lease
+        rows = context.store.claim_received(context.owner, now, lease, free, mine)
+        if len(rows) < free:  # nothing else to do: take up what waits for a busier process
+            rows += context.store.claim_awaited(
+                context.owner, now, lease, free - len(rows), READER_FIRST
+            )
         claimed: list[tuple[MessageRow, Received | None]] = []
         for row in rows:
             if row.kind not in PROCESSORS:

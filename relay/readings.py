@@ -18,8 +18,9 @@ Bounded (STYLE.md "Every limit has a name"): ``KEPT_BYTES`` of envelopes, and re
 ``KEPT_FOR`` after they were made.
 
 So that it is the same process, a message whose reading is kept waits ``READER_FIRST`` for
-the process that read it before any other may claim it (``relay.store.messages``); a node's
-processes would otherwise claim arrivals in turn, and read again what the others had read.
+the process that read it before another claims it (``relay.store.messages``), unless that
+other has nothing else to do (``claim_awaited``); a node's processes would otherwise claim
+arrivals in turn, and read again what the others had read.
 
 A stage verifying a received message starts from ``receive``: the bytes held in the store, or
 the spool file, read whole when it is small (``READ_WHOLE``: its CPU steps then run on the
@@ -56,10 +57,11 @@ KEPT_BYTES = 8 * MiB
 # older than this is most likely of a message another node process claimed.
 KEPT_FOR = 60.0
 # Seconds a received message whose reading is kept waits for the node process that read it:
-# only that process may claim it before then (``Readings.waiting``, ``claim_received(mine=)``),
-# any process after. A node's processes otherwise claim what arrives in turn, so each read
-# again about half of what the others had read (N-1 of N). Long enough for a busy process to
-# come to it; short enough that another takes it soon from one that is stuck or gone.
+# before then only that process claims it (``Readings.waiting``, ``claim_received(mine=)``),
+# or another that has nothing else to do (``claim_awaited``); any process after. A node's
+# processes otherwise claim what arrives in turn, so each read again about half of what the
+# others had read (N-1 of N). Long enough for a busy process to come to it; short enough
+# that another takes it soon from one that is stuck or gone.
 READER_FIRST = 5.0
 # A received message up to this size is held whole in memory: intake reads it from the spool
 # writer's copy and stores it with its row (no spool file is made for it: the store's

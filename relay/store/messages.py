@@ -14,8 +14,8 @@ message another process took, gets ``Superseded`` and its transaction changes no
 message waits with the time it is due (``next_attempt``): one waiting for a retry is never on
 the ready path of the index ``messages_due``. A received message can be due a moment after it
 arrives, kept that long for the node process that read it (``relay.readings``): that process
-names it when it claims (``claim_received(mine=...)``) and takes it at once; any process takes
-it once it is due.
+names it when it claims (``claim_received(mine=...)``) and takes it at once; a process with
+nothing else to do takes it early (``claim_awaited``); any process takes it once it is due.
 
 Claims, renewals and releases commit without waiting for the disk where the database allows
 (``durable=False``: SQLite, whose node processes all stop with the machine). A power failure
@@ -201,6 +201,23 @@ class MessageQueries(StoreBase):
             mine=mine,
         )
 
+    def claim_awaited(
+        self, owner: str, now: float, lease: float, limit: int, within: float
+    ) -> list[MessageRow]:
+        """Received messages waiting for the process that read them, due within ``within``
+        seconds and never tried, claimed for ``owner``: a process with nothing else to do
+        takes them up rather than wait while another has more than it can start."""
+        marks, kinds = _marks(sorted(RECEIVED_KINDS))
+        return self._claim(
+            f"state = ? AND kind IN ({marks}) AND last_reply IS NULL",
+            (str(State.RECEIVED), *kinds),
+            owner=owner,
+            now=now,
+            lease=lease,
+            limit=limit,
+            due_by=now + within,
+        )
+
     def claim_due(self, owner: str, now: float, lease: float, limit: int = 100) -> list[MessageRow]:
         """Messages to send now, moved to ``sending`` and claimed for ``owner`` in one
         transaction, so no other pass or process sends them (§4 Relay)."""
@@ -227,6 +244,7 @@ class MessageQueries(StoreBase):
         limit: int,
         to: State | None = None,
         mine: Sequence[str] = (),
+        due_by: float | None = None,
     ) -> list[MessageRow]:
         move = ", state = ?" if to is not None else ""
         due = (
@@ -245,7 +263,7 @@ class MessageQueries(StoreBase):
             now + lease,
             *((str(to),) if to else ()),
             *args,
-            now,
+            now if due_by is None else due_by,
             *mine,
             now,
             limit,

@@ -216,6 +216,24 @@ def test_a_message_waiting_for_its_reader_is_its_alone_and_never_passes_an_older
     assert late.id == "fresh2"  # its reader did not come: any process takes it
 
 
+def test_a_process_with_nothing_to_do_takes_up_what_waits_for_a_busier_one(
+    stores: tuple[Store, Store], clock: Clock
+) -> None:
+    """claim_awaited: messages waiting for their reader (due within the given seconds), never
+    a retry waiting its back-off, nor one due later than that."""
+    a, b = stores
+    with a.transaction() as db:
+        for id, due in (("waits", 5.0), ("later", 30.0), ("retry", 3.0)):
+            a.add_message(
+                db, id=id, kind=Kind.DISPATCH_IN, peer="hs02", remmd_id=f"{id}@hs02.kep.tr",
+                mail_from="a@hs02.kep.tr", rcpt_to=["b@hs01.kep.tr"], size=1, sha256="00",
+                state=State.RECEIVED, next_attempt=clock() + due,
+            )  # fmt: skip
+    [retry] = a.claim_received("node-a/1", clock(), LEASE, 1, mine=["retry"])
+    assert a.processing_failed(retry, counted=False, retry_at=clock() + 3, detail="x") == 0
+    assert [r.id for r in b.claim_awaited("node-b/1", clock(), LEASE, 5, 5.0)] == ["waits"]
+
+
 def test_the_ledger_stays_one_chain_with_concurrent_writers(
     stores: tuple[Store, Store], clock: Clock
 ) -> None:
