@@ -20,8 +20,8 @@ from signxml.xades.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESV
 
 from interop.evidence import xades, xmlio
 from interop.evidence.codes import DS_NS
-from interop.evidence.xades import EvidenceResult, sign_evidence, verify_evidence
-from interop.evidence.xades_t import XADES_NS
+from interop.evidence.xades import ENVELOPED, EvidenceResult, sign_evidence, verify_evidence
+from interop.evidence.xades_t import C14N_11, EXC_C14N, XADES_NS
 from interop.pki.devpki import DevPki
 from interop.reasons import Reason
 from interop.verifiers import Verifiers
@@ -59,6 +59,31 @@ def test_evidence_signed_by_signxml_still_verifies(pki: DevPki, verifiers: Verif
     assert result.ok, result.detail
     assert result.evidence is not None and result.evidence.identifier == evidence().identifier
     assert result.signing_time is not None
+
+
+def test_evidence_is_signed_with_exclusive_c14n_throughout(pki: DevPki) -> None:
+    """SignedInfo and each of the three references (the evidence, SignedProperties, KeyInfo)
+    are canonicalized with exclusive C14N, as the EU's DSS writes XAdES."""
+    signed_info = _signed_root(pki).find(f"{_D}Signature/{_D}SignedInfo")
+    assert signed_info is not None
+    methods_used = [
+        node.get("Algorithm")
+        for node in signed_info.iter(f"{_D}CanonicalizationMethod", f"{_D}Transform")
+    ]
+    assert methods_used == [EXC_C14N, ENVELOPED, EXC_C14N, EXC_C14N, EXC_C14N]
+
+
+def test_evidence_signed_with_c14n_11_still_verifies(
+    pki: DevPki, verifiers: Verifiers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evidence this project signed before 2026-12 (inclusive C14N 1.1 throughout) verifies,
+    and says what it said."""
+    monkeypatch.setattr(xades, "SIGNING_C14N", C14N_11)
+    root = _signed_root(pki)
+    assert {t.get("Algorithm") for t in root.iter(f"{_D}Transform")} == {ENVELOPED, C14N_11}
+    result = _verify(root, verifiers)
+    assert result.ok, result.detail
+    assert result.evidence is not None and result.evidence.identifier == evidence().identifier
 
 
 @pytest.mark.parametrize("algorithm", ["ec", "rsa"])
