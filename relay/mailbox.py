@@ -111,6 +111,20 @@ class AccountSource(Protocol):
     def signers_at(self, address: str, at: float) -> dict[str, str]: ...
 
 
+def _write_synced(path: str, source: BinaryIO | bytes) -> int:
+    """Write ``source`` into a new file at ``path`` and sync it; returns its size."""
+    with open(path, "wb") as out:
+        if isinstance(source, bytes):
+            out.write(source)
+        else:
+            source.seek(0)
+            while block := source.read(STREAM_CHUNK):
+                out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+        return out.tell()
+
+
 class Mailboxes:
     """Accounts from the configuration file, overridden by those managed in the store."""
 
@@ -125,6 +139,10 @@ class Mailboxes:
         self.clock = clock
         self.accounts = {a.address.lower(): a for a in accounts}
         self.store = store
+        # Maildir names carry the host's name (read once: a system call each time otherwise),
+        # and folders made once need not be made again for each message (``_ready``).
+        self._host = socket.gethostname()
+        self._made: set[str] = set()
 
     def use_accounts(self, accounts: Iterable[Account]) -> None:
         """The configuration's accounts from now on (SIGHUP); the store's still override."""
@@ -215,28 +233,33 @@ class Mailboxes:
         Without it (a replay, a takeover, a caller holding no first claim) the folder is
         searched first (``find``) and an earlier copy, wherever a reader moved it, is
         returned instead of a second one."""
-        base = self.folder(address, folder)
-        for sub in ("tmp", "new", "cur"):
-            (base / sub).mkdir(parents=True, exist_ok=True)
+        base = self._ready(address, folder)
         existing = self.earlier(address, folder, key, fresh_until)
         if existing is not None:
             return existing
-        stem = f"{int(self.clock())}.{key}.{socket.gethostname()}"
-        tmp = base / "tmp" / stem
-        with tmp.open("wb") as out:
-            if isinstance(source, bytes):
-                out.write(source)
-            else:
-                source.seek(0)
-                while block := source.read(STREAM_CHUNK):
-                    out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-            size = out.tell()
-        final = base / "new" / f"{stem},S={size}"
+        stem = f"{int(self.clock())}.{key}.{self._host}"
+        try:
+            size = _write_synced(os.path.join(base, "tmp", stem), source)
+        except FileNotFoundError:  # the folder was removed since this process made it
+            self._made.discard(base)
+            base = self._ready(address, folder)
+            size = _write_synced(os.path.join(base, "tmp", stem), source)
+        tmp = os.path.join(base, "tmp", stem)
+        new = os.path.join(base, "new")
+        final = os.path.join(new, f"{stem},S={size}")
         os.replace(tmp, final)
-        fsync_dir(final.parent)
-        return final
+        fsync_dir(new)
+        return Path(final)
+
+    def _ready(self, address: str, folder: str) -> str:
+        """The Maildir folder's path, its ``tmp``, ``new`` and ``cur`` made if this process has
+        not made them yet (three ``mkdir`` calls and their errors per message otherwise)."""
+        base = str(self.folder(address, folder))
+        if base not in self._made:
+            for sub in ("tmp", "new", "cur"):
+                os.makedirs(os.path.join(base, sub), exist_ok=True)
+            self._made.add(base)
+        return base
 
     def earlier(
         self, address: str, folder: str, key: str, fresh_until: float | None = None

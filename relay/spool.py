@@ -30,7 +30,7 @@ from interop.limits import STREAM_CHUNK
 STALE = 3600.0  # seconds: longer than any transaction's silence (timers.data_timeout)
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from relay.mailbox import Account, AccountState, AccountType, Mailboxes, SignerRole
@@ -27,6 +28,18 @@ def test_delivery_is_idempotent_and_usage_counts_every_folder(tmp_path: Path) ->
     read = boxes.mark_read(path)
     assert boxes.list("ali@hs01.kep.tr") == [(read, True)]
     assert boxes.find("ali@hs01.kep.tr", "INBOX", "q1-1") == read
+
+
+def test_a_mailbox_removed_while_the_node_runs_is_made_again(tmp_path: Path) -> None:
+    """The node makes a mailbox's folders once, not for every message; one removed behind its
+    back (an operator's clean-up) is made again on the next delivery, not refused."""
+    boxes = Mailboxes(tmp_path / "mail", [])
+    first = boxes.put("ali@hs01.kep.tr", "INBOX", "q1", b"x" * 60)
+    shutil.rmtree(tmp_path / "mail" / "ali@hs01.kep.tr")
+    second = boxes.put("ali@hs01.kep.tr", "INBOX", "q2", b"y" * 60)
+    assert second.read_bytes() == b"y" * 60 and second.parent == first.parent
+    assert sorted(p.name for p in second.parent.parent.iterdir()) == ["cur", "new", "tmp"]
+    assert list((second.parent.parent / "tmp").iterdir()) == []
 
 
 def test_account_rules() -> None:
