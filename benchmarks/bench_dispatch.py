@@ -1,0 +1,149 @@
+"""A Dispatch through one node process, the network apart: the CPU of the node's own work.
+
+For each Dispatch (a 4 KiB original in the envelope hs01 sends, as ``bench_relay`` builds it),
+in one process on SQLite, with the node's code as it runs (small work in place):
+
+* intake after DATA (``PeerIntake.finish``: the envelope read, committed with its row);
+* the claim as a node process makes it (``Node.claim``'s query, naming what it read) and the
+  R-GW (``process_dispatch``: verify, deliver, sign both evidence, queue their messages);
+* the queue manager's pass (``outbound.send_due``: claims, entries, the outcome recorded)
+  with a transport that answers 250 at once, so no SMTP client or TLS is in the figure;
+* retention's sweep.
+
+The whole gateway (``bench_relay``) adds the SMTP server and client, TLS, the event loop's
+turns between connections, a second node process sharing the store, and a machine's drift
+between runs of ±20 %; this one is a single thread doing one message after another, whose CPU
+moves a few per cent between runs, so a change of a few per cent can be seen: run it on the
+code before and after, in turn (``--rounds``).
+
+Prints the CPU (user and system, this process's own counters) and wall time per Dispatch of
+each round, and checks what each Dispatch came to (processed, Relay and Delivery evidence
+queued and sent).
+
+Run:  .venv/bin/python -m benchmarks.bench_dispatch [--messages N] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from aiosmtpd.smtp import Envelope
+
+from benchmarks.hs02 import RECIPIENTS, dispatch
+from interop.pki.devpki import DevPki, generate
+from relay import logs
+from relay.config_file import from_mapping
+from relay.context import NodeContext, build_context
+from relay.keys import write_pki
+from relay.lifecycle import Kind, State
+from relay.node import PROCESSORS
+from relay.readings import READER_FIRST, Received
+from relay.smtp.server import Connection
+from relay.spool import SpoolWriter
+from relay.stages import outbound, retention
+from relay.stages.intake import PeerIntake
+from relay.steps import IN_PLACE
+from relay.store import MessageRow
+from relay.transport.base import Entry, Outcome, Result
+
+BLOCK = 4096  # bytes of DATA handed to the spool writer at a time, as the listener does
+SEND_EVERY = 20  # Dispatches between two passes of the queue manager
+
+
+class Accepting:
+    """A peer that takes every message at once."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(self, entry: Entry) -> Result:
+        self.sent += 1
+        return Result(Outcome.DELIVERED, "250 2.0.0 Ok", 250, host="hs01")
+
+    async def close(self) -> None:
+        return None
+
+
+def _claim(context: NodeContext) -> list[tuple[MessageRow, Received]]:
+    """One message as a node process claims it (``Node.claim``), with what it received."""
+    now = context.now()
+    mine = context.readings.waiting(now, 9)
+    lease = context.config.store.lease
+    rows = context.store.claim_received(context.owner, now, lease, 1, mine)
+    if not rows:
+        rows = context.store.claim_awaited(context.owner, now, lease, 1, READER_FIRST)
+    return [(row, context.receive(row)) for row in rows]
+
+
+async def _run(context: NodeContext, messages: list[bytes]) -> int:
+    intake = PeerIntake(context, lambda: None)
+    connection = Connection(("127.0.0.1", 2525), provider="hs01")
+    transport = Accepting()
+    for number, data in enumerate(messages):
+        envelope = Envelope()
+        envelope.mail_from = "ali.yilmaz@hs01.kep.tr"
+        envelope.rcpt_tos = [RECIPIENTS[number % len(RECIPIENTS)]]
+        sink = intake.open_sink(connection, envelope)
+        assert isinstance(sink, SpoolWriter)
+        for start in range(0, len(data), BLOCK):
+            sink.write(data[start : start + BLOCK])
+        reply = await intake.finish(connection, envelope, sink)
+        assert reply.code == 250, str(reply)
+        for row, received in _claim(context):
+            await PROCESSORS[row.kind](context, row, IN_PLACE, received)
+        if (number + 1) % SEND_EVERY == 0:
+            await outbound.send_due(context, transport)
+    while await outbound.send_due(context, transport):
+        pass
+    retention.sweep(context)
+    return transport.sent
+
+
+def run(pki: DevPki, messages: list[bytes]) -> tuple[float, float]:
+    """CPU and wall seconds per Dispatch, from intake to retention."""
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as folder:
+        root = Path(folder)
+        write_pki(pki, root / "pki")
+        config = from_mapping(
+            {"node": {"provider": "hs02", "dev_pki": "pki", "data_dir": "data"}}, "b", root
+        )
+        context = build_context(config)
+        cpu, wall = time.process_time(), time.perf_counter()
+        with open(os.devnull, "w") as nowhere, contextlib.redirect_stderr(nowhere):
+            sent = asyncio.run(_run(context, messages))  # its log lines written, as a node's
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        processed = context.store.messages(kind=Kind.DISPATCH_IN)
+        assert all(m.state is State.PROCESSED for m in processed), "not every one processed"
+        assert len(processed) == len(messages)
+        assert sent == 2 * len(messages), f"{sent} Evidence messages sent"
+        context.store.close()
+    return cpu / len(messages), wall / len(messages)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    logs.configure("json")
+    pki = generate(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), ["hs01", "hs02"])
+    messages = [dispatch(pki, n, 4096) for n in range(args.messages)]
+    print(f"{args.messages} Dispatches of {len(messages[0])} bytes a round, SQLite, one process")
+    results = [run(pki, messages) for _ in range(args.rounds)]
+    cpus = ", ".join(f"{c * 1e3:.2f}" for c, _ in results)
+    walls = ", ".join(f"{w * 1e3:.2f}" for _, w in results)
+    median = statistics.median(c for c, _ in results) * 1e3
+    print(f"  CPU per Dispatch: {cpus} ms (median {median:.2f})")
+    print(f"  wall per Dispatch: {walls} ms")
+
+
+if __name__ == "__main__":
+    main()
