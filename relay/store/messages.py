@@ -53,6 +53,12 @@ def _marks(values: Iterable[object]) -> tuple[str, tuple[str, ...]]:
     return ", ".join("?" * len(texts)), texts
 
 
+def _received() -> tuple[str, tuple[str, ...]]:
+    """The condition (and its values) of a received message a stage processes."""
+    marks, kinds = _marks(sorted(RECEIVED_KINDS))
+    return f"state = ? AND kind IN ({marks})", (str(State.RECEIVED), *kinds)
+
+
 class MessageQueries(StoreBase):
     def add_message(
         self,
@@ -190,16 +196,7 @@ class MessageQueries(StoreBase):
         ``now + lease`` (one whose processing failed waits its back-off); ``mine``: messages
         this process read as they arrived, taken before they are due. Taken in the order they
         are due, so one that waits longer is never passed over for those."""
-        marks, kinds = _marks(sorted(RECEIVED_KINDS))
-        return self._claim(
-            f"state = ? AND kind IN ({marks})",
-            (str(State.RECEIVED), *kinds),
-            owner=owner,
-            now=now,
-            lease=lease,
-            limit=limit,
-            mine=mine,
-        )
+        return self._claim(*_received(), owner=owner, now=now, lease=lease, limit=limit, mine=mine)
 
     def claim_awaited(
         self, owner: str, now: float, lease: float, limit: int, within: float
@@ -207,10 +204,10 @@ class MessageQueries(StoreBase):
         """Received messages waiting for the process that read them, due within ``within``
         seconds and never tried, claimed for ``owner``: a process with nothing else to do
         takes them up rather than wait while another has more than it can start."""
-        marks, kinds = _marks(sorted(RECEIVED_KINDS))
+        where, args = _received()
         return self._claim(
-            f"state = ? AND kind IN ({marks}) AND last_reply IS NULL",
-            (str(State.RECEIVED), *kinds),
+            f"{where} AND last_reply IS NULL",
+            args,
             owner=owner,
             now=now,
             lease=lease,

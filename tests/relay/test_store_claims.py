@@ -183,6 +183,17 @@ def test_a_delayed_retry_stays_off_the_ready_path(
     assert again.attempts == 1 and again.last_reply == "x"
 
 
+def _add_due(store: Store, message_id: str, due: float) -> None:
+    """A received message due at ``due`` (one waiting for its reader, or a retry)."""
+    with store.transaction() as db:
+        store.add_message(
+            db, id=message_id, kind=Kind.DISPATCH_IN, peer="hs02",
+            remmd_id=f"{message_id}@hs02.kep.tr", mail_from="a@hs02.kep.tr",
+            rcpt_to=["b@hs01.kep.tr"], size=1, sha256="00", state=State.RECEIVED,
+            next_attempt=due,
+        )  # fmt: skip
+
+
 def test_a_message_waiting_for_its_reader_is_its_alone_and_never_passes_an_older_one(
     stores: tuple[Store, Store], clock: Clock
 ) -> None:
@@ -190,12 +201,7 @@ def test_a_message_waiting_for_its_reader_is_its_alone_and_never_passes_an_older
     then only by the process that names it, and after one that waits longer."""
     a, b = stores
     [older] = _add(a, 1, Kind.DISPATCH_IN, State.RECEIVED, prefix="old")
-    with a.transaction() as db:
-        a.add_message(
-            db, id="fresh", kind=Kind.DISPATCH_IN, peer="hs02", remmd_id="fresh@hs02.kep.tr",
-            mail_from="a@hs02.kep.tr", rcpt_to=["b@hs01.kep.tr"], size=1, sha256="00",
-            state=State.RECEIVED, next_attempt=clock() + 5,
-        )  # fmt: skip
+    _add_due(a, "fresh", clock() + 5)
     [first] = b.claim_received("node-b/1", clock(), LEASE, 2)
     assert first.id == older  # the other process: only what is due
     assert b.claim_received("node-b/1", clock(), LEASE, 2) == []
@@ -203,12 +209,7 @@ def test_a_message_waiting_for_its_reader_is_its_alone_and_never_passes_an_older
     assert mine.id == "fresh" and mine.owner == "node-a/1"
     # Named with an older one waiting: the older one first.
     [older2] = _add(a, 1, Kind.DISPATCH_IN, State.RECEIVED, prefix="older")
-    with a.transaction() as db:
-        a.add_message(
-            db, id="fresh2", kind=Kind.DISPATCH_IN, peer="hs02", remmd_id="f2@hs02.kep.tr",
-            mail_from="a@hs02.kep.tr", rcpt_to=["b@hs01.kep.tr"], size=1, sha256="00",
-            state=State.RECEIVED, next_attempt=clock() + 5,
-        )  # fmt: skip
+    _add_due(a, "fresh2", clock() + 5)
     [one] = a.claim_received("node-a/1", clock(), LEASE, 1, mine=["fresh2"])
     assert one.id == older2
     clock.now += 5
@@ -222,13 +223,8 @@ def test_a_process_with_nothing_to_do_takes_up_what_waits_for_a_busier_one(
     """claim_awaited: messages waiting for their reader (due within the given seconds), never
     a retry waiting its back-off, nor one due later than that."""
     a, b = stores
-    with a.transaction() as db:
-        for id, due in (("waits", 5.0), ("later", 30.0), ("retry", 3.0)):
-            a.add_message(
-                db, id=id, kind=Kind.DISPATCH_IN, peer="hs02", remmd_id=f"{id}@hs02.kep.tr",
-                mail_from="a@hs02.kep.tr", rcpt_to=["b@hs01.kep.tr"], size=1, sha256="00",
-                state=State.RECEIVED, next_attempt=clock() + due,
-            )  # fmt: skip
+    for message_id, due in (("waits", 5.0), ("later", 30.0), ("retry", 3.0)):
+        _add_due(a, message_id, clock() + due)
     [retry] = a.claim_received("node-a/1", clock(), LEASE, 1, mine=["retry"])
     assert a.processing_failed(retry, counted=False, retry_at=clock() + 3, detail="x") == 0
     assert [r.id for r in b.claim_awaited("node-b/1", clock(), LEASE, 5, 5.0)] == ["waits"]
