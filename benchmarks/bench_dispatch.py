@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import statistics
 import tempfile
@@ -37,8 +36,8 @@ from pathlib import Path
 
 from aiosmtpd.smtp import Envelope
 
-from benchmarks.hs02 import RECIPIENTS, dispatch
-from interop.pki.devpki import DevPki, generate
+from benchmarks.hs02 import RECIPIENTS, dev_pki, dispatch
+from interop.pki.devpki import DevPki
 from relay import logs
 from relay.config_file import from_mapping
 from relay.context import NodeContext, build_context
@@ -134,7 +133,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     logs.configure("json")
-    pki = generate(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), ["hs01", "hs02"])
+    pki = dev_pki()
     messages = [dispatch(pki, n, 4096) for n in range(args.messages)]
     print(f"{args.messages} Dispatches of {len(messages[0])} bytes a round, SQLite, one process")
     results = [run(pki, messages) for _ in range(args.rounds)]

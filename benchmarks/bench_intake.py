@@ -20,7 +20,6 @@ Run:  .venv/bin/python -m benchmarks.bench_intake [--messages N] [--rounds N]
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import tempfile
 import time
@@ -29,8 +28,8 @@ from pathlib import Path
 import structlog
 from aiosmtpd.smtp import Envelope
 
-from benchmarks.hs02 import dispatch
-from interop.pki.devpki import DevPki, generate
+from benchmarks.hs02 import dev_pki, dispatch
+from interop.pki.devpki import DevPki
 from relay.config_file import from_mapping
 from relay.context import build_context
 from relay.keys import write_pki
@@ -91,7 +90,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
-    pki = generate(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), ["hs01", "hs02"])
+    pki = dev_pki()
     messages = [dispatch(pki, n, 4096) for n in range(args.messages)]
     print(f"{args.messages} Dispatches of {len(messages[0])} bytes a round, SQLite")
     results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}

@@ -101,6 +101,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def dev_pki() -> DevPki:
+    """The benchmarks' development PKI for hs01 and hs02, valid from a moment ago."""
+    return generate(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), ["hs01", "hs02"])
+
+
 def dispatch(pki: DevPki, number: int, body_bytes: int) -> bytes:
     user = pki.user("ali.yilmaz@hs01.kep.tr")
     now = dt.datetime.now(dt.UTC)
@@ -480,7 +485,7 @@ def hs02_node(
         contextlib.ExitStack() as hs01,
     ):
         root = Path(folder)
-        pki = generate(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), ["hs01", "hs02"])
+        pki = dev_pki()
         write_pki(pki, root / "pki")
         if setup.prefill_mailbox or setup.prefill_evidence:
             print(
