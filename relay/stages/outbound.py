@@ -26,6 +26,7 @@ from relay.context import NodeContext
 from relay.issuing import file_evidence, record, remake_message, sign
 from relay.lifecycle import Kind, State, Superseded
 from relay.metrics import code_class
+from relay.readings import READ_WHOLE
 from relay.steps import ON_THREADS
 from relay.store import MessageRow, Row, Tx
 from relay.transport.base import READ_WITH_ENTRY, Entry, Outcome, Result, Transport
@@ -124,12 +125,14 @@ async def _settle_one(context: NodeContext, row: MessageRow, result: Result) -> 
 
 def _entry(context: NodeContext, row: MessageRow) -> Entry:
     """What the transport sends for ``row`` (blocking: made with the claim, on its thread): an
-    Evidence message from the store, anything else from its spool file, read whole when
-    small (``READ_WITH_ENTRY``)."""
+    Evidence message, or a small Dispatch where the store holds content (``sgw._dispatch``),
+    from the store; anything else from its spool file, read whole when small
+    (``READ_WITH_ENTRY``)."""
     path = context.spool.path(row.id)
-    if row.kind is Kind.EVIDENCE_OUT:
+    evidence = row.kind is Kind.EVIDENCE_OUT
+    if evidence or (row.size <= READ_WHOLE and context.store.holds_content):
         held = context.store.content(row.id)
-        if held is None and not path.exists():  # not one an earlier release spooled
+        if evidence and held is None and not path.exists():  # not one a release spooled
             # Sent before and removed (§7); a repeated Dispatch asks for it again (§2).
             held = remake_message(context, row)
         if held is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import BinaryIO, cast
 
 import structlog
@@ -34,7 +35,7 @@ from interop.reasons import Reason
 from relay.context import NodeContext
 from relay.issuing import Issued, file_evidence, record, sign
 from relay.lifecycle import Kind, State
-from relay.readings import Received
+from relay.readings import READ_WHOLE, Received
 from relay.stages.deliver import decide_and_deliver
 from relay.steps import IN_PLACE, Steps
 from relay.store import MessageRow
@@ -226,7 +227,7 @@ def accept_or_refuse(
         context, submission, row.mail_from, f"{row.id}-n0", ileti_tip=tip, fresh_until=fresh
     )
     filed = [(submission, f"{row.id}-n0")]
-    dispatches: list[tuple[str, str, list[str], Issued, int, str]] = []
+    dispatches: list[_Dispatch] = []
     if not reasons:
         for pid, addresses in by_provider.items():
             indices = [recipients.index(a) + 1 for a in addresses]
@@ -257,26 +258,27 @@ def accept_or_refuse(
     with context.store.transaction() as db:
         for issued, note_id in filed:
             record(context, db, issued, direction="issued", message_id=row.id, envelope_id=note_id)
-        for queue_id, pid, addresses, per_dispatch, size, digest in dispatches:
-            record(context, db, per_dispatch, direction="issued", message_id=queue_id)
+        for dispatch in dispatches:
+            record(context, db, dispatch.evidence, direction="issued", message_id=dispatch.id)
             context.store.add_message(
                 db,
-                id=queue_id,
+                id=dispatch.id,
                 kind=Kind.DISPATCH_OUT,
-                peer=pid,
+                peer=dispatch.peer,
                 remmd_id=remmd_id,
                 mail_from=row.mail_from,
-                rcpt_to=addresses,
-                size=size,
-                sha256=digest,
+                rcpt_to=dispatch.addresses,
+                size=dispatch.size,
+                sha256=dispatch.sha256,
                 state=State.QUEUED,
                 parent=row.id,
+                content=dispatch.content,
             )
             context.store.set_timer(
                 db,
-                queue_id,
+                dispatch.id,
                 remmd_id,
-                pid,
+                dispatch.peer,
                 relay_deadline=context.now() + context.config.timers.relay_timeout,
             )
         context.store.move(db, row, State.REJECTED if reasons else State.PROCESSED)
@@ -291,6 +293,19 @@ def accept_or_refuse(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Dispatch:
+    """A Dispatch written for one provider, to be queued with its evidence."""
+
+    id: str
+    peer: str
+    addresses: list[str]
+    evidence: Issued  # its own SubmissionAcceptance
+    size: int
+    sha256: str
+    content: bytes | None  # its bytes, held in the store; None: its spool file
+
+
 def _dispatch(
     context: NodeContext,
     row: MessageRow,
@@ -298,9 +313,12 @@ def _dispatch(
     submission: Issued,
     pid: str,
     addresses: list[str],
-) -> tuple[str, str, list[str], Issued, int, str]:
+) -> _Dispatch:
     """One Dispatch for the recipients at ``pid``, with its own SubmissionAcceptance (§5:
-    the evidence inside a Dispatch covers that Dispatch's recipients)."""
+    the evidence inside a Dispatch covers that Dispatch's recipients). One of up to
+    ``READ_WHOLE`` bytes is held in the store with its row where the store may hold content
+    (as a received message is, ``relay.readings``), with no spool file; a larger one is a
+    spool file, synced before its row is written."""
     per_dispatch = sign(
         context,
         dataclasses.replace(
@@ -314,7 +332,7 @@ def _dispatch(
             recipients=tuple(addresses),
         ),
     )
-    writer = context.spool.writer()
+    writer = context.spool.writer(keep=READ_WHOLE if context.store.holds_content else 0)
     try:
         with received.open() as original:
             write_dispatch(
@@ -327,8 +345,20 @@ def _dispatch(
                 message_id=f"<{writer.queue_id}@{context.provider.domain}>",
                 timestamp=context.stamp_function(),
             )
-        writer.commit()
+        content = writer.held
+        if content is None:
+            writer.commit()
+        else:
+            writer.discard()  # held in memory: no file was made
     except BaseException:
         writer.discard()
         raise
-    return writer.queue_id, pid, addresses, per_dispatch, writer.size, writer.sha256.hexdigest()
+    return _Dispatch(
+        writer.queue_id,
+        pid,
+        addresses,
+        per_dispatch,
+        writer.size,
+        writer.sha256.hexdigest(),
+        content,
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from relay.keys import write_pki
 from relay.lifecycle import Kind, State
 from relay.node import Node
 from relay.readings import READ_WHOLE, receive
-from relay.stages import evidence_in, rgw, sgw
+from relay.stages import evidence_in, outbound, retention, rgw, sgw
 from relay.steps import IN_PLACE, ON_THREADS, FollowedBy, Steps
 from relay.store import MessageRow
 from tests.helpers import count_hand_offs, make_dispatch, make_evidence_message
@@ -194,6 +195,31 @@ def test_a_submission_has_its_e_imza_verified_as_a_cpu_step(pki: DevPki, hs01: N
     assert hs01.store.message(row.id).state is State.PROCESSED  # type: ignore[union-attr]
     [dispatch] = hs01.store.messages(kind=Kind.DISPATCH_OUT)
     assert dispatch.peer == "hs02" and list(dispatch.rcpt_to) == [RECIPIENT]
+
+
+def test_a_small_dispatch_the_s_gw_writes_is_held_in_the_store_not_a_file(
+    pki: DevPki, hs01: NodeContext
+) -> None:
+    """Like a small received message: the Dispatch goes into the store with its row, no spool
+    file is made; the queue manager sends those bytes, and retention removes them once the
+    peer took them (profile §7)."""
+    row = _received(hs01, Kind.SUBMISSION, make_dispatch(pki).original, None)
+    asyncio.run(sgw.process_submission(hs01, row))
+    [dispatch] = hs01.store.messages(kind=Kind.DISPATCH_OUT)
+    # The submission's own file (written so by this test) and no other.
+    assert list(hs01.spool.msg_dir.iterdir()) == [hs01.spool.path(row.id)]
+    assert list(hs01.spool.tmp_dir.iterdir()) == []
+    held = hs01.store.content(dispatch.id)
+    assert held is not None and hashlib.sha256(held).hexdigest() == dispatch.sha256
+    assert len(held) == dispatch.size
+    [(claimed, entry)] = outbound._claim_due(hs01)
+    assert claimed.id == dispatch.id and not isinstance(entry, Exception)
+    assert entry.content == held
+    with hs01.store.transaction() as db:
+        hs01.store.move(db, claimed, State.SENT)
+    assert retention.sweep(hs01) == 2  # the submission and the Dispatch
+    assert hs01.store.content(dispatch.id) is None
+    assert list(hs01.spool.msg_dir.iterdir()) == []
 
 
 def test_a_message_that_is_not_s_mime_is_refused_the_same_either_way(
