@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import statistics
 import tempfile
@@ -37,6 +38,7 @@ from pathlib import Path
 from aiosmtpd.smtp import Envelope
 
 from benchmarks.hs02 import RECIPIENTS, dev_pki, dispatch
+from interop.envelope.smime import build_signed_message
 from interop.pki.devpki import DevPki
 from relay import logs
 from relay.config_file import from_mapping
@@ -48,13 +50,15 @@ from relay.readings import READER_FIRST, Received
 from relay.smtp.server import Connection
 from relay.spool import SpoolWriter
 from relay.stages import outbound, retention
-from relay.stages.intake import PeerIntake
+from relay.stages.intake import PeerIntake, SubmissionIntake
 from relay.steps import IN_PLACE
 from relay.store import MessageRow
 from relay.transport.base import Entry, Outcome, Result
 
 BLOCK = 4096  # bytes of DATA handed to the spool writer at a time, as the listener does
-SEND_EVERY = 20  # Dispatches between two passes of the queue manager
+SEND_EVERY = 20  # messages between two passes of the queue manager
+SUBMITTER = "ayse.demir@hs02.kep.tr"  # --submissions: a user of hs02
+PEER_RECIPIENT = "ali.yilmaz@hs01.kep.tr"  # and the user of hs01 she writes to
 
 
 class Accepting:
@@ -82,14 +86,35 @@ def _claim(context: NodeContext) -> list[tuple[MessageRow, Received]]:
     return [(row, context.receive(row)) for row in rows]
 
 
-async def _run(context: NodeContext, messages: list[bytes]) -> int:
-    intake = PeerIntake(context, lambda: None)
-    connection = Connection(("127.0.0.1", 2525), provider="hs01")
+def submission(pki: DevPki, number: int) -> bytes:
+    """A user's message as hs02's own systems submit it: signed with the sender's e-imza, a
+    4 KiB body, to a user of hs01 (so the S-GW makes a Dispatch for hs01)."""
+    user = pki.user(SUBMITTER)
+    return build_signed_message(
+        user.signer,
+        sender=user.address,
+        recipients=[PEER_RECIPIENT],
+        subject=f"Yük {number}",
+        body="x" * 4096,
+        now=dt.datetime.now(dt.UTC),
+    )
+
+
+async def _run(context: NodeContext, messages: list[bytes], submissions: bool) -> int:
+    intake: PeerIntake | SubmissionIntake = (
+        SubmissionIntake(context, lambda: None)
+        if submissions
+        else PeerIntake(context, lambda: None)
+    )
+    connection = Connection(("127.0.0.1", 2525), provider=None if submissions else "hs01")
     transport = Accepting()
     for number, data in enumerate(messages):
         envelope = Envelope()
-        envelope.mail_from = "ali.yilmaz@hs01.kep.tr"
-        envelope.rcpt_tos = [RECIPIENTS[number % len(RECIPIENTS)]]
+        if submissions:
+            envelope.mail_from, envelope.rcpt_tos = SUBMITTER, [PEER_RECIPIENT]
+        else:
+            envelope.mail_from = "ali.yilmaz@hs01.kep.tr"
+            envelope.rcpt_tos = [RECIPIENTS[number % len(RECIPIENTS)]]
         sink = intake.open_sink(connection, envelope)
         assert isinstance(sink, SpoolWriter)
         for start in range(0, len(data), BLOCK):
@@ -106,8 +131,8 @@ async def _run(context: NodeContext, messages: list[bytes]) -> int:
     return transport.sent
 
 
-def run(pki: DevPki, messages: list[bytes]) -> tuple[float, float]:
-    """CPU and wall seconds per Dispatch, from intake to retention."""
+def run(pki: DevPki, messages: list[bytes], submissions: bool = False) -> tuple[float, float]:
+    """CPU and wall seconds per message, from intake to retention."""
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as folder:
         root = Path(folder)
         write_pki(pki, root / "pki")
@@ -117,12 +142,16 @@ def run(pki: DevPki, messages: list[bytes]) -> tuple[float, float]:
         context = build_context(config)
         cpu, wall = time.process_time(), time.perf_counter()
         with open(os.devnull, "w") as nowhere, contextlib.redirect_stderr(nowhere):
-            sent = asyncio.run(_run(context, messages))  # its log lines written, as a node's
+            # Its log lines written, as a node's.
+            sent = asyncio.run(_run(context, messages, submissions))
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        processed = context.store.messages(kind=Kind.DISPATCH_IN)
+        kind = Kind.SUBMISSION if submissions else Kind.DISPATCH_IN
+        processed = context.store.messages(kind=kind)
         assert all(m.state is State.PROCESSED for m in processed), "not every one processed"
         assert len(processed) == len(messages)
-        assert sent == 2 * len(messages), f"{sent} Evidence messages sent"
+        # A Dispatch to hs01 for each submission; two Evidence messages for each Dispatch.
+        expected = (1 if submissions else 2) * len(messages)
+        assert sent == expected, f"{sent} messages sent, not {expected}"
         context.store.close()
     return cpu / len(messages), wall / len(messages)
 
@@ -131,17 +160,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--submissions",
+        action="store_true",
+        help="the S-GW instead: hs02's users' submissions, each made a Dispatch to hs01",
+    )
     args = parser.parse_args()
     logs.configure("json")
     pki = dev_pki()
-    messages = [dispatch(pki, n, 4096) for n in range(args.messages)]
-    print(f"{args.messages} Dispatches of {len(messages[0])} bytes a round, SQLite, one process")
-    results = [run(pki, messages) for _ in range(args.rounds)]
+    if args.submissions:
+        messages = [submission(pki, n) for n in range(args.messages)]
+        what = "submissions (S-GW)"
+    else:
+        messages = [dispatch(pki, n, 4096) for n in range(args.messages)]
+        what = "Dispatches (R-GW)"
+    print(f"{args.messages} {what} of {len(messages[0])} bytes a round, SQLite, one process")
+    results = [run(pki, messages, args.submissions) for _ in range(args.rounds)]
     cpus = ", ".join(f"{c * 1e3:.2f}" for c, _ in results)
     walls = ", ".join(f"{w * 1e3:.2f}" for _, w in results)
     median = statistics.median(c for c, _ in results) * 1e3
-    print(f"  CPU per Dispatch: {cpus} ms (median {median:.2f})")
-    print(f"  wall per Dispatch: {walls} ms")
+    print(f"  CPU per message: {cpus} ms (median {median:.2f})")
+    print(f"  wall per message: {walls} ms")
 
 
 if __name__ == "__main__":
