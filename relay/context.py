@@ -177,9 +177,15 @@ class NodeContext:
         it when this process kept one that still describes them (``relay.readings``). Raises
         ``OSError``."""
         reading = self.readings.take(row.id, self.now())
-        small = row.size <= READ_WHOLE and self.store.holds_content
-        held = self.store.content(row.id) if small else None
-        return receive(self.spool.path(row.id), reading, held)
+        return receive(self.spool.path(row.id), reading, self.held(row))
+
+    def held(self, row: MessageRow) -> bytes | None:
+        """The bytes the store holds for ``row`` (blocking), asked for only where it may hold
+        them: a message of up to ``READ_WHOLE`` where the store keeps content
+        (``Store.holds_content``). None: its spool file has them."""
+        if row.size <= READ_WHOLE and self.store.holds_content:
+            return self.store.content(row.id)
+        return None
 
     @property
     def small_steps(self) -> Steps:

@@ -26,7 +26,6 @@ from relay.context import NodeContext
 from relay.issuing import file_evidence, record, remake_message, sign
 from relay.lifecycle import Kind, State, Superseded
 from relay.metrics import code_class
-from relay.readings import READ_WHOLE
 from relay.steps import ON_THREADS
 from relay.store import MessageRow, Row, Tx
 from relay.transport.base import READ_WITH_ENTRY, Entry, Outcome, Result, Transport
@@ -130,13 +129,12 @@ def _entry(context: NodeContext, row: MessageRow) -> Entry:
     (``READ_WITH_ENTRY``)."""
     path = context.spool.path(row.id)
     evidence = row.kind is Kind.EVIDENCE_OUT
-    if evidence or (row.size <= READ_WHOLE and context.store.holds_content):
-        held = context.store.content(row.id)
-        if evidence and held is None and not path.exists():  # not one a release spooled
-            # Sent before and removed (§7); a repeated Dispatch asks for it again (§2).
-            held = remake_message(context, row)
-        if held is not None:
-            return Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, len(held), held)
+    held = context.store.content(row.id) if evidence else context.held(row)
+    if evidence and held is None and not path.exists():  # not one an earlier release spooled
+        # Sent before and removed (§7); a repeated Dispatch asks for it again (§2).
+        held = remake_message(context, row)
+    if held is not None:
+        return Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, len(held), held)
     size = path.stat().st_size
     content = path.read_bytes() if size <= READ_WITH_ENTRY else None
     return Entry(row.id, row.peer or "", row.mail_from, row.rcpt_to, path, size, content)
