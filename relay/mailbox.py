@@ -238,13 +238,13 @@ class Mailboxes:
         if existing is not None:
             return existing
         stem = f"{int(self.clock())}.{key}.{self._host}"
+        tmp = os.path.join(base, "tmp", stem)
         try:
-            size = _write_synced(os.path.join(base, "tmp", stem), source)
+            size = _write_synced(tmp, source)
         except FileNotFoundError:  # the folder was removed since this process made it
             self._made.discard(base)
-            base = self._ready(address, folder)
-            size = _write_synced(os.path.join(base, "tmp", stem), source)
-        tmp = os.path.join(base, "tmp", stem)
+            self._ready(address, folder)
+            size = _write_synced(tmp, source)
         new = os.path.join(base, "new")
         final = os.path.join(new, f"{stem},S={size}")
         os.replace(tmp, final)

@@ -244,11 +244,8 @@ class MessageQueries(StoreBase):
         due_by: float | None = None,
     ) -> list[MessageRow]:
         move = ", state = ?" if to is not None else ""
-        due = (
-            f"(next_attempt <= ? OR id IN ({', '.join('?' * len(mine))}))"
-            if mine
-            else ("next_attempt <= ?")
-        )
+        named, _ = _marks(mine)
+        due = f"(next_attempt <= ? OR id IN ({named}))" if mine else "next_attempt <= ?"
         query = (
             f"UPDATE messages SET owner = ?, lease_until = ?, fence = fence + 1{move}"  # noqa: S608
             " WHERE id IN (SELECT id FROM messages"
