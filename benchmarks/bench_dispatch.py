@@ -31,19 +31,15 @@ import contextlib
 import datetime as dt
 import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from aiosmtpd.smtp import Envelope
 
-from benchmarks.hs02 import RECIPIENTS, dev_pki, dispatch
+from benchmarks.hs02 import RECIPIENTS, dev_pki, dispatch, hs02_in_process
 from interop.envelope.smime import build_signed_message
 from interop.pki.devpki import DevPki
 from relay import logs
-from relay.config_file import from_mapping
-from relay.context import NodeContext, build_context
-from relay.keys import write_pki
+from relay.context import NodeContext
 from relay.lifecycle import Kind, State
 from relay.node import PROCESSORS
 from relay.readings import READER_FIRST, Received
@@ -133,13 +129,7 @@ async def _run(context: NodeContext, messages: list[bytes], submissions: bool) -
 
 def run(pki: DevPki, messages: list[bytes], submissions: bool = False) -> tuple[float, float]:
     """CPU and wall seconds per message, from intake to retention."""
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as folder:
-        root = Path(folder)
-        write_pki(pki, root / "pki")
-        config = from_mapping(
-            {"node": {"provider": "hs02", "dev_pki": "pki", "data_dir": "data"}}, "b", root
-        )
-        context = build_context(config)
+    with hs02_in_process(pki) as context:
         cpu, wall = time.process_time(), time.perf_counter()
         with open(os.devnull, "w") as nowhere, contextlib.redirect_stderr(nowhere):
             # Its log lines written, as a node's.
@@ -152,7 +142,6 @@ def run(pki: DevPki, messages: list[bytes], submissions: bool = False) -> tuple[
         # A Dispatch to hs01 for each submission; two Evidence messages for each Dispatch.
         expected = (1 if submissions else 2) * len(messages)
         assert sent == expected, f"{sent} messages sent, not {expected}"
-        context.store.close()
     return cpu / len(messages), wall / len(messages)
 
 

@@ -21,18 +21,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import structlog
 from aiosmtpd.smtp import Envelope
 
-from benchmarks.hs02 import dev_pki, dispatch
+from benchmarks.hs02 import dev_pki, dispatch, hs02_in_process
 from interop.pki.devpki import DevPki
-from relay.config_file import from_mapping
-from relay.context import build_context
-from relay.keys import write_pki
 from relay.lifecycle import Kind, State
 from relay.smtp.server import Connection
 from relay.spool import SpoolWriter
@@ -44,13 +39,7 @@ MODES = ("held", "file")
 
 def run(pki: DevPki, messages: list[bytes], mode: str) -> tuple[float, float]:
     """CPU and wall seconds per message, from intake's commit to the content's removal."""
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as folder:
-        root = Path(folder)
-        write_pki(pki, root / "pki")
-        config = from_mapping(
-            {"node": {"provider": "hs02", "dev_pki": "pki", "data_dir": "data"}}, "b", root
-        )
-        context = build_context(config)
+    with hs02_in_process(pki) as context:
         if mode == "file":
             context.store.database.forgets_deleted = False
         intake = PeerIntake(context, lambda: None)
@@ -80,7 +69,6 @@ def run(pki: DevPki, messages: list[bytes], mode: str) -> tuple[float, float]:
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         assert removed == len(messages), removed
         assert list(context.spool.msg_dir.iterdir()) == []
-        context.store.close()
     return cpu / len(messages), wall / len(messages)
 
 

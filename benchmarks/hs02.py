@@ -52,6 +52,8 @@ from interop.evidence.issue import submission_evidence
 from interop.evidence.xades import sign_evidence
 from interop.pki.devpki import DevPki, generate
 from interop.providers import BUILTIN_DIRECTORY
+from relay.config_file import from_mapping
+from relay.context import NodeContext, build_context
 from relay.keys import write_pki
 
 MiB = 1024 * 1024
@@ -104,6 +106,23 @@ def free_port() -> int:
 def dev_pki() -> DevPki:
     """The benchmarks' development PKI for hs01 and hs02, valid from a moment ago."""
     return generate(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), ["hs01", "hs02"])
+
+
+@contextlib.contextmanager
+def hs02_in_process(pki: DevPki) -> Iterator[NodeContext]:
+    """hs02's node context in this process (SQLite, ``pki`` written into a fresh data folder
+    under the working directory), closed and removed after."""
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as folder:
+        root = Path(folder)
+        write_pki(pki, root / "pki")
+        config = from_mapping(
+            {"node": {"provider": "hs02", "dev_pki": "pki", "data_dir": "data"}}, "b", root
+        )
+        context = build_context(config)
+        try:
+            yield context
+        finally:
+            context.store.close()
 
 
 def dispatch(pki: DevPki, number: int, body_bytes: int) -> bytes:
