@@ -155,6 +155,7 @@ class GatewayRun:
     log_counts: dict[str, int] = field(default_factory=dict)
     log_copy: str | None = None
     latencies: dict[str, float] = field(default_factory=dict)
+    evidence_delays: dict[str, float] = field(default_factory=dict)  # StoreProbe's
     database_per_dispatch: dict[str, float] = field(default_factory=dict)
     vacuum_runs: int | None = None  # the stand-in for autovacuum, when asked for
     busy_cores: float = 0.0  # the machine's busy CPU over the window, in cores
@@ -350,6 +351,7 @@ def bench_gateway(count: int, connections: int, setup: Setup, sender: str = "pyt
             run.latencies = hs02.latencies()
         print(f"    timed window done in {elapsed:.1f} s; checking every message …", flush=True)
         run.states = _settle(hs02, count)
+        run.evidence_delays = hs02.probe.evidence_delays()
         if vacuumer is not None:
             run.vacuum_runs = vacuumer.stop()
         if stats_before:
@@ -490,6 +492,13 @@ def report_gateway(run: GatewayRun) -> None:
             f" {run.latencies['acceptance_ms']:.1f} ms; mean acceptance to mailbox:"
             f" {run.latencies['delivery_ms'] / 1000:.1f} s"
         )
+    if run.evidence_delays:
+        delays = run.evidence_delays
+        print(
+            f"      Evidence messages: queued to sent mean {delays['queued_mean_s']:.2f} s,"
+            f" 95 % within {delays['queued_p95_s']:.2f} s; Dispatch accepted to its evidence"
+            f" sent mean {delays['accepted_to_sent_s']:.1f} s"
+        )
     if run.database_per_dispatch:
         figures = ", ".join(f"{v:.1f} {k}" for k, v in run.database_per_dispatch.items())
         print(f"      PostgreSQL per Dispatch (autovacuum: during the run): {figures}")
@@ -628,6 +637,7 @@ def main() -> None:
         "log": run.log_counts,
         "processes_seen": run.processes_seen,
         "latencies_ms": {k: round(v, 1) for k, v in run.latencies.items()},
+        "evidence_delays": {k: round(v, 3) for k, v in run.evidence_delays.items()},
         "vacuum_runs": run.vacuum_runs,
         "database_per_dispatch": {k: round(v, 2) for k, v in run.database_per_dispatch.items()},
         "busy_cores": round(run.busy_cores, 2),

@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -329,6 +330,14 @@ DELIVERED = (
 # Dispatches received in this run (created after what the store held before it).
 RECEIVED = "SELECT sha256 FROM messages WHERE kind = 'dispatch-in' AND created > {created!r}"
 STATES = "SELECT kind, state, COUNT(*) FROM messages GROUP BY kind, state ORDER BY kind, state"
+# Each Evidence message sent about a Dispatch of this run: when the Dispatch was accepted,
+# when the Evidence message was queued (the Dispatch processed) and when the peer took it
+# (seconds since the epoch).
+EVIDENCE_SENT = (
+    "SELECT d.created, e.created, e.sent_at FROM messages e JOIN messages d ON d.id = e.parent"
+    " WHERE e.kind = 'evidence-out' AND e.sent_at IS NOT NULL"
+    " AND d.kind = 'dispatch-in' AND d.created > {created!r}"
+)
 
 
 class StoreProbe:
@@ -393,6 +402,21 @@ class StoreProbe:
             stats["autoanalyze runs on messages"] = int(table[0])
             stats["autovacuum runs on messages"] = int(table[1])
         return stats
+
+    def evidence_delays(self) -> dict[str, float]:
+        """How long this run's Evidence messages took, in seconds: from their Dispatch's
+        acceptance to the peer's 250 (mean), and from being queued, as the Dispatch was
+        processed, to that 250 (mean and 95th percentile: evidence that keeps pace with the
+        processing, or waits until the load stops). Empty when none was sent."""
+        rows = self.rows(EVIDENCE_SENT.format(created=self.held_created))
+        if not rows:
+            return {}
+        waits = sorted(float(sent) - float(queued) for _, queued, sent in rows)
+        return {
+            "accepted_to_sent_s": statistics.fmean(float(s) - float(a) for a, _, s in rows),
+            "queued_mean_s": statistics.fmean(waits),
+            "queued_p95_s": waits[min(len(waits) - 1, int(0.95 * len(waits)))],
+        }
 
     def states(self) -> dict[str, int]:
         counts = {f"{kind} {state}": int(n) for kind, state, n in self.rows(STATES)}
