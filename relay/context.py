@@ -50,7 +50,7 @@ from relay.mailbox import Account, AccountState, AccountType, Mailboxes
 from relay.metrics import Metrics
 from relay.readings import READ_WHOLE, Readings, Received, receive
 from relay.spool import Spool
-from relay.steps import IN_PLACE, ON_THREADS, Steps
+from relay.steps import IN_TURN, ON_THREADS, Steps
 from relay.store import MessageRow, Store, open_database
 from relay.tsa import Stamping
 
@@ -189,9 +189,10 @@ class NodeContext:
 
     @property
     def small_steps(self) -> Steps:
-        """Where a small message's disk and store work runs (``[node] small_work``): in place,
-        on the event loop's thread, or on threads (``relay.steps`` says why)."""
-        return IN_PLACE if self.config.small_work == "loop" else ON_THREADS
+        """Where a small message's disk and store work runs (``[node] small_work``): on the
+        event loop's thread, each step in turn with the connections, or on threads
+        (``relay.steps`` says why)."""
+        return IN_TURN if self.config.small_work == "loop" else ON_THREADS
 
     def claim_lost(self, kind: str, queue_id: str) -> None:
         """This process stalled past its lease and another took the message over: its late

@@ -25,7 +25,14 @@ stage may follow it with blocking work of its own, where it ran. A node's proces
 claims its next message there (``FollowedBy``): on threads, that saves a hand-off of its own,
 and each hand-off wakes a worker thread.
 
-``IN_PLACE`` runs every step where it is called: small messages in a node, tests and tools.
+A node runs those steps in turn with its connections (``IN_TURN``): each step waits for the
+event loop's next turn before it runs, so what else is ready (a reply a peer sent the queue
+manager, a block of DATA, a connection's next command) waits for one step, not for a whole
+message of each processing slot. Without it, under a load that keeps the slots busy, the
+queue manager's Evidence messages, four replies each, waited a whole round of the slots per
+reply and left only once the Dispatches stopped (README, Benchmarks).
+
+``IN_PLACE`` runs every step where it is called, at once: tests and tools.
 """
 
 from __future__ import annotations
@@ -107,5 +114,22 @@ class InPlace:
         return function(*args, **kwargs)
 
 
+class InTurn:
+    """Every step in the calling thread, after the event loop's next turn."""
+
+    async def blocking(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        await asyncio.sleep(0)
+        return function(*args, **kwargs)
+
+    async def cpu(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        await asyncio.sleep(0)
+        return function(*args, **kwargs)
+
+    async def last(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        await asyncio.sleep(0)
+        return function(*args, **kwargs)
+
+
 ON_THREADS = OnThreads()
 IN_PLACE = InPlace()
+IN_TURN = InTurn()

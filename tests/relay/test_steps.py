@@ -29,7 +29,7 @@ from relay.lifecycle import Kind, State
 from relay.node import Node
 from relay.readings import READ_WHOLE, receive
 from relay.stages import evidence_in, outbound, retention, rgw, sgw
-from relay.steps import IN_PLACE, ON_THREADS, FollowedBy, Steps
+from relay.steps import IN_PLACE, IN_TURN, ON_THREADS, FollowedBy, Steps
 from relay.store import MessageRow
 from tests.helpers import count_hand_offs, make_dispatch, make_evidence_message
 
@@ -253,6 +253,29 @@ def test_on_threads_computes_on_the_loops_thread_and_blocks_on_another() -> None
     assert asyncio.run(IN_PLACE.blocking(threading.get_ident)) == threading.get_ident()
 
 
+def _what_was_ready(ready: list[str]) -> tuple[list[str], int]:
+    return list(ready), threading.get_ident()
+
+
+def test_in_turn_runs_each_step_on_the_loops_thread_after_what_was_ready() -> None:
+    """``IN_TURN`` (a node's small work): each step waits for the event loop's next turn, so
+    what was ready when it was called (a peer's reply to the queue manager, a block of DATA)
+    runs first, not after a whole message of each processing slot; ``IN_PLACE`` runs at
+    once. Either way on the loop's own thread."""
+
+    async def seen_by_each_step(steps: Steps) -> list[tuple[list[str], int]]:
+        seen = []
+        for step in (steps.cpu, steps.blocking, steps.last):
+            ready: list[str] = []
+            asyncio.get_running_loop().call_soon(ready.append, "a reply")
+            seen.append(await step(_what_was_ready, ready))
+        return seen
+
+    here = threading.get_ident()
+    assert asyncio.run(seen_by_each_step(IN_TURN)) == [(["a reply"], here)] * 3
+    assert asyncio.run(seen_by_each_step(IN_PLACE)) == [([], here)] * 3
+
+
 def _waiting(pki: DevPki, context: NodeContext) -> str:
     """A Dispatch received and not claimed yet; its queue id."""
     data = make_dispatch(pki, recipients=(RECIPIENT,), now=context.clock()).dispatch
@@ -288,7 +311,9 @@ def test_the_node_reads_what_it_claims_in_the_claims_hand_off(
         asyncio.run(rgw.process_dispatch(node, gone, Recorded(), nothing))
 
 
-@pytest.mark.parametrize("where", [ON_THREADS, IN_PLACE], ids=["threads", "in place"])
+@pytest.mark.parametrize(
+    "where", [ON_THREADS, IN_PLACE, IN_TURN], ids=["threads", "in place", "in turn"]
+)
 def test_the_last_step_is_followed_where_it_ran_only_when_it_succeeded(where: Steps) -> None:
     """``FollowedBy``: what follows the last step runs where it ran (the same worker thread,
     in the same hand-off; or in place), right after it; a last step that raised is followed
@@ -305,7 +330,7 @@ def test_the_last_step_is_followed_where_it_ran_only_when_it_succeeded(where: St
     followed = FollowedBy(threading.get_ident, where)
     ran, caller = asyncio.run(run(followed, fails=False))
     assert ran == followed.followed
-    assert (ran == caller) is (where is IN_PLACE)
+    assert (ran == caller) is (where is not ON_THREADS)
     refused = FollowedBy(threading.get_ident, where)
     with pytest.raises(OSError):
         asyncio.run(run(refused, fails=True))
@@ -386,14 +411,15 @@ def test_a_slot_gives_the_loop_a_turn_between_two_messages(
 def test_where_a_nodes_message_is_processed(
     node: NodeContext, threaded: NodeContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """In place: a small message, on a node with ``small_work = "loop"`` that signs with no
-    remote TSA. On threads: a large one, a file not read with its claim, small work on
-    threads, or a remote TSA to ask (it may keep a step waiting for seconds)."""
+    """On the loop's thread, in turn with the connections: a small message, on a node with
+    ``small_work = "loop"`` that signs with no remote TSA. On threads: a large one, a file not
+    read with its claim, small work on threads, or a remote TSA to ask (it may keep a step
+    waiting for seconds)."""
     (tmp_path / "small.eml").write_bytes(b"x" * READ_WHOLE)
     (tmp_path / "large.eml").write_bytes(b"x" * (READ_WHOLE + 1))
     small, large = receive(tmp_path / "small.eml", None), receive(tmp_path / "large.eml", None)
     assert small.small and not large.small
-    assert Node(node).steps_for(small) is IN_PLACE
+    assert Node(node).steps_for(small) is IN_TURN
     assert Node(node).steps_for(large) is ON_THREADS
     assert Node(node).steps_for(None) is ON_THREADS
     assert Node(threaded).steps_for(small) is ON_THREADS
@@ -421,7 +447,9 @@ def test_a_claim_that_fails_after_a_commit_leaves_the_slot_to_the_loop(
     assert relay_node.claim_next() == []
 
 
-@pytest.mark.parametrize("where", [ON_THREADS, IN_PLACE], ids=["threads", "in place"])
+@pytest.mark.parametrize(
+    "where", [ON_THREADS, IN_PLACE, IN_TURN], ids=["threads", "in place", "in turn"]
+)
 def test_a_failed_claim_after_a_commit_is_logged_as_the_slots_not_the_messages(
     pki: DevPki, node: NodeContext, monkeypatch: pytest.MonkeyPatch, where: Steps
 ) -> None:
