@@ -501,6 +501,7 @@ class _Reader:
         for key in (
             "max_connections",
             "max_connections_per_peer",
+            "sending_connections_per_peer",
             "max_recipients",
             "min_transfer_rate",
             "max_junk_commands",

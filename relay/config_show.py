@@ -159,6 +159,7 @@ def show(config: NodeConfig) -> str:
     out.table("limits")
     out.key("max_connections", value(limits.max_connections))
     out.key("max_connections_per_peer", value(limits.max_connections_per_peer))
+    out.key("sending_connections_per_peer", value(limits.sending_connections_per_peer))
     out.key("max_recipients", value(limits.max_recipients))
     out.key("own_message_limit_mib", mib(limits.own_message_limit))
     out.key("default_quota_mib", mib(limits.default_quota))

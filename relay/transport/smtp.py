@@ -27,6 +27,7 @@ import structlog
 from aiosmtplib.protocol import SMTPProtocol
 from cryptography import x509
 
+from relay.config import NodeConfig
 from relay.context import NodeContext
 from relay.errors import RouteTrouble
 from relay.handshakes import count_failures
@@ -72,11 +73,17 @@ async def _drain(protocol: SMTPProtocol) -> None:
     await protocol._drain_helper()
 
 
+def sending_slots(config: NodeConfig) -> int:
+    """Connections this node process opens to one peer at a time: its share of
+    ``[limits] sending_connections_per_peer``, at least one."""
+    return max(1, config.limits.sending_connections_per_peer // config.processes)
+
+
 class SmtpTransport:
     def __init__(
         self,
         context: NodeContext,
-        per_peer: int = 4,
+        per_peer: int | None = None,
         timeout: float = 60.0,
         resolver: Resolver = resolve_mx,
         chunk: int = DATA_CHUNK,
@@ -95,7 +102,8 @@ class SmtpTransport:
         self._tls.check_hostname = False
         self._tls.verify_mode = ssl.CERT_REQUIRED
         self._idle: dict[str, list[aiosmtplib.SMTP]] = defaultdict(list)
-        self._slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_peer))
+        slots = sending_slots(context.config) if per_peer is None else per_peer
+        self._slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(slots))
 
     async def _connect(self, peer: str) -> aiosmtplib.SMTP:
         entry = self.context.verifiers.trust.get(peer)

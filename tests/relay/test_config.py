@@ -21,6 +21,7 @@ from relay.config import ConfigurationProblems, embedded_default
 from relay.config_file import from_mapping, load
 from relay.context import build_context, verifiers_for
 from relay.keys import write_pki
+from relay.transport.smtp import sending_slots
 from tests.helpers import NOW, production_config
 from tests.relay.gateways import run_cli
 
@@ -123,6 +124,23 @@ def test_small_work_runs_on_the_loop_unless_told_threads() -> None:
     with pytest.raises(ConfigurationError) as caught:
         from_mapping({"node": {**node, "small_work": "thread"}}, "x.toml", Path("/tmp"))
     assert "x.toml: node.small_work: loop or threads; not 'thread'" in caught.value.detail
+
+
+def test_a_nodes_sending_connections_to_a_peer_are_shared_out_among_its_processes() -> None:
+    """``[limits] sending_connections_per_peer`` (32) is the node's: each process opens its
+    share, at least one."""
+    node = {"provider": "hs01", "dev_pki": "p"}
+
+    def slots(processes: int, **limits: int) -> int:
+        raw = {"node": {**node, "processes": processes}, "limits": limits}
+        return sending_slots(from_mapping(raw, "x.toml", Path("/tmp")))
+
+    default = from_mapping({"node": node}, "x.toml", Path("/tmp"))
+    assert default.limits.sending_connections_per_peer == 32
+    assert [slots(1), slots(2), slots(3), slots(32), slots(64)] == [32, 16, 10, 1, 1]
+    assert slots(2, sending_connections_per_peer=40) == 20
+    with pytest.raises(ConfigurationError, match=r"limits\.sending_connections_per_peer: must be"):
+        slots(1, sending_connections_per_peer=0)
 
 
 def test_node_processes_default_to_the_cpus_each_signing_for_itself() -> None:

@@ -73,16 +73,15 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     mesh.stop()
 
 
-def _hs01(mesh: Mesh, port: int) -> NodeContext:
-    """hs01's context, with hs02 routed to ``port`` on loopback."""
+def _hs01(mesh: Mesh, port: int, **tables: dict[str, Any]) -> NodeContext:
+    """hs01's context, with hs02 routed to ``port`` on loopback; ``tables``: more of its
+    configuration (``node`` added to what is given here)."""
     data_dir = mesh.root / f"hs01-{uuid.uuid4().hex[:8]}"
+    node = {"provider": "hs01", "dev_pki": str(mesh.root / "pki"), "data_dir": str(data_dir)}
     config = from_mapping(
         {
-            "node": {
-                "provider": "hs01",
-                "dev_pki": str(mesh.root / "pki"),
-                "data_dir": str(data_dir),
-            },
+            **tables,
+            "node": {**node, **tables.get("node", {})},
             "peers": {"hs02": {"route": f"127.0.0.1:{port}"}},
         },
         "test",
@@ -221,6 +220,34 @@ def test_the_wire_carries_stuff_of_the_file(
     # Every message went over the one pooled connection: after a streamed DATA, aiosmtplib's
     # side of the connection is ready for the next transaction.
     assert peer.connections == 1
+
+
+def test_a_node_process_sends_to_a_peer_over_its_share_of_the_connections(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    """Twelve messages at once, two node processes sharing ``sending_connections_per_peer =
+    6``: this process opens three connections to the peer, and the messages beyond them go,
+    in turn, over those three."""
+    path = tmp_path / "m.eml"
+    path.write_bytes(b"Subject: x\r\n\r\nMerhaba\r\n")
+    peer = _Peer(mesh)
+
+    async def go() -> list[Result]:
+        server, port = await peer.start()
+        context = _hs01(
+            mesh, port, node={"processes": 2}, limits={"sending_connections_per_peer": 6}
+        )
+        transport = SmtpTransport(context, timeout=10)
+        try:
+            return await asyncio.gather(*(transport.send(_entry(path)) for _ in range(12)))
+        finally:
+            await transport.close()
+            server.close()
+            context.store.close()
+
+    results = asyncio.run(go())
+    assert [r.outcome for r in results] == [Outcome.DELIVERED] * 12
+    assert len(peer.data) == 12 and peer.connections == 3
 
 
 @pytest.mark.parametrize(
