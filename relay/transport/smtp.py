@@ -44,6 +44,12 @@ log = structlog.get_logger("kep.smtp_out")
 # socket, and a 25 MiB message takes some 400 reads. Not ``interop.limits.STREAM_CHUNK``
 # (1 MiB), which sizes reads for hashing, one message at a time.
 DATA_CHUNK = 64 * 1024
+# Seconds a connection a message left idle is kept for the next one to the same peer, then
+# closed with QUIT. A steady flow reuses it (the queue is looked at every second at least);
+# a burst's connections (up to [limits] sending_connections_per_peer) do not go on holding
+# the peer's connection slots, which its other clients need. Postfix keeps one 2 s
+# (smtp_connection_cache_time_limit); a new one costs a TLS handshake.
+IDLE_KEEP = 10.0
 
 
 def _open(path: Path) -> tuple[BinaryIO, int]:
@@ -87,6 +93,7 @@ class SmtpTransport:
         timeout: float = 60.0,
         resolver: Resolver = resolve_mx,
         chunk: int = DATA_CHUNK,
+        idle_keep: float = IDLE_KEEP,
     ) -> None:
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1 byte, not {chunk}")
@@ -101,7 +108,10 @@ class SmtpTransport:
         # Host names are checked against the trust list below, not against the route address.
         self._tls.check_hostname = False
         self._tls.verify_mode = ssl.CERT_REQUIRED
+        self.idle_keep = idle_keep
         self._idle: dict[str, list[aiosmtplib.SMTP]] = defaultdict(list)
+        self._expiry: dict[aiosmtplib.SMTP, asyncio.TimerHandle] = {}
+        self._quitting: set[asyncio.Task[None]] = set()
         slots = sending_slots(context.config) if per_peer is None else per_peer
         self._slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(slots))
 
@@ -159,7 +169,7 @@ class SmtpTransport:
             client = None
             host: str | None = None  # the gateway that answered, for the attempt's record
             try:
-                client = self._idle[entry.peer].pop() if self._idle[entry.peer] else None
+                client = self._take_idle(entry.peer)
                 if client is None or not client.is_connected:
                     client = await self._connect(entry.peer)
                 host = f"{client.hostname}:{client.port}"
@@ -170,7 +180,7 @@ class SmtpTransport:
                     return Result(outcome, f"{first.code} {first.message}", first.code, host=host)
                 # Only a connection that finished its transaction with a 250 goes back: one that
                 # failed anywhere (mid-DATA above all) is closed below.
-                self._idle[entry.peer].append(client)
+                self._keep_idle(entry.peer, client)
                 client = None
                 return Result(Outcome.DELIVERED, f"250 {reply.message}", 250, host=host)
             except aiosmtplib.SMTPResponseException as exc:
@@ -261,11 +271,42 @@ class SmtpTransport:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
         return reply
 
+    def _take_idle(self, peer: str) -> aiosmtplib.SMTP | None:
+        """The connection to ``peer`` used last, if one is idle (its closing called off)."""
+        if not self._idle[peer]:
+            return None
+        client = self._idle[peer].pop()
+        self._expiry.pop(client).cancel()
+        return client
+
+    def _keep_idle(self, peer: str, client: aiosmtplib.SMTP) -> None:
+        """Keep ``client`` for the next message to ``peer``, for ``idle_keep`` seconds."""
+        self._idle[peer].append(client)
+        self._expiry[client] = asyncio.get_running_loop().call_later(
+            self.idle_keep, self._expire, peer, client
+        )
+
+    def _expire(self, peer: str, client: aiosmtplib.SMTP) -> None:
+        """``client`` stayed idle for ``idle_keep`` seconds: QUIT (closed if the peer is slow
+        to answer), in a task of its own."""
+        self._idle[peer].remove(client)
+        del self._expiry[client]
+        task = asyncio.get_running_loop().create_task(self._quit(client))
+        self._quitting.add(task)
+        task.add_done_callback(self._quitting.discard)
+
+    async def _quit(self, client: aiosmtplib.SMTP) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
+
     async def close(self) -> None:
-        for clients in self._idle.values():
-            for client in clients:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError):
-                    client.close()
+        """QUIT every idle connection, and let those already quitting finish."""
+        for handle in self._expiry.values():
+            handle.cancel()
+        self._expiry.clear()
+        idle = [client for clients in self._idle.values() for client in clients]
         self._idle.clear()
+        await asyncio.gather(*(self._quit(client) for client in idle), *self._quitting)

@@ -113,6 +113,7 @@ class _Peer:
         self.broken: str | None = None
         self.after = 0
         self.connections = 0
+        self.quits = 0
         self.mail: list[bytes] = []
         self.data: list[bytes] = []
         self.address = ""  # host:port, once listening
@@ -146,6 +147,7 @@ class _Peer:
                     if not await self._data(reader, writer, broken):
                         return
                 elif verb == b"QUIT":
+                    self.quits += 1
                     writer.write(b"221 2.0.0 Bye\r\n")
                     return
                 else:
@@ -248,6 +250,40 @@ def test_a_node_process_sends_to_a_peer_over_its_share_of_the_connections(
     results = asyncio.run(go())
     assert [r.outcome for r in results] == [Outcome.DELIVERED] * 12
     assert len(peer.data) == 12 and peer.connections == 3
+
+
+def test_an_idle_connection_carries_the_next_message_then_is_quit(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    """A connection a message left idle carries the next message sent within ``idle_keep``;
+    once that passes the transport says QUIT, so a burst's connections do not go on holding
+    the peer's slots, and the next message opens a new one."""
+    path = tmp_path / "m.eml"
+    path.write_bytes(b"Subject: x\r\n\r\nMerhaba\r\n")
+    peer = _Peer(mesh)
+
+    async def go() -> tuple[list[Result], list[int]]:
+        server, port = await peer.start()
+        context = _hs01(mesh, port)
+        transport = SmtpTransport(context, timeout=10, idle_keep=0.3)
+        try:
+            results = [await transport.send(_entry(path)) for _ in range(2)]
+            seen = [peer.connections, peer.quits]
+            for _ in range(100):  # idle_keep, then QUIT's round trip
+                if peer.quits:
+                    break
+                await asyncio.sleep(0.05)
+            results.append(await transport.send(_entry(path)))
+            return results, [*seen, peer.connections, peer.quits]
+        finally:
+            await transport.close()
+            server.close()
+            context.store.close()
+
+    results, counts = asyncio.run(go())
+    assert [r.outcome for r in results] == [Outcome.DELIVERED] * 3
+    # Two messages over one connection, not quit yet; QUIT after idle_keep; a new connection.
+    assert counts == [1, 0, 2, 1]
 
 
 @pytest.mark.parametrize(
